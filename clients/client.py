@@ -1,0 +1,195 @@
+"""Clients over the generated stubs, with per-call deadlines and retries.
+
+Retries are gRPC's own (a service config `retryPolicy`): UNAVAILABLE is retried with exponential
+backoff for every method; writes are safe to retry because events carry an idempotency key
+(`event_id`) and upserts replace whole records. Deadlines are set per call from `ClientOptions`.
+The two classes share everything but the channel type, so their methods are the same.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from protos.aisle.v1 import (
+    catalog_pb2,
+    catalog_pb2_grpc,
+    events_pb2,
+    events_pb2_grpc,
+    recommendations_pb2,
+    recommendations_pb2_grpc,
+    users_pb2,
+    users_pb2_grpc,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOptions:
+    """How a client talks to Aisle."""
+
+    target: str = "localhost:50051"
+    #: Deadline of a read (Recommend, GetProfile, …) and of a write (Track, UpsertItems, …), seconds.
+    read_timeout_s: float = 1.0
+    write_timeout_s: float = 10.0
+    max_attempts: int = 4
+    #: Bearer token sent as `authorization` metadata, for servers that require JWTs.
+    token: str | None = None
+    #: PEM root certificates for TLS; None means a plaintext channel.
+    root_certificates: bytes | None = None
+
+    def channel_options(self) -> list[tuple[str, Any]]:
+        retry = {
+            "methodConfig": [
+                {
+                    "name": [{"service": "aisle.v1." + s} for s in _SERVICES],
+                    "retryPolicy": {
+                        "maxAttempts": self.max_attempts,
+                        "initialBackoff": "0.05s",
+                        "maxBackoff": "1s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ]
+        }
+        return [
+            ("grpc.service_config", json.dumps(retry)),
+            ("grpc.enable_retries", 1),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        ]
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+
+
+_SERVICES = ("EventService", "CatalogService", "UserService", "RecommendationService")
+
+
+def recommend_request(
+    user_id: str,
+    k: int = 10,
+    context_item_id: str = "",
+    exclude_item_ids: Sequence[str] = (),
+    category_prefix: str = "",
+    explain: bool = True,
+) -> recommendations_pb2.RecommendRequest:
+    return recommendations_pb2.RecommendRequest(
+        user_id=user_id,
+        k=k,
+        context_item_id=context_item_id,
+        exclude_item_ids=exclude_item_ids,
+        category_prefix=category_prefix,
+        explain=explain,
+    )
+
+
+class _Stubs:
+    def __init__(self, channel: grpc.Channel | grpc.aio.Channel, options: ClientOptions) -> None:
+        self.options = options
+        self.channel = channel
+        self.events = events_pb2_grpc.EventServiceStub(channel)
+        self.catalog = catalog_pb2_grpc.CatalogServiceStub(channel)
+        self.users = users_pb2_grpc.UserServiceStub(channel)
+        self.recs = recommendations_pb2_grpc.RecommendationServiceStub(channel)
+        self._read = {"timeout": options.read_timeout_s, "metadata": options.metadata()}
+        self._write = {"timeout": options.write_timeout_s, "metadata": options.metadata()}
+
+
+def _channel(options: ClientOptions, aio: bool) -> Any:
+    module: Any = grpc.aio if aio else grpc
+    if options.root_certificates is not None:
+        creds = grpc.ssl_channel_credentials(root_certificates=options.root_certificates)
+        return module.secure_channel(options.target, creds, options=options.channel_options())
+    return module.insecure_channel(options.target, options=options.channel_options())
+
+
+class AisleClient(_Stubs):
+    """Blocking client. Use as a context manager, or call `close()`."""
+
+    def __init__(self, options: ClientOptions = ClientOptions()) -> None:
+        super().__init__(_channel(options, aio=False), options)
+
+    def __enter__(self) -> AisleClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def track(self, events: Iterable[events_pb2.Event]) -> events_pb2.TrackResponse:
+        return self.events.Track(events_pb2.TrackRequest(events=list(events)), **self._write)  # type: ignore[no-any-return]
+
+    def upsert_items(self, items: Iterable[catalog_pb2.Item]) -> int:
+        return self.catalog.UpsertItems(catalog_pb2.UpsertItemsRequest(items=list(items)), **self._write).upserted  # type: ignore[no-any-return]
+
+    def get_item(self, item_id: str) -> catalog_pb2.Item:
+        return self.catalog.GetItem(catalog_pb2.GetItemRequest(item_id=item_id), **self._read)  # type: ignore[no-any-return]
+
+    def delete_items(self, item_ids: Iterable[str]) -> int:
+        return self.catalog.DeleteItems(catalog_pb2.DeleteItemsRequest(item_ids=list(item_ids)), **self._write).deleted  # type: ignore[no-any-return]
+
+    def upsert_user(self, user: users_pb2.User) -> None:
+        self.users.UpsertUser(users_pb2.UpsertUserRequest(user=user), **self._write)
+
+    def profile(self, user_id: str) -> users_pb2.Profile:
+        return self.users.GetProfile(users_pb2.GetProfileRequest(user_id=user_id), **self._read)  # type: ignore[no-any-return]
+
+    def recommend(self, user_id: str, k: int = 10, **kwargs: Any) -> recommendations_pb2.RecommendResponse:
+        """Keyword arguments: context_item_id, exclude_item_ids, category_prefix, explain."""
+        return self.recs.Recommend(recommend_request(user_id, k, **kwargs), **self._read)  # type: ignore[no-any-return]
+
+    def similar_items(self, item_id: str, k: int = 10, explain: bool = True) -> recommendations_pb2.SimilarItemsResponse:
+        request = recommendations_pb2.SimilarItemsRequest(item_id=item_id, k=k, explain=explain)
+        return self.recs.SimilarItems(request, **self._read)  # type: ignore[no-any-return]
+
+
+class AsyncAisleClient(_Stubs):
+    """asyncio client with the same methods as `AisleClient`, awaited. `async with` or `await close()`."""
+
+    def __init__(self, options: ClientOptions = ClientOptions()) -> None:
+        super().__init__(_channel(options, aio=True), options)
+
+    async def __aenter__(self) -> AsyncAisleClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.channel.close()  # type: ignore[misc]
+
+    async def track(self, events: Iterable[events_pb2.Event]) -> events_pb2.TrackResponse:
+        return await self.events.Track(events_pb2.TrackRequest(events=list(events)), **self._write)  # type: ignore[no-any-return]
+
+    async def upsert_items(self, items: Iterable[catalog_pb2.Item]) -> int:
+        response = await self.catalog.UpsertItems(catalog_pb2.UpsertItemsRequest(items=list(items)), **self._write)
+        return response.upserted  # type: ignore[no-any-return]
+
+    async def get_item(self, item_id: str) -> catalog_pb2.Item:
+        return await self.catalog.GetItem(catalog_pb2.GetItemRequest(item_id=item_id), **self._read)  # type: ignore[no-any-return]
+
+    async def delete_items(self, item_ids: Iterable[str]) -> int:
+        response = await self.catalog.DeleteItems(catalog_pb2.DeleteItemsRequest(item_ids=list(item_ids)), **self._write)
+        return response.deleted  # type: ignore[no-any-return]
+
+    async def upsert_user(self, user: users_pb2.User) -> None:
+        await self.users.UpsertUser(users_pb2.UpsertUserRequest(user=user), **self._write)
+
+    async def profile(self, user_id: str) -> users_pb2.Profile:
+        return await self.users.GetProfile(users_pb2.GetProfileRequest(user_id=user_id), **self._read)  # type: ignore[no-any-return]
+
+    async def recommend(self, user_id: str, k: int = 10, **kwargs: Any) -> recommendations_pb2.RecommendResponse:
+        return await self.recs.Recommend(recommend_request(user_id, k, **kwargs), **self._read)  # type: ignore[no-any-return]
+
+    async def similar_items(
+        self, item_id: str, k: int = 10, explain: bool = True
+    ) -> recommendations_pb2.SimilarItemsResponse:
+        request = recommendations_pb2.SimilarItemsRequest(item_id=item_id, k=k, explain=explain)
+        return await self.recs.SimilarItems(request, **self._read)  # type: ignore[no-any-return]

@@ -1,0 +1,228 @@
+"""The fold: one event -> updates to one user's features and to item-level counters.
+
+Pure: no I/O and no clock. The same state and event always give the same result, which is what lets
+the embedded server, the Kafka worker and `trainer evaluate` share it, and a replay rebuild state
+exactly.
+
+Guarantees kept here:
+- Idempotency: an `event_id` already applied to the user is skipped (the last
+  `FoldConfig.applied_ids_cap` ids per user are remembered).
+- Order: interactions are placed by `ts_ms`, not arrival; decayed sums commute (`decay`), the cart is
+  last-writer-wins by timestamp, and a co-visitation pair is counted when the second of its two events
+  arrives, whichever that is. So late events land where they belong.
+- Bounds: every per-user collection is capped (`FoldConfig`).
+Events must be validated first (`validation.validate_event`); the fold does not re-check input.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from feature_worker.catalog import Catalog, ItemInfo
+from feature_worker.decay import DAY_MS, encode
+from feature_worker.state import UserState
+from protos.aisle.v1 import events_pb2
+
+VIEW = events_pb2.VIEW
+CLICK = events_pb2.CLICK
+SEARCH = events_pb2.SEARCH
+ADD_TO_CART = events_pb2.ADD_TO_CART
+REMOVE_FROM_CART = events_pb2.REMOVE_FROM_CART
+PURCHASE = events_pb2.PURCHASE
+IMPRESSION = events_pb2.IMPRESSION
+
+#: How much an interaction says about interest in an item (popularity, trending, affinities).
+INTEREST_WEIGHT: dict[int, float] = {
+    VIEW: 1.0,
+    CLICK: 1.5,
+    ADD_TO_CART: 3.0,
+    REMOVE_FROM_CART: 0.0,
+    PURCHASE: 5.0,
+}
+#: How much an event says about a customer's engagement with the shop (documented in users.proto).
+ENGAGEMENT_WEIGHT: dict[int, float] = {
+    VIEW: 1.0,
+    CLICK: 2.0,
+    SEARCH: 1.0,
+    ADD_TO_CART: 3.0,
+    REMOVE_FROM_CART: 0.0,
+    PURCHASE: 5.0,
+    IMPRESSION: 0.0,
+}
+#: Event types whose items are paired for co-visitation ("customers who viewed this also viewed").
+COVISIT_TYPES = frozenset({VIEW, CLICK, ADD_TO_CART, PURCHASE})
+
+
+@dataclass(frozen=True, slots=True)
+class FoldConfig:
+    """Caps and time constants of the fold. Changing them changes stored features: bump `keys.VERSION`."""
+
+    recent_cap: int = 50
+    cart_cap: int = 100
+    purchases_cap: int = 200
+    affinity_cap: int = 64
+    applied_ids_cap: int = 1000
+    half_life_ms: float = 30 * DAY_MS
+    covis_window_ms: int = 3_600_000
+    covis_max_pairs: int = 10
+
+
+@dataclass(slots=True)
+class ItemDeltas:
+    """Item-level increments collected over a batch of events; every one is a commutative addition."""
+
+    popularity: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    #: (item_id, UTC day number) -> interest weight observed that day.
+    trend: defaultdict[tuple[str, int], float] = field(default_factory=lambda: defaultdict(float))
+    #: (item_id, neighbour item_id) -> co-visit count; both directions are present.
+    covis: defaultdict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
+    #: The newest event time seen: the stream clock that trending and decay are read at.
+    clock_ms: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.popularity or self.trend or self.covis)
+
+
+def acted_items(event: events_pb2.Event) -> list[str]:
+    """The items an event acts on, in order, each once. Impressions and searches act on none."""
+    if event.type in (IMPRESSION, SEARCH, events_pb2.EVENT_TYPE_UNSPECIFIED):
+        return []
+    items = [event.item_id] if event.item_id else []
+    for item in event.item_ids:
+        if item not in items:
+            items.append(item)
+    return items
+
+
+def fold(
+    state: UserState,
+    event: events_pb2.Event,
+    catalog: Catalog,
+    deltas: ItemDeltas,
+    config: FoldConfig = FoldConfig(),
+) -> bool:
+    """Apply one validated event to `state` (in place) and add its item-level updates to `deltas`.
+
+    Returns False, changing nothing, when the event's id was already applied to this user.
+    """
+    event_id = event.event_id
+    if event_id in state.applied_ids:
+        return False
+    state.applied_ids[event_id] = None
+    if len(state.applied_ids) > config.applied_ids_cap:
+        del state.applied_ids[next(iter(state.applied_ids))]
+
+    etype = event.type
+    ts = event.ts_ms
+    half_life = config.half_life_ms
+    state.events_applied += 1
+    if ts > state.last_seen_ms:
+        state.last_seen_ms = ts
+    if ts > deltas.clock_ms:
+        deltas.clock_ms = ts
+    engagement = ENGAGEMENT_WEIGHT.get(etype, 0.0)
+    if engagement:
+        state.engagement += encode(engagement, ts, half_life)
+
+    items = acted_items(event)
+    if not items:
+        return True
+    interest = INTEREST_WEIGHT.get(etype, 0.0)
+    if interest:
+        weight = encode(interest, ts, half_life)
+        day = ts // DAY_MS
+        for item in items:
+            deltas.popularity[item] += weight
+            deltas.trend[(item, day)] += interest
+            _add_affinities(state, catalog.get(item), weight, config)
+
+    for item in items:
+        if etype in COVISIT_TYPES:
+            _pair_with_recent(state, item, ts, deltas, config)
+        _insert_recent(state, (ts, etype, item), config.recent_cap)
+
+    if etype == ADD_TO_CART or etype == REMOVE_FROM_CART:
+        for item in items:
+            _set_cart_line(state, item, ts, etype == ADD_TO_CART, config.cart_cap)
+    elif etype == PURCHASE:
+        _apply_purchase(state, event, items, config)
+    return True
+
+
+def _insert_recent(state: UserState, entry: tuple[int, int, str], cap: int) -> None:
+    recent = state.recent
+    # After every entry with the same timestamp: ties keep arrival order.
+    recent.insert(bisect_right(recent, entry[0], key=_ts_of), entry)
+    if len(recent) > cap:
+        del recent[0]
+
+
+def _ts_of(entry: tuple[int, int, str]) -> int:
+    return entry[0]
+
+
+def _pair_with_recent(state: UserState, item: str, ts: int, deltas: ItemDeltas, config: FoldConfig) -> None:
+    """Count `item` as co-visited with the user's other items within the window, nearest first."""
+    window = config.covis_window_ms
+    near: dict[str, int] = {}
+    for r_ts, r_type, r_item in state.recent:
+        if r_item == item or r_type not in COVISIT_TYPES:
+            continue
+        gap = abs(r_ts - ts)
+        if gap <= window and gap < near.get(r_item, window + 1):
+            near[r_item] = gap
+    if len(near) > config.covis_max_pairs:
+        near = dict(sorted(near.items(), key=lambda kv: kv[1])[: config.covis_max_pairs])
+    covis = deltas.covis
+    for other in near:
+        covis[(item, other)] += 1.0
+        covis[(other, item)] += 1.0
+
+
+def _add_affinities(state: UserState, info: ItemInfo | None, weight: float, config: FoldConfig) -> None:
+    if info is None:  # an item not (yet) in the catalog has no category or brand to credit
+        return
+    categories = state.category_affinity
+    for prefix in info.categories:
+        categories[prefix] = categories.get(prefix, 0.0) + weight
+    if len(categories) > config.affinity_cap:
+        _keep_largest(categories, config.affinity_cap)
+    if info.brand:
+        brands = state.brand_affinity
+        brands[info.brand] = brands.get(info.brand, 0.0) + weight
+        if len(brands) > config.affinity_cap:
+            _keep_largest(brands, config.affinity_cap)
+
+
+def _keep_largest(weights: dict[str, float], cap: int) -> None:
+    for key, _ in sorted(weights.items(), key=lambda kv: kv[1])[: len(weights) - cap]:
+        del weights[key]
+
+
+def _set_cart_line(state: UserState, item: str, ts: int, in_cart: bool, cap: int) -> None:
+    line = state.cart.get(item)
+    if line is None or ts >= line[0]:
+        state.cart[item] = (ts, in_cart)
+    if len(state.cart) > cap:
+        # Forget lines no longer in the cart first, then the oldest.
+        oldest = min(state.cart.items(), key=lambda kv: (kv[1][1], kv[1][0]))[0]
+        del state.cart[oldest]
+
+
+def _apply_purchase(state: UserState, event: events_pb2.Event, items: list[str], config: FoldConfig) -> None:
+    ts = event.ts_ms
+    for item in items:
+        last_ts, count = state.purchases.get(item, (0, 0))
+        state.purchases[item] = (max(last_ts, ts), count + 1)
+        line = state.cart.get(item)
+        if line is not None and line[1] and ts >= line[0]:
+            state.cart[item] = (ts, False)
+    if len(state.purchases) > config.purchases_cap:
+        oldest = min(state.purchases.items(), key=lambda kv: kv[1][0])[0]
+        del state.purchases[oldest]
+    state.purchase_count += 1
+    state.last_purchase_ms = max(state.last_purchase_ms, ts)
+    # price is a unit price; quantity 0 means one.
+    state.monetary += event.price * max(event.quantity, 1)

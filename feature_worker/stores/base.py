@@ -1,0 +1,65 @@
+"""The feature store interface: what the writer (fold) and the reader (server) need, nothing more."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from feature_worker.fold import ItemDeltas
+from feature_worker.state import UserState
+
+
+@dataclass(slots=True)
+class RequestFeatures:
+    """Everything one recommendation needs from the store, read at once."""
+
+    user: UserState | None
+    #: item -> its co-visited neighbours, strongest first, for the user's recent items and the
+    #: requested context items.
+    covis: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ItemStats:
+    """Item-level counters of the whole shop, read at the stream clock.
+
+    `popularity` holds decayed interest (half-life of the fold); `trending` the interest of the last
+    24 hours of stream time.
+    """
+
+    popularity: dict[str, float]
+    trending: dict[str, float]
+    clock_ms: int
+
+
+class FeatureStore(ABC):
+    """Stores user features and item counters.
+
+    Writers call `load_users`, fold, then `commit`; a commit applies the users and the item deltas of
+    one batch together. Each user is written by one writer at a time (Kafka partitions by user id),
+    so load-fold-commit per user needs no locks.
+    """
+
+    @abstractmethod
+    async def load_users(self, user_ids: Collection[str]) -> dict[str, UserState]:
+        """The current state of each user, a fresh empty state for users never seen."""
+
+    @abstractmethod
+    async def commit(self, users: Mapping[str, UserState], deltas: ItemDeltas) -> None:
+        """Write the users' new states and add the item deltas."""
+
+    @abstractmethod
+    async def read_request(self, user_id: str, context_item_ids: Sequence[str]) -> RequestFeatures:
+        """The user's state and the co-visitation neighbours of their recent and the context items."""
+
+    @abstractmethod
+    async def item_stats(self) -> ItemStats:
+        """Popularity and trending of every item."""
+
+    @abstractmethod
+    async def delete_user(self, user_id: str) -> bool:
+        """Forget a user's features; True when there were any."""
+
+    async def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,118 @@
+"""The in-process feature store: the embedded server's store and the evaluation harness's.
+
+State lives in dicts; durability comes from the embedded server's journal, which replays events
+through the same fold on start (see `server.embedded.journal`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+
+from feature_worker.decay import DAY_MS, scale_at
+from feature_worker.fold import FoldConfig, ItemDeltas
+from feature_worker.state import UserState
+from feature_worker.stores.base import FeatureStore, ItemStats, RequestFeatures
+
+#: Co-visitation neighbours kept per item; pruned back to this when it grows past 1.25 times it.
+COVIS_CAP = 200
+#: How many of the user's latest distinct items seed co-visitation candidates.
+RECENT_SEEDS = 10
+#: Neighbours returned per seed item.
+NEIGHBOURS_PER_SEED = 50
+
+
+class MemoryFeatureStore(FeatureStore):
+    """Features in process memory. `load_users` hands out the live states, so the fold writes in place."""
+
+    def __init__(self, config: FoldConfig = FoldConfig()) -> None:
+        self.config = config
+        self.users: dict[str, UserState] = {}
+        self.popularity: dict[str, float] = {}
+        self.trend: dict[int, dict[str, float]] = {}  # UTC day -> item -> interest that day
+        self.covis: dict[str, dict[str, float]] = {}
+        self.clock_ms = 0
+        #: Grows with every commit: readers cache derived views (top lists) by it.
+        self.version = 0
+
+    # -- writer side -------------------------------------------------------------------------------
+    def load_users_now(self, user_ids: Collection[str]) -> dict[str, UserState]:
+        users = self.users
+        return {uid: users.get(uid) or UserState() for uid in user_ids}
+
+    def commit_now(self, users: Mapping[str, UserState], deltas: ItemDeltas) -> None:
+        self.users.update(users)
+        popularity = self.popularity
+        for item, weight in deltas.popularity.items():
+            popularity[item] = popularity.get(item, 0.0) + weight
+        for (item, day), weight in deltas.trend.items():
+            bucket = self.trend.setdefault(day, {})
+            bucket[item] = bucket.get(item, 0.0) + weight
+        covis = self.covis
+        for (item, other), count in deltas.covis.items():
+            neighbours = covis.get(item)
+            if neighbours is None:
+                neighbours = covis[item] = {}
+            neighbours[other] = neighbours.get(other, 0.0) + count
+            if len(neighbours) > COVIS_CAP * 5 // 4:
+                _prune(neighbours, COVIS_CAP)
+        if deltas.clock_ms > self.clock_ms:
+            self.clock_ms = deltas.clock_ms
+            today = self.clock_ms // DAY_MS
+            for day in [d for d in self.trend if d < today - 1]:
+                del self.trend[day]
+        self.version += 1
+
+    async def load_users(self, user_ids: Collection[str]) -> dict[str, UserState]:
+        return self.load_users_now(user_ids)
+
+    async def commit(self, users: Mapping[str, UserState], deltas: ItemDeltas) -> None:
+        self.commit_now(users, deltas)
+
+    # -- reader side -------------------------------------------------------------------------------
+    def read_request_now(self, user_id: str, context_item_ids: Sequence[str]) -> RequestFeatures:
+        user = self.users.get(user_id)
+        seeds = list(context_item_ids)
+        if user is not None:
+            for _, _, item in reversed(user.recent):
+                if item not in seeds:
+                    seeds.append(item)
+                    if len(seeds) >= RECENT_SEEDS + len(context_item_ids):
+                        break
+        covis = {}
+        for item in seeds:
+            neighbours = self.covis.get(item)
+            if neighbours:
+                covis[item] = sorted(neighbours.items(), key=_by_weight_desc)[:NEIGHBOURS_PER_SEED]
+        return RequestFeatures(user=user, covis=covis)
+
+    def item_stats_now(self) -> ItemStats:
+        clock = self.clock_ms
+        scale = scale_at(clock, self.config.half_life_ms)
+        popularity = {item: weight * scale for item, weight in self.popularity.items()}
+        today = clock // DAY_MS
+        # A sliding 24 hours: all of today plus the part of yesterday still inside the window.
+        yesterday_share = 1.0 - (clock - today * DAY_MS) / DAY_MS
+        trending = dict(self.trend.get(today, {}))
+        for item, weight in self.trend.get(today - 1, {}).items():
+            trending[item] = trending.get(item, 0.0) + weight * yesterday_share
+        return ItemStats(popularity=popularity, trending=trending, clock_ms=clock)
+
+    async def read_request(self, user_id: str, context_item_ids: Sequence[str]) -> RequestFeatures:
+        return self.read_request_now(user_id, context_item_ids)
+
+    async def item_stats(self) -> ItemStats:
+        return self.item_stats_now()
+
+    async def delete_user(self, user_id: str) -> bool:
+        return self.users.pop(user_id, None) is not None
+
+
+def _by_weight_desc(pair: tuple[str, float]) -> tuple[float, str]:
+    # Ties broken by id so answers are deterministic.
+    return (-pair[1], pair[0])
+
+
+def _prune(neighbours: dict[str, float], cap: int) -> None:
+    keep = sorted(neighbours.items(), key=_by_weight_desc)[:cap]
+    neighbours.clear()
+    neighbours.update(keep)

@@ -1,0 +1,115 @@
+"""Input checks for events, items and users, shared by the gRPC edge and the Kafka worker.
+
+Each check returns `(field, reason)` pairs instead of raising, so a batch can keep its good records
+and report every bad one (gRPC `Rejection`s, dead-letter reasons).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from protos.aisle.v1 import catalog_pb2, events_pb2, users_pb2
+
+MAX_ID_LEN = 128
+MAX_TEXT_LEN = 1024
+MAX_DESCRIPTION_LEN = 16_384
+MAX_MAP_ENTRIES = 64
+MAX_ITEM_IDS = 200
+MAX_QUANTITY = 100_000
+MAX_PRICE = 1e9
+#: Events stamped further ahead than this (client clock skew) are refused: they would move the stream
+#: clock into the future for everybody.
+MAX_FUTURE_MS = 3_600_000
+
+Problem = tuple[str, str]
+
+_ITEM_TYPES = frozenset(
+    {events_pb2.VIEW, events_pb2.CLICK, events_pb2.ADD_TO_CART, events_pb2.REMOVE_FROM_CART, events_pb2.PURCHASE}
+)
+
+
+def check_id(value: str, field: str, problems: list[Problem], required: bool = True) -> None:
+    """An identifier: non-empty (when required), at most MAX_ID_LEN characters, no control characters."""
+    if not value:
+        if required:
+            problems.append((field, "is required"))
+        return
+    if len(value) > MAX_ID_LEN:
+        problems.append((field, f"is longer than {MAX_ID_LEN} characters"))
+    elif not value.isprintable():
+        problems.append((field, "contains control or non-printable characters"))
+
+
+def check_text(value: str, field: str, limit: int, problems: list[Problem]) -> None:
+    if len(value) > limit:
+        problems.append((field, f"is longer than {limit} characters"))
+
+
+def check_map(entries: Mapping[str, str], field: str, problems: list[Problem]) -> None:
+    if len(entries) > MAX_MAP_ENTRIES:
+        problems.append((field, f"has more than {MAX_MAP_ENTRIES} entries"))
+        return
+    for key, value in entries.items():
+        if not key or len(key) > MAX_ID_LEN:
+            problems.append((f"{field}[{key[:32]!r}]", f"keys must be 1 to {MAX_ID_LEN} characters"))
+        elif len(value) > MAX_TEXT_LEN:
+            problems.append((f"{field}[{key[:32]!r}]", f"is longer than {MAX_TEXT_LEN} characters"))
+
+
+def validate_event(event: events_pb2.Event, now_ms: int) -> list[Problem]:
+    """Everything wrong with one event; empty when it can be folded.
+
+    `ts_ms == 0` is allowed here (it means "now"); the caller stamps it before logging or folding.
+    """
+    problems: list[Problem] = []
+    check_id(event.event_id, "event_id", problems)
+    check_id(event.user_id, "user_id", problems)
+    check_id(event.session_id, "session_id", problems, required=False)
+    check_id(event.recommendation_id, "recommendation_id", problems, required=False)
+    etype = event.type
+    if etype == events_pb2.EVENT_TYPE_UNSPECIFIED or etype not in events_pb2.EventType.values():
+        problems.append(("type", "must be one of VIEW, CLICK, SEARCH, ADD_TO_CART, REMOVE_FROM_CART, PURCHASE, IMPRESSION"))
+    check_id(event.item_id, "item_id", problems, required=False)
+    if len(event.item_ids) > MAX_ITEM_IDS:
+        problems.append(("item_ids", f"has more than {MAX_ITEM_IDS} items"))
+    else:
+        for i, item in enumerate(event.item_ids):
+            check_id(item, f"item_ids[{i}]", problems)
+    if etype in _ITEM_TYPES and not event.item_id and not event.item_ids:
+        problems.append(("item_id", f"is required for {events_pb2.EventType.Name(etype)} events"))
+    if etype == events_pb2.IMPRESSION and not event.item_ids and not event.item_id:
+        problems.append(("item_ids", "an IMPRESSION needs the items shown"))
+    if event.ts_ms < 0:
+        problems.append(("ts_ms", "must not be negative"))
+    elif event.ts_ms > now_ms + MAX_FUTURE_MS:
+        problems.append(("ts_ms", "is more than one hour in the future"))
+    if not math.isfinite(event.price) or event.price < 0 or event.price > MAX_PRICE:
+        problems.append(("price", f"must be a finite number from 0 to {MAX_PRICE:g}"))
+    if event.quantity < 0 or event.quantity > MAX_QUANTITY:
+        problems.append(("quantity", f"must be from 0 to {MAX_QUANTITY}"))
+    check_text(event.query, "query", MAX_TEXT_LEN, problems)
+    check_map(event.context, "context", problems)
+    return problems
+
+
+def validate_item(item: catalog_pb2.Item) -> list[Problem]:
+    """Everything wrong with one catalog item."""
+    problems: list[Problem] = []
+    check_id(item.item_id, "item_id", problems)
+    check_text(item.title, "title", MAX_TEXT_LEN, problems)
+    check_text(item.description, "description", MAX_DESCRIPTION_LEN, problems)
+    check_text(item.category, "category", MAX_TEXT_LEN, problems)
+    check_id(item.brand, "brand", problems, required=False)
+    if not math.isfinite(item.price) or item.price < 0 or item.price > MAX_PRICE:
+        problems.append(("price", f"must be a finite number from 0 to {MAX_PRICE:g}"))
+    check_map(item.attributes, "attributes", problems)
+    return problems
+
+
+def validate_user(user: users_pb2.User) -> list[Problem]:
+    """Everything wrong with one user record."""
+    problems: list[Problem] = []
+    check_id(user.user_id, "user_id", problems)
+    check_map(user.attributes, "attributes", problems)
+    return problems

@@ -1,0 +1,1 @@
+"""The Aisle gRPC server: ingestion, catalog, users and recommendations."""

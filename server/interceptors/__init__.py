@@ -1,0 +1,1 @@
+"""Server interceptors: errors to statuses (and, later, auth and metrics)."""

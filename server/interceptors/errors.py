@@ -1,0 +1,100 @@
+"""The one place where Aisle's errors become gRPC statuses.
+
+`AisleError` subclasses map to their `status`; `InvalidArgument` carries google.rpc.BadRequest field
+violations in the status details (grpc-status-details-bin), which grpcurl and every gRPC client can
+read. Anything else is a bug: it is logged with its traceback and answered INTERNAL.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from feature_worker.errors import AisleError, InvalidArgument
+
+log = logging.getLogger(__name__)
+
+#: Violations reported in one status: enough to fix a request, small enough for any header limit.
+MAX_VIOLATIONS = 20
+
+
+def to_status(error: AisleError) -> grpc.Status:
+    code = getattr(code_pb2, error.status, code_pb2.INTERNAL)
+    status = status_pb2.Status(code=code, message=str(error)[:1000])
+    if isinstance(error, InvalidArgument):
+        detail = any_pb2.Any()
+        detail.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=field, description=reason)
+                    for field, reason in error.violations[:MAX_VIOLATIONS]
+                ]
+            )
+        )
+        status.details.append(detail)
+    return rpc_status.to_status(status)
+
+
+class _Undecodable:
+    """Stands in for a request that could not be read, so the handler can answer INVALID_ARGUMENT."""
+
+    def __init__(self, reason: str) -> None:
+        self.error = InvalidArgument([("request", reason)])
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every unary-unary handler so domain errors leave as the right status.
+
+    It also reads the request bytes first: an oversized or undecodable request is INVALID_ARGUMENT
+    (gRPC itself would say RESOURCE_EXHAUSTED or INTERNAL).
+    """
+
+    def __init__(self, max_request_bytes: int) -> None:
+        self.max_request_bytes = max_request_bytes
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        behaviour = handler.unary_unary
+        method = handler_call_details.method
+        parse = handler.request_deserializer
+        limit = self.max_request_bytes
+
+        def deserialize(data: bytes) -> Any:
+            if len(data) > limit:
+                return _Undecodable(f"is {len(data)} bytes; the limit is {limit} bytes")
+            try:
+                return parse(data) if parse is not None else data
+            except DecodeError:
+                return _Undecodable("is not a valid protobuf message of the method's request type")
+
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                if isinstance(request, _Undecodable):
+                    raise request.error
+                return await behaviour(request, context)
+            except AisleError as error:
+                await context.abort_with_status(to_status(error))
+            except (grpc.aio.AbortError, grpc.aio.UsageError):
+                raise
+            except Exception:
+                log.exception("unexpected error in %s", method)
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded,
+            request_deserializer=deserialize,
+            response_serializer=handler.response_serializer,
+        )

@@ -1,0 +1,1 @@
+"""From candidates to an answer: blend scores, apply business rules, backfill, explain."""

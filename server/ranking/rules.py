@@ -1,0 +1,58 @@
+"""Business rules: what may never be recommended, and backfill so a list is never short."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from feature_worker.catalog import Catalog
+from feature_worker.decay import DAY_MS
+from feature_worker.state import UserState
+
+#: An item bought within this many days is not recommended again ("just bought").
+REPURCHASE_BLOCK_DAYS = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """The filter of one request. Every check is O(1) per item."""
+
+    catalog: Catalog
+    exclude: frozenset[str]
+    category_prefix: str
+    just_bought: frozenset[str]
+
+    @classmethod
+    def for_request(
+        cls, catalog: Catalog, user: UserState | None, exclude: Iterable[str], category_prefix: str, clock_ms: int
+    ) -> Rules:
+        bought: frozenset[str] = frozenset()
+        if user is not None and user.purchases:
+            since = clock_ms - REPURCHASE_BLOCK_DAYS * DAY_MS
+            bought = frozenset(item for item, (ts, _) in user.purchases.items() if ts >= since)
+        return cls(catalog, frozenset(exclude), category_prefix.strip("/"), bought)
+
+    def allows(self, item_id: str) -> bool:
+        """In the catalog, in stock, not excluded, not just bought, inside the category filter."""
+        info = self.catalog.items.get(item_id)
+        if info is None or not info.in_stock:
+            return False
+        if item_id in self.exclude or item_id in self.just_bought:
+            return False
+        prefix = self.category_prefix
+        if prefix and not (info.category == prefix or info.category.startswith(prefix + "/")):
+            return False
+        return True
+
+    def backfill_order(self, popular: list[str], popular_by_category: dict[str, list[str]]) -> Iterable[str]:
+        """Items to fill a short list with: popular ones first, then the rest of the catalog by id.
+
+        The catalog scan runs only while the list is still short, so it costs nothing in the common case.
+        """
+        if self.category_prefix:
+            yield from popular_by_category.get(self.category_prefix, [])
+            scope = self.catalog.by_category.get(self.category_prefix, set())
+        else:
+            yield from popular
+            scope = self.catalog.items.keys()
+        yield from sorted(scope)

@@ -1,0 +1,1 @@
+"""Candidate retrieval: the real-time sources a recommendation starts from."""

@@ -1,0 +1,1 @@
+"""One module per gRPC service: thin translations between messages and `Engine` calls."""

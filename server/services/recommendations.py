@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import grpc
+
+from protos.aisle.v1 import recommendations_pb2, recommendations_pb2_grpc
+from server.engine import MODEL_VERSION, Engine
+from server.recommender import Recommendation
+
+
+def _scored(items: list[Recommendation], explain: bool) -> list[recommendations_pb2.ScoredItem]:
+    if explain:
+        return [recommendations_pb2.ScoredItem(item_id=r.item_id, score=r.score, reasons=r.reasons) for r in items]
+    return [recommendations_pb2.ScoredItem(item_id=r.item_id, score=r.score) for r in items]
+
+
+class RecommendationService(recommendations_pb2_grpc.RecommendationServiceServicer):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def Recommend(  # noqa: N802
+        self, request: recommendations_pb2.RecommendRequest, context: grpc.aio.ServicerContext
+    ) -> recommendations_pb2.RecommendResponse:
+        answer = await self.engine.recommend(
+            request.user_id, request.k, request.context_item_id, request.exclude_item_ids, request.category_prefix
+        )
+        return recommendations_pb2.RecommendResponse(
+            items=_scored(answer.items, request.explain),
+            recommendation_id=answer.recommendation_id,
+            variant=answer.variant,
+            model_version=answer.model_version,
+        )
+
+    async def SimilarItems(  # noqa: N802
+        self, request: recommendations_pb2.SimilarItemsRequest, context: grpc.aio.ServicerContext
+    ) -> recommendations_pb2.SimilarItemsResponse:
+        items = await self.engine.similar_items(
+            request.item_id, request.k, request.exclude_item_ids, request.category_prefix
+        )
+        return recommendations_pb2.SimilarItemsResponse(
+            items=_scored(items, request.explain), model_version=MODEL_VERSION
+        )
+
