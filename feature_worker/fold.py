@@ -164,19 +164,22 @@ def _ts_of(entry: tuple[int, int, str]) -> int:
 
 
 def _pair_with_recent(state: UserState, item: str, ts: int, deltas: ItemDeltas, config: FoldConfig) -> None:
-    """Count `item` as co-visited with the user's other items within the window, nearest first."""
+    """Count `item` as co-visited with each of the user's interactions with other items in the window.
+
+    Pairs are of events, not of distinct items: the pair (e1, e2) is counted once, by whichever of
+    the two arrives second, so counts do not depend on arrival order (unless more than
+    `covis_max_pairs` events fall in the window, when the nearest in time win).
+    """
     window = config.covis_window_ms
-    near: dict[str, int] = {}
-    for r_ts, r_type, r_item in state.recent:
-        if r_item == item or r_type not in COVISIT_TYPES:
-            continue
-        gap = abs(r_ts - ts)
-        if gap <= window and gap < near.get(r_item, window + 1):
-            near[r_item] = gap
+    near = [
+        (abs(r_ts - ts), r_item)
+        for r_ts, r_type, r_item in state.recent
+        if r_item != item and r_type in COVISIT_TYPES and abs(r_ts - ts) <= window
+    ]
     if len(near) > config.covis_max_pairs:
-        near = dict(sorted(near.items(), key=lambda kv: kv[1])[: config.covis_max_pairs])
+        near = sorted(near)[: config.covis_max_pairs]
     covis = deltas.covis
-    for other in near:
+    for _, other in near:
         covis[(item, other)] += 1.0
         covis[(other, item)] += 1.0
 
