@@ -62,13 +62,14 @@ class Recommender:
         user = features.user if query.personalize else None
         lists = self.lists
         catalog = self.catalog
+        seeds = sources.seeds_for(user, query.context_item_ids)
+        # The page's item and the items the user just interacted with are not news to them.
         exclude = set(query.exclude_item_ids)
-        exclude.update(query.context_item_ids)
+        exclude.update(seed.item_id for seed in seeds)
         rules = Rules.for_request(catalog, user, exclude, query.category_prefix, lists.clock_ms)
 
         pool = Candidates()
         w = self.weights
-        seeds = sources.seeds_for(user, query.context_item_ids)
         if not query.personalize:
             features = RequestFeatures(user=None, covis=features.covis)
         sources.covisitation(seeds, features, pool, w.covisitation)

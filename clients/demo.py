@@ -1,0 +1,148 @@
+"""`make demo`: the whole loop in one process, shown on a generated shop.
+
+Generates a shop, starts the embedded server on localhost:50051, replays the shop's events through
+EventService.Track, then picks a customer, shows their recommendations, sends a few of their clicks
+in a department they never visited, and shows the very next answer change. Then it keeps serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+
+from clients.client import AisleClient, AsyncAisleClient, ClientOptions
+from clients.replay import replay
+from protos.aisle.v1 import events_pb2
+from trainer.data.generated import read_events, read_items, read_meta, read_users
+from trainer.generate import generate_shop
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m clients.demo")
+    parser.add_argument("--data-dir", type=Path, default=Path(".demo"))
+    parser.add_argument("--port", type=int, default=50051)
+    parser.add_argument("--users", type=int, default=5000)
+    parser.add_argument("--items", type=int, default=1500)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--no-serve", action="store_true", help="stop after the walkthrough")
+    return parser.parse_args()
+
+
+def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    server_dir = data_dir / "server"
+    shutil.rmtree(server_dir, ignore_errors=True)  # a clean shop each run
+    server_dir.mkdir(parents=True)
+    port_file = server_dir / "port"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(server_dir),
+         "--port-file", str(port_file)],
+        cwd=ROOT,
+        stdout=open(server_dir / "server.log", "wb"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while not port_file.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            sys.exit(f"the server did not start; see {server_dir / 'server.log'}")
+        time.sleep(0.1)
+    return proc
+
+
+def show(title: str, client: AisleClient, user: str, before: set[str] | None = None) -> set[str]:
+    answer = client.recommend(user, 8, explain=True)
+    print(f"\n{title}  (model {answer.model_version}, recommendation {answer.recommendation_id[:8]}…)")
+    for rank, scored in enumerate(answer.items, 1):
+        item = client.get_item(scored.item_id)
+        new = "  NEW" if before is not None and scored.item_id not in before else ""
+        print(f"  {rank}. {scored.item_id:<7} {item.category:<40.40} {item.brand:<14.14} "
+              f"{scored.score:6.3f}  {', '.join(scored.reasons)}{new}")
+    return {s.item_id for s in answer.items}
+
+
+def walkthrough(target: str, shop: Path) -> None:
+    with AisleClient(ClientOptions(target=target, read_timeout_s=5)) as client:
+        items = list(read_items(shop))
+        users = [u.user_id for u in read_users(shop)]
+        # A customer with a real history, to make the change visible.
+        user = max(users[:300], key=lambda u: client.profile(u).events_applied)
+        profile = client.profile(user)
+        top = [a.key for a in profile.category_affinities[:3]]
+        print(f"\nCustomer {user}: {profile.events_applied} events, favourite categories {top}, "
+              f"loyalty {profile.loyalty.score:.2f}")
+        before = show("Recommendations now:", client, user)
+
+        departments = {a.key for a in profile.category_affinities if "/" not in a.key}
+        fresh = [i for i in items if i.category.split("/")[0] not in departments and i.in_stock]
+        leaf = fresh[0].category
+        clicked = [i for i in fresh if i.category == leaf][:3]
+        print(f"\n{user} now looks at {len(clicked)} items in {leaf}, a department they never visited:")
+        for item in clicked:
+            print(f"  VIEW  {item.item_id}  {item.title}")
+        client.track(events_pb2.Event(event_id=uuid.uuid4().hex, type=events_pb2.VIEW, user_id=user,
+                                      item_id=i.item_id) for i in clicked)
+        show("Recommendations on the very next call:", client, user, before)
+        print("\nNo retraining, no batch job: the events were folded into the customer's features as they came in.")
+
+
+def main() -> None:
+    args = parse_args()
+    shop = args.data_dir / "shop"
+    if not (shop / "meta.json").exists():
+        print(f"Generating a shop: {args.users} users, {args.items} items (seed {args.seed})…")
+        generate_shop(args.users, args.items, args.seed, shop)
+    meta = read_meta(shop)
+    target = f"localhost:{args.port}"
+    print(f"Starting the embedded server on {target}…")
+    server = start_server(args.data_dir, args.port)
+    try:
+        async def load() -> None:
+            async with AsyncAisleClient(ClientOptions(target=target, write_timeout_s=60)) as client:
+                report = await replay(client, list(read_items(shop)), list(read_users(shop)), read_events(shop),
+                                      total_events=meta["events"])
+            print(f"Replayed {report.events} events ({report.rejected} rejected) for {report.users} users and "
+                  f"{report.items} items in {report.seconds:.1f} s: {report.events_per_s:,.0f} events/s over gRPC")
+
+        asyncio.run(load())
+        walkthrough(target, shop)
+        if args.no_serve:
+            return
+        print(f"""
+Aisle keeps serving on {target} (Ctrl-C to stop). Try:
+  .venv/bin/python -m clients recommend --user {read_users_first(shop)} -k 5
+  .venv/bin/python -m clients track --user demo-user --type VIEW --item {next(read_items(shop)).item_id}
+  .venv/bin/python -m clients recommend --user demo-user -k 5
+  .venv/bin/python -m clients profile --user demo-user
+  grpcurl -plaintext -d '{{"user_id": "demo-user", "k": 5, "explain": true}}' {target} aisle.v1.RecommendationService/Recommend
+  grpcurl -plaintext {target} list
+""", flush=True)
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            server.wait(30)
+
+
+def read_users_first(shop: Path) -> str:
+    return next(read_users(shop)).user_id
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    try:
+        main()
+    except grpc.RpcError as error:
+        sys.exit(f"demo failed: {error.code().name}: {error.details()}")  # type: ignore[attr-defined]
