@@ -1,0 +1,1 @@
+"""Readers of the data the trainer learns from, and the errors they raise on malformed input."""
