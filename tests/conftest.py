@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from clients.client import AisleClient, ClientOptions
-from tests.server_process import ServerProcess
+from server.process import ServerProcess
+
+pytest_plugins = ["tests.services.fixtures"]
 
 
 @pytest.fixture(scope="session")

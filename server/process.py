@@ -1,4 +1,8 @@
-"""Running `python -m server` as a real process for tests, on a free port, with its own data dir."""
+"""Running `python -m server` as a child process (tests, benchmarks, tools), with its own data dir.
+
+The child binds a free port (unless told one) and writes it to a port file; `start` returns once the
+standard health service answers. Popular/trending lists rebuild on demand (`--lists-refresh-s 0`)
+unless `args` says otherwise, which keeps answers deterministic for tests."""
 
 from __future__ import annotations
 

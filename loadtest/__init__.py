@@ -1,0 +1,1 @@
+"""Load tests and benchmarks: the figures in BENCHMARKS.md come from here."""

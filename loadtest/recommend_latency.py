@@ -1,0 +1,78 @@
+"""`Recommend` latency over a real channel from one client, one call at a time.
+
+    python -m loadtest.recommend_latency --shop DIR [--requests 10000] [--target HOST:PORT]
+
+Without --target it starts an embedded server on a free port, replays the shop into it through
+EventService.Track, then measures. Users are drawn from the shop with a fixed seed; every call asks
+for k=10 with explanations, as a product page would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+from clients.client import AsyncAisleClient, ClientOptions
+from clients.replay import replay
+from loadtest.stats import format_ms, summarize_ms
+from protos.aisle.v1 import recommendations_pb2, recommendations_pb2_grpc
+from server.process import ServerProcess
+from trainer.data.generated import read_events, read_items, read_meta, read_users
+
+
+def measure(target: str, users: list[str], requests: int, seed: int, warmup: int = 500) -> dict[str, float]:
+    rng = random.Random(seed)
+    with grpc.insecure_channel(target) as channel:
+        stub = recommendations_pb2_grpc.RecommendationServiceStub(channel)
+        call = stub.Recommend
+        samples = []
+        for n in range(warmup + requests):
+            request = recommendations_pb2.RecommendRequest(user_id=rng.choice(users), k=10, explain=True)
+            started = time.perf_counter()
+            response = call(request, timeout=5)
+            elapsed = time.perf_counter() - started
+            if len(response.items) != 10:
+                sys.exit(f"short answer for {request.user_id}: {len(response.items)} items")
+            if n >= warmup:
+                samples.append(elapsed)
+    return summarize_ms(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.recommend_latency")
+    parser.add_argument("--shop", type=Path, required=True)
+    parser.add_argument("--requests", type=int, default=10_000)
+    parser.add_argument("--target", help="an already loaded server; default: start and load one")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    users = [u.user_id for u in read_users(args.shop)]
+    if args.target:
+        print(format_ms(measure(args.target, users, args.requests, args.seed)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        # lists refresh every second in the background, as in production
+        server = ServerProcess(Path(tmp), args=["--lists-refresh-s", "1"]).start()
+        try:
+            async def load() -> None:
+                async with AsyncAisleClient(ClientOptions(target=server.target, write_timeout_s=120)) as client:
+                    report = await replay(client, list(read_items(args.shop)), list(read_users(args.shop)),
+                                          read_events(args.shop), total_events=read_meta(args.shop)["events"])
+                print(f"loaded {report.events:,} events, {report.users:,} users, {report.items:,} items in "
+                      f"{report.seconds:.1f} s ({report.events_per_s:,.0f} events/s over gRPC)")
+
+            asyncio.run(load())
+            time.sleep(2)  # let the background refresh build popular/trending lists
+            print(format_ms(measure(server.target, users, args.requests, args.seed)))
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""Development and test services: a real Kafka broker (KRaft) and a real Redis server, as local processes.
+
+- `python -m tests.services up|down|status` runs them for development (`make services`); `up` writes their
+  addresses to `.services.env`.
+- `tests.services.fixtures` is a pytest plugin with session fixtures that start them for a test run.
+- `AISLE_KAFKA_BOOTSTRAP` / `AISLE_REDIS_URL`, when set and reachable, are used instead of starting anything.
+
+No containers and no mocks: Kafka runs from jars that Maven fetches (`pom.xml` here), Redis from Debian's
+`redis-server`.
+"""
+
+from tests.services.kafka import AISLE_TOPICS, ExternalKafka, KafkaService, TopicSpec, create_topics
+from tests.services.process import ServiceError, ServiceNotManaged, ServiceStartError
+from tests.services.redis import ExternalRedis, RedisService
+
+__all__ = [
+    "AISLE_TOPICS",
+    "ExternalKafka",
+    "ExternalRedis",
+    "KafkaService",
+    "RedisService",
+    "ServiceError",
+    "ServiceNotManaged",
+    "ServiceStartError",
+    "TopicSpec",
+    "create_topics",
+]
