@@ -30,6 +30,8 @@ class MemoryFeatureStore(FeatureStore):
         self.popularity: dict[str, float] = {}
         self.trend: dict[int, dict[str, float]] = {}  # UTC day -> item -> interest that day
         self.covis: dict[str, dict[str, float]] = {}
+        #: item -> its strongest neighbours, sorted; dropped when the item's neighbours change.
+        self._covis_sorted: dict[str, list[tuple[str, float]]] = {}
         self.clock_ms = 0
         #: Grows with every commit: readers cache derived views (top lists) by it.
         self.version = 0
@@ -48,7 +50,9 @@ class MemoryFeatureStore(FeatureStore):
             bucket = self.trend.setdefault(day, {})
             bucket[item] = bucket.get(item, 0.0) + weight
         covis = self.covis
+        stale = self._covis_sorted
         for (item, other), count in deltas.covis.items():
+            stale.pop(item, None)
             neighbours = covis.get(item)
             if neighbours is None:
                 neighbours = covis[item] = {}
@@ -79,10 +83,15 @@ class MemoryFeatureStore(FeatureStore):
                     if len(seeds) >= RECENT_SEEDS + len(context_item_ids):
                         break
         covis = {}
+        cache = self._covis_sorted
         for item in seeds:
-            neighbours = self.covis.get(item)
-            if neighbours:
-                covis[item] = sorted(neighbours.items(), key=_by_weight_desc)[:NEIGHBOURS_PER_SEED]
+            ranked = cache.get(item)
+            if ranked is None:
+                neighbours = self.covis.get(item)
+                if not neighbours:
+                    continue
+                ranked = cache[item] = sorted(neighbours.items(), key=_by_weight_desc)[:NEIGHBOURS_PER_SEED]
+            covis[item] = ranked
         return RequestFeatures(user=user, covis=covis)
 
     def item_stats_now(self) -> ItemStats:
