@@ -9,7 +9,7 @@ from google.protobuf.json_format import MessageToDict
 
 from clients.client import AisleClient, ClientOptions
 from protos.aisle.v1 import events_pb2
-from tests.server_process import ServerProcess
+from server.process import ServerProcess
 from tests.shop import BASE_TS, event, item
 
 USERS = [f"u{i}" for i in range(40)]
