@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from feature_worker.catalog import Catalog
 from feature_worker.stores.memory import MemoryFeatureStore
@@ -27,6 +26,7 @@ from server.embedded.ingest import EmbeddedIngest
 from server.embedded.journal import Journal
 from server.engine import Engine
 from server.interceptors.errors import ErrorInterceptor
+from server.reflection import enable_reflection
 from server.services.catalog import CatalogService
 from server.services.events import EventService
 from server.services.recommendations import RecommendationService
@@ -79,7 +79,7 @@ async def start(settings: ServerSettings, engine: Engine | None = None) -> Runni
     recommendations_pb2_grpc.add_RecommendationServiceServicer_to_server(RecommendationService(engine), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    enable_reflection((*SERVICE_NAMES, health.SERVICE_NAME), server)
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     if port == 0:
         raise OSError(f"cannot bind {settings.host}:{settings.port}")
