@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             elif args.command == "item":
                 print(MessageToJson(client.get_item(args.item), indent=2))
         except grpc.RpcError as error:
-            print(f"{error.code().name}: {error.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+            print(f"{error.code().name}: {error.details()}", file=sys.stderr)
             return 1
     return 0
 

@@ -121,7 +121,7 @@ class AisleClient(_Stubs):
         self.close()
 
     def close(self) -> None:
-        self.channel.close()
+        self.channel.close()  # type: ignore[call-arg]  # grpc.Channel.close takes no grace
 
     def track(self, events: Iterable[events_pb2.Event]) -> events_pb2.TrackResponse:
         return self.events.Track(events_pb2.TrackRequest(events=list(events)), **self._write)  # type: ignore[no-any-return]

@@ -53,10 +53,10 @@ async def replay(
 ) -> ReplayReport:
     """Send the catalog and users first (recommendations need them), then the events."""
     started = time.perf_counter()
-    for chunk in batched(items, batch):
-        await client.upsert_items(chunk)
-    for chunk in batched(users, 200):
-        await asyncio.gather(*(client.upsert_user(user) for user in chunk))
+    for item_batch in batched(items, batch):
+        await client.upsert_items(item_batch)
+    for user_batch in batched(users, 200):
+        await asyncio.gather(*(client.upsert_user(user) for user in user_batch))
 
     sent = rejected = 0
     pending: set[asyncio.Task[events_pb2.TrackResponse]] = set()
