@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PROTOS := $(wildcard protos/aisle/v1/*.proto)
 STUBS := protos/aisle/v1/.generated
 
-.PHONY: install protos demo test services services-down serve worker bench clean
+.PHONY: install protos demo test services services-down serve serve-kafka worker bench-kafka clean
 
 install: $(STAMP) $(STUBS)
 
@@ -42,6 +42,25 @@ services-down:
 serve: install
 	$(PY) -m server --host 127.0.0.1 --port 50051 --data-dir .data
 
+# Kafka + Redis mode on the services of `make services`: a server, and (in another terminal) a worker.
+serve-kafka: install
+	$(PY) -m server --env-file .services.env --host 127.0.0.1 --port 50051
+
+worker: install
+	$(PY) -m feature_worker --env-file .services.env
+
+# The three Kafka + Redis figures of BENCHMARKS.md, on a generated shop (100,000 users) and `make services`.
+BENCH_SHOP := .bench/shop100k
+$(BENCH_SHOP)/meta.json:
+	$(PY) -m trainer generate --users 100000 --items 20000 --seed 1 --out $(BENCH_SHOP)
+
+bench-kafka: install $(BENCH_SHOP)/meta.json
+	set -a && . ./.services.env && set +a && \
+	$(PY) -m loadtest.kafka_throughput --shop $(BENCH_SHOP) --events 1000000 --mode drain && \
+	$(PY) -m loadtest.kafka_throughput --shop $(BENCH_SHOP) --events 1000000 --mode live && \
+	$(PY) -m loadtest.freshness --shop $(BENCH_SHOP) --events 10000 --rate 100 && \
+	$(PY) -m loadtest.redis_memory --shop $(BENCH_SHOP) --copies 10
+
 clean:
-	rm -rf $(VENV) .demo .data .pytest_cache .hypothesis
+	rm -rf $(VENV) .demo .data .bench .pytest_cache .hypothesis
 	find protos -name '*_pb2*.py*' -delete; rm -f $(STUBS)

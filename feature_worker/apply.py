@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from feature_worker.catalog import Catalog
 from feature_worker.fold import FoldConfig, ItemDeltas, fold
+from feature_worker.state import UserState
 from feature_worker.stores.base import FeatureStore
 from protos.aisle.v1 import events_pb2
 
@@ -29,11 +30,30 @@ async def apply_events(
     redelivered after a crash (at-least-once) is applied effectively once.
     """
     users = await store.load_users({event.user_id for event in events})
+    changed, deltas, applied = fold_batch(users, catalog, events, config)
+    if applied:
+        await store.commit(changed, deltas)
+    return BatchResult(applied=applied, duplicates=len(events) - applied)
+
+
+def fold_batch(
+    users: Mapping[str, UserState],
+    catalog: Catalog,
+    events: Sequence[events_pb2.Event],
+    config: FoldConfig = FoldConfig(),
+) -> tuple[dict[str, UserState], ItemDeltas, int]:
+    """Fold `events` into `users` (in place): the states that changed, the item deltas, how many applied.
+
+    Every event's user must be in `users`. Only events not yet applied make item deltas, which is what
+    makes committing the result idempotent.
+    """
     deltas = ItemDeltas()
+    changed: dict[str, UserState] = {}
     applied = 0
     for event in events:
-        if fold(users[event.user_id], event, catalog, deltas, config):
+        user_id = event.user_id
+        state = users[user_id]
+        if fold(state, event, catalog, deltas, config):
             applied += 1
-    if applied:
-        await store.commit(users, deltas)
-    return BatchResult(applied=applied, duplicates=len(events) - applied)
+            changed[user_id] = state
+    return changed, deltas, applied

@@ -30,3 +30,18 @@ def scale_at(now_ms: int, half_life_ms: float) -> float:
     """Multiply a stored sum by this to read its decayed value at `now_ms`."""
     exponent = -(now_ms - EPOCH_MS) / half_life_ms
     return math.pow(2.0, max(-_MAX_EXPONENT, min(_MAX_EXPONENT, exponent)))
+
+
+def quantize(value: float) -> float:
+    """`value` rounded to 24 significant bits (a float32's precision, at any magnitude).
+
+    The fold keeps decayed sums quantized after every addition, so that the stored form can hold them
+    as float32 under a shared power of two exactly (see `state.UserState.to_bytes`), and a state read
+    back from storage folds on bit for bit like one that never left memory. Relative error < 6e-8.
+    """
+    mantissa, exponent = _frexp(value)
+    return _ldexp(round(mantissa * 16_777_216.0), exponent - 24)
+
+
+_frexp = math.frexp
+_ldexp = math.ldexp

@@ -5,23 +5,30 @@ the embedded server, the Kafka worker and `trainer evaluate` share it, and a rep
 exactly.
 
 Guarantees kept here:
-- Idempotency: an `event_id` already applied to the user is skipped (the last
-  `FoldConfig.applied_ids_cap` ids per user are remembered).
+- Idempotency: an `event_id` already applied to the user is skipped. The last
+  `FoldConfig.applied_ids_cap` ids per user are remembered, as 64-bit hashes (`event_key`): a duplicate
+  is recognised while it is among the user's last `applied_ids_cap` applied events, and a new event is
+  taken for a duplicate with probability `applied_ids_cap / 2**64` (never, in practice).
 - Order: interactions are placed by `ts_ms`, not arrival; decayed sums commute (`decay`), the cart is
   last-writer-wins by timestamp, and a co-visitation pair is counted when the second of its two events
   arrives, whichever that is. So late events land where they belong.
-- Bounds: every per-user collection is capped (`FoldConfig`).
+- Precision: a user's decayed sums (affinities, engagement) are kept at 24 significant bits
+  (`decay.quantize`) after every addition, which lets the stored form hold them in 4 bytes exactly.
+- Bounds: every per-user collection is capped (`FoldConfig`). What a cap drops never depends on the
+  order of a dict (ties are broken by key), so a state that went through its stored form
+  (`UserState.to_bytes`) folds on exactly as one that stayed in memory.
 Events must be validated first (`validation.validate_event`); the fold does not re-check input.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
+import hashlib
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 from feature_worker.catalog import Catalog, ItemInfo
-from feature_worker.decay import DAY_MS, encode
+from feature_worker.decay import DAY_MS, encode, quantize
 from feature_worker.state import UserState
 from protos.aisle.v1 import events_pb2
 
@@ -63,7 +70,10 @@ class FoldConfig:
     cart_cap: int = 100
     purchases_cap: int = 200
     affinity_cap: int = 64
-    applied_ids_cap: int = 1000
+    #: Duplicates are recognised among a user's last this many events. The Kafka worker redelivers at
+    #: most one batch after a crash, so `Settings.batch_max` may not exceed it: then even a user who is
+    #: every event of a batch has each redelivered event recognised.
+    applied_ids_cap: int = 2000
     half_life_ms: float = 30 * DAY_MS
     covis_window_ms: int = 3_600_000
     covis_max_pairs: int = 10
@@ -83,6 +93,11 @@ class ItemDeltas:
 
     def __bool__(self) -> bool:
         return bool(self.popularity or self.trend or self.covis)
+
+
+def event_key(event_id: str) -> int:
+    """The 64-bit hash an applied event id is remembered by (stable across processes and versions)."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
 
 
 def acted_items(event: events_pb2.Event) -> list[str]:
@@ -107,12 +122,13 @@ def fold(
 
     Returns False, changing nothing, when the event's id was already applied to this user.
     """
-    event_id = event.event_id
-    if event_id in state.applied_ids:
+    key = event_key(event.event_id)
+    applied_ids = state.applied_ids
+    if key in applied_ids:
         return False
-    state.applied_ids[event_id] = None
-    if len(state.applied_ids) > config.applied_ids_cap:
-        del state.applied_ids[next(iter(state.applied_ids))]
+    applied_ids[key] = None
+    if len(applied_ids) > config.applied_ids_cap:
+        del applied_ids[next(iter(applied_ids))]
 
     etype = event.type
     ts = event.ts_ms
@@ -124,7 +140,7 @@ def fold(
         deltas.clock_ms = ts
     engagement = ENGAGEMENT_WEIGHT.get(etype, 0.0)
     if engagement:
-        state.engagement += encode(engagement, ts, half_life)
+        state.engagement = quantize(state.engagement + encode(engagement, ts, half_life))
 
     items = acted_items(event)
     if not items:
@@ -171,10 +187,14 @@ def _pair_with_recent(state: UserState, item: str, ts: int, deltas: ItemDeltas, 
     `covis_max_pairs` events fall in the window, when the nearest in time win).
     """
     window = config.covis_window_ms
+    recent = state.recent
+    # `recent` is sorted by time: only the slice inside the window can pair.
+    lo = bisect_left(recent, ts - window, key=_ts_of)
+    hi = bisect_right(recent, ts + window, lo=lo, key=_ts_of)
     near = [
         (abs(r_ts - ts), r_item)
-        for r_ts, r_type, r_item in state.recent
-        if r_item != item and r_type in COVISIT_TYPES and abs(r_ts - ts) <= window
+        for r_ts, r_type, r_item in recent[lo:hi]
+        if r_item != item and r_type in COVISIT_TYPES
     ]
     if len(near) > config.covis_max_pairs:
         near = sorted(near)[: config.covis_max_pairs]
@@ -189,19 +209,24 @@ def _add_affinities(state: UserState, info: ItemInfo | None, weight: float, conf
         return
     categories = state.category_affinity
     for prefix in info.categories:
-        categories[prefix] = categories.get(prefix, 0.0) + weight
+        categories[prefix] = quantize(categories.get(prefix, 0.0) + weight)
     if len(categories) > config.affinity_cap:
         _keep_largest(categories, config.affinity_cap)
     if info.brand:
         brands = state.brand_affinity
-        brands[info.brand] = brands.get(info.brand, 0.0) + weight
+        brands[info.brand] = quantize(brands.get(info.brand, 0.0) + weight)
         if len(brands) > config.affinity_cap:
             _keep_largest(brands, config.affinity_cap)
 
 
 def _keep_largest(weights: dict[str, float], cap: int) -> None:
-    for key, _ in sorted(weights.items(), key=lambda kv: kv[1])[: len(weights) - cap]:
+    # Ties (a category and its only sub-category weigh the same) go by key, never by dict order.
+    for key, _ in sorted(weights.items(), key=_weight_then_key)[: len(weights) - cap]:
         del weights[key]
+
+
+def _weight_then_key(kv: tuple[str, float]) -> tuple[float, str]:
+    return (kv[1], kv[0])
 
 
 def _set_cart_line(state: UserState, item: str, ts: int, in_cart: bool, cap: int) -> None:
@@ -209,8 +234,8 @@ def _set_cart_line(state: UserState, item: str, ts: int, in_cart: bool, cap: int
     if line is None or ts >= line[0]:
         state.cart[item] = (ts, in_cart)
     if len(state.cart) > cap:
-        # Forget lines no longer in the cart first, then the oldest.
-        oldest = min(state.cart.items(), key=lambda kv: (kv[1][1], kv[1][0]))[0]
+        # Forget lines no longer in the cart first, then the oldest (ties by item id).
+        oldest = min(state.cart.items(), key=lambda kv: (kv[1][1], kv[1][0], kv[0]))[0]
         del state.cart[oldest]
 
 
@@ -223,7 +248,7 @@ def _apply_purchase(state: UserState, event: events_pb2.Event, items: list[str],
         if line is not None and line[1] and ts >= line[0]:
             state.cart[item] = (ts, False)
     if len(state.purchases) > config.purchases_cap:
-        oldest = min(state.purchases.items(), key=lambda kv: kv[1][0])[0]
+        oldest = min(state.purchases.items(), key=lambda kv: (kv[1][0], kv[0]))[0]
         del state.purchases[oldest]
     state.purchase_count += 1
     state.last_purchase_ms = max(state.last_purchase_ms, ts)

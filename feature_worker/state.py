@@ -1,13 +1,21 @@
 """One user's real-time features in memory, and their stored (protobuf) form.
 
 Every collection is capped (see `FoldConfig`) so a user's features stay bounded whatever they do.
+The stored form is compact because there is one per customer and a million customers must fit in a
+few hundred megabytes of Redis (see `feature_worker.keys`): `to_bytes` writes `aisle.v1.UserFeatures`
+(the layout is described in `features.proto`), and the applied event ids go apart
+(`applied_to_bytes`), since they are kept for a shorter time.
 """
 
 from __future__ import annotations
 
+import math
+import struct
 from dataclasses import dataclass, field
 
 from protos.aisle.v1 import features_pb2
+
+_UserFeatures = features_pb2.UserFeatures
 
 
 @dataclass(slots=True)
@@ -15,7 +23,8 @@ class UserState:
     """The features of one user, as the fold keeps them.
 
     `recent` is sorted by timestamp (oldest first); ties keep arrival order. Affinities and engagement
-    are decayed sums in the encoding of `feature_worker.decay`.
+    are decayed sums in the encoding of `feature_worker.decay`. `applied_ids` holds 64-bit hashes of
+    applied event ids (`fold.event_key`), oldest first.
     """
 
     recent: list[tuple[int, int, str]] = field(default_factory=list)  # (ts_ms, EventType, item_id)
@@ -28,7 +37,7 @@ class UserState:
     purchase_count: int = 0
     monetary: float = 0.0
     events_applied: int = 0
-    applied_ids: dict[str, None] = field(default_factory=dict)  # an ordered set, oldest first
+    applied_ids: dict[int, None] = field(default_factory=dict)  # an ordered set of event-id hashes
     last_seen_ms: int = 0
 
     def cart_items(self) -> list[str]:
@@ -37,46 +46,158 @@ class UserState:
         return [item for _, item in sorted(lines, reverse=True)]
 
     def to_bytes(self) -> bytes:
-        """Serialize to the stored form (`aisle.v1.UserFeatures`)."""
-        msg = features_pb2.UserFeatures(
-            category_affinity=self.category_affinity,
-            brand_affinity=self.brand_affinity,
-            engagement=self.engagement,
-            last_purchase_ms=self.last_purchase_ms,
-            purchase_count=self.purchase_count,
-            monetary=self.monetary,
-            events_applied=self.events_applied,
-            applied_ids=list(self.applied_ids),
-            last_seen_ms=self.last_seen_ms,
-        )
-        msg.recent.extend(
-            features_pb2.StoredInteraction(ts_ms=ts, type=etype, item_id=item) for ts, etype, item in self.recent
-        )
-        msg.cart.extend(
-            features_pb2.StoredCartLine(item_id=item, ts_ms=ts, in_cart=in_cart)
-            for item, (ts, in_cart) in self.cart.items()
-        )
-        msg.purchases.extend(
-            features_pb2.StoredPurchase(item_id=item, last_ts_ms=ts, count=count)
-            for item, (ts, count) in self.purchases.items()
-        )
+        """The features (everything but `applied_ids`) in their stored form; deterministic.
+
+        Exact for states the fold made (decayed sums at 24 significant bits); any other state is still
+        stored exactly, with 8-byte weights.
+        """
+        msg = _UserFeatures(events_applied=self.events_applied)
+        index: dict[str, int] = {}
+        recent = self.recent
+        seen = self.last_seen_ms
+        if recent:
+            previous = 0
+            deltas = []
+            positions = []
+            for ts, _, item in recent:
+                deltas.append(ts - previous)
+                previous = ts
+                position = index.get(item)
+                if position is None:
+                    position = index[item] = len(index)
+                positions.append(position)
+            msg.recent_item.extend(positions)
+            msg.recent_ts.extend(deltas)
+            msg.recent_types = bytes([etype for _, etype, _ in recent])
+            msg.last_seen = seen - previous
+        else:
+            msg.last_seen = seen
+        if self.cart:
+            msg.cart_item.extend([index.setdefault(item, len(index)) for item in self.cart])
+            msg.cart_ts.extend([seen - ts for ts, _ in self.cart.values()])
+            msg.cart_in = bytes([in_cart for _, in_cart in self.cart.values()])
+        if self.purchases:
+            msg.purchase_item.extend([index.setdefault(item, len(index)) for item in self.purchases])
+            msg.purchase_ts.extend([seen - ts for ts, _ in self.purchases.values()])
+            msg.purchase_counts.extend([count for _, count in self.purchases.values()])
+        if self.purchase_count:
+            msg.purchase_count = self.purchase_count
+            msg.last_purchase_ago = seen - self.last_purchase_ms
+        if self.monetary:
+            msg.monetary = self.monetary
+        if index:
+            msg.items = "\0".join(index).encode()
+        weights: list[float] = []
+        if self.category_affinity:
+            affinity = self.category_affinity
+            previous_key = ""
+            previous_weight = None
+            suffixes, shared = [], []
+            for key in sorted(affinity):
+                n = _common_prefix(previous_key, key)
+                weight = affinity[key]
+                suffixes.append(key[n:])
+                if weight == previous_weight:
+                    shared.append(n * 2 + 1)
+                else:
+                    shared.append(n * 2)
+                    weights.append(weight)
+                previous_key, previous_weight = key, weight
+            msg.category_suffix.extend(suffixes)
+            msg.category_shared.extend(shared)
+        if self.brand_affinity:
+            brands = sorted(self.brand_affinity)
+            msg.brand_keys = "\0".join(brands).encode()
+            weights += [self.brand_affinity[b] for b in brands]
+        weights.append(self.engagement)
+        exponent = math.frexp(max(weights))[1]
+        packed = _pack_f32(weights, exponent)
+        if packed is not None:
+            msg.weights = packed
+            msg.weight_exp = exponent
+        else:
+            msg.weights64.extend(weights)
         return msg.SerializeToString(deterministic=True)
 
+    def applied_to_bytes(self) -> bytes:
+        """The applied event ids in their stored form: 8-byte little-endian hashes, oldest first."""
+        return struct.pack(f"<{len(self.applied_ids)}Q", *self.applied_ids)
+
     @classmethod
-    def from_bytes(cls, data: bytes) -> UserState:
-        """Parse the stored form written by `to_bytes`."""
-        msg = features_pb2.UserFeatures.FromString(data)
+    def from_bytes(cls, data: bytes, applied: bytes = b"") -> UserState:
+        """Parse the stored forms written by `to_bytes` and `applied_to_bytes`."""
+        msg = _UserFeatures.FromString(data)
+        items = msg.items.decode().split("\0") if msg.items else []
+        recent: list[tuple[int, int, str]] = []
+        ts = 0
+        if msg.recent_item:
+            for delta, etype, position in zip(msg.recent_ts, msg.recent_types, msg.recent_item):
+                ts += delta
+                recent.append((ts, etype, items[position]))
+        seen = ts + msg.last_seen
+        cart = {
+            items[position]: (seen - ago, bool(in_cart))
+            for position, ago, in_cart in zip(msg.cart_item, msg.cart_ts, msg.cart_in)
+        }
+        purchases = {
+            items[position]: (seen - ago, count)
+            for position, ago, count in zip(msg.purchase_item, msg.purchase_ts, msg.purchase_counts)
+        }
+        if msg.weights:
+            scale = math.ldexp(1.0, msg.weight_exp)
+            weights = [w * scale for w in struct.unpack(f"<{len(msg.weights) // 4}f", msg.weights)]
+        else:
+            weights = list(msg.weights64)
+        position = 0
+        categories: dict[str, float] = {}
+        if msg.category_suffix:
+            key = ""
+            weight = 0.0
+            for suffix, shared in zip(msg.category_suffix, msg.category_shared):
+                key = key[: shared >> 1] + suffix
+                if not shared & 1:
+                    weight = weights[position]
+                    position += 1
+                categories[key] = weight
+        brands: dict[str, float] = {}
+        if msg.brand_keys:
+            for brand in msg.brand_keys.decode().split("\0"):
+                brands[brand] = weights[position]
+                position += 1
         return cls(
-            recent=[(r.ts_ms, r.type, r.item_id) for r in msg.recent],
-            cart={c.item_id: (c.ts_ms, c.in_cart) for c in msg.cart},
-            purchases={p.item_id: (p.last_ts_ms, p.count) for p in msg.purchases},
-            category_affinity=dict(msg.category_affinity),
-            brand_affinity=dict(msg.brand_affinity),
-            engagement=msg.engagement,
-            last_purchase_ms=msg.last_purchase_ms,
+            recent=recent,
+            cart=cart,
+            purchases=purchases,
+            category_affinity=categories,
+            brand_affinity=brands,
+            engagement=weights[position] if position < len(weights) else 0.0,
+            last_purchase_ms=seen - msg.last_purchase_ago if msg.purchase_count else 0,
             purchase_count=msg.purchase_count,
             monetary=msg.monetary,
             events_applied=msg.events_applied,
-            applied_ids=dict.fromkeys(msg.applied_ids),
-            last_seen_ms=msg.last_seen_ms,
+            applied_ids=dict.fromkeys(struct.unpack(f"<{len(applied) // 8}Q", applied)) if applied else {},
+            last_seen_ms=seen,
         )
+
+
+def _pack_f32(weights: list[float], exponent: int) -> bytes | None:
+    """`weights` times 2**-exponent as float32, or None unless every one comes back exactly."""
+    scale = math.ldexp(1.0, -exponent)
+    scaled = [w * scale for w in weights]
+    try:
+        packed = struct.pack(f"<{len(scaled)}f", *scaled)
+    except OverflowError:
+        return None
+    if list(struct.unpack(f"<{len(scaled)}f", packed)) != scaled:
+        return None
+    return packed
+
+
+def _common_prefix(a: str, b: str) -> int:
+    if b.startswith(a):  # the usual case: a category, then its sub-category
+        return len(a)
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i

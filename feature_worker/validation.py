@@ -24,6 +24,7 @@ MAX_FUTURE_MS = 3_600_000
 
 Problem = tuple[str, str]
 
+_EVENT_TYPES = frozenset(events_pb2.EventType.values())
 _ITEM_TYPES = frozenset(
     {events_pb2.VIEW, events_pb2.CLICK, events_pb2.ADD_TO_CART, events_pb2.REMOVE_FROM_CART, events_pb2.PURCHASE}
 )
@@ -65,31 +66,41 @@ def validate_event(event: events_pb2.Event, now_ms: int) -> list[Problem]:
     problems: list[Problem] = []
     check_id(event.event_id, "event_id", problems)
     check_id(event.user_id, "user_id", problems)
-    check_id(event.session_id, "session_id", problems, required=False)
-    check_id(event.recommendation_id, "recommendation_id", problems, required=False)
+    if event.session_id:
+        check_id(event.session_id, "session_id", problems, required=False)
+    if event.recommendation_id:
+        check_id(event.recommendation_id, "recommendation_id", problems, required=False)
     etype = event.type
-    if etype == events_pb2.EVENT_TYPE_UNSPECIFIED or etype not in events_pb2.EventType.values():
+    if etype == events_pb2.EVENT_TYPE_UNSPECIFIED or etype not in _EVENT_TYPES:
         problems.append(("type", "must be one of VIEW, CLICK, SEARCH, ADD_TO_CART, REMOVE_FROM_CART, PURCHASE, IMPRESSION"))
-    check_id(event.item_id, "item_id", problems, required=False)
-    if len(event.item_ids) > MAX_ITEM_IDS:
+    item_id = event.item_id
+    if item_id:
+        check_id(item_id, "item_id", problems, required=False)
+    item_ids = event.item_ids
+    if len(item_ids) > MAX_ITEM_IDS:
         problems.append(("item_ids", f"has more than {MAX_ITEM_IDS} items"))
     else:
-        for i, item in enumerate(event.item_ids):
+        for i, item in enumerate(item_ids):
             check_id(item, f"item_ids[{i}]", problems)
-    if etype in _ITEM_TYPES and not event.item_id and not event.item_ids:
+    if etype in _ITEM_TYPES and not item_id and not item_ids:
         problems.append(("item_id", f"is required for {events_pb2.EventType.Name(etype)} events"))
-    if etype == events_pb2.IMPRESSION and not event.item_ids and not event.item_id:
+    if etype == events_pb2.IMPRESSION and not item_ids and not item_id:
         problems.append(("item_ids", "an IMPRESSION needs the items shown"))
-    if event.ts_ms < 0:
+    ts = event.ts_ms
+    if ts < 0:
         problems.append(("ts_ms", "must not be negative"))
-    elif event.ts_ms > now_ms + MAX_FUTURE_MS:
+    elif ts > now_ms + MAX_FUTURE_MS:
         problems.append(("ts_ms", "is more than one hour in the future"))
-    if not math.isfinite(event.price) or event.price < 0 or event.price > MAX_PRICE:
+    price = event.price
+    if price and (not math.isfinite(price) or price < 0 or price > MAX_PRICE):
         problems.append(("price", f"must be a finite number from 0 to {MAX_PRICE:g}"))
-    if event.quantity < 0 or event.quantity > MAX_QUANTITY:
+    quantity = event.quantity
+    if quantity < 0 or quantity > MAX_QUANTITY:
         problems.append(("quantity", f"must be from 0 to {MAX_QUANTITY}"))
-    check_text(event.query, "query", MAX_TEXT_LEN, problems)
-    check_map(event.context, "context", problems)
+    if event.query:
+        check_text(event.query, "query", MAX_TEXT_LEN, problems)
+    if event.context:
+        check_map(event.context, "context", problems)
     return problems
 
 

@@ -6,10 +6,14 @@ import logging
 from dataclasses import dataclass
 
 import grpc
+from aiokafka import AIOKafkaProducer
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from feature_worker.catalog import Catalog
 from feature_worker.stores.memory import MemoryFeatureStore
+from feature_worker.stores.redis import RedisFeatureStore
+from feature_worker.tables import TableFollower
+from feature_worker.topics import create_topics
 from feature_worker.users import UserDirectory
 from protos.aisle.v1 import (
     catalog_pb2,
@@ -26,6 +30,7 @@ from server.embedded.ingest import EmbeddedIngest
 from server.embedded.journal import Journal
 from server.engine import Engine
 from server.interceptors.errors import ErrorInterceptor
+from server.kafka.ingest import KafkaIngest
 from server.reflection import enable_reflection
 from server.services.catalog import CatalogService
 from server.services.events import EventService
@@ -53,6 +58,32 @@ class Running:
 
 
 async def build_engine(settings: ServerSettings) -> Engine:
+    """Kafka + Redis when both are configured, else embedded."""
+    if settings.kafka_mode:
+        return await build_kafka_engine(settings)
+    return await build_embedded_engine(settings)
+
+
+async def build_kafka_engine(settings: ServerSettings) -> Engine:
+    """Writes produced to Kafka, features read from Redis, catalog and users followed from their topics.
+
+    Creates the topics if they are missing and returns once the catalog and the users are loaded.
+    """
+    topics = settings.topics
+    await create_topics(settings.kafka_bootstrap, topics.specs(), replication_factor=settings.replication_factor)
+    catalog, users = Catalog(), UserDirectory()
+    tables = TableFollower(settings.kafka_bootstrap, topics, catalog, users)
+    await tables.start()
+    store = RedisFeatureStore.from_url(settings.redis_url.get_secret_value(), policy=settings.key_policy)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    ingest = KafkaIngest(producer, topics, tables, store, catalog)
+    engine = Engine(catalog, users, store, ingest, lists_refresh_s=settings.lists_refresh_s)
+    await engine.refresh_lists()
+    return engine
+
+
+async def build_embedded_engine(settings: ServerSettings) -> Engine:
     """The embedded engine: journal under the data directory, replayed into in-process state."""
     catalog, users, store = Catalog(), UserDirectory(), MemoryFeatureStore()
     journal = Journal(settings.data_dir / "journal.bin", fsync=settings.journal_fsync)
@@ -87,7 +118,12 @@ async def start(settings: ServerSettings, engine: Engine | None = None) -> Runni
     engine.start()
     for name in (*SERVICE_NAMES, ""):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("Aisle serving on %s:%d (embedded, data in %s)", settings.host, port, settings.data_dir)
+    mode = (
+        f"Kafka {settings.kafka_bootstrap} + Redis, topics {settings.topic_prefix}.*"
+        if settings.kafka_mode
+        else f"embedded, data in {settings.data_dir}"
+    )
+    log.info("Aisle serving on %s:%d (%s)", settings.host, port, mode)
     return Running(server, engine, port)
 
 

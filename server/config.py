@@ -1,21 +1,25 @@
-"""Server settings: read once at start-up from AISLE_* environment variables, an optional .env file
-and the command line (which wins), then passed down."""
+"""Server settings: read once at start-up from AISLE_* environment variables, an optional env file
+(`--env-file`, default `.env`) and the command line (which wins), then passed down.
+
+They extend the Kafka + Redis settings that the feature worker reads (`feature_worker.config.Settings`),
+so one env file configures both: with `AISLE_KAFKA_BOOTSTRAP` and `AISLE_REDIS_URL` set the server runs
+in Kafka + Redis mode, without them embedded."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from feature_worker.config import Settings
 
 
-class ServerSettings(BaseSettings):
+class ServerSettings(Settings):
     """Everything `python -m server` can be told. Environment: AISLE_HOST, AISLE_PORT, …"""
-
-    model_config = SettingsConfigDict(env_prefix="AISLE_", env_file=".env", extra="ignore", frozen=True)
 
     host: str = "127.0.0.1"
     port: int = Field(50051, ge=0, le=65535)
+    #: Embedded mode: where the journal lives.
     data_dir: Path = Path(".data")
     #: fsync the journal on every write: survives machine crashes, costs latency. Flush-only survives
     #: process crashes.
@@ -25,4 +29,3 @@ class ServerSettings(BaseSettings):
     lists_refresh_s: float = Field(1.0, ge=0)
     #: Largest request accepted, in bytes; larger ones are INVALID_ARGUMENT.
     max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024)
-    log_level: str = "INFO"

@@ -192,14 +192,22 @@ class Engine:
         return self.recommender.similar_items(item_id, k or DEFAULT_K, features, exclude_item_ids, category_prefix)
 
     # -- derived lists -----------------------------------------------------------------------------
-    async def refresh_lists(self) -> None:
-        """Rebuild popular/trending lists when the catalog or the features changed since the last build."""
+    async def refresh_lists(self, in_thread: bool = False) -> None:
+        """Rebuild popular/trending lists when the catalog or the features changed since the last build.
+
+        `in_thread` builds them in a worker thread (the background refresher does): the build sorts the
+        whole catalog, tens of milliseconds that would otherwise hold up every request on the event
+        loop. A catalog change racing the build at worst fails this build; the next one catches up.
+        """
         version = getattr(self.store, "version", None)
         key = (self.catalog.version, version if isinstance(version, int) else time.monotonic_ns())
         if key == self._lists_key:
             return
         stats = await self.store.item_stats()
-        self.recommender.lists = TopLists.build(stats, self.catalog)
+        if in_thread:
+            self.recommender.lists = await asyncio.to_thread(TopLists.build, stats, self.catalog)
+        else:
+            self.recommender.lists = TopLists.build(stats, self.catalog)
         self._lists_key = key
 
     def start(self) -> None:
@@ -210,7 +218,7 @@ class Engine:
     async def _refresh_forever(self) -> None:
         while True:
             try:
-                await self.refresh_lists()
+                await self.refresh_lists(in_thread=True)
             except Exception:  # a failed refresh keeps serving the previous lists; log and retry
                 log.exception("refreshing popular and trending lists failed")
             await asyncio.sleep(self.lists_refresh_s)

@@ -1,4 +1,10 @@
-"""Shared fixtures: a real server process and real clients over real channels."""
+"""Shared fixtures: a real server process and real clients over real channels.
+
+`server` is embedded unless a module asks for both modes with
+`pytestmark = pytest.mark.parametrize("server_mode", SERVER_MODES, indirect=True)`: then each of its
+tests runs against the embedded server and against a Kafka + Redis stack (a feature worker and a
+server process on the session's real broker and Redis, see `tests.kafka_stack`).
+"""
 
 from __future__ import annotations
 
@@ -9,21 +15,48 @@ import pytest
 
 from clients.client import AisleClient, ClientOptions
 from server.process import ServerProcess
+from tests.kafka_stack import AppliedClient, KafkaStack
 
 pytest_plugins = ["tests.services.fixtures"]
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One embedded server for the session; tests keep apart by using unique ids (`tests.shop`)."""
+def server_mode(request: pytest.FixtureRequest) -> str:
+    """`embedded` (the default) or `kafka`, when a module parametrizes it (`tests.modes.SERVER_MODES`)."""
+    return str(getattr(request, "param", "embedded"))
+
+
+@pytest.fixture(scope="session")
+def kafka_stack(
+    tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, redis_url: str
+) -> Iterator[KafkaStack]:
+    """One feature worker and one Kafka-mode server for the session; tests keep apart by unique ids."""
+    stack = KafkaStack(tmp_path_factory.mktemp("kafka-stack"), kafka_bootstrap, redis_url).start()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="session")
+def server(server_mode: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for the session and mode; tests keep apart by using unique ids (`tests.shop`)."""
+    if server_mode == "kafka":
+        stack: KafkaStack = request.getfixturevalue("kafka_stack")
+        yield stack.server
+        return
     process = ServerProcess(tmp_path_factory.mktemp("server")).start()
     yield process
     process.stop()
 
 
 @pytest.fixture
-def client(server: ServerProcess) -> Iterator[AisleClient]:
-    with AisleClient(ClientOptions(target=server.target, read_timeout_s=10, write_timeout_s=30)) as c:
+def client(server: ServerProcess, server_mode: str, request: pytest.FixtureRequest) -> Iterator[AisleClient]:
+    """A client of `server`; in Kafka mode its `track` returns once the worker has folded the events."""
+    options = ClientOptions(target=server.target, read_timeout_s=10, write_timeout_s=30)
+    if server_mode == "kafka":
+        with AppliedClient(options, request.getfixturevalue("kafka_stack")) as c:
+            yield c
+        return
+    with AisleClient(options) as c:
         yield c
 
 

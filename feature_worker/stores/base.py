@@ -47,11 +47,19 @@ class FeatureStore(ABC):
 
     @abstractmethod
     async def commit(self, users: Mapping[str, UserState], deltas: ItemDeltas) -> None:
-        """Write the users' new states and add the item deltas."""
+        """Write the users' new states and add the item deltas.
+
+        The states and deltas are read before the coroutine first suspends: once a commit has been
+        started (one step of the event loop), the caller may go on changing them, which lets the Kafka
+        worker fold the next batch while this one is written.
+        """
 
     @abstractmethod
     async def read_request(self, user_id: str, context_item_ids: Sequence[str]) -> RequestFeatures:
-        """The user's state and the co-visitation neighbours of their recent and the context items."""
+        """The user's state and the co-visitation neighbours of their recent and the context items.
+
+        The state's `applied_ids` may be left empty: reading needs no idempotency keys.
+        """
 
     @abstractmethod
     async def item_stats(self) -> ItemStats:

@@ -6,12 +6,12 @@ import random
 
 import pytest
 
+from feature_worker.apply import apply_events
 from feature_worker.catalog import Catalog
 from feature_worker.decay import DAY_MS, scale_at
-from feature_worker.fold import FoldConfig, ItemDeltas, fold
+from feature_worker.fold import FoldConfig, ItemDeltas, event_key, fold
 from feature_worker.state import UserState
 from feature_worker.stores.memory import MemoryFeatureStore
-from feature_worker.apply import apply_events
 from protos.aisle.v1 import events_pb2
 from tests.shop import BASE_TS, event, item, view
 
@@ -116,12 +116,12 @@ def test_impressions_and_searches_touch_no_item(catalog: Catalog) -> None:
 def test_state_round_trips_through_its_stored_form(catalog: Catalog) -> None:
     state, _ = run([view("u", "a", BASE_TS), event("u", events_pb2.ADD_TO_CART, "b", BASE_TS + MIN),
                     event("u", events_pb2.PURCHASE, "c", BASE_TS + 2 * MIN, price=2.5)], catalog)
-    assert UserState.from_bytes(state.to_bytes()) == state
+    assert UserState.from_bytes(state.to_bytes(), state.applied_to_bytes()) == state
 
 
 def test_applied_ids_are_capped(catalog: Catalog) -> None:
     state, _ = run([view("u", "a", BASE_TS + i, event_id=f"e{i}") for i in range(20)], catalog, FoldConfig(applied_ids_cap=5))
-    assert list(state.applied_ids) == [f"e{i}" for i in range(15, 20)]
+    assert list(state.applied_ids) == [event_key(f"e{i}") for i in range(15, 20)]
 
 
 async def test_memory_store_applies_batches_idempotently(catalog: Catalog) -> None:

@@ -1,10 +1,18 @@
-"""Real-time behaviour end to end over a real gRPC channel: the next answer reflects the last event."""
+"""Real-time behaviour end to end over a real gRPC channel: the next answer reflects the last event.
+
+Runs against both modes: the embedded server, and Kafka + Redis with a feature worker (there, the
+client's `track` returns once the worker has folded the events: see `tests.kafka_stack`)."""
 
 from __future__ import annotations
 
+import pytest
+
 from clients.client import AisleClient
 from protos.aisle.v1 import events_pb2
+from tests.modes import SERVER_MODES
 from tests.shop import BASE_TS, Shop, event, item, unique, view
+
+pytestmark = pytest.mark.parametrize("server_mode", SERVER_MODES, indirect=True)
 
 MIN = 60_000
 

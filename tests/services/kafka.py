@@ -5,7 +5,8 @@ the git-ignored `.services/kafka-libs/` once; Maven keeps them in `~/.m2` too, s
 offline. The broker is `java -cp '.services/kafka-libs/*' kafka.Kafka server.properties`, one process that is
 both the controller and the broker (`process.roles=broker,controller`), listening on 127.0.0.1 only.
 
-`AISLE_TOPICS` are the topics Aisle uses; every start creates them (idempotently). Automatic topic creation is
+`AISLE_TOPICS` (from `feature_worker.topics`, where the product keeps them) are the topics Aisle uses; every start
+creates them (idempotently). Automatic topic creation is
 off, as in production, so a producer that names a wrong topic fails instead of inventing it: a test that wants
 a topic of its own creates it with `create_topics`.
 """
@@ -22,13 +23,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, for_code
+from aiokafka.errors import KafkaError
+
+from feature_worker.topics import AISLE_TOPICS, TopicSpec, create_topics
 
 from tests.services.process import (
     LOOPBACK,
@@ -50,29 +51,6 @@ _LIBS_STAMP = ".complete"
 BOOTSTRAP_VARIABLE = "AISLE_KAFKA_BOOTSTRAP"
 #: Default JVM heap; `KAFKA_HEAP_OPTS`, as in Kafka's own scripts, overrides it.
 DEFAULT_HEAP_OPTS = "-Xmx512m -Xms256m"
-
-
-@dataclass(frozen=True)
-class TopicSpec:
-    """A topic to create: name, partition count and topic-level configs (replication factor is always 1)."""
-
-    name: str
-    partitions: int
-    config: Mapping[str, str] = field(default_factory=dict)
-
-
-#: The topics Aisle uses, in one place. Events are keyed by user id, so 4 partitions keep each user's events
-#: in order while letting up to 4 workers share the stream; the catalogue topics are compacted tables keyed
-#: by id.
-AISLE_TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec("aisle.events", partitions=4),
-    TopicSpec("aisle.items", partitions=1, config={"cleanup.policy": "compact"}),
-    TopicSpec("aisle.users", partitions=1, config={"cleanup.policy": "compact"}),
-    TopicSpec("aisle.dlq", partitions=1),
-)
-
-# Kafka error codes that `create_topics` may answer per topic.
-_TOPIC_ALREADY_EXISTS = 36
 
 
 def _pom_hash() -> str:
@@ -292,57 +270,6 @@ group.initial.rebalance.delay.ms=0
                 await asyncio.sleep(0.25)
 
         run_async(ready)
-
-
-async def create_topics(
-    bootstrap: str,
-    topics: Iterable[TopicSpec] = AISLE_TOPICS,
-    *,
-    timeout: float = 30.0,
-    warm_group_coordinator: bool = False,
-) -> None:
-    """Create `topics` (replication factor 1) unless they exist, and wait until each partition has a leader.
-
-    Idempotent: a topic that already exists is left as it is, even if its partitions or configs differ.
-    With `warm_group_coordinator`, also check that the group coordinator answers and has loaded the committed
-    offsets; on a new broker this creates `__consumer_offsets` now rather than in the first test's consumer.
-    Raises the client's error if the broker refuses and `TimeoutError` after `timeout` seconds; callers that
-    wait for a starting broker retry.
-    """
-    specs = list(topics)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    try:
-        async with asyncio.timeout(timeout):
-            await _create_and_wait(admin, specs, warm_group_coordinator)
-    finally:
-        await admin.close()
-
-
-async def _create_and_wait(
-    admin: AIOKafkaAdminClient, specs: list[TopicSpec], warm_group_coordinator: bool
-) -> None:
-    await admin.start()
-    if specs:
-        response = await admin.create_topics(
-            [NewTopic(s.name, s.partitions, 1, topic_configs=dict(s.config)) for s in specs]
-        )
-        for topic_error in response.topic_errors:
-            name, code = topic_error[0], topic_error[1]
-            if code not in (0, _TOPIC_ALREADY_EXISTS):
-                raise for_code(code)(f"creating topic {name}")
-    while True:
-        described = await admin.describe_topics([s.name for s in specs]) if specs else []
-        if all(
-            t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
-            for t in described
-        ):
-            break
-        await asyncio.sleep(0.1)
-    if warm_group_coordinator:
-        await admin.find_coordinator("aisle-services-warmup")
-        # Raises COORDINATOR_LOAD_IN_PROGRESS until the broker has loaded `__consumer_offsets`, which after a
-        # restart takes a moment longer than electing the coordinator.
-        await admin.list_consumer_groups()
 
 
 class ExternalKafka(ExternalService):

@@ -112,6 +112,12 @@ class RedisService(ManagedProcess):
     start_timeout: ClassVar[float] = 30.0
     stop_timeout: ClassVar[float] = 10.0
 
+    def __init__(self, workdir: Path, *, die_with_parent: bool = True, appendonly: bool = False) -> None:
+        """With `appendonly`, every write is logged and fsynced before Redis answers (`appendfsync always`),
+        so a restart, even after a kill, comes back with every acknowledged write: Aisle's production setting."""
+        super().__init__(workdir, die_with_parent=die_with_parent)
+        self.appendonly = appendonly
+
     @property
     def url(self) -> str:
         """`"redis://127.0.0.1:PORT/0"`; valid once started, and across restarts."""
@@ -132,8 +138,7 @@ class RedisService(ManagedProcess):
             LOOPBACK,
             "--save",
             "",
-            "--appendonly",
-            "no",
+            *(["--appendonly", "yes", "--appendfsync", "always"] if self.appendonly else ["--appendonly", "no"]),
             "--daemonize",
             "no",
             "--dir",

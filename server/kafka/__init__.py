@@ -1,0 +1,1 @@
+"""The Kafka + Redis mode: writes go to Kafka topics, features are read from Redis (feature_worker writes them)."""

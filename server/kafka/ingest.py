@@ -1,0 +1,107 @@
+"""Kafka ingestion: produce accepted writes to the topics and answer once the broker acknowledged them.
+
+- Events go to `<prefix>.events`, keyed by user id, one protobuf `Event` per record. They become
+  visible to Recommend once a feature worker has folded them (milliseconds).
+- Items and users go to the compacted `<prefix>.items` / `<prefix>.users` topics keyed by id (a delete
+  is a tombstone). The call returns once this server's own catalog has applied the change
+  (read-your-writes here; other servers and the workers follow within milliseconds).
+
+The producer is idempotent with `acks=all`: a retried send is never duplicated on the broker, and an
+acknowledged record is on every in-sync replica. Broker trouble becomes `StoreUnavailable`
+(UNAVAILABLE, which clients retry; events carry their idempotency key, so a retry is safe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from feature_worker.catalog import Catalog
+from feature_worker.errors import StoreUnavailable
+from feature_worker.fold import event_key
+from feature_worker.stores.base import FeatureStore
+from feature_worker.tables import TableFollower
+from feature_worker.topics import Topics
+from protos.aisle.v1 import catalog_pb2, events_pb2, users_pb2
+from server.ingest import Ingest
+
+#: How long a catalog or user write waits for this server's own copy to catch up before answering.
+FOLLOW_TIMEOUT_S = 30.0
+
+
+class KafkaIngest(Ingest):
+    """Produces to Kafka; see the module docstring for what an answer means."""
+
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        topics: Topics,
+        tables: TableFollower,
+        store: FeatureStore,
+        catalog: Catalog,
+    ) -> None:
+        self.producer = producer
+        self.topics = topics
+        self.tables = tables
+        self.store = store
+        self.catalog = catalog
+
+    async def events(self, events: Sequence[events_pb2.Event]) -> int:
+        """Produce the events that are not known duplicates; returns how many were.
+
+        Known duplicates: an event repeated in the request, or one whose id its user's stored features
+        already hold. An event produced but not yet folded is not known, and is folded once anyway.
+        While Redis is unreachable only the first kind is known: events are still taken (Kafka is the log).
+        """
+        fresh: list[events_pb2.Event] = []
+        seen: set[tuple[str, str]] = set()
+        for event in events:
+            key = (event.user_id, event.event_id)
+            if key not in seen:
+                seen.add(key)
+                fresh.append(event)
+        try:
+            states = await self.store.load_users({event.user_id for event in fresh})
+        except StoreUnavailable:
+            pass  # Kafka is the log: events are taken while Redis is away, and folded once it is back
+        else:
+            fresh = [e for e in fresh if event_key(e.event_id) not in states[e.user_id].applied_ids]
+        await self._produce(self.topics.events, [(e.user_id, e.SerializeToString()) for e in fresh])
+        return len(events) - len(fresh)
+
+    async def upsert_items(self, items: Sequence[catalog_pb2.Item]) -> None:
+        await self._produce_and_follow(self.topics.items, [(i.item_id, i.SerializeToString()) for i in items])
+
+    async def delete_items(self, item_ids: Sequence[str]) -> int:
+        existed = len({item_id for item_id in item_ids if item_id in self.catalog})
+        await self._produce_and_follow(self.topics.items, [(item_id, None) for item_id in item_ids])
+        return existed
+
+    async def upsert_user(self, user: users_pb2.User) -> None:
+        await self._produce_and_follow(self.topics.users, [(user.user_id, user.SerializeToString())])
+
+    async def _produce(self, topic: str, records: Sequence[tuple[str, bytes | None]]) -> list[Any]:
+        try:
+            futures = [await self.producer.send(topic, value=value, key=key.encode()) for key, value in records]
+            return list(await asyncio.gather(*futures))
+        except KafkaError as exc:
+            raise StoreUnavailable(f"Kafka did not acknowledge the write to {topic}: {exc!r}") from exc
+
+    async def _produce_and_follow(self, topic: str, records: Sequence[tuple[str, bytes | None]]) -> None:
+        acks = await self._produce(topic, records)
+        last: dict[TopicPartition, int] = {}
+        for ack in acks:
+            tp = TopicPartition(ack.topic, ack.partition)
+            last[tp] = max(last.get(tp, -1), ack.offset)
+        try:
+            await asyncio.wait_for(self.tables.wait_for_offsets(last), FOLLOW_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise StoreUnavailable(f"{topic} was written, but this server has not read it back yet") from exc
+
+    async def close(self) -> None:
+        await self.producer.stop()
+        await self.tables.stop()
