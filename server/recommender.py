@@ -6,6 +6,7 @@ accuracy we publish is the accuracy users get.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -18,6 +19,8 @@ from server.retrieval.toplists import TopLists
 
 MAX_K = 200
 DEFAULT_K = 10
+#: Popular items entered as candidates; past them, a short list is backfilled in popularity order anyway.
+POPULAR_CANDIDATES = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +28,7 @@ class BlendWeights:
     """How much each candidate source counts in the final score (each source scores in [0, 1])."""
 
     covisitation: float = 1.0
+    brand: float = 1.0
     content: float = 0.3
     trending: float = 0.4
     popular: float = 0.15
@@ -72,14 +76,17 @@ class Recommender:
         w = self.weights
         if not query.personalize:
             features = RequestFeatures(user=None, covis=features.covis)
-        sources.covisitation(seeds, features, pool, w.covisitation)
+        sources.covisitation(seeds, features, lists, pool, w.covisitation)
+        sources.brand(seeds, catalog, features, lists, pool, w.brand)
         sources.content(seeds, catalog, lists, pool, w.content)
         sources.trending_in_categories(user, lists, pool, w.trending)
-        sources.popular(lists, pool, w.popular, rules.category_prefix, limit=max(50, query.k))
+        # A fixed number, whatever k: the answer for k is then the first k of the answer for any larger k.
+        sources.popular(lists, pool, w.popular, rules.category_prefix, limit=POPULAR_CANDIDATES)
 
-        ranked = sorted((item for item in pool.scores if rules.allows(item)), key=lambda i: (-pool.scores[i], i))
-        chosen = ranked[: query.k]
-        result = [Recommendation(item, pool.scores[item], pool.top_reasons(item)) for item in chosen]
+        scores = pool.scores
+        allowed = [item for item in scores if rules.allows(item)]
+        chosen = heapq.nsmallest(query.k, allowed, key=lambda i: (-scores[i], i))
+        result = [Recommendation(item, scores[item], pool.top_reasons(item)) for item in chosen]
         if len(result) < query.k:
             self._backfill(result, query.k, rules, lists)
         return result

@@ -17,6 +17,7 @@ from typing import Protocol, cast
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("trainer.generate", "write a deterministic generated shop: items, users and events"),
+    "evaluate": ("trainer.evaluate", "measure accuracy through the serving path, beside baselines"),
 }
 
 

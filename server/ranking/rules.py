@@ -51,7 +51,7 @@ class Rules:
         """
         if self.category_prefix:
             yield from popular_by_category.get(self.category_prefix, [])
-            scope = self.catalog.by_category.get(self.category_prefix, set())
+            scope: Iterable[str] = self.catalog.by_category.get(self.category_prefix, set())
         else:
             yield from popular
             scope = self.catalog.items.keys()

@@ -1,7 +1,8 @@
 """Real-time candidate sources. Each adds scored, explained items to a `Candidates` pool.
 
-Scores of one source are normalised to [0, 1] per seed so the blend weights (`BlendWeights`) mean
-the same thing for every user.
+Scores of one source lie in [0, 1] (times the seed's weight where a seed is involved) so the blend weights
+(`BlendWeights`) mean the same thing for every user. The constants below were chosen on the validation split of
+Amazon Beauty (`python -m trainer evaluate --protocol loo --split valid`); see BENCHMARKS.md for the figures.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from server.retrieval.toplists import TopLists
 #: How strongly a past interaction of each type seeds "more like this".
 SEED_TYPE_WEIGHT: dict[int, float] = {VIEW: 1.0, CLICK: 1.2, ADD_TO_CART: 1.5, PURCHASE: 1.0, REMOVE_FROM_CART: 0.2}
 #: Each older seed counts this much less than the one after it.
-SEED_RECENCY_DECAY = 0.8
+SEED_RECENCY_DECAY = 0.65
 #: The page the user is on says more about intent right now than any past interaction.
 CONTEXT_SEED_WEIGHT = 2.0
 MAX_SEEDS = 10
@@ -28,6 +29,21 @@ CONTENT_SEEDS = 3
 CONTENT_PER_SEED = 20
 TRENDING_CATEGORIES = 3
 TRENDING_PER_CATEGORY = 30
+#: A seed's co-visitation counts are divided by (its total co-visits) ** this: 1 would make them the share of the
+#: seed's co-visits (what customers did next, as a probability), 0 lets a seed with many co-visits drown the others.
+COVIS_SEED_EXPONENT = 0.5
+#: ... and by (the neighbour's popularity) ** this, so the shop's best sellers do not follow every seed. Popularity
+#: is decayed (what is popular now), which is also a signal, hence a small exponent.
+COVIS_POPULARITY_EXPONENT = 0.15
+#: Popularity below this (about one fresh view) does not raise a neighbour further: it is noise, or stale.
+COVIS_POPULARITY_FLOOR = 1.0
+#: Seeds whose brand's best sellers are added (brand source), and how many of each.
+BRAND_SEEDS = 5
+BRAND_PER_SEED = 30
+#: Within a brand, best sellers lead, but gently: score = (popularity / the brand's best) ** this.
+BRAND_POPULARITY_EXPONENT = 0.25
+#: Co-visits of a seed at which its brand suggestions count half (see `brand`).
+BRAND_SHRINKAGE = 50.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,16 +71,39 @@ def seeds_for(user: UserState | None, context_item_ids: Sequence[str]) -> list[S
     return seeds
 
 
-def covisitation(seeds: Sequence[Seed], features: RequestFeatures, pool: Candidates, weight: float) -> None:
-    """Items other customers interacted with next to the seed items."""
+def covisitation(
+    seeds: Sequence[Seed], features: RequestFeatures, lists: TopLists, pool: Candidates, weight: float
+) -> None:
+    """Items other customers interacted with next to the seed items.
+
+    A neighbour scores ``seed weight * count / total ** COVIS_SEED_EXPONENT / popularity ** COVIS_POPULARITY_EXPONENT``
+    per seed (``total``: the seed's co-visits over the neighbours read), summed over seeds, then divided by the best
+    score of the request, not of each seed: a seed seen next to one other item once does not count as much as
+    one with a hundred co-visits.
+    """
+    popularity = lists.popularity
+    floor = COVIS_POPULARITY_FLOOR
+    exponent = -COVIS_POPULARITY_EXPONENT
+    scored: list[tuple[str, float, str]] = []
+    best = 0.0
     for seed in seeds:
         neighbours = features.covis.get(seed.item_id)
         if not neighbours:
             continue
-        top = neighbours[0][1]
-        reason = f"co_viewed_with:{seed.item_id}"
+        total = sum(count for _, count in neighbours)
+        if total <= 0.0:
+            continue
+        seed_weight = seed.weight / total**COVIS_SEED_EXPONENT
         for item, count in neighbours:
-            pool.add(item, weight * seed.weight * count / top, reason)
+            score = seed_weight * count * max(popularity.get(item, 0.0), floor) ** exponent
+            scored.append((item, score, seed.item_id))
+            best = max(best, score)
+    if best <= 0.0:
+        return
+    scale = weight / best
+    add = pool.add
+    for item, score, seed_item in scored:
+        add(item, score * scale, f"co_viewed_with:{seed_item}")
 
 
 def content(seeds: Sequence[Seed], catalog: Catalog, lists: TopLists, pool: Candidates, weight: float) -> None:
@@ -91,6 +130,35 @@ def content(seeds: Sequence[Seed], catalog: Catalog, lists: TopLists, pool: Cand
                 break
         used += 1
         if used >= CONTENT_SEEDS:
+            break
+
+
+def brand(
+    seeds: Sequence[Seed], catalog: Catalog, features: RequestFeatures, lists: TopLists, pool: Candidates, weight: float
+) -> None:
+    """The best sellers of the seed items' brands: customers who buy a brand come back for more of it.
+
+    A guess for seeds with little co-visitation evidence: each seed's share is multiplied by
+    ``BRAND_SHRINKAGE / (BRAND_SHRINKAGE + its co-visit count)``, so it fades where what other customers did next
+    is known (a shop whose sessions stay in one category) and leads where it is not (a long tail of rare items).
+    """
+    popularity = lists.popularity
+    used = 0
+    for seed in seeds:
+        info = catalog.items.get(seed.item_id)
+        if info is None or not info.brand:
+            continue
+        ranked = lists.popular_by_brand.get(info.brand)
+        if ranked:
+            covisits = sum(count for _, count in features.covis.get(seed.item_id, ()))
+            best = popularity.get(ranked[0], 0.0) or 1.0
+            reason = f"same_brand_as:{seed.item_id}"
+            scale = weight * seed.weight * BRAND_SHRINKAGE / (BRAND_SHRINKAGE + covisits)
+            for item in ranked[:BRAND_PER_SEED]:
+                if item != seed.item_id:
+                    pool.add(item, scale * (popularity.get(item, 0.0) / best) ** BRAND_POPULARITY_EXPONENT, reason)
+        used += 1
+        if used >= BRAND_SEEDS:
             break
 
 

@@ -1,4 +1,5 @@
-"""Ranked item lists derived from the shop-wide counters: popular and trending, overall and per category.
+"""Ranked item lists derived from the shop-wide counters: popular (overall, per category and per brand) and
+trending (overall and per category).
 
 Rebuilding them costs a sort over the catalog, so the server refreshes them off the request path
 (`TopLists.build` from a background task) and requests read the last build.
@@ -21,6 +22,7 @@ class TopLists:
 
     popular: list[str] = field(default_factory=list)
     popular_by_category: dict[str, list[str]] = field(default_factory=dict)
+    popular_by_brand: dict[str, list[str]] = field(default_factory=dict)
     trending_by_category: dict[str, list[str]] = field(default_factory=dict)
     popularity: dict[str, float] = field(default_factory=dict)
     trending: dict[str, float] = field(default_factory=dict)
@@ -36,6 +38,7 @@ class TopLists:
         by_trend = sorted(trending, key=lambda item: (-trending[item], item))
         popular_by_category: dict[str, list[str]] = {}
         trending_by_category: dict[str, list[str]] = {}
+        popular_by_brand: dict[str, list[str]] = {}
         items = catalog.items
         for ranked, lists in ((by_pop, popular_by_category), (by_trend, trending_by_category)):
             for item in ranked:
@@ -43,9 +46,16 @@ class TopLists:
                     bucket = lists.setdefault(prefix, [])
                     if len(bucket) < length:
                         bucket.append(item)
+        for item in by_pop:
+            brand = items[item].brand
+            if brand:
+                bucket = popular_by_brand.setdefault(brand, [])
+                if len(bucket) < length:
+                    bucket.append(item)
         return cls(
             popular=by_pop[:length],
             popular_by_category=popular_by_category,
+            popular_by_brand=popular_by_brand,
             trending_by_category=trending_by_category,
             popularity=popularity,
             trending=trending,

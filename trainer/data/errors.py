@@ -9,8 +9,9 @@ class DataFormatError(ValueError):
     """A data file does not have the expected format.
 
     The message names the file, the 1-based line number and the reason, as ``path:line: reason``, so that
-    a malformed row can be found and fixed without a debugger. Readers raise it rather than skip the row:
-    a silently dropped event would change what a model learns without anyone noticing.
+    a malformed row can be found and fixed without a debugger; line 0 means the file (or directory) as a
+    whole: missing, or inconsistent with a companion file. Readers raise it rather than skip the row: a silently
+    dropped event would change what a model learns without anyone noticing.
     """
 
     def __init__(self, path: Path, line: int, reason: str) -> None:

@@ -1,0 +1,223 @@
+"""``python -m trainer evaluate``: accuracy of the serving path, beside baselines, on real or generated data.
+
+    python -m trainer evaluate --data DIR --format s3rec|s3rec-time|diginetica|taobao|generated \\
+        --protocol loo|replay|time-split [--split valid|test] [--seeds N] [--json OUT.json]
+
+prints one markdown row per model or pipeline configuration and writes the same as JSON::
+
+    {"dataset": str, "protocol": str, "split": str,
+     "results": [{"model": str, "HR@10": float, "NDCG@10": float, "HR@20": float, "NDCG@20": float,
+                  "MRR": float, "coverage@10": float, "seconds": float}]}
+
+The row ``aisle`` is the serving pipeline exactly as the server builds it by default
+(``trainer.evaluation.serving``); ``aisle:…`` rows are other configurations of it. Protocols are described in
+``trainer.evaluation.protocols``, metrics in ``trainer.evaluation.metrics``.
+
+``--seeds N`` repeats the randomised part of a run with seeds 0..N-1 and reports the mean (the markdown adds
+the standard deviation). The only randomness is the draw of users that ``--users`` asks for; everything else
+(the protocols, every model, every tie-break) is deterministic, so without ``--users`` one run is made
+whatever N is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+from server.recommender import BlendWeights
+from trainer.data.dataset import Dataset
+from trainer.data.errors import DataFormatError
+from trainer.data.formats import FORMATS, load
+from trainer.data.s3rec import DEFAULT_SPACING_MS
+from trainer.evaluation.base import EvalModel
+from trainer.evaluation.baselines import BASELINES
+from trainer.evaluation.harness import ModelResult, run_replay, run_static
+from trainer.evaluation.metrics import METRICS
+from trainer.evaluation.protocols import PROTOCOLS, SPLITS, cutoffs, replay, sample_cases, static_split
+from trainer.evaluation.serving import ServingPipeline
+
+#: Configurations of the serving pipeline that can be asked for by name; ``aisle`` is the server's default.
+PIPELINES: dict[str, BlendWeights] = {
+    "aisle": BlendWeights(),
+    "aisle:no-brand": BlendWeights(brand=0.0),
+    "aisle:covisitation-only": BlendWeights(
+        covisitation=1.0, brand=0.0, content=0.0, trending=0.0, popular=0.0
+    ),
+}
+DEFAULT_MODELS = ("aisle", "popularity", "covisitation", "itemknn")
+MODELS = (*PIPELINES, *BASELINES)
+
+
+def model_factories(names: Sequence[str], dataset: Dataset) -> list[Callable[[], EvalModel]]:
+    """A fresh-model factory per name (pipelines and baselines), in the order given."""
+    items = list(dataset.items.values())
+    item_ids = list(dataset.items)
+    out: list[Callable[[], EvalModel]] = []
+    for name in names:
+        if name in PIPELINES:
+            out.append(partial(ServingPipeline, items, name=name, weights=PIPELINES[name]))
+        elif name in BASELINES:
+            out.append(partial(BASELINES[name], item_ids))
+        else:
+            raise ValueError(f"unknown model {name!r}: expected one of {', '.join(MODELS)}")
+    return out
+
+
+def evaluate(
+    dataset: Dataset,
+    protocol: str,
+    split: str = "test",
+    models: Sequence[str] = DEFAULT_MODELS,
+    seeds: int = 1,
+    users: int | None = None,
+    progress: bool = True,
+) -> list[tuple[str, list[ModelResult]]]:
+    """Run ``models`` through ``protocol``: (model, one result per seed), in the order of ``models``."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    factories = model_factories(models, dataset)
+    runs = seeds if users is not None else 1
+    per_seed: list[list[ModelResult]] = []
+    static = static_split(dataset, protocol, split) if protocol != "replay" else None
+    for seed in range(runs):
+        if static is not None:
+            cases = sample_cases(static.cases, users, seed)
+            split_seed = type(static)(static.train, cases)
+            per_seed.append(run_static(split_seed, factories, len(dataset.items), progress))
+        else:
+            per_seed.append(
+                run_replay(replay(dataset, split, users, seed), factories, len(dataset.items), progress)
+            )
+    return [(name, [results[m] for results in per_seed]) for m, name in enumerate(models)]
+
+
+def mean_row(name: str, results: Sequence[ModelResult]) -> dict[str, float | str]:
+    """The JSON row of one model: every metric and the seconds, averaged over seeds."""
+    row: dict[str, float | str] = {"model": name}
+    for metric in METRICS:
+        row[metric] = statistics.fmean(r.metrics[metric] for r in results)
+    row["seconds"] = statistics.fmean(r.seconds for r in results)
+    return row
+
+
+def markdown(rows: Sequence[tuple[str, Sequence[ModelResult]]]) -> str:
+    """The table the command prints: one line per model, mean (± std over seeds when there are several)."""
+    head = ["model", *METRICS, "cases", "seconds", "ms/case"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for name, results in rows:
+        cells = [name]
+        for metric in METRICS:
+            values = [r.metrics[metric] for r in results]
+            cell = f"{statistics.fmean(values):.4f}"
+            if len(values) > 1:
+                cell += f" ± {statistics.stdev(values):.4f}"
+            cells.append(cell)
+        cells.append(f"{statistics.fmean(r.cases for r in results):,.0f}")
+        cells.append(f"{statistics.fmean(r.seconds for r in results):.1f}")
+        cells.append(f"{statistics.fmean(r.ms_per_case for r in results):.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _models(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MODELS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown model(s) {', '.join(unknown) or '(none)'}: choose from {', '.join(MODELS)}"
+        )
+    return names
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``python -m trainer evaluate``."""
+    parser.add_argument("--data", type=Path, required=True, help="directory of the data set")
+    parser.add_argument("--format", choices=FORMATS, required=True, help="format of the data set")
+    parser.add_argument("--protocol", choices=PROTOCOLS, required=True, help="evaluation protocol")
+    parser.add_argument("--split", choices=SPLITS, default="test", help="targets to score (default test)")
+    parser.add_argument(
+        "--seeds",
+        type=_positive_int,
+        default=1,
+        help="runs with seeds 0..N-1, reported as their mean; only --users draws at random (default 1)",
+    )
+    parser.add_argument("--json", type=Path, help="write the results as JSON to this file")
+    parser.add_argument(
+        "--models",
+        type=_models,
+        default=list(DEFAULT_MODELS),
+        help=f"comma-separated rows to run (default {','.join(DEFAULT_MODELS)}; all: {','.join(MODELS)})",
+    )
+    parser.add_argument(
+        "--users", type=_positive_int, help="score only this many users, drawn with each seed"
+    )
+    parser.add_argument(
+        "--spacing-s",
+        type=float,
+        default=DEFAULT_SPACING_MS / 1000,
+        help=f"s3rec: seconds between a user's interactions (default {DEFAULT_SPACING_MS / 1000:g})",
+    )
+    parser.add_argument(
+        "--attributes", type=Path, help="s3rec-time: the S3-Rec *_item2attributes.json to use"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load, evaluate, print the table, write the JSON; exit status 2 on malformed data."""
+    started = time.perf_counter()
+    try:
+        dataset = load(
+            args.format, args.data, spacing_ms=round(args.spacing_s * 1000), attributes=args.attributes
+        )
+    except (DataFormatError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{dataset.summary()} (loaded in {time.perf_counter() - started:.1f} s)")
+    for note in dataset.notes:
+        print(f"  note: {note}")
+    if args.protocol != "loo" and dataset.events:
+        valid, test = cutoffs(dataset)
+        print(f"  cut-offs: validation {_utc(valid)}, test {_utc(test)}")
+    rows = evaluate(
+        dataset, args.protocol, args.split, args.models, args.seeds, args.users, progress=not args.no_progress
+    )
+    runs = len(rows[0][1]) if rows else 0
+    print(
+        f"\nprotocol {args.protocol}, split {args.split}, {runs} run(s)"
+        + (
+            ""
+            if args.users or args.seeds == 1
+            else " (deterministic: no seed changes anything without --users)"
+        )
+    )
+    print(markdown(rows))
+    print(f"\ntotal {time.perf_counter() - started:.1f} s")
+    if args.json is not None:
+        document = {
+            "dataset": dataset.name,
+            "protocol": args.protocol,
+            "split": args.split,
+            "results": [mean_row(name, results) for name, results in rows],
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def _utc(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")

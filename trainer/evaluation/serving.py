@@ -1,0 +1,64 @@
+"""The serving path as an evaluated model: the fold, the in-process store and the server's `Recommender`.
+
+Nothing here ranks: events go through ``feature_worker.fold.fold`` into a ``MemoryFeatureStore`` (as the
+embedded server and the Kafka worker write them), the popular and trending lists are rebuilt by
+``TopLists.build`` (as the server's background task does) and each case is answered by
+``Recommender.recommend`` on the features
+``read_request_now`` returns (as ``Engine.recommend`` does), with the case's history as ``exclude_item_ids``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from feature_worker.catalog import Catalog
+from feature_worker.fold import FoldConfig, ItemDeltas, fold
+from feature_worker.stores.memory import MemoryFeatureStore
+from protos.aisle.v1 import catalog_pb2, events_pb2
+from server.recommender import BlendWeights, Query, Recommender
+from server.retrieval.toplists import TopLists
+from trainer.evaluation.base import EvalModel
+from trainer.evaluation.protocols import Case
+
+#: Events folded per store commit; the embedded server commits each `Track` batch (at most 1,000 events).
+COMMIT_EVENTS = 1_000
+
+
+class ServingPipeline(EvalModel):
+    """The server's pipeline, configured by ``config`` and ``weights`` (by default, the server's)."""
+
+    def __init__(
+        self,
+        items: Sequence[catalog_pb2.Item],
+        name: str = "aisle",
+        config: FoldConfig | None = None,
+        weights: BlendWeights | None = None,
+    ) -> None:
+        self.name = name
+        self.catalog = Catalog()
+        self.catalog.upsert_many(items)
+        self.config = config or FoldConfig()
+        self.store = MemoryFeatureStore(self.config)
+        self.recommender = Recommender(self.catalog, weights or BlendWeights())
+
+    def update(self, events: Sequence[events_pb2.Event]) -> None:
+        store, catalog, config = self.store, self.catalog, self.config
+        for lo in range(0, len(events), COMMIT_EVENTS):
+            batch = events[lo : lo + COMMIT_EVENTS]
+            users = store.load_users_now({event.user_id for event in batch})
+            deltas = ItemDeltas()
+            for event in batch:
+                fold(users[event.user_id], event, catalog, deltas, config)
+            store.commit_now(users, deltas)
+
+    def refresh(self) -> None:
+        self.recommender.lists = TopLists.build(self.store.item_stats_now(), self.catalog)
+
+    def rank(self, cases: Sequence[Case], k: int) -> list[list[str]]:
+        read, recommend = self.store.read_request_now, self.recommender.recommend
+        out: list[list[str]] = []
+        for case in cases:
+            features = read(case.user_id, ())
+            query = Query(user_id=case.user_id, k=k, exclude_item_ids=frozenset(case.history))
+            out.append([r.item_id for r in recommend(query, features)])
+        return out
