@@ -1,8 +1,9 @@
 """Real-time candidate sources. Each adds scored, explained items to a `Candidates` pool.
 
 Scores of one source lie in [0, 1] (times the seed's weight where a seed is involved) so the blend weights
-(`BlendWeights`) mean the same thing for every user. The constants below were chosen on the validation split of
-Amazon Beauty (`python -m trainer evaluate --protocol loo --split valid`); see BENCHMARKS.md for the figures.
+(`BlendWeights`) mean the same thing for every user. The constants below were chosen on validation splits
+(`python -m trainer evaluate ... --split valid`: Amazon Beauty, its timestamped copy, a generated shop); see
+BENCHMARKS.md for the figures.
 """
 
 from __future__ import annotations
@@ -29,11 +30,15 @@ CONTENT_SEEDS = 3
 CONTENT_PER_SEED = 20
 TRENDING_CATEGORIES = 3
 TRENDING_PER_CATEGORY = 30
-#: A seed's co-visitation counts are divided by (its total co-visits) ** this: 1 would make them the share of the
-#: seed's co-visits (what customers did next, as a probability), 0 lets a seed with many co-visits drown the others.
+#: Seeds whose co-visited items are candidates: older ones weigh under a fifth of the latest (0.65 ** 4) and
+#: cost as much to score; all `MAX_SEEDS` are still excluded from the answer.
+COVIS_SEEDS = 5
+#: A seed's co-visitation counts are divided by (its total co-visits) ** this: 1 would make them the share of
+#: the seed's co-visits (what customers did next, as a probability), 0 lets a seed with many co-visits drown
+#: the others.
 COVIS_SEED_EXPONENT = 0.5
-#: ... and by (the neighbour's popularity) ** this, so the shop's best sellers do not follow every seed. Popularity
-#: is decayed (what is popular now), which is also a signal, hence a small exponent.
+#: ... and by (the neighbour's popularity) ** this, so the shop's best sellers do not follow every seed.
+#: Popularity is decayed (what is popular now), which is also a signal, hence a small exponent.
 COVIS_POPULARITY_EXPONENT = 0.15
 #: Popularity below this (about one fresh view) does not raise a neighbour further: it is noise, or stale.
 COVIS_POPULARITY_FLOOR = 1.0
@@ -76,17 +81,17 @@ def covisitation(
 ) -> None:
     """Items other customers interacted with next to the seed items.
 
-    A neighbour scores ``seed weight * count / total ** COVIS_SEED_EXPONENT / popularity ** COVIS_POPULARITY_EXPONENT``
-    per seed (``total``: the seed's co-visits over the neighbours read), summed over seeds, then divided by the best
-    score of the request, not of each seed: a seed seen next to one other item once does not count as much as
-    one with a hundred co-visits.
+    A neighbour scores ``seed weight * count / total ** COVIS_SEED_EXPONENT / pop ** COVIS_POPULARITY_EXPONENT``
+    per seed (``total``: the seed's co-visits over the neighbours read; ``pop``: the neighbour's popularity),
+    summed over seeds, then divided by the best score of the request, not of each seed: a seed seen next to
+    one other item once does not count as much as one with a hundred co-visits.
     """
     popularity = lists.popularity
     floor = COVIS_POPULARITY_FLOOR
     exponent = -COVIS_POPULARITY_EXPONENT
     scored: list[tuple[str, float, str]] = []
     best = 0.0
-    for seed in seeds:
+    for seed in seeds[:COVIS_SEEDS]:
         neighbours = features.covis.get(seed.item_id)
         if not neighbours:
             continue
@@ -134,13 +139,19 @@ def content(seeds: Sequence[Seed], catalog: Catalog, lists: TopLists, pool: Cand
 
 
 def brand(
-    seeds: Sequence[Seed], catalog: Catalog, features: RequestFeatures, lists: TopLists, pool: Candidates, weight: float
+    seeds: Sequence[Seed],
+    catalog: Catalog,
+    features: RequestFeatures,
+    lists: TopLists,
+    pool: Candidates,
+    weight: float,
 ) -> None:
     """The best sellers of the seed items' brands: customers who buy a brand come back for more of it.
 
     A guess for seeds with little co-visitation evidence: each seed's share is multiplied by
-    ``BRAND_SHRINKAGE / (BRAND_SHRINKAGE + its co-visit count)``, so it fades where what other customers did next
-    is known (a shop whose sessions stay in one category) and leads where it is not (a long tail of rare items).
+    ``BRAND_SHRINKAGE / (BRAND_SHRINKAGE + its co-visit count)``, so it fades where what other customers did
+    next is known (a shop whose sessions stay in one category) and leads where it is not (a long tail of rare
+    items).
     """
     popularity = lists.popularity
     used = 0
@@ -156,7 +167,8 @@ def brand(
             scale = weight * seed.weight * BRAND_SHRINKAGE / (BRAND_SHRINKAGE + covisits)
             for item in ranked[:BRAND_PER_SEED]:
                 if item != seed.item_id:
-                    pool.add(item, scale * (popularity.get(item, 0.0) / best) ** BRAND_POPULARITY_EXPONENT, reason)
+                    share = (popularity.get(item, 0.0) / best) ** BRAND_POPULARITY_EXPONENT
+                    pool.add(item, scale * share, reason)
         used += 1
         if used >= BRAND_SEEDS:
             break
