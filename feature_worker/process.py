@@ -8,18 +8,19 @@ as in a crash; `stop` is SIGTERM, a graceful shutdown.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from feature_worker.child import ChildProcess
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
-class WorkerProcess:
+class WorkerProcess(ChildProcess):
     """One feature worker process whose log and ready file live in `workdir`."""
 
     workdir: Path
@@ -27,6 +28,7 @@ class WorkerProcess:
     #: Run under cProfile, writing the profile here when the worker exits (after `stop`, not `kill`).
     profile: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
+    stop_timeout_s: float = 30.0
 
     @property
     def log_path(self) -> Path:
@@ -52,24 +54,3 @@ class WorkerProcess:
                 raise RuntimeError(f"feature worker did not start:\n{self.log_tail()}")
             time.sleep(0.05)
         return self
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, as in a crash."""
-        self.stop(signal.SIGKILL)
-
-    def log_tail(self, lines: int = 40) -> str:
-        path = self.log_path
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""

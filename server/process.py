@@ -7,7 +7,6 @@ unless `args` says otherwise, which keeps answers deterministic for tests."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,11 +16,13 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from feature_worker.child import ChildProcess
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
-class ServerProcess:
+class ServerProcess(ChildProcess):
     """One server process. `restart()` keeps the data dir (and so the journal)."""
 
     data_dir: Path
@@ -31,6 +32,10 @@ class ServerProcess:
     proc: subprocess.Popen[bytes] | None = None
 
     @property
+    def log_path(self) -> Path:
+        return self.data_dir / "server.log"
+
+    @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
@@ -38,7 +43,7 @@ class ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         port_file = self.data_dir / "port"
         port_file.unlink(missing_ok=True)
-        log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - handed to the child
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(self.port),
              "--data-dir", str(self.data_dir), "--lists-refresh-s", "0", "--port-file", str(port_file), *self.args],
@@ -58,24 +63,6 @@ class ServerProcess:
             health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10, wait_for_ready=True)
         return self
 
-    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, as in a crash."""
-        self.stop(signal.SIGKILL)
-
     def restart(self) -> ServerProcess:
         self.stop()
         return self.start()
-
-    def log_tail(self, lines: int = 40) -> str:
-        path = self.data_dir / "server.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
