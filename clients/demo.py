@@ -11,10 +11,7 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -23,10 +20,10 @@ import grpc
 from clients.client import AisleClient, AsyncAisleClient, ClientOptions
 from clients.replay import replay
 from protos.aisle.v1 import events_pb2
+from server.process import ServerProcess
 from trainer.data.generated import read_events, read_items, read_meta, read_users
 from trainer.generate import generate_shop
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def parse_args() -> argparse.Namespace:
@@ -40,24 +37,14 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(data_dir: Path, port: int) -> ServerProcess:
     server_dir = data_dir / "server"
     shutil.rmtree(server_dir, ignore_errors=True)  # a clean shop each run
-    server_dir.mkdir(parents=True)
-    port_file = server_dir / "port"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(server_dir),
-         "--port-file", str(port_file)],
-        cwd=ROOT,
-        stdout=open(server_dir / "server.log", "wb"),  # noqa: SIM115
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 60
-    while not port_file.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            sys.exit(f"the server did not start; see {server_dir / 'server.log'}")
-        time.sleep(0.1)
-    return proc
+    try:
+        # lists refresh in the background, as in production
+        return ServerProcess(server_dir, port=port, args=["--lists-refresh-s", "1"]).start()
+    except RuntimeError as error:
+        sys.exit(str(error))
 
 
 def show(title: str, client: AisleClient, user: str, before: set[str] | None = None) -> set[str]:
@@ -127,13 +114,12 @@ Aisle keeps serving on {target} (Ctrl-C to stop). Try:
   grpcurl -plaintext -d '{{"user_id": "demo-user", "k": 5, "explain": true}}' {target} aisle.v1.RecommendationService/Recommend
   grpcurl -plaintext {target} list
 """, flush=True)
-        server.wait()
+        if server.proc is not None:
+            server.proc.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        if server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-            server.wait(30)
+        server.stop()
 
 
 def read_users_first(shop: Path) -> str:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import sys
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class ChildProcess(ABC):
@@ -19,6 +25,23 @@ class ChildProcess(ABC):
     @abstractmethod
     def log_path(self) -> Path:
         """Where the child's stdout and stderr go."""
+
+    def _launch(
+        self, args: Sequence[str], env: dict[str, str], ready: Callable[[], bool], timeout_s: float, what: str
+    ) -> None:
+        """Run `python ARGS` from the repo root, output to `log_path`, until `ready()` holds.
+
+        Raises RuntimeError with the log's tail when the child exits or `timeout_s` passes first.
+        """
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, *args], cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout_s
+        while not ready():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start:\n{self.log_tail()}")
+            time.sleep(0.05)
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -7,16 +7,11 @@ as in a crash; `stop` is SIGTERM, a graceful shutdown.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from feature_worker.child import ChildProcess
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -38,19 +33,7 @@ class WorkerProcess(ChildProcess):
         self.workdir.mkdir(parents=True, exist_ok=True)
         ready = self.workdir / "ready"
         ready.unlink(missing_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(
-            [sys.executable, *(["-m", "cProfile", "-o", str(self.profile)] if self.profile else []),
-             "-m", "feature_worker", "--ready-file", str(ready)],
-            cwd=ROOT,
-            env={**os.environ, **self.env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        deadline = time.monotonic() + timeout_s
-        while not ready.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"feature worker did not start:\n{self.log_tail()}")
-            time.sleep(0.05)
+        profiler = ["-m", "cProfile", "-o", str(self.profile)] if self.profile else []
+        self._launch([*profiler, "-m", "feature_worker", "--ready-file", str(ready)], self.env, ready.exists,
+                     timeout_s, "feature worker")
         return self

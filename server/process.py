@@ -6,10 +6,7 @@ unless `args` says otherwise, which keeps answers deterministic for tests."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,8 +14,6 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from feature_worker.child import ChildProcess
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -43,21 +38,14 @@ class ServerProcess(ChildProcess):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         port_file = self.data_dir / "port"
         port_file.unlink(missing_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(self.port),
-             "--data-dir", str(self.data_dir), "--lists-refresh-s", "0", "--port-file", str(port_file), *self.args],
-            cwd=ROOT,
-            env={**os.environ, **self.env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        self._launch(
+            ["-m", "server", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(self.data_dir),
+             "--lists-refresh-s", "0", "--port-file", str(port_file), *self.args],
+            self.env,
+            lambda: port_file.exists() and bool(port_file.read_text().strip()),
+            timeout_s,
+            "server",
         )
-        log.close()
-        deadline = time.monotonic() + timeout_s
-        while not port_file.exists() or not port_file.read_text().strip():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start:\n{self.log_tail()}")
-            time.sleep(0.05)
         self.port = int(port_file.read_text())
         with grpc.insecure_channel(self.target) as channel:
             health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10, wait_for_ready=True)
