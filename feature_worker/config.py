@@ -48,6 +48,19 @@ class Settings(BaseSettings):
     applied_ttl_days: float = Field(1.0, gt=0)
     covis_ttl_days: float = Field(30.0, gt=0)
     log_level: str = "INFO"
+    #: Root of the batch store: Delta Lake tables `events`, `items`, `users` (`feature_worker.sink`).
+    #: Empty: no batch store (the sink refuses to start; the embedded server writes none).
+    lake_dir: str = ""
+    #: The batch sink's consumer group, separate from the feature workers' so each reads every event.
+    sink_group_id: str = "aisle-batch-sink"
+    #: The sink appends when this many records are buffered, or after `sink_flush_s`, whichever comes first.
+    sink_batch_max: int = Field(50_000, ge=1)
+    sink_flush_s: float = Field(10.0, gt=0)
+    #: Model bundles written by `python -m trainer train` (`trainer.bundles`): the server serves the
+    #: promoted one and hot-swaps when another is promoted. Empty: no learned model (real-time sources only).
+    bundles_dir: str = ""
+    #: Seconds between checks of which bundle is promoted.
+    bundle_poll_s: float = Field(2.0, gt=0)
 
     @property
     def kafka_mode(self) -> bool:

@@ -41,6 +41,9 @@ class Dataset:
     synthetic_time: bool = False
     #: What the loader did that a reader of the numbers should know (printed by ``trainer evaluate``).
     notes: list[str] = field(default_factory=list)
+    #: Where exactly the data came from, recorded in every model bundle trained on it (for a Delta Lake batch
+    #: store: the table versions read; for files: the directory and format).
+    provenance: dict[str, str] = field(default_factory=dict)
 
     @property
     def users(self) -> int:
