@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PROTOS := $(wildcard protos/aisle/v1/*.proto)
 STUBS := protos/aisle/v1/.generated
 
-.PHONY: install protos demo test services services-down serve serve-kafka worker bench-kafka clean
+.PHONY: install protos demo test services services-down serve serve-kafka worker sink lake-optimize bench-kafka clean
 
 install: $(STAMP) $(STUBS)
 
@@ -49,6 +49,14 @@ serve-kafka: install
 worker: install
 	$(PY) -m feature_worker --env-file .services.env
 
+# The batch sink: every event and catalog change into the Delta tables under AISLE_LAKE_DIR (default .lake).
+LAKE_DIR ?= .lake
+sink: install
+	AISLE_LAKE_DIR=$${AISLE_LAKE_DIR:-$(LAKE_DIR)} $(PY) -m feature_worker sink --env-file .services.env
+
+lake-optimize: install
+	AISLE_LAKE_DIR=$${AISLE_LAKE_DIR:-$(LAKE_DIR)} $(PY) -m feature_worker lake-optimize --env-file .services.env
+
 # The three Kafka + Redis figures of BENCHMARKS.md, on a generated shop (100,000 users) and `make services`.
 BENCH_SHOP := .bench/shop100k
 $(BENCH_SHOP)/meta.json:
@@ -62,5 +70,5 @@ bench-kafka: install $(BENCH_SHOP)/meta.json
 	$(PY) -m loadtest.redis_memory --shop $(BENCH_SHOP) --copies 10
 
 clean:
-	rm -rf $(VENV) .demo .data .bench .pytest_cache .hypothesis
+	rm -rf $(VENV) .demo .data .lake .bench .pytest_cache .hypothesis
 	find protos -name '*_pb2*.py*' -delete; rm -f $(STUBS)

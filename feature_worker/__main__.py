@@ -1,9 +1,13 @@
-"""`python -m feature_worker [--env-file FILE]`: fold the event topic into Redis until SIGTERM/SIGINT.
+"""`python -m feature_worker [sink|lake-optimize] [--env-file FILE]`: the feature worker, or the batch sink.
 
-Reads `AISLE_KAFKA_BOOTSTRAP` and `AISLE_REDIS_URL` (both required) and the other `AISLE_*` settings
-(`feature_worker.config.Settings`) once; creates the topics if they are missing; loads the catalog and
-the user directory from their topics; then consumes as a member of `AISLE_GROUP_ID`. Run more of them
-to share the partitions.
+Without a command: fold the event topic into Redis until SIGTERM/SIGINT. Reads `AISLE_KAFKA_BOOTSTRAP` and
+`AISLE_REDIS_URL` (both required) and the other `AISLE_*` settings (`feature_worker.config.Settings`) once;
+creates the topics if they are missing; loads the catalog and the user directory from their topics; then
+consumes as a member of `AISLE_GROUP_ID`. Run more of them to share the partitions.
+
+`sink`: append every event, item and user change to the Delta tables under `AISLE_LAKE_DIR` as the group
+`AISLE_SINK_GROUP_ID` until SIGTERM/SIGINT (`feature_worker.lake.sink`); needs `AISLE_KAFKA_BOOTSTRAP`.
+`lake-optimize`: compact, checkpoint and vacuum those tables (`feature_worker.lake.maintenance`).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import logging
 import signal
 import sys
@@ -30,11 +35,16 @@ from feature_worker.users import UserDirectory
 log = logging.getLogger("feature_worker")
 
 
-async def run(settings: Settings, ready_file: Path | None = None) -> None:
+def _stopping_on_signals() -> asyncio.Event:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
+    return stopping
+
+
+async def run(settings: Settings, ready_file: Path | None = None) -> None:
+    stopping = _stopping_on_signals()
     topics = settings.topics
     await create_topics(settings.kafka_bootstrap, topics.specs(), replication_factor=settings.replication_factor)
     catalog, users = Catalog(), UserDirectory()
@@ -53,13 +63,43 @@ async def run(settings: Settings, ready_file: Path | None = None) -> None:
         await store.close()
 
 
+async def run_sink(settings: Settings, ready_file: Path | None = None) -> None:
+    """The batch sink (`feature_worker.lake.sink`): topics created if missing, then consume until a signal."""
+    from feature_worker.lake.sink import BatchSink
+    from feature_worker.lake.writer import Lake
+
+    stopping = _stopping_on_signals()
+    await create_topics(settings.kafka_bootstrap, settings.topics.specs(),
+                        replication_factor=settings.replication_factor)
+    lake = await asyncio.to_thread(Lake, settings.lake_dir)
+    await BatchSink(settings, lake, ready_file=ready_file).run(stopping)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m feature_worker", description=__doc__.splitlines()[0])
+    parser.add_argument("command", nargs="?", default="fold", choices=("fold", "sink", "lake-optimize"),
+                        help="fold (default): the feature worker; sink: the batch sink; lake-optimize: "
+                             "compact and vacuum the batch store")
     parser.add_argument("--env-file", type=Path, help="read AISLE_* settings from this file too (default .env)")
     parser.add_argument("--ready-file", type=Path, help="written once the worker has its partitions (for tools)")
+    parser.add_argument("--retention-hours", type=int, default=168,
+                        help="lake-optimize: keep files that versions this recent still read (default 168)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     settings = Settings(_env_file=args.env_file) if args.env_file else Settings()  # type: ignore[call-arg]
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command != "fold" and not settings.lake_dir:
+        sys.exit(f"python -m feature_worker {args.command} needs AISLE_LAKE_DIR")
+    if args.command == "lake-optimize":
+        from feature_worker.lake.maintenance import optimize
+        from feature_worker.lake.writer import Lake
+
+        print(json.dumps(optimize(Lake(settings.lake_dir), args.retention_hours), indent=2))
+        return
+    if args.command == "sink":
+        if not settings.kafka_bootstrap:
+            sys.exit("python -m feature_worker sink needs AISLE_KAFKA_BOOTSTRAP")
+        uvloop.run(run_sink(settings, args.ready_file))
+        return
     if not settings.kafka_mode:
         sys.exit("python -m feature_worker needs AISLE_KAFKA_BOOTSTRAP and AISLE_REDIS_URL")
     uvloop.run(run(settings, args.ready_file))

@@ -1,18 +1,35 @@
-"""Embedded ingestion: journal first, then apply in process (the fold, the catalog, the users)."""
+"""Embedded ingestion: journal first, then apply in process (the fold, the catalog, the users); and the
+journal's records appended to the batch store (`JournalLake`) when the server has one (`AISLE_LAKE_DIR`)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from tqdm import tqdm
 
 from feature_worker.apply import apply_events
 from feature_worker.catalog import Catalog
+from feature_worker.lake.schema import (
+    EVENTS,
+    ITEMS,
+    TABLES,
+    USERS,
+    EventRows,
+    ItemRows,
+    Rows,
+    UserRows,
+    now_ms,
+)
+from feature_worker.lake.writer import Lake, LakeConflict, LakeUnavailable
 from feature_worker.stores.memory import MemoryFeatureStore
 from feature_worker.users import UserDirectory
 from protos.aisle.v1 import catalog_pb2, events_pb2, users_pb2
-from server.embedded.journal import Journal, RecordKind
+from server.embedded.journal import Journal, RecordKind, records
 from server.ingest import Ingest
 
 log = logging.getLogger(__name__)
@@ -30,6 +47,8 @@ class EmbeddedIngest(Ingest):
         self.catalog = catalog
         self.users = users
         self.store = store
+        #: Appends the journal to the batch store, when the server has one (set once recovered).
+        self.lake: JournalLake | None = None
 
     async def events(self, events: Sequence[events_pb2.Event]) -> int:
         self.journal.append(RecordKind.EVENTS, events_pb2.TrackRequest(events=events).SerializeToString())
@@ -70,3 +89,168 @@ class EmbeddedIngest(Ingest):
 
     async def close(self) -> None:
         self.journal.close()
+        if self.lake is not None:
+            await asyncio.to_thread(self.lake.close)
+
+
+#: The journal's source id in the batch store's commits (`Lake.append`).
+JOURNAL_APP_ID = "aisle.journal"
+#: A table that no record touched is still moved forward once it lags this far, so that a restart does not
+#: scan a long stretch of journal for it.
+_MAX_LAG_BYTES = 64 * 1024 * 1024
+
+
+class JournalLake:
+    """Appends the journal's records to the batch store from a thread of its own, off the request path.
+
+    The thread tails the journal file (the requests only append to it, as before): it reads the complete
+    records after the position recorded in the lake, turns them into rows (`events`, `items`, `users`) and
+    appends them when `batch_max` rows are waiting or `flush_s` seconds after the first of them, and once
+    more on `close`. Each append records, in the same Delta commit, the journal offset just past the last
+    record it covers (`Lake.append`), per table. On start the thread resumes at the recorded offsets, so
+    after a crash the records journaled but not yet in the lake are appended, and the others are not: every
+    accepted change lands exactly once. A resent event is a second journal record and lands again; readers
+    drop repeated event ids (`trainer.data.delta`), as the fold does. A journal shorter than the recorded
+    offset lost its end (a machine crash without fsync: the lake has those records) or is a new one (a reset
+    data dir): everything written to it from now on is new, and is appended. (A different, non-empty journal
+    copied into the data dir would not be recognised: give the server a new lake directory then.)
+
+    Item and user changes carry no time in the journal: `ts_ms` is when the thread read them (moments after
+    they were accepted; after a crash, the restart). Memory: at most `batch_max` rows (plus one request).
+    If the lake cannot be written the thread retries, and the journal keeps everything meanwhile.
+    """
+
+    def __init__(self, journal_path: Path, lake: Lake, batch_max: int, flush_s: float) -> None:
+        self.path = journal_path
+        self.lake = lake
+        self.batch_max = batch_max
+        self.flush_s = flush_s
+        #: Per table: the journal offset recorded in the lake (-1: none), which the next append expects.
+        self.recorded: dict[str, int] = {}
+        for name in TABLES:
+            position = lake.position(name, JOURNAL_APP_ID)
+            self.recorded[name] = -1 if position is None else position
+        #: Per table: records ending at or before this offset are in the table already.
+        self._have = dict(self.recorded)
+        # Read now, before the server accepts a write: the journal's length tells its old records from new ones.
+        size = self.path.stat().st_size if self.path.exists() else 0
+        if max(self.recorded.values()) > size:
+            # The journal lost its end (a machine crash without fsync) or was replaced by a new one (a reset
+            # data dir): what it holds past `size` now is new, and what it lost is in the lake already.
+            log.warning("the batch store records journal offsets %s but %s has %d bytes; appending the "
+                        "journal from there", self.recorded, self.path, size)
+            self._have = {name: min(end, size) for name, end in self.recorded.items()}
+        self._start_at = max(0, min(self._have.values()))
+        self.appended = dict.fromkeys(TABLES, 0)
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="aisle-journal-lake", daemon=True)
+        self.error: BaseException | None = None
+
+    @classmethod
+    def start(cls, journal_path: Path, lake_dir: str, batch_max: int, flush_s: float) -> JournalLake:
+        """Open (or create) the lake under `lake_dir` and start tailing the journal."""
+        writer = cls(journal_path, Lake(lake_dir), batch_max, flush_s)
+        writer._thread.start()
+        return writer
+
+    def close(self) -> None:
+        """Append everything journaled so far, then stop the thread (blocking)."""
+        self._closing.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            self._tail()
+        except BaseException as exc:  # a thread's error would vanish: log it (the journal still has it all)
+            self.error = exc
+            log.exception("the batch store writer stopped; the journal keeps every record for the next start")
+
+    def _tail(self) -> None:
+        position = self._start_at
+        if position:
+            log.info("batch store: resuming the journal at byte %d", position)
+        rows = _empty_rows()
+        waiting, since = 0, 0.0
+        with open(self.path, "rb") as journal:
+            while True:
+                closing = self._closing.is_set()  # read before the journal: what was written before close lands
+                journal.seek(position)
+                start, read = position, 0
+                for kind, payload, end in records(journal):  # stops before a record still being written
+                    read = end
+                    waiting += self._add(rows, kind, payload, start + end)
+                    if waiting and not since:
+                        since = time.monotonic()
+                    if waiting >= self.batch_max:
+                        self._flush(rows, start + end)
+                        rows, waiting, since = _empty_rows(), 0, 0.0
+                position = start + read
+                if waiting and (closing or time.monotonic() - since >= self.flush_s):
+                    self._flush(rows, position)
+                    rows, waiting, since = _empty_rows(), 0, 0.0
+                if closing:
+                    return
+                self._closing.wait(min(self.flush_s, 0.2))
+
+    def _add(self, rows: dict[str, Rows], kind: RecordKind, payload: bytes, end: int) -> int:
+        """Rows of one journal record (ending at byte `end`) for the tables that do not have it yet."""
+        have = self._have
+        if kind is RecordKind.EVENTS:
+            if end <= have[EVENTS]:
+                return 0
+            events = rows[EVENTS]
+            assert isinstance(events, EventRows)
+            batch = events_pb2.TrackRequest.FromString(payload).events
+            for index, event in enumerate(batch):
+                events.add(event, 0, end, index)
+            return len(batch)
+        table = ITEMS if kind in (RecordKind.UPSERT_ITEMS, RecordKind.DELETE_ITEMS) else USERS
+        if end <= have[table]:
+            return 0
+        changes = rows[table]
+        ts = now_ms()
+        if kind is RecordKind.UPSERT_ITEMS:
+            assert isinstance(changes, ItemRows)
+            items = catalog_pb2.UpsertItemsRequest.FromString(payload).items
+            for index, item in enumerate(items):
+                changes.upsert(item, ts, 0, end, index)
+            return len(items)
+        if kind is RecordKind.DELETE_ITEMS:
+            assert isinstance(changes, ItemRows)
+            item_ids = catalog_pb2.DeleteItemsRequest.FromString(payload).item_ids
+            for index, item_id in enumerate(item_ids):
+                changes.delete(item_id, ts, 0, end, index)
+            return len(item_ids)
+        assert isinstance(changes, UserRows)
+        changes.upsert(users_pb2.User.FromString(payload), ts, 0, end)
+        return 1
+
+    def _flush(self, rows: dict[str, Rows], position: int) -> None:
+        """Append each table's rows with `position` recorded; a table without rows only once it lags far."""
+        for name in TABLES:
+            behind = position - max(self._have[name], 0)
+            if behind > 0 and (len(rows[name]) or behind > _MAX_LAG_BYTES):
+                self._append(name, rows[name], position)
+
+    def _append(self, name: str, rows: Rows, position: int) -> None:
+        start = self.recorded[name]
+        backoff = 0.1
+        while True:
+            try:
+                self.lake.append(name, rows.table(), {JOURNAL_APP_ID: position},
+                                 {JOURNAL_APP_ID: None if start < 0 else start}, "embedded-server")
+                break
+            except LakeConflict:
+                raise  # another server writes this lake from its own journal: not a state to write through
+            except LakeUnavailable as exc:
+                if self._closing.is_set() and backoff >= 2.0:
+                    raise  # the journal keeps the records: the next start appends them
+                log.warning("%s; retrying in %.1fs", exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+        self.recorded[name] = self._have[name] = position
+        self.appended[name] += len(rows)
+
+
+def _empty_rows() -> dict[str, Rows]:
+    return {EVENTS: EventRows(), ITEMS: ItemRows(), USERS: UserRows()}

@@ -58,7 +58,7 @@ class Journal:
     def replay(self) -> Iterator[tuple[RecordKind, bytes]]:
         """Every complete record, oldest first."""
         with open(self.path, "rb") as f:
-            for kind, payload, _ in _records(f):
+            for kind, payload, _ in records(f):
                 yield kind, payload
 
     def close(self) -> None:
@@ -70,12 +70,16 @@ class Journal:
             return 0
         end = 0
         with open(self.path, "rb") as f:
-            for _, _, end in _records(f):
+            for _, _, end in records(f):
                 pass
         return end
 
 
-def _records(f: BinaryIO) -> Iterator[tuple[RecordKind, bytes, int]]:
+def records(f: BinaryIO) -> Iterator[tuple[RecordKind, bytes, int]]:
+    """Complete records from `f`'s position: (kind, payload, end offset relative to that position).
+
+    Stops before a torn or half-written record (a reader tailing a live journal retries from there).
+    """
     read = f.read
     offset = 0
     while True:

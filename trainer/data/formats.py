@@ -8,6 +8,7 @@ from pathlib import Path
 from protos.aisle.v1 import catalog_pb2
 from trainer.data import generated
 from trainer.data.dataset import Dataset
+from trainer.data.delta import load_delta
 from trainer.data.diginetica import load_diginetica
 from trainer.data.s3rec import DEFAULT_SPACING_MS, load_s3rec, load_s3rec_time
 from trainer.data.taobao import load_taobao
@@ -46,5 +47,6 @@ _PLAIN: dict[str, Callable[[Path], Dataset]] = {
     "diginetica": load_diginetica,
     "taobao": load_taobao,
     "generated": load_generated,
+    "delta": load_delta,
 }
-FORMATS = ("s3rec", "s3rec-time", "diginetica", "taobao", "generated")
+FORMATS = ("s3rec", "s3rec-time", "diginetica", "taobao", "generated", "delta")

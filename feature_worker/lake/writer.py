@@ -1,0 +1,122 @@
+"""Appending to the batch store's Delta tables, with the positions the rows came from in the same commit.
+
+Exactly once, without a transaction coordinator: every append is one Delta commit that holds both the new
+rows and, as Delta application transactions (`txn` actions, one per source: a Kafka partition, or the
+embedded server's journal), the position just past the last record those rows came from. A commit is
+atomic, so the table either has the rows and the position or neither; a writer that starts (or takes a
+partition over) reads the position from the table and resumes there, whatever the source's own bookkeeping
+(Kafka's committed offsets) says. Rows are therefore never lost (nothing past the recorded position is
+skipped) and never duplicated (nothing before it is written again).
+
+Two writers on one source (a sink that was rebalanced away but has not noticed) cannot both append: each
+append names the positions it expects the table to hold (`expected`, where its batch started), the
+snapshot is checked against them, and Delta's conflict check refuses a commit when another commit with the
+same application id won in between (`CommitFailedError`). Both raise `LakeConflict`, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError
+
+from feature_worker.errors import AisleError, StoreUnavailable
+from feature_worker.lake.schema import PARTITION_BY, SCHEMAS, TABLES
+
+log = logging.getLogger(__name__)
+
+
+class LakeConflict(AisleError):
+    """Another writer recorded positions this one expected to own: re-read them and start over from there."""
+
+    status = "ABORTED"
+
+
+class LakeUnavailable(StoreUnavailable):
+    """The batch store cannot be read or written (disk, object store); retrying the same append is safe."""
+
+
+def table_uri(root: str | Path, name: str) -> str:
+    """Where table `name` lives under the batch store's root (a directory or an object-store URI)."""
+    return f"{str(root).rstrip('/')}/{name}"
+
+
+class Lake:
+    """The three tables of one batch store (`schema.TABLES`), created empty when missing.
+
+    Not thread-safe: one thread (or one task at a time) appends to a `Lake`. Each table object follows the
+    table's latest version as this writer commits; `refresh` reads other writers' commits too.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = str(root)
+        if "://" not in self.root:
+            Path(self.root).mkdir(parents=True, exist_ok=True)
+        self.tables: dict[str, DeltaTable] = {}
+        try:
+            for name in TABLES:
+                self.tables[name] = DeltaTable.create(
+                    table_uri(self.root, name), SCHEMAS[name], mode="ignore", partition_by=PARTITION_BY,
+                    name=f"aisle_{name}",
+                )
+        except (DeltaError, OSError) as exc:
+            raise LakeUnavailable(f"cannot open the batch store at {self.root}: {exc}") from exc
+
+    def refresh(self, name: str) -> None:
+        """Load the table's latest version (other writers' commits included)."""
+        try:
+            self.tables[name].update_incremental()
+        except (DeltaError, OSError) as exc:
+            raise LakeUnavailable(f"cannot read {table_uri(self.root, name)}: {exc}") from exc
+
+    def position(self, name: str, app_id: str) -> int | None:
+        """The position recorded for source `app_id` in table `name` at the loaded version; None if never."""
+        version = self.tables[name].transaction_version(app_id)
+        return None if version is None else int(version)
+
+    def version(self, name: str) -> int:
+        return int(self.tables[name].version())
+
+    def append(
+        self,
+        name: str,
+        rows: pa.Table,
+        positions: Mapping[str, int],
+        expected: Mapping[str, int | None],
+        writer: str,
+    ) -> int:
+        """Append `rows` and record `positions` (app id -> next position to read) in one commit.
+
+        `expected` holds, per app id, the position this batch started from (None: nothing recorded yet).
+        An append with no rows still commits when positions moved (a batch of dead letters only), so that
+        they are not read again. Returns the table's new version.
+
+        Raises `LakeConflict` (nothing written) when the recorded positions are not `expected`, and
+        `LakeUnavailable` when the store cannot be written (nothing recorded: retrying is safe).
+        """
+        table = self.tables[name]
+        for app_id, start in expected.items():
+            recorded = self.position(name, app_id)
+            if recorded != start:
+                raise LakeConflict(f"{table_uri(self.root, name)}: {app_id} is at {recorded}, expected {start}")
+        properties = CommitProperties(
+            app_transactions=[Transaction(app_id, int(end)) for app_id, end in positions.items()],
+            custom_metadata={"aisle.writer": writer, "aisle.rows": str(rows.num_rows)},
+            max_commit_retries=20,
+        )
+        try:
+            write_deltalake(table, rows, mode="append", partition_by=PARTITION_BY, commit_properties=properties)
+        except CommitFailedError as exc:
+            self.refresh(name)
+            raise LakeConflict(f"{table_uri(self.root, name)}: {exc}") from exc
+        except (DeltaError, OSError) as exc:
+            try:
+                self.refresh(name)  # the commit may have failed after another writer's: see it
+            except LakeUnavailable:
+                pass
+            raise LakeUnavailable(f"cannot append to {table_uri(self.root, name)}: {exc}") from exc
+        return self.version(name)
