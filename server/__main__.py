@@ -1,4 +1,5 @@
-"""`python -m server --host H --port P [--data-dir DIR] [--env-file FILE]`: serve Aisle until SIGINT/SIGTERM.
+"""`python -m server --host H --port P [--data-dir DIR] [--bundles DIR] [--env-file FILE]`: serve Aisle until
+SIGINT/SIGTERM.
 
 Kafka + Redis mode when `AISLE_KAFKA_BOOTSTRAP` and `AISLE_REDIS_URL` are set (environment or env file),
 embedded otherwise."""
@@ -25,6 +26,10 @@ def parse_args(argv: list[str]) -> tuple[ServerSettings, Path | None]:
     parser.add_argument("--port", type=int, help="port to bind, 0 for any free one (AISLE_PORT, default 50051)")
     parser.add_argument("--data-dir", type=Path, help="where the embedded journal lives (AISLE_DATA_DIR)")
     parser.add_argument("--lists-refresh-s", type=float, help="rebuild popular/trending lists this often")
+    parser.add_argument(
+        "--bundles", dest="bundles_dir", help="serve the model bundle promoted here, hot-swapping (AISLE_BUNDLES_DIR)"
+    )
+    parser.add_argument("--bundle-poll-s", type=float, help="check for a newly promoted bundle this often")
     parser.add_argument("--port-file", type=Path, help="write the bound port here once serving (for tools)")
     parser.add_argument("--env-file", type=Path, help="read AISLE_* settings from this file too (default .env)")
     args = parser.parse_args(argv)

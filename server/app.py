@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from aiokafka import AIOKafkaProducer
@@ -26,12 +28,13 @@ from protos.aisle.v1 import (
     users_pb2_grpc,
 )
 from server.config import ServerSettings
-from server.embedded.ingest import EmbeddedIngest
+from server.embedded.ingest import EmbeddedIngest, JournalLake
 from server.embedded.journal import Journal
 from server.engine import Engine
 from server.interceptors.errors import ErrorInterceptor
 from server.kafka.ingest import KafkaIngest
 from server.reflection import enable_reflection
+from server.retrieval.registry import ModelRegistry
 from server.services.catalog import CatalogService
 from server.services.events import EventService
 from server.services.recommendations import RecommendationService
@@ -57,6 +60,19 @@ class Running:
     port: int
 
 
+async def build_models(settings: ServerSettings) -> ModelRegistry | None:
+    """The bundle registry when ``bundles_dir`` is set, already serving the promoted bundle if it loads.
+
+    Without a promoted bundle (or with one that fails to load) the server starts on the real-time sources and
+    picks up the next promotion.
+    """
+    if not settings.bundles_dir:
+        return None
+    models = ModelRegistry(Path(settings.bundles_dir), settings.bundle_poll_s)
+    await models.check()
+    return models
+
+
 async def build_engine(settings: ServerSettings) -> Engine:
     """Kafka + Redis when both are configured, else embedded."""
     if settings.kafka_mode:
@@ -78,7 +94,8 @@ async def build_kafka_engine(settings: ServerSettings) -> Engine:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     ingest = KafkaIngest(producer, topics, tables, store, catalog)
-    engine = Engine(catalog, users, store, ingest, lists_refresh_s=settings.lists_refresh_s)
+    models = await build_models(settings)
+    engine = Engine(catalog, users, store, ingest, lists_refresh_s=settings.lists_refresh_s, models=models)
     await engine.refresh_lists()
     return engine
 
@@ -89,7 +106,12 @@ async def build_embedded_engine(settings: ServerSettings) -> Engine:
     journal = Journal(settings.data_dir / "journal.bin", fsync=settings.journal_fsync)
     ingest = EmbeddedIngest(journal, catalog, users, store)
     await ingest.recover()
-    engine = Engine(catalog, users, store, ingest, lists_refresh_s=settings.lists_refresh_s)
+    if settings.lake_dir:  # the batch store, appended from the journal off the request path
+        ingest.lake = await asyncio.to_thread(
+            JournalLake.start, journal.path, settings.lake_dir, settings.sink_batch_max, settings.sink_flush_s
+        )
+    models = await build_models(settings)
+    engine = Engine(catalog, users, store, ingest, lists_refresh_s=settings.lists_refresh_s, models=models)
     await engine.refresh_lists()
     return engine
 
@@ -123,6 +145,9 @@ async def start(settings: ServerSettings, engine: Engine | None = None) -> Runni
         if settings.kafka_mode
         else f"embedded, data in {settings.data_dir}"
     )
+    model = engine.models.version if engine.models is not None else None
+    if settings.bundles_dir:
+        mode += f", bundles in {settings.bundles_dir} (serving {model or 'none yet'})"
     log.info("Aisle serving on %s:%d (%s)", settings.host, port, mode)
     return Running(server, engine, port)
 

@@ -3,7 +3,8 @@
 
 They extend the Kafka + Redis settings that the feature worker reads (`feature_worker.config.Settings`),
 so one env file configures both: with `AISLE_KAFKA_BOOTSTRAP` and `AISLE_REDIS_URL` set the server runs
-in Kafka + Redis mode, without them embedded."""
+in Kafka + Redis mode, without them embedded. The model bundle settings (`bundles_dir`, `bundle_poll_s`) come
+from there too: the trainer and the server read the same directory."""
 
 from __future__ import annotations
 

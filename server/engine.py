@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from feature_worker.catalog import Catalog
 from feature_worker.errors import InvalidArgument, NotFound
@@ -23,11 +24,14 @@ from server.profile import build_profile
 from server.recommender import DEFAULT_K, MAX_K, Query, Recommendation, Recommender
 from server.retrieval.toplists import TopLists
 
+if TYPE_CHECKING:
+    from server.retrieval.registry import ModelRegistry
+
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
 MAX_EXCLUDE = 1000
-#: Reported in every answer until learned models are served from bundles.
+#: Reported in every answer served without a model bundle; with one, its version is reported instead.
 MODEL_VERSION = "realtime-blend-1"
 
 
@@ -60,8 +64,11 @@ class Engine:
         store: FeatureStore,
         ingest: Ingest,
         lists_refresh_s: float = 1.0,
+        models: ModelRegistry | None = None,
     ) -> None:
         self.catalog = catalog
+        #: The model bundle served (learned retrieval), None for the real-time sources only.
+        self.models = models
         self.users = users
         self.store = store
         self.ingest = ingest
@@ -175,12 +182,20 @@ class Engine:
             category_prefix=category_prefix,
             personalize=personalize,
         )
-        items = self.recommender.recommend(query, features)
-        return Answer(items, os.urandom(12).hex(), "default", MODEL_VERSION)
+        # One snapshot of the served bundle for the whole request: a hot swap never mixes two versions.
+        learned = self.models.current if self.models is not None else None
+        items = self.recommender.recommend(query, features, learned)
+        return Answer(items, os.urandom(12).hex(), "default", learned.version if learned else MODEL_VERSION)
 
     async def similar_items(
         self, item_id: str, k: int, exclude_item_ids: Sequence[str] = (), category_prefix: str = ""
     ) -> list[Recommendation]:
+        return (await self.similar(item_id, k, exclude_item_ids, category_prefix)).items
+
+    async def similar(
+        self, item_id: str, k: int, exclude_item_ids: Sequence[str] = (), category_prefix: str = ""
+    ) -> Answer:
+        """`similar_items` with the model version that answered (no recommendation id)."""
         violations: list[tuple[str, str]] = []
         check_id(item_id, "item_id", violations)
         _check_common(k, exclude_item_ids, category_prefix, violations)
@@ -189,7 +204,11 @@ class Engine:
         if self.lists_refresh_s <= 0:
             await self.refresh_lists()
         features = await self.store.read_request("", (item_id,))
-        return self.recommender.similar_items(item_id, k or DEFAULT_K, features, exclude_item_ids, category_prefix)
+        learned = self.models.current if self.models is not None else None
+        items = self.recommender.similar_items(
+            item_id, k or DEFAULT_K, features, exclude_item_ids, category_prefix, learned
+        )
+        return Answer(items, "", "default", learned.version if learned else MODEL_VERSION)
 
     # -- derived lists -----------------------------------------------------------------------------
     async def refresh_lists(self, in_thread: bool = False) -> None:
@@ -214,6 +233,8 @@ class Engine:
         """Refresh the derived lists in the background, off the request path."""
         if self.lists_refresh_s > 0 and self._refresher is None:
             self._refresher = asyncio.create_task(self._refresh_forever())
+        if self.models is not None:
+            self.models.start()
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -226,6 +247,8 @@ class Engine:
     async def close(self) -> None:
         if self._refresher is not None:
             self._refresher.cancel()
+        if self.models is not None:
+            await self.models.close()
         await self.ingest.close()
         await self.store.close()
 

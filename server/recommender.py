@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from feature_worker.catalog import Catalog
 from feature_worker.stores.base import RequestFeatures
@@ -16,6 +17,9 @@ from server.ranking.rules import Rules
 from server.retrieval import sources
 from server.retrieval.candidates import Candidates
 from server.retrieval.toplists import TopLists
+
+if TYPE_CHECKING:
+    from server.retrieval.two_tower import TwoTowerRetriever
 
 MAX_K = 200
 DEFAULT_K = 10
@@ -32,6 +36,9 @@ class BlendWeights:
     content: float = 0.3
     trending: float = 0.4
     popular: float = 0.15
+    #: The learned source (`sources.two_tower`), used only while a model bundle is served. Chosen on Beauty `loo`
+    #: validation (`trainer evaluate --bundle … --two-tower-weights`): 0.1 to 0.35 all help a little, 1 hurts.
+    two_tower: float = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +69,13 @@ class Recommender:
         self.weights = weights
         self.lists = TopLists()
 
-    def recommend(self, query: Query, features: RequestFeatures) -> list[Recommendation]:
+    def recommend(
+        self, query: Query, features: RequestFeatures, learned: TwoTowerRetriever | None = None
+    ) -> list[Recommendation]:
+        """The top ``query.k``; ``learned`` adds that bundle's two-tower candidates (None: real-time only).
+
+        The caller takes ``learned`` once per request, so one answer never mixes two bundles.
+        """
         user = features.user if query.personalize else None
         lists = self.lists
         catalog = self.catalog
@@ -80,6 +93,8 @@ class Recommender:
         sources.brand(seeds, catalog, features, lists, pool, w.brand)
         sources.content(seeds, catalog, lists, pool, w.content)
         sources.trending_in_categories(user, lists, pool, w.trending)
+        if learned is not None:
+            sources.two_tower(learned, user, query.context_item_ids, exclude, pool, w.two_tower)
         # A fixed number, whatever k: the answer for k is then the first k of the answer for any larger k.
         sources.popular(lists, pool, w.popular, rules.category_prefix, limit=POPULAR_CANDIDATES)
 
@@ -92,9 +107,15 @@ class Recommender:
         return result
 
     def similar_items(
-        self, item_id: str, k: int, features: RequestFeatures, exclude: Sequence[str] = (), category_prefix: str = ""
+        self,
+        item_id: str,
+        k: int,
+        features: RequestFeatures,
+        exclude: Sequence[str] = (),
+        category_prefix: str = "",
+        learned: TwoTowerRetriever | None = None,
     ) -> list[Recommendation]:
-        """Items like `item_id` for anyone: its co-visitation and content neighbours, then popular."""
+        """Items like `item_id` for anyone: co-visitation, content and learned neighbours, then popular."""
         return self.recommend(
             Query(
                 user_id="",
@@ -105,6 +126,7 @@ class Recommender:
                 personalize=False,
             ),
             features,
+            learned,
         )
 
     def _backfill(self, result: list[Recommendation], k: int, rules: Rules, lists: TopLists) -> None:

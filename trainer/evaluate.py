@@ -1,7 +1,8 @@
 """``python -m trainer evaluate``: accuracy of the serving path, beside baselines, on real or generated data.
 
     python -m trainer evaluate --data DIR --format s3rec|s3rec-time|diginetica|taobao|generated \\
-        --protocol loo|replay|time-split [--split valid|test] [--seeds N] [--json OUT.json]
+        --protocol loo|replay|time-split [--split valid|test] [--seeds N] [--json OUT.json] \\
+        [--bundle BUNDLE_DIR [--two-tower-weights W,W,...]]
 
 prints one markdown row per model or pipeline configuration and writes the same as JSON::
 
@@ -12,6 +13,13 @@ prints one markdown row per model or pipeline configuration and writes the same 
 The row ``aisle`` is the serving pipeline exactly as the server builds it by default
 (``trainer.evaluation.serving``); ``aisle:…`` rows are other configurations of it. Protocols are described in
 ``trainer.evaluation.protocols``, metrics in ``trainer.evaluation.metrics``.
+
+``--bundle DIR`` (a model bundle directory, ``trainer.bundles``) serves that bundle in every ``aisle`` row,
+as a server serving it would (the learned source joins the blend), and adds the row ``two_tower``: the bundle's
+learned retrieval alone (``trainer.evaluation.two_tower``). ``--two-tower-weights`` adds a row
+``aisle:two_tower=W`` per weight, to choose ``BlendWeights.two_tower`` on ``--split valid``. With a bundle
+the JSON gains ``"bundle": {"path", "version", "data", "warnings"}``; a warning says when the bundle was trained on
+another data set (by name).
 
 ``--seeds N`` repeats the randomised part of a run with seeds 0..N-1 and reports the mean (the markdown adds
 the standard deviation). The only randomness is the draw of users that ``--users`` asks for; everything else
@@ -32,6 +40,8 @@ from functools import partial
 from pathlib import Path
 
 from server.recommender import BlendWeights
+from server.retrieval.two_tower import TwoTowerRetriever
+from trainer.bundles import BundleError
 from trainer.data.dataset import Dataset
 from trainer.data.errors import DataFormatError
 from trainer.data.formats import FORMATS, load
@@ -42,27 +52,56 @@ from trainer.evaluation.harness import ModelResult, run_replay, run_static
 from trainer.evaluation.metrics import METRICS
 from trainer.evaluation.protocols import PROTOCOLS, SPLITS, cutoffs, replay, sample_cases, static_split
 from trainer.evaluation.serving import ServingPipeline
+from trainer.evaluation.two_tower import TwoTowerModel, load_bundle, provenance_warnings
 
 #: Configurations of the serving pipeline that can be asked for by name; ``aisle`` is the server's default.
 PIPELINES: dict[str, BlendWeights] = {
     "aisle": BlendWeights(),
     "aisle:no-brand": BlendWeights(brand=0.0),
     "aisle:covisitation-only": BlendWeights(
-        covisitation=1.0, brand=0.0, content=0.0, trending=0.0, popular=0.0
+        covisitation=1.0, brand=0.0, content=0.0, trending=0.0, popular=0.0, two_tower=0.0
     ),
+    "aisle:no-two-tower": BlendWeights(two_tower=0.0),
 }
+#: The bundle's learned retrieval alone (needs ``--bundle``).
+TWO_TOWER = "two_tower"
 DEFAULT_MODELS = ("aisle", "popularity", "covisitation", "itemknn")
-MODELS = (*PIPELINES, *BASELINES)
+MODELS = (*PIPELINES, TWO_TOWER, *BASELINES)
+#: Rows ``aisle:two_tower=W``: the server's default blend with the learned source weighted W.
+_WEIGHT_ROW = "aisle:two_tower="
 
 
-def model_factories(names: Sequence[str], dataset: Dataset) -> list[Callable[[], EvalModel]]:
-    """A fresh-model factory per name (pipelines and baselines), in the order given."""
+def pipeline_weights(name: str) -> BlendWeights | None:
+    """The blend of pipeline row ``name`` (named, or ``aisle:two_tower=W``); None if it is no pipeline."""
+    if name in PIPELINES:
+        return PIPELINES[name]
+    if name.startswith(_WEIGHT_ROW):
+        try:
+            weight = float(name[len(_WEIGHT_ROW) :])
+        except ValueError:
+            return None
+        return BlendWeights(two_tower=weight) if weight >= 0 else None
+    return None
+
+
+def model_factories(
+    names: Sequence[str], dataset: Dataset, learned: TwoTowerRetriever | None = None
+) -> list[Callable[[], EvalModel]]:
+    """A fresh-model factory per name (pipelines and baselines), in the order given.
+
+    ``learned`` (a loaded bundle) is served by every pipeline row and is what the ``two_tower`` row evaluates.
+    """
     items = list(dataset.items.values())
     item_ids = list(dataset.items)
     out: list[Callable[[], EvalModel]] = []
     for name in names:
-        if name in PIPELINES:
-            out.append(partial(ServingPipeline, items, name=name, weights=PIPELINES[name]))
+        weights = pipeline_weights(name)
+        if weights is not None:
+            out.append(partial(ServingPipeline, items, name=name, weights=weights, learned=learned))
+        elif name == TWO_TOWER:
+            if learned is None:
+                raise ValueError(f"the {TWO_TOWER} row needs a model bundle (--bundle)")
+            out.append(partial(TwoTowerModel, items, learned))
         elif name in BASELINES:
             out.append(partial(BASELINES[name], item_ids))
         else:
@@ -78,11 +117,15 @@ def evaluate(
     seeds: int = 1,
     users: int | None = None,
     progress: bool = True,
+    learned: TwoTowerRetriever | None = None,
 ) -> list[tuple[str, list[ModelResult]]]:
-    """Run ``models`` through ``protocol``: (model, one result per seed), in the order of ``models``."""
+    """Run ``models`` through ``protocol``: (model, one result per seed), in the order of ``models``.
+
+    ``learned``: a loaded model bundle, served by the pipeline rows and evaluated alone by ``two_tower``.
+    """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
-    factories = model_factories(models, dataset)
+    factories = model_factories(models, dataset, learned)
     runs = seeds if users is not None else 1
     per_seed: list[list[ModelResult]] = []
     static = static_split(dataset, protocol, split) if protocol != "replay" else None
@@ -135,7 +178,7 @@ def _positive_int(text: str) -> int:
 
 def _models(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in MODELS]
+    unknown = [n for n in names if n not in MODELS and pipeline_weights(n) is None]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
             f"unknown model(s) {', '.join(unknown) or '(none)'}: choose from {', '.join(MODELS)}"
@@ -174,7 +217,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--attributes", type=Path, help="s3rec-time: the S3-Rec *_item2attributes.json to use"
     )
+    parser.add_argument(
+        "--bundle",
+        type=Path,
+        help=f"a model bundle directory: served by the aisle rows, and evaluated alone as row {TWO_TOWER}",
+    )
+    parser.add_argument(
+        "--two-tower-weights",
+        type=_weights,
+        default=[],
+        help="with --bundle: also rows aisle:two_tower=W for these comma-separated weights (tune on valid)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _weights(text: str) -> list[float]:
+    try:
+        weights = [float(w) for w in text.split(",") if w.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
+    if not weights or any(w < 0 for w in weights):
+        raise argparse.ArgumentTypeError(f"expected comma-separated weights >= 0, got {text!r}")
+    return weights
 
 
 def run(args: argparse.Namespace) -> int:
@@ -193,8 +257,47 @@ def run(args: argparse.Namespace) -> int:
     if args.protocol != "loo" and dataset.events:
         valid, test = cutoffs(dataset)
         print(f"  cut-offs: validation {_utc(valid)}, test {_utc(test)}")
+    models = list(args.models)
+    learned: TwoTowerRetriever | None = None
+    bundle_info: dict[str, object] | None = None
+    if args.bundle is not None:
+        try:
+            learned = load_bundle(args.bundle)
+        except BundleError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        warnings = provenance_warnings(learned.meta, dataset.name)
+        data = learned.meta.get("data")
+        trained_on = data.get("dataset", data.get("name", "?")) if isinstance(data, dict) else "?"
+        print(
+            f"  bundle {learned.version}: {len(learned.item_ids):,} items, dim {learned.dim}, "
+            f"sequence {learned.max_len}, trained on {trained_on}"
+        )
+        for warning in warnings:
+            print(f"  warning: {warning}")
+        bundle_info = {
+            "path": str(args.bundle),
+            "version": learned.version,
+            "data": learned.meta.get("data"),
+            "warnings": warnings,
+        }
+        if TWO_TOWER not in models:
+            models.insert(models.index("aisle") + 1 if "aisle" in models else 0, TWO_TOWER)
+        models += [
+            f"{_WEIGHT_ROW}{w:g}" for w in args.two_tower_weights if f"{_WEIGHT_ROW}{w:g}" not in models
+        ]
+    elif TWO_TOWER in models or args.two_tower_weights:
+        print(f"error: the {TWO_TOWER} rows need a model bundle (--bundle DIR)", file=sys.stderr)
+        return 2
     rows = evaluate(
-        dataset, args.protocol, args.split, args.models, args.seeds, args.users, progress=not args.no_progress
+        dataset,
+        args.protocol,
+        args.split,
+        models,
+        args.seeds,
+        args.users,
+        progress=not args.no_progress,
+        learned=learned,
     )
     runs = len(rows[0][1]) if rows else 0
     print(
@@ -214,6 +317,8 @@ def run(args: argparse.Namespace) -> int:
             "split": args.split,
             "results": [mean_row(name, results) for name, results in rows],
         }
+        if bundle_info is not None:
+            document["bundle"] = bundle_info
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -3,7 +3,7 @@ from __future__ import annotations
 import grpc
 
 from protos.aisle.v1 import recommendations_pb2, recommendations_pb2_grpc
-from server.engine import MODEL_VERSION, Engine
+from server.engine import Engine
 from server.recommender import Recommendation
 
 
@@ -33,10 +33,10 @@ class RecommendationService(recommendations_pb2_grpc.RecommendationServiceServic
     async def SimilarItems(  # noqa: N802
         self, request: recommendations_pb2.SimilarItemsRequest, context: grpc.aio.ServicerContext
     ) -> recommendations_pb2.SimilarItemsResponse:
-        items = await self.engine.similar_items(
+        answer = await self.engine.similar(
             request.item_id, request.k, request.exclude_item_ids, request.category_prefix
         )
         return recommendations_pb2.SimilarItemsResponse(
-            items=_scored(items, request.explain), model_version=MODEL_VERSION
+            items=_scored(answer.items, request.explain), model_version=answer.model_version
         )
 

@@ -5,11 +5,14 @@ embedded server and the Kafka worker write them), the popular and trending lists
 ``TopLists.build`` (as the server's background task does) and each case is answered by
 ``Recommender.recommend`` on the features
 ``read_request_now`` returns (as ``Engine.recommend`` does), with the case's history as ``exclude_item_ids``.
+Given a model bundle's retriever (``learned``), the two-tower source joins the blend as it does in a server
+serving that bundle.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from feature_worker.catalog import Catalog
 from feature_worker.fold import FoldConfig, ItemDeltas, fold
@@ -19,6 +22,9 @@ from server.recommender import BlendWeights, Query, Recommender
 from server.retrieval.toplists import TopLists
 from trainer.evaluation.base import EvalModel
 from trainer.evaluation.protocols import Case
+
+if TYPE_CHECKING:
+    from server.retrieval.two_tower import TwoTowerRetriever
 
 #: Events folded per store commit; the embedded server commits each `Track` batch (at most 1,000 events).
 COMMIT_EVENTS = 1_000
@@ -33,6 +39,7 @@ class ServingPipeline(EvalModel):
         name: str = "aisle",
         config: FoldConfig | None = None,
         weights: BlendWeights | None = None,
+        learned: TwoTowerRetriever | None = None,
     ) -> None:
         self.name = name
         self.catalog = Catalog()
@@ -40,6 +47,7 @@ class ServingPipeline(EvalModel):
         self.config = config or FoldConfig()
         self.store = MemoryFeatureStore(self.config)
         self.recommender = Recommender(self.catalog, weights or BlendWeights())
+        self.learned = learned
 
     def update(self, events: Sequence[events_pb2.Event]) -> None:
         store, catalog, config = self.store, self.catalog, self.config
@@ -55,10 +63,10 @@ class ServingPipeline(EvalModel):
         self.recommender.lists = TopLists.build(self.store.item_stats_now(), self.catalog)
 
     def rank(self, cases: Sequence[Case], k: int) -> list[list[str]]:
-        read, recommend = self.store.read_request_now, self.recommender.recommend
+        read, recommend, learned = self.store.read_request_now, self.recommender.recommend, self.learned
         out: list[list[str]] = []
         for case in cases:
             features = read(case.user_id, ())
             query = Query(user_id=case.user_id, k=k, exclude_item_ids=frozenset(case.history))
-            out.append([r.item_id for r in recommend(query, features)])
+            out.append([r.item_id for r in recommend(query, features, learned)])
         return out

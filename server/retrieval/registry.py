@@ -1,0 +1,114 @@
+"""The model bundle being served, and the watcher that hot-swaps it when another one is promoted.
+
+`ModelRegistry.current` is the one reference requests read: a request takes it once, at its start, and uses
+that retriever throughout, so one answer never mixes two bundles and a swap never waits for requests.
+Promotion (`trainer.bundles.promote`, `rollback`) rewrites ``<bundles_dir>/CURRENT``; the watcher reads it
+every `poll_s` seconds and, on a change, loads and checks the new bundle in a worker thread (off the event loop),
+then replaces the reference. A bundle that fails to load or to answer a test query is logged and refused: the
+previous one keeps serving, and that version is not tried again until ``CURRENT`` names another one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from server.retrieval.two_tower import TwoTowerRetriever, load
+from trainer import bundles
+from trainer.bundles import BundleError, BundlePaths
+
+log = logging.getLogger(__name__)
+
+
+class ModelRegistry:
+    """Which `TwoTowerRetriever` serves, kept in step with the bundle promoted under ``bundles_dir``."""
+
+    def __init__(
+        self,
+        bundles_dir: Path,
+        poll_s: float = 2.0,
+        loader: Callable[[BundlePaths], TwoTowerRetriever] = load,
+    ) -> None:
+        self.bundles_dir = Path(bundles_dir)
+        self.poll_s = poll_s
+        self._loader = loader
+        #: The retriever serving now, None before the first successful load (real-time sources only).
+        self.current: TwoTowerRetriever | None = None
+        #: The promoted version last acted on (served, or refused): the watcher reloads only on a change.
+        self._seen: str | None = None
+        self._watcher: asyncio.Task[None] | None = None
+
+    @property
+    def version(self) -> str | None:
+        current = self.current
+        return current.version if current is not None else None
+
+    async def check(self) -> bool:
+        """Serve the promoted bundle if it changed since the last check; True when a new one was swapped in.
+
+        Loading runs in a worker thread. Errors (a garbled ``CURRENT``, a bundle that will not load) are
+        logged and leave the current retriever serving.
+        """
+        try:
+            promoted = bundles.current(self.bundles_dir)
+        except (BundleError, OSError) as exc:
+            if self._seen != "<unreadable>":
+                log.error(
+                    "cannot read the promoted bundle in %s: %s; still serving %s",
+                    self.bundles_dir,
+                    exc,
+                    self.version,
+                )
+                self._seen = "<unreadable>"
+            return False
+        if promoted == self._seen:
+            return False
+        self._seen = promoted
+        if promoted is None:
+            # Nothing promoted (any more): keep whatever serves; a running server does not drop its model.
+            return False
+        if promoted == self.version:
+            return False
+        paths = bundles.bundle(self.bundles_dir, promoted)
+        try:
+            retriever = await asyncio.to_thread(self._loader, paths)
+        except BundleError as exc:
+            log.error("refused bundle %s: %s; still serving %s", promoted, exc, self.version or "no bundle")
+            return False
+        except Exception:  # a loader bug must not stop the watcher, nor the old bundle from serving
+            log.exception("refused bundle %s: loading failed; still serving %s", promoted, self.version)
+            return False
+        previous = self.version
+        self.current = retriever
+        log.info(
+            "serving bundle %s (was %s): %d items, dim %d",
+            promoted,
+            previous or "no bundle",
+            len(retriever.item_ids),
+            retriever.dim,
+        )
+        return True
+
+    def start(self) -> None:
+        """Watch ``CURRENT`` every `poll_s` seconds in the background."""
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_s)
+            try:
+                await self.check()
+            except Exception:  # never let the watcher die: log, keep serving, look again next time
+                log.exception("checking the promoted bundle failed")
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            try:
+                await self._watcher
+            except asyncio.CancelledError:
+                pass
+            self._watcher = None

@@ -1,0 +1,220 @@
+"""Learned retrieval from one model bundle: the user tower in ONNX Runtime, then the item index in FAISS.
+
+A `TwoTowerRetriever` is loaded once from a bundle directory (`trainer.bundles`) and never changes; the
+server swaps whole retrievers when another bundle is promoted (`server.retrieval.registry`). The tower reads
+the user's latest interactions exactly as the fold keeps them (`UserState.recent`), so a click folded a
+millisecond ago changes the very next vector: no retraining, no batch job.
+
+ONNX Runtime and FAISS each run on one thread: a second one never helped a single request on these
+machines (DESIGN.md), and several server processes share the cores instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import faiss
+import numpy as np
+import onnxruntime as ort
+
+from feature_worker.fold import VIEW
+from trainer.bundles import INPUT_ITEMS, INPUT_TYPES, OUTPUT_USER, BundleError, BundlePaths
+
+log = logging.getLogger(__name__)
+
+#: HNSW indexes search this wide unless the bundle's meta says otherwise (``index.ef_search``).
+DEFAULT_EF_SEARCH = 128
+#: At most this many excluded items are searched past (beyond ``n``): the request's own exclusions
+#: (the page's item and recent items) fit; a client excluding a thousand ids gets fewer learned candidates.
+MAX_EXTRA = 64
+
+
+class TwoTowerRetriever:
+    """The user tower and the item index of one bundle, with the item id maps.
+
+    Not thread-safe: `encode` fills arrays allocated once, so one caller at a time (the server's event loop,
+    or one evaluation). Loading is safe in any thread; the loaded object is then only read.
+    """
+
+    def __init__(self, paths: BundlePaths) -> None:
+        """Load the bundle at ``paths``; `BundleError` when a file is missing, unreadable or inconsistent."""
+        paths.check()
+        meta = paths.read_meta()
+        self.paths = paths
+        self.meta = meta
+        self.version: str = paths.version
+        self.max_len = _positive_int(meta, "max_len", paths)
+        self.dim = _positive_int(meta, "dim", paths)
+        params = meta.get("params") if isinstance(meta.get("params"), dict) else {}
+        temperature = params.get("temperature", 1.0) if isinstance(params, dict) else 1.0
+        if not isinstance(temperature, (int, float)) or not temperature > 0:
+            raise BundleError(
+                f"{paths.meta}: params.temperature must be a positive number, got {temperature!r}"
+            )
+        #: Softmax temperature of the training loss: ``exp((s - best) / temperature)`` is the probability of
+        #: an item relative to the best one (see `relative_scores`).
+        self.temperature = float(temperature)
+        self.item_ids: list[str] = paths.read_item_ids()
+        #: External id -> item index (``1 + line``; 0 is padding).
+        self.index_of: dict[str, int] = {item: j + 1 for j, item in enumerate(self.item_ids)}
+        if len(self.index_of) != len(self.item_ids):
+            raise BundleError(f"{paths.item_ids}: item ids are not unique")
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(
+                str(paths.user_tower), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors for bad models
+            raise BundleError(f"{paths.user_tower}: cannot load the user tower: {exc}") from exc
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = [o.name for o in self.session.get_outputs()]
+        for name in (INPUT_ITEMS, INPUT_TYPES):
+            if name not in inputs or inputs[name].type != "tensor(int64)":
+                raise BundleError(f"{paths.user_tower}: needs an int64 input {name!r}, has {sorted(inputs)}")
+        if OUTPUT_USER not in outputs:
+            raise BundleError(f"{paths.user_tower}: needs an output {OUTPUT_USER!r}, has {outputs}")
+
+        try:
+            faiss.omp_set_num_threads(1)
+            self.index = faiss.read_index(str(paths.item_index))
+        except Exception as exc:  # faiss raises RuntimeError with the C++ message
+            raise BundleError(f"{paths.item_index}: cannot read the item index: {exc}") from exc
+        if self.index.d != self.dim:
+            raise BundleError(f"{paths.item_index}: dimension {self.index.d}, meta.json says {self.dim}")
+        if self.index.ntotal != len(self.item_ids):
+            raise BundleError(
+                f"{paths.item_index}: {self.index.ntotal} vectors for {len(self.item_ids)} item ids"
+            )
+        hnsw = getattr(self.index, "hnsw", None)
+        if hnsw is not None:
+            ef = meta.get("index", {}).get("ef_search") if isinstance(meta.get("index"), dict) else None
+            hnsw.efSearch = int(ef) if isinstance(ef, int) and ef > 0 else DEFAULT_EF_SEARCH
+
+        # Request buffers, allocated once: `encode` overwrites them in place.
+        self._items = np.zeros((1, self.max_len), dtype=np.int64)
+        self._types = np.zeros((1, self.max_len), dtype=np.int64)
+        self._feeds = {INPUT_ITEMS: self._items, INPUT_TYPES: self._types}
+        self._outputs = [OUTPUT_USER]
+
+    @classmethod
+    def load(cls, paths: BundlePaths) -> TwoTowerRetriever:
+        """Load and check the bundle: one query must give a finite vector of the bundle's dimension."""
+        retriever = cls(paths)
+        retriever.self_check()
+        return retriever
+
+    def self_check(self) -> None:
+        """Run one query end to end (the first item, viewed); `BundleError` if anything is off."""
+        if not self.item_ids:
+            raise BundleError(f"{self.paths.item_ids}: no items")
+        try:
+            vector = self.encode([(0, VIEW, self.item_ids[0])], ())
+            found = self.search(vector, 1, ()) if vector is not None else []
+        except BundleError:
+            raise
+        except Exception as exc:  # whatever the runtime raises on a graph that does not fit the contract
+            raise BundleError(f"{self.paths.root}: a test query failed: {exc}") from exc
+        if vector is None or vector.shape != (1, self.dim) or not np.isfinite(vector).all():
+            shape = None if vector is None else vector.shape
+            raise BundleError(
+                f"{self.paths.root}: the user tower gave {shape}, expected (1, {self.dim}) finite"
+            )
+        if not found:
+            raise BundleError(f"{self.paths.root}: the item index found nothing for a test query")
+
+    def encode(
+        self, recent: Sequence[tuple[int, int, str]], context_item_ids: Sequence[str]
+    ) -> np.ndarray | None:
+        """The user vector (float32 ``[1, dim]``) for these interactions, or None when none is known.
+
+        ``recent`` is ``UserState.recent``: (ts_ms, EventType, item_id), oldest first. Items unknown to the
+        bundle are dropped; the context items (the page being viewed) follow as views, so they are the newest.
+        The last ``max_len`` of them fill the right end of the tower's input; the rest is 0 (padding).
+        """
+        index_of = self.index_of
+        items, types = self._items[0], self._types[0]
+        pos = self.max_len
+        for item in reversed(context_item_ids):
+            j = index_of.get(item)
+            if j is not None:
+                pos -= 1
+                items[pos] = j
+                types[pos] = VIEW
+                if pos == 0:
+                    break
+        if pos:
+            for i in range(len(recent) - 1, -1, -1):
+                _, etype, item = recent[i]
+                j = index_of.get(item)
+                if j is not None:
+                    pos -= 1
+                    items[pos] = j
+                    types[pos] = etype
+                    if pos == 0:
+                        break
+        if pos == self.max_len:
+            return None
+        items[:pos] = 0
+        types[:pos] = 0
+        vector: np.ndarray = self.session.run(self._outputs, self._feeds)[0]
+        return vector
+
+    def search(self, vector: np.ndarray, n: int, exclude: Collection[str]) -> list[tuple[str, float]]:
+        """The ``n`` items of highest inner product with ``vector``, best first, none of ``exclude``.
+
+        Searches ``n`` plus room for the excluded items (at most `MAX_EXTRA`) at once; only when that falls
+        short (many excluded items among the nearest) does it search again, wider.
+        """
+        total = len(self.item_ids)
+        k = min(n + min(len(exclude), MAX_EXTRA), total)
+        item_ids = self.item_ids
+        while k > 0:
+            scores, labels = self.index.search(vector, k)
+            out: list[tuple[str, float]] = []
+            for label, score in zip(labels[0].tolist(), scores[0].tolist()):
+                if label < 0:
+                    return out  # the index has no more (HNSW may find fewer than asked)
+                item = item_ids[label]
+                if item in exclude:
+                    continue
+                out.append((item, score))
+                if len(out) >= n:
+                    return out
+            if k >= total:
+                return out
+            k = min(total, 2 * k + len(exclude))
+        return []
+
+    def relative_scores(self, found: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
+        """Scores in (0, 1]: ``exp((score - best) / temperature)``, the best item 1.
+
+        With a tower trained by softmax at this temperature, that is each item's probability relative to the
+        best item's, a scale that means the same for every user (unlike the raw inner products) and that
+        does not shrink when many items are likely (unlike the probabilities themselves).
+        """
+        if not found:
+            return []
+        best = found[0][1]
+        t = self.temperature
+        exp = math.exp
+        return [(item, exp((score - best) / t)) for item, score in found]
+
+
+def load(paths: BundlePaths) -> TwoTowerRetriever:
+    """`TwoTowerRetriever.load`, as a plain function (what the registry calls in a thread)."""
+    return TwoTowerRetriever.load(paths)
+
+
+def _positive_int(meta: dict[str, Any], key: str, paths: BundlePaths) -> int:
+    value = meta.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise BundleError(f"{paths.meta}: {key} must be a positive integer, got {value!r}")
+    return value

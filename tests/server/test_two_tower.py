@@ -1,0 +1,282 @@
+"""Learned retrieval: the retriever on bundles with known embeddings, and the server serving one.
+
+Bundles come from `tests.bundle_factory`: the tower input of item ``p`` is the embedding of item ``q``, so a
+user whose latest interaction is ``p`` is recommended ``q`` first, whatever the real-time sources say.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clients.client import AisleClient, ClientOptions
+from feature_worker.fold import ADD_TO_CART, CLICK, VIEW
+from feature_worker.state import UserState
+from protos.aisle.v1 import events_pb2
+from server.engine import MODEL_VERSION
+from server.process import ServerProcess
+from server.retrieval import sources
+from server.retrieval.candidates import Candidates
+from server.retrieval.two_tower import TwoTowerRetriever
+from tests.bundle_factory import corrupt, one_hot, write_bundle
+from tests.kafka_stack import AppliedClient, KafkaStack
+from tests.shop import BASE_TS, Shop, event, item, unique, view
+from trainer import bundles
+from trainer.bundles import BundleError
+
+MIN = 60_000
+PAIRS = 5  # p_i leads to q_i
+DIM = 2 * PAIRS
+
+
+def pair_bundle(bundles_dir: Path, shop: Shop, version: str = "v1", max_len: int = 20) -> list[str]:
+    """A bundle over p0..p4 and q0..q4 where an interaction with p_i makes q_i the best next item."""
+    ids = [shop.id(f"p{i}") for i in range(PAIRS)] + [shop.id(f"q{i}") for i in range(PAIRS)]
+    vectors = np.stack(
+        [one_hot(DIM, PAIRS + i, 0.1) for i in range(PAIRS)] + [one_hot(DIM, i) for i in range(PAIRS)]
+    )
+    inputs = np.stack(
+        [one_hot(DIM, i) for i in range(PAIRS)] + [one_hot(DIM, PAIRS + i) for i in range(PAIRS)]
+    )
+    write_bundle(bundles_dir, version, ids, vectors, inputs, max_len=max_len, params={"temperature": 0.1})
+    return ids
+
+
+def pair_catalog(client: AisleClient, shop: Shop) -> None:
+    """Every item in its own category and brand, so the real-time content and brand sources stay quiet."""
+    client.upsert_items(
+        [
+            item(
+                shop.id(f"{kind}{i}"), category=shop.category(f"{kind}{i}"), brand=f"{shop.prefix}-{kind}{i}"
+            )
+            for kind in "pq"
+            for i in range(PAIRS)
+        ]
+    )
+
+
+# -- the retriever -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def loaded(tmp_path: Path) -> tuple[TwoTowerRetriever, Shop]:
+    """A retriever over `pair_bundle` with a sequence of 4, and the shop its ids come from."""
+    shop = Shop()
+    pair_bundle(tmp_path, shop, max_len=4)
+    return TwoTowerRetriever.load(bundles.bundle(tmp_path, "v1")), shop
+
+
+def test_encode_left_pads_drops_unknown_items_and_puts_the_page_last(
+    loaded: tuple[TwoTowerRetriever, Shop],
+) -> None:
+    retriever, shop = loaded
+    p = [shop.id(f"p{i}") for i in range(PAIRS)]
+    recent = [(1, VIEW, p[0]), (2, CLICK, "unknown-item"), (3, ADD_TO_CART, p[1])]
+    assert retriever.encode(recent, ()) is not None
+    assert retriever._items.tolist() == [[0, 0, 1, 2]]
+    assert retriever._types.tolist() == [[0, 0, VIEW, ADD_TO_CART]]
+    # The page being viewed comes last, as a view; only the last max_len interactions are kept.
+    assert retriever.encode([*recent, (4, CLICK, p[2]), (5, CLICK, p[3])], (p[4],)) is not None
+    assert retriever._items.tolist() == [[2, 3, 4, 5]]
+    assert retriever._types.tolist() == [[ADD_TO_CART, CLICK, CLICK, VIEW]]
+    # Shorter again: stale columns are cleared.
+    retriever.encode([(1, CLICK, p[1])], ())
+    assert retriever._items.tolist() == [[0, 0, 0, 2]]
+    assert retriever.encode([(1, VIEW, "unknown-item")], ()) is None
+    assert retriever.encode([], ()) is None
+
+
+def test_search_finds_the_learned_next_item_best_first(loaded: tuple[TwoTowerRetriever, Shop]) -> None:
+    retriever, shop = loaded
+    vector = retriever.encode([(1, VIEW, shop.id("p0")), (2, VIEW, shop.id("p3"))], ())
+    assert vector is not None and vector.shape == (1, DIM) and vector.dtype == np.float32
+    found = retriever.search(vector, 3, exclude={shop.id("p0"), shop.id("p3")})
+    assert [item for item, _ in found[:2]] == [shop.id("q3"), shop.id("q0")]  # the newest counts most
+    assert len(found) == 3 and shop.id("p0") not in dict(found)
+    excluded = retriever.search(vector, 3, exclude={shop.id("q3")})
+    assert excluded[0][0] == shop.id("q0") and shop.id("q3") not in dict(excluded)
+    scores = [s for _, s in retriever.relative_scores(found)]
+    assert scores[0] == 1.0 and all(0.0 < s <= 1.0 for s in scores)
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_the_source_adds_learned_candidates_weighted(loaded: tuple[TwoTowerRetriever, Shop]) -> None:
+    retriever, shop = loaded
+    pool = Candidates()
+    user = UserState(recent=[(1, CLICK, shop.id("p2"))])
+    sources.two_tower(retriever, user, (), {shop.id("p2")}, pool, weight=0.5)
+    best = max(pool.scores, key=pool.scores.__getitem__)
+    assert best == shop.id("q2") and pool.scores[best] == 0.5
+    assert pool.top_reasons(best) == ["learned"] and shop.id("p2") not in pool.scores
+    empty = Candidates()
+    sources.two_tower(retriever, None, (), set(), empty, weight=1.0)  # nothing known: nothing added
+    assert not empty.scores
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["missing-file", "corrupt-onnx", "corrupt-index", "wrong-dim", "too-few-ids", "bad-meta"],
+)
+def test_a_damaged_bundle_is_refused_with_a_bundle_error(tmp_path: Path, damage: str) -> None:
+    pair_bundle(tmp_path, Shop())
+    paths = bundles.bundle(tmp_path, "v1")
+    meta = json.loads(paths.meta.read_text())
+    if damage == "missing-file":
+        paths.item_index.unlink()
+    elif damage == "corrupt-onnx":
+        corrupt(paths)
+    elif damage == "corrupt-index":
+        paths.item_index.write_bytes(b"\0" * 64)
+    elif damage == "wrong-dim":
+        paths.meta.write_text(json.dumps({**meta, "dim": DIM + 1}))
+    elif damage == "too-few-ids":
+        paths.item_ids.write_text("just-one\n")
+    else:
+        paths.meta.write_text(json.dumps({**meta, "max_len": "twenty"}))
+    with pytest.raises(BundleError):
+        TwoTowerRetriever.load(paths)
+
+
+# -- the server ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bundle_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, Path]]:
+    """An embedded server watching ``tmp_path/bundles`` (nothing promoted yet), checking every 50 ms."""
+    bundles_dir = tmp_path / "bundles"
+    bundles_dir.mkdir()
+    process = ServerProcess(
+        tmp_path / "server", args=["--bundles", str(bundles_dir), "--bundle-poll-s", "0.05"]
+    ).start()
+    yield process, bundles_dir
+    process.stop()
+
+
+def wait_for_version(client: AisleClient, user: str, version: str, tries: int = 600) -> None:
+    """Ask until the server answers with ``version`` (the watcher swaps within a poll or two)."""
+    for _ in range(tries):
+        if client.recommend(user, 1).model_version == version:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the server never served {version}")
+
+
+def check_a_click_changes_the_next_answer(client: AisleClient, shop: Shop, version: str) -> None:
+    user = unique("u")
+    cold = client.recommend(user, 5, explain=True)
+    assert cold.model_version == version
+    assert not any("learned" in i.reasons for i in cold.items)  # nothing known of the user yet
+
+    client.track([view(user, shop.id("p0"), BASE_TS)])
+    first = client.recommend(user, 5, explain=True)
+    assert first.items[0].item_id == shop.id("q0") and "learned" in first.items[0].reasons
+    assert first.model_version == version
+
+    client.track([event(user, events_pb2.CLICK, shop.id("p3"), BASE_TS + MIN)])
+    second = client.recommend(user, 5, explain=True)
+    assert [i.item_id for i in second.items[:2]] == [shop.id("q3"), shop.id("q0")]
+    assert shop.id("p3") not in [i.item_id for i in second.items]  # what was just clicked is not news
+
+    # The page being viewed is the newest interaction: its learned next item leads.
+    page = client.recommend(user, 5, context_item_id=shop.id("p1"))
+    assert page.items[0].item_id == shop.id("q1")
+    similar = client.similar_items(shop.id("p4"), 3, explain=True)
+    assert similar.items[0].item_id == shop.id("q4") and "learned" in similar.items[0].reasons
+
+
+def test_without_a_promoted_bundle_the_server_answers_as_before(
+    bundle_server: tuple[ServerProcess, Path],
+) -> None:
+    server, _ = bundle_server
+    shop = Shop()
+    with AisleClient(ClientOptions(target=server.target)) as client:
+        pair_catalog(client, shop)
+        user = unique("u")
+        client.track([view(user, shop.id("p0"), BASE_TS)])
+        answer = client.recommend(user, 5, explain=True)
+        assert answer.model_version == MODEL_VERSION
+        assert not any("learned" in i.reasons for i in answer.items)
+
+
+def test_a_click_changes_the_very_next_learned_answer(bundle_server: tuple[ServerProcess, Path]) -> None:
+    server, bundles_dir = bundle_server
+    shop = Shop()
+    pair_bundle(bundles_dir, shop, "pairs-1")
+    with AisleClient(ClientOptions(target=server.target)) as client:
+        pair_catalog(client, shop)
+        bundles.promote(bundles_dir, "pairs-1")
+        wait_for_version(client, unique("probe"), "pairs-1")
+        check_a_click_changes_the_next_answer(client, shop, "pairs-1")
+
+
+def test_a_bundle_promoted_before_start_serves_from_the_first_request(tmp_path: Path) -> None:
+    bundles_dir = tmp_path / "bundles"
+    shop = Shop()
+    pair_bundle(bundles_dir, shop, "pairs-1")
+    bundles.promote(bundles_dir, "pairs-1")
+    server = ServerProcess(tmp_path / "server", env={"AISLE_BUNDLES_DIR": str(bundles_dir)}).start()
+    try:
+        with AisleClient(ClientOptions(target=server.target)) as client:
+            pair_catalog(client, shop)
+            check_a_click_changes_the_next_answer(client, shop, "pairs-1")
+    finally:
+        server.stop()
+
+
+def test_a_broken_bundle_at_start_leaves_the_real_time_sources_serving(tmp_path: Path) -> None:
+    bundles_dir = tmp_path / "bundles"
+    shop = Shop()
+    pair_bundle(bundles_dir, shop, "broken")
+    corrupt(bundles.bundle(bundles_dir, "broken"))
+    bundles.promote(bundles_dir, "broken")
+    server = ServerProcess(tmp_path / "server", env={"AISLE_BUNDLES_DIR": str(bundles_dir)}).start()
+    try:
+        with AisleClient(ClientOptions(target=server.target)) as client:
+            pair_catalog(client, shop)
+            assert client.recommend(unique("u"), 5).model_version == MODEL_VERSION
+        assert "refused bundle broken" in server.log_tail(200)
+    finally:
+        server.stop()
+
+
+@pytest.mark.integration
+def test_kafka_mode_serves_the_bundle_too(tmp_path: Path, kafka_bootstrap: str, redis_url: str) -> None:
+    bundles_dir = tmp_path / "bundles"
+    shop = Shop()
+    pair_bundle(bundles_dir, shop, "pairs-1")
+    bundles.promote(bundles_dir, "pairs-1")
+    stack = KafkaStack(
+        tmp_path / "stack", kafka_bootstrap, redis_url, AISLE_BUNDLES_DIR=str(bundles_dir)
+    ).start()
+    try:
+        options = ClientOptions(target=stack.server.target, read_timeout_s=10, write_timeout_s=30)
+        with AppliedClient(options, stack) as client:
+            pair_catalog(client, shop)
+            # The catalog reaches the server through its topic: wait until the items are known.
+            user = unique("u")
+            client.track([view(user, shop.id("p0"), BASE_TS)])
+            for _ in range(600):
+                answer = client.recommend(user, 5)
+                if answer.items and answer.items[0].item_id == shop.id("q0"):
+                    break
+                time.sleep(0.05)
+            check_a_click_changes_the_next_answer(client, shop, "pairs-1")
+    finally:
+        stack.stop()
+
+
+def test_similar_items_reports_the_bundle(bundle_server: tuple[ServerProcess, Path]) -> None:
+    server, bundles_dir = bundle_server
+    shop = Shop()
+    pair_bundle(bundles_dir, shop, "pairs-1")
+    with AisleClient(ClientOptions(target=server.target)) as client:
+        pair_catalog(client, shop)
+        assert client.similar_items(shop.id("p4"), 3).model_version == MODEL_VERSION
+        bundles.promote(bundles_dir, "pairs-1")
+        wait_for_version(client, unique("probe"), "pairs-1")
+        assert client.similar_items(shop.id("p4"), 3).model_version == "pairs-1"
