@@ -23,7 +23,9 @@ _BLANK = b" \t\r\n"
 
 def decode(value: bytes, message_type: type[M]) -> M:
     """Parse one record value; raises `InvalidArgument` naming what is wrong with it."""
-    if value.lstrip(_BLANK)[:1] == b"{":
+    first = value[:1]
+    # Protobuf records never start with a blank or `{`: only those pay for the look past blanks.
+    if first == b"{" or (first in _BLANK and value.lstrip(_BLANK)[:1] == b"{"):
         try:
             text = value.decode("utf-8")
         except UnicodeDecodeError as exc:

@@ -33,6 +33,7 @@ Scale by running more workers with the same `group_id` (up to the number of even
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Sequence
@@ -64,6 +65,8 @@ log = logging.getLogger(__name__)
 
 #: Longest wait between two tries of a batch while Redis or Kafka is unreachable.
 MAX_BACKOFF_S = 2.0
+#: Allocations between two young-generation collections while consuming (CPython's default is 700).
+YOUNG_GC_THRESHOLD = 50_000
 
 
 @dataclass(slots=True)
@@ -151,6 +154,11 @@ class FeatureWorker:
         await consumer.start()
         await self._producer.start()
         log.info("feature worker consuming %s as group %s", topics.events, settings.group_id)
+        # Decoding and folding allocate a few dozen short-lived containers per event; with CPython's
+        # default (a young collection every 700 allocations) the collector takes about a tenth of the
+        # worker's CPU. Collect young objects less often while consuming (restored on the way out).
+        thresholds = gc.get_threshold()
+        gc.set_threshold(YOUNG_GC_THRESHOLD, *thresholds[1:])
         try:
             while not stopping.is_set():
                 # While a commit is in flight, do not wait for more: finish it if nothing is there.
@@ -166,6 +174,7 @@ class FeatureWorker:
             async with self.batch_lock:
                 await self.flush()
         finally:
+            gc.set_threshold(*thresholds)
             await consumer.stop()
             await self._producer.stop()
             log.info("feature worker stopped: %d applied, %d duplicates, %d dead-lettered",

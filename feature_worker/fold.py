@@ -23,12 +23,14 @@ Events must be validated first (`validation.validate_event`); the fold does not 
 from __future__ import annotations
 
 import hashlib
-from bisect import bisect_left, bisect_right
+import math
+from bisect import bisect_left
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from feature_worker.catalog import Catalog, ItemInfo
-from feature_worker.decay import DAY_MS, encode, quantize
+from feature_worker.decay import DAY_MS, encode
 from feature_worker.state import UserState
 from protos.aisle.v1 import events_pb2
 
@@ -60,6 +62,14 @@ ENGAGEMENT_WEIGHT: dict[int, float] = {
 }
 #: Event types whose items are paired for co-visitation ("customers who viewed this also viewed").
 COVISIT_TYPES = frozenset({VIEW, CLICK, ADD_TO_CART, PURCHASE})
+#: Event types that act on no item.
+_NO_ITEMS = frozenset({IMPRESSION, SEARCH, events_pb2.EVENT_TYPE_UNSPECIFIED})
+
+_blake2b = hashlib.blake2b
+_frexp = math.frexp
+_ldexp = math.ldexp
+#: 2**24: `decay.quantize` keeps this many significant bits.
+_MANTISSA = 16_777_216.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +96,9 @@ class ItemDeltas:
     popularity: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     #: (item_id, UTC day number) -> interest weight observed that day.
     trend: defaultdict[tuple[str, int], float] = field(default_factory=lambda: defaultdict(float))
-    #: (item_id, neighbour item_id) -> co-visit count; both directions are present.
-    covis: defaultdict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
+    #: (item_id, neighbour item_id) -> co-visit count; both directions are present. Integers: they
+    #: travel to Redis as JSON, where "1" is written more cheaply than "1.0" and means the same.
+    covis: defaultdict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     #: The newest event time seen: the stream clock that trending and decay are read at.
     clock_ms: int = 0
 
@@ -97,12 +108,12 @@ class ItemDeltas:
 
 def event_key(event_id: str) -> int:
     """The 64-bit hash an applied event id is remembered by (stable across processes and versions)."""
-    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
+    return int.from_bytes(_blake2b(event_id.encode(), digest_size=8).digest(), "little")
 
 
 def acted_items(event: events_pb2.Event) -> list[str]:
     """The items an event acts on, in order, each once. Impressions and searches act on none."""
-    if event.type in (IMPRESSION, SEARCH, events_pb2.EVENT_TYPE_UNSPECIFIED):
+    if event.type in _NO_ITEMS:
         return []
     items = [event.item_id] if event.item_id else []
     for item in event.item_ids:
@@ -122,6 +133,8 @@ def fold(
 
     Returns False, changing nothing, when the event's id was already applied to this user.
     """
+    # The hot loop of the worker: written for CPython's speed (locals, no key functions), with the
+    # same arithmetic, in the same order, as the plain version would do.
     key = event_key(event.event_id)
     applied_ids = state.applied_ids
     if key in applied_ids:
@@ -132,32 +145,49 @@ def fold(
 
     etype = event.type
     ts = event.ts_ms
-    half_life = config.half_life_ms
     state.events_applied += 1
     if ts > state.last_seen_ms:
         state.last_seen_ms = ts
     if ts > deltas.clock_ms:
         deltas.clock_ms = ts
     engagement = ENGAGEMENT_WEIGHT.get(etype, 0.0)
-    if engagement:
-        state.engagement = quantize(state.engagement + encode(engagement, ts, half_life))
-
-    items = acted_items(event)
-    if not items:
-        return True
     interest = INTEREST_WEIGHT.get(etype, 0.0)
-    if interest:
-        weight = encode(interest, ts, half_life)
-        day = ts // DAY_MS
-        for item in items:
-            deltas.popularity[item] += weight
-            deltas.trend[(item, day)] += interest
-            _add_affinities(state, catalog.get(item), weight, config)
+    # encode(w, ts) == w * encode(1.0, ts) exactly: one power of two per event serves every weight.
+    growth = encode(1.0, ts, config.half_life_ms) if engagement or interest else 0.0
+    if engagement:
+        mantissa, exponent = _frexp(state.engagement + engagement * growth)
+        state.engagement = _ldexp(round(mantissa * _MANTISSA), exponent - 24)  # quantize, inlined
 
+    if etype in _NO_ITEMS:
+        return True
+    if event.item_ids:
+        items: Sequence[str] = acted_items(event)
+        if not items:
+            return True
+    else:
+        item_id = event.item_id
+        if not item_id:
+            return True
+        items = (item_id,)
+    if interest:
+        weight = interest * growth
+        day = ts // DAY_MS
+        popularity = deltas.popularity
+        trend = deltas.trend
+        get_item = catalog.items.get
+        for item in items:
+            popularity[item] += weight
+            trend[(item, day)] += interest
+            info = get_item(item)
+            if info is not None:  # an item not (yet) in the catalog has no category or brand to credit
+                _add_affinities(state, info, weight, config)
+
+    covisit = etype in COVISIT_TYPES
+    recent_cap = config.recent_cap
     for item in items:
-        if etype in COVISIT_TYPES:
+        if covisit:
             _pair_with_recent(state, item, ts, deltas, config)
-        _insert_recent(state, (ts, etype, item), config.recent_cap)
+        _insert_recent(state, (ts, etype, item), recent_cap)
 
     if etype == ADD_TO_CART or etype == REMOVE_FROM_CART:
         for item in items:
@@ -169,14 +199,12 @@ def fold(
 
 def _insert_recent(state: UserState, entry: tuple[int, int, str], cap: int) -> None:
     recent = state.recent
-    # After every entry with the same timestamp: ties keep arrival order.
-    recent.insert(bisect_right(recent, entry[0], key=_ts_of), entry)
+    # After every entry with the same timestamp: ties keep arrival order. `(ts + 1,)` sorts before
+    # every entry of time ts + 1 and after every one of time ts (timestamps are integers), so the
+    # bisection compares timestamps only, without a key function.
+    recent.insert(bisect_left(recent, (entry[0] + 1,)), entry)
     if len(recent) > cap:
         del recent[0]
-
-
-def _ts_of(entry: tuple[int, int, str]) -> int:
-    return entry[0]
 
 
 def _pair_with_recent(state: UserState, item: str, ts: int, deltas: ItemDeltas, config: FoldConfig) -> None:
@@ -188,33 +216,41 @@ def _pair_with_recent(state: UserState, item: str, ts: int, deltas: ItemDeltas, 
     """
     window = config.covis_window_ms
     recent = state.recent
-    # `recent` is sorted by time: only the slice inside the window can pair.
-    lo = bisect_left(recent, ts - window, key=_ts_of)
-    hi = bisect_right(recent, ts + window, lo=lo, key=_ts_of)
+    # `recent` is sorted by time: only the slice inside the window can pair (entries of time
+    # ts - window to ts + window; see `_insert_recent` for the one-element tuples).
+    lo = bisect_left(recent, (ts - window,))
+    hi = bisect_left(recent, (ts + window + 1,), lo)
+    if lo == hi:
+        return
     near = [
         (abs(r_ts - ts), r_item)
         for r_ts, r_type, r_item in recent[lo:hi]
         if r_item != item and r_type in COVISIT_TYPES
     ]
+    if not near:
+        return
     if len(near) > config.covis_max_pairs:
         near = sorted(near)[: config.covis_max_pairs]
     covis = deltas.covis
     for _, other in near:
-        covis[(item, other)] += 1.0
-        covis[(other, item)] += 1.0
+        covis[(item, other)] += 1
+        covis[(other, item)] += 1
 
 
-def _add_affinities(state: UserState, info: ItemInfo | None, weight: float, config: FoldConfig) -> None:
-    if info is None:  # an item not (yet) in the catalog has no category or brand to credit
-        return
+def _add_affinities(state: UserState, info: ItemInfo, weight: float, config: FoldConfig) -> None:
+    # `quantize` inlined (this runs for every category level of every item event).
+    frexp, ldexp = _frexp, _ldexp
     categories = state.category_affinity
     for prefix in info.categories:
-        categories[prefix] = quantize(categories.get(prefix, 0.0) + weight)
+        mantissa, exponent = frexp(categories.get(prefix, 0.0) + weight)
+        categories[prefix] = ldexp(round(mantissa * _MANTISSA), exponent - 24)
     if len(categories) > config.affinity_cap:
         _keep_largest(categories, config.affinity_cap)
-    if info.brand:
+    brand = info.brand
+    if brand:
         brands = state.brand_affinity
-        brands[info.brand] = quantize(brands.get(info.brand, 0.0) + weight)
+        mantissa, exponent = frexp(brands.get(brand, 0.0) + weight)
+        brands[brand] = ldexp(round(mantissa * _MANTISSA), exponent - 24)
         if len(brands) > config.affinity_cap:
             _keep_largest(brands, config.affinity_cap)
 
@@ -239,7 +275,7 @@ def _set_cart_line(state: UserState, item: str, ts: int, in_cart: bool, cap: int
         del state.cart[oldest]
 
 
-def _apply_purchase(state: UserState, event: events_pb2.Event, items: list[str], config: FoldConfig) -> None:
+def _apply_purchase(state: UserState, event: events_pb2.Event, items: Sequence[str], config: FoldConfig) -> None:
     ts = event.ts_ms
     for item in items:
         last_ts, count = state.purchases.get(item, (0, 0))

@@ -1,7 +1,7 @@
 """Ingestion through Kafka into Redis: events per second that one feature worker process folds.
 
     make services    # a Kafka broker and a Redis, addresses in .services.env
-    python -m loadtest.kafka_throughput --shop DIR [--events N] [--mode drain|live] [--profile]
+    python -m loadtest.kafka_throughput --shop DIR [--events N] [--mode drain|live] [--workers N] [--profile]
 
 Topics, a consumer group and a Redis database (`--redis-db`, flushed) of the run's own. The shop's
 catalog goes to the items topic first; then:
@@ -11,7 +11,8 @@ catalog goes to the items topic first; then:
 - `live`: the worker runs, then the producer process writes N events as fast as it can, while the
   worker folds them: producer, broker, worker and Redis share the machine.
 
-The rate is read from the group's committed offsets (the worker commits only after Redis holds a
+`--workers N` runs N worker processes in the one consumer group (they share the partitions; CPU per
+event is theirs together). The rate is read from the group's committed offsets (the worker commits only after Redis holds a
 batch): events / seconds from the first to the last commit, and the median of one-second windows.
 `--profile` runs the worker under cProfile and prints where its time went.
 """
@@ -133,42 +134,54 @@ async def run(args: argparse.Namespace) -> None:
     }
     workdir = Path(tempfile.mkdtemp(prefix="aisle-bench-"))
     profile = workdir / "worker.prof" if args.profile else None
-    worker = WorkerProcess(workdir, env=env, profile=profile)
+    workers = [WorkerProcess(workdir / f"worker{n}", env=env, profile=profile if n == 0 else None)
+               for n in range(args.workers)]
     probe = LagProbe(bootstrap, f"bench-{tag}", topics.events)
+
+    def start_workers() -> tuple[list[int], float]:
+        """Start the workers one by one; their pids and CPU seconds so far, each read once it is ready."""
+        pids, cpu = [], 0.0
+        for worker in workers:
+            worker.start()
+            assert worker.proc is not None
+            pids.append(worker.proc.pid)
+            cpu += cpu_seconds(worker.proc.pid)  # start-up (the catalog) is not the fold's
+        return pids, cpu
+
     try:
         redis_client = redis.Redis.from_url(redis_url)
         if args.mode == "drain":
             produced = producer_result(producer_process(args.shop, bootstrap, topics.events, total))
             print(f"producer: {produced['events_per_s']:,.0f} events/s (backlog written)")
-            worker.start()
-            assert worker.proc is not None
-            cpu0, redis0 = cpu_seconds(worker.proc.pid), redis_cpu_seconds(redis_client)
+            redis0 = redis_cpu_seconds(redis_client)
+            pids, cpu0 = start_workers()
             await probe.start()
             samples = await follow(probe, total, args.timeout)
         else:
-            worker.start()
-            assert worker.proc is not None
-            cpu0, redis0 = cpu_seconds(worker.proc.pid), redis_cpu_seconds(redis_client)
+            pids, cpu0 = start_workers()
+            redis0 = redis_cpu_seconds(redis_client)
             await probe.start()
             proc = producer_process(args.shop, bootstrap, topics.events, total)
             samples = await follow(probe, total, args.timeout)
             produced = producer_result(proc)
             print(f"producer: {produced['events_per_s']:,.0f} events/s (concurrently)")
-        worker_cpu = cpu_seconds(worker.proc.pid) - cpu0
+        worker_cpu = sum(cpu_seconds(pid) for pid in pids) - cpu0
         redis_cpu = redis_cpu_seconds(redis_client) - redis0
         redis_client.close()
-        print(f"CPU per event: worker {worker_cpu / total * 1e6:.1f} us, Redis {redis_cpu / total * 1e6:.1f} us "
-              f"(a core each: at most {total / max(worker_cpu, redis_cpu):,.0f} events/s)")
+        print(f"CPU per event: worker{'s' if len(pids) > 1 else ''} {worker_cpu / total * 1e6:.1f} us, "
+              f"Redis {redis_cpu / total * 1e6:.1f} us (a core each: at most "
+              f"{total / max(worker_cpu / len(pids), redis_cpu):,.0f} events/s)")
         figures = rates(samples, total)
-        print(f"worker ({args.mode}): {total:,} events in {figures['seconds']:.1f} s = "
-              f"{figures['events_per_s']:,.0f} events/s (median 1-s window {figures['median_1s_window']:,.0f}/s), "
-              f"batch_max {args.batch_max}")
+        print(f"{len(pids)} worker{'s' if len(pids) > 1 else ''} ({args.mode}): {total:,} events in "
+              f"{figures['seconds']:.1f} s = {figures['events_per_s']:,.0f} events/s "
+              f"(median 1-s window {figures['median_1s_window']:,.0f}/s), batch_max {args.batch_max}")
         with redis.Redis.from_url(redis_url) as r:
             print(f"redis: {r.dbsize():,} keys, used_memory {r.info('memory')['used_memory_human']}")
     finally:
-        worker.stop()
+        for worker in workers:
+            worker.stop()
         await probe.close()
-        print(f"worker log: {worker.log_path}")
+        print(f"worker logs: {', '.join(str(w.log_path) for w in workers)}")
     if profile is not None and profile.exists():
         stats = pstats.Stats(str(profile))
         stats.sort_stats("tottime").print_stats(25)
@@ -180,6 +193,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument("--mode", choices=["drain", "live"], default="drain")
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes in the group")
     parser.add_argument("--batch-max", type=int, default=2000)
     parser.add_argument("--bootstrap", help="default: $AISLE_KAFKA_BOOTSTRAP")
     parser.add_argument("--redis-url", help="default: $AISLE_REDIS_URL (the database number is replaced)")
