@@ -18,6 +18,13 @@ from typing import Protocol, cast
 COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("trainer.generate", "write a deterministic generated shop: items, users and events"),
     "evaluate": ("trainer.evaluate", "measure accuracy through the serving path, beside baselines"),
+    "train": (
+        "trainer.train",
+        "train the two-tower model and write a model bundle (needs the [train] extra)",
+    ),
+    "promote": ("trainer.promote", "serve a bundle: make VERSION the current one"),
+    "rollback": ("trainer.promote", "undo the last promotion"),
+    "bundles": ("trainer.promote", "list the bundles and which one is served"),
 }
 
 
