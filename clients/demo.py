@@ -11,7 +11,9 @@ import argparse
 import asyncio
 import os
 import shutil
+import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -41,10 +43,40 @@ def start_server(data_dir: Path, port: int) -> ServerProcess:
     server_dir = data_dir / "server"
     shutil.rmtree(server_dir, ignore_errors=True)  # a clean shop each run
     try:
-        # lists refresh in the background, as in production
-        return ServerProcess(server_dir, port=port, args=["--lists-refresh-s", "1"]).start()
+        # lists refresh in the background, as in production; bundles promoted under data_dir/bundles are hot-swapped
+        args = ["--lists-refresh-s", "1", "--bundles", str(bundles_dir(data_dir)), "--bundle-poll-s", "0.5"]
+        return ServerProcess(server_dir, port=port, args=args).start()
     except RuntimeError as error:
         sys.exit(str(error))
+
+
+def bundles_dir(data_dir: Path) -> Path:
+    return (data_dir / "bundles").resolve()
+
+
+def train_and_promote(shop: Path, data_dir: Path, target: str, user: str) -> None:
+    """Train a two-tower bundle on the shop (in a child process: only the trainer imports torch), promote it,
+    and show the running server's next answer once it has hot-swapped the bundle in."""
+    out = bundles_dir(data_dir)
+    shutil.rmtree(out, ignore_errors=True)  # a clean shop each run
+    version = "demo-1"
+    print(f"\nTraining a two-tower model on the shop's events (PyTorch, a few epochs), exporting ONNX + FAISS "
+          f"to {out}/{version} and promoting it…", flush=True)
+    command = [sys.executable, "-m", "trainer", "train", "--data", str(shop), "--format", "generated",
+               "--protocol", "none", "--out", str(out), "--version", version, "--epochs", "4",
+               "--promote", "--no-progress"]
+    done = subprocess.run(command, check=False)
+    if done.returncode != 0:
+        print("training failed (see above); the server keeps serving the real-time sources")
+        return
+    with AisleClient(ClientOptions(target=target, read_timeout_s=5)) as client:
+        for _ in range(100):  # the server checks for a promotion every 0.5 s
+            if client.recommend(user, 1).model_version == version:
+                break
+            time.sleep(0.1)
+        show(f"Recommendations with bundle {version} hot-swapped in (no restart):", client, user)
+    print("Items marked `learned` come from the user tower (ONNX Runtime) and the FAISS index, on the same "
+          "real-time features.")
 
 
 def show(title: str, client: AisleClient, user: str, before: set[str] | None = None) -> set[str]:
@@ -58,7 +90,8 @@ def show(title: str, client: AisleClient, user: str, before: set[str] | None = N
     return {s.item_id for s in answer.items}
 
 
-def walkthrough(target: str, shop: Path) -> None:
+def walkthrough(target: str, shop: Path) -> str:
+    """Show a customer's answer change with three views; return that customer's id."""
     with AisleClient(ClientOptions(target=target, read_timeout_s=5)) as client:
         items = list(read_items(shop))
         users = [u.user_id for u in read_users(shop)]
@@ -81,6 +114,7 @@ def walkthrough(target: str, shop: Path) -> None:
                                       item_id=i.item_id) for i in clicked)
         show("Recommendations on the very next call:", client, user, before)
         print("\nNo retraining, no batch job: the events were folded into the customer's features as they came in.")
+    return user
 
 
 def main() -> None:
@@ -102,7 +136,8 @@ def main() -> None:
                   f"{report.items} items in {report.seconds:.1f} s: {report.events_per_s:,.0f} events/s over gRPC")
 
         asyncio.run(load())
-        walkthrough(target, shop)
+        user = walkthrough(target, shop)
+        train_and_promote(shop, args.data_dir, target, user)
         if args.no_serve:
             return
         print(f"""
