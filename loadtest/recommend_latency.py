@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--target", help="an already loaded server; default: start and load one")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--bundles", type=Path, help="serve the bundle promoted in this directory (learned retrieval)")
     args = parser.parse_args()
     users = [u.user_id for u in read_users(args.shop)]
     if args.target:
@@ -58,7 +59,8 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         # lists refresh every second in the background, as in production
-        server = ServerProcess(Path(tmp), args=["--lists-refresh-s", "1"]).start()
+        bundle_args = ["--bundles", str(args.bundles.resolve())] if args.bundles else []
+        server = ServerProcess(Path(tmp), args=["--lists-refresh-s", "1", *bundle_args]).start()
         try:
             async def load() -> None:
                 async with AsyncAisleClient(ClientOptions(target=server.target, write_timeout_s=120)) as client:
