@@ -27,7 +27,6 @@ from trainer.data.generated import read_events, read_items, read_meta, read_user
 from trainer.generate import generate_shop
 
 
-
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m clients.demo")
     parser.add_argument("--data-dir", type=Path, default=Path(".demo"))

@@ -17,7 +17,14 @@ from feature_worker.catalog import Catalog
 from feature_worker.errors import InvalidArgument, NotFound
 from feature_worker.stores.base import FeatureStore
 from feature_worker.users import UserDirectory
-from feature_worker.validation import check_id, check_text, validate_event, validate_item, validate_user, MAX_TEXT_LEN
+from feature_worker.validation import (
+    MAX_TEXT_LEN,
+    check_id,
+    check_text,
+    validate_event,
+    validate_item,
+    validate_user,
+)
 from protos.aisle.v1 import catalog_pb2, events_pb2, users_pb2
 from server.ingest import Ingest
 from server.profile import build_profile
