@@ -27,9 +27,9 @@ from pathlib import Path
 
 from deltalake import DeltaTable
 
-from feature_worker.lake.process import SinkProcess
 from feature_worker.lake.schema import EVENTS
 from feature_worker.lake.writer import table_uri
+from feature_worker.process import sink_process
 from feature_worker.topics import Topics, create_topics
 from loadtest.kafka_throughput import cpu_seconds, produce_catalog, producer_process, producer_result
 from trainer.data.generated import read_events, read_meta
@@ -64,7 +64,7 @@ async def run_kafka(args: argparse.Namespace) -> None:
         print(f"{items:,} items; {total:,} events to {topics.events} ({args.partitions} partitions) at "
               f"{produced['events_per_s']:,.0f}/s")
         lake = workdir / "lake"
-        sink = SinkProcess(workdir / "sink", env={
+        sink = sink_process(workdir / "sink", env={
             "AISLE_KAFKA_BOOTSTRAP": bootstrap, "AISLE_TOPIC_PREFIX": topics.prefix,
             "AISLE_EVENT_PARTITIONS": str(args.partitions), "AISLE_SINK_GROUP_ID": f"sinkbench-{tag}",
             "AISLE_LAKE_DIR": str(lake), "AISLE_SINK_BATCH_MAX": str(args.batch_max),

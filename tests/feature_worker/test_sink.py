@@ -16,10 +16,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from deltalake import DeltaTable
 
-from feature_worker.lake.process import SinkProcess
 from feature_worker.lake.schema import EVENTS, ITEMS, USERS
 from feature_worker.lake.sink import CONSUMER, app_id
 from feature_worker.lake.writer import table_uri
+from feature_worker.process import sink_process
 from feature_worker.topics import Topics, create_topics
 from protos.aisle.v1 import catalog_pb2, events_pb2, users_pb2
 from tests.feature_worker.test_worker import stream
@@ -38,7 +38,7 @@ class SinkRig:
         self.topics = Topics(f"s{tag}")
         self.group = f"sink-{tag}"
         self.lake = workdir / "lake"
-        self.sink = SinkProcess(workdir / "sink", env={
+        self.sink = sink_process(workdir / "sink", env={
             "AISLE_KAFKA_BOOTSTRAP": bootstrap,
             "AISLE_TOPIC_PREFIX": self.topics.prefix,
             "AISLE_SINK_GROUP_ID": self.group,
@@ -209,7 +209,7 @@ async def test_sigterm_appends_what_is_buffered(tmp_path: Path, kafka_bootstrap:
 async def test_two_sinks_share_the_partitions_across_rebalances(tmp_path: Path, kafka_bootstrap: str) -> None:
     events = stream("r", 9_000, users=300)
     async with SinkRig(tmp_path, kafka_bootstrap, AISLE_SINK_BATCH_MAX="500", AISLE_SINK_FLUSH_S="0.3") as rig:
-        second = SinkProcess(tmp_path / "sink2", env=dict(rig.sink.env))
+        second = sink_process(tmp_path / "sink2", env=dict(rig.sink.env))
         try:
             await asyncio.to_thread(rig.sink.start)
             await rig.produce(events[:3000])
