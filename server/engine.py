@@ -9,7 +9,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -30,6 +30,7 @@ from server.ingest import Ingest
 from server.profile import build_profile
 from server.recommender import DEFAULT_K, MAX_K, Query, Recommendation, Recommender
 from server.retrieval.toplists import TopLists
+from server.stages import StageTimes
 
 if TYPE_CHECKING:
     from server.retrieval.registry import ModelRegistry
@@ -83,6 +84,8 @@ class Engine:
         self.lists_refresh_s = lists_refresh_s
         self._lists_key: tuple[int, int] | None = None
         self._refresher: asyncio.Task[None] | None = None
+        #: Called with each Recommend's stage times (the server's metrics); None records nothing.
+        self.stage_observer: Callable[[StageTimes], None] | None = None
 
     # -- writes ------------------------------------------------------------------------------------
     async def track(self, events: Sequence[events_pb2.Event]) -> TrackResult:
@@ -180,7 +183,10 @@ class Engine:
             await self.refresh_lists()
         context = (context_item_id,) if context_item_id else ()
         personalize = bool(user_id) and self.users.personalization_allowed(user_id)
+        observer = self.stage_observer
+        started = time.perf_counter() if observer is not None else 0.0
         features = await self.store.read_request(user_id if personalize else "", context)
+        read_done = time.perf_counter() if observer is not None else 0.0
         query = Query(
             user_id=user_id,
             k=k or DEFAULT_K,
@@ -192,6 +198,9 @@ class Engine:
         # One snapshot of the served bundle for the whole request: a hot swap never mixes two versions.
         learned = self.models.current if self.models is not None else None
         items = self.recommender.recommend(query, features, learned)
+        if observer is not None:
+            # Until the recommender times its own stages, everything after the read counts as ranking.
+            observer(StageTimes(read=read_done - started, ranking=time.perf_counter() - read_done))
         return Answer(items, os.urandom(12).hex(), "default", learned.version if learned else MODEL_VERSION)
 
     async def similar_items(
