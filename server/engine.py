@@ -28,7 +28,7 @@ from feature_worker.validation import (
 from protos.aisle.v1 import catalog_pb2, events_pb2, users_pb2
 from server.ingest import Ingest
 from server.profile import build_profile
-from server.recommender import DEFAULT_K, MAX_K, Query, Recommendation, Recommender
+from server.recommender import DEFAULT_K, DEFAULT_MAX_PER_CATEGORY, MAX_K, Query, Recommendation, Recommender
 from server.retrieval.toplists import TopLists
 from server.stages import StageTimes
 
@@ -169,12 +169,14 @@ class Engine:
         context_item_id: str = "",
         exclude_item_ids: Sequence[str] = (),
         category_prefix: str = "",
+        max_per_category: int = 0,
+        explain: bool = True,
     ) -> Answer:
         """Validate, read the user's features in one store call, rank, filter and explain."""
         violations: list[tuple[str, str]] = []
         check_id(user_id, "user_id", violations, required=False)
         check_id(context_item_id, "context_item_id", violations, required=False)
-        _check_common(k, exclude_item_ids, category_prefix, violations)
+        _check_common(k, exclude_item_ids, category_prefix, violations, max_per_category)
         if not user_id and not context_item_id:
             violations.append(("user_id", "a user_id or a context_item_id is required"))
         if violations:
@@ -194,13 +196,18 @@ class Engine:
             exclude_item_ids=frozenset(exclude_item_ids),
             category_prefix=category_prefix,
             personalize=personalize,
+            max_per_category=max_per_category,
+            explain=explain,
         )
         # One snapshot of the served bundle for the whole request: a hot swap never mixes two versions.
         learned = self.models.current if self.models is not None else None
-        items = self.recommender.recommend(query, features, learned)
-        if observer is not None:
-            # Until the recommender times its own stages, everything after the read counts as ranking.
-            observer(StageTimes(read=read_done - started, ranking=time.perf_counter() - read_done))
+        user = features.user
+        # Names the user's state: the fold changes both numbers with every event it applies.
+        user_key = (user_id, user.events_applied, user.last_seen_ms) if personalize and user is not None else None
+        times = StageTimes(read=read_done - started) if observer is not None else None
+        items = self.recommender.recommend(query, features, learned, user_key, times)
+        if observer is not None and times is not None:
+            observer(times)
         return Answer(items, os.urandom(12).hex(), "default", learned.version if learned else MODEL_VERSION)
 
     async def similar_items(
@@ -209,12 +216,17 @@ class Engine:
         return (await self.similar(item_id, k, exclude_item_ids, category_prefix)).items
 
     async def similar(
-        self, item_id: str, k: int, exclude_item_ids: Sequence[str] = (), category_prefix: str = ""
+        self,
+        item_id: str,
+        k: int,
+        exclude_item_ids: Sequence[str] = (),
+        category_prefix: str = "",
+        max_per_category: int = 0,
     ) -> Answer:
         """`similar_items` with the model version that answered (no recommendation id)."""
         violations: list[tuple[str, str]] = []
         check_id(item_id, "item_id", violations)
-        _check_common(k, exclude_item_ids, category_prefix, violations)
+        _check_common(k, exclude_item_ids, category_prefix, violations, max_per_category)
         if violations:
             raise InvalidArgument(violations)
         if self.lists_refresh_s <= 0:
@@ -222,7 +234,7 @@ class Engine:
         features = await self.store.read_request("", (item_id,))
         learned = self.models.current if self.models is not None else None
         items = self.recommender.similar_items(
-            item_id, k or DEFAULT_K, features, exclude_item_ids, category_prefix, learned
+            item_id, k or DEFAULT_K, features, exclude_item_ids, category_prefix, learned, max_per_category
         )
         return Answer(items, "", "default", learned.version if learned else MODEL_VERSION)
 
@@ -269,9 +281,22 @@ class Engine:
         await self.store.close()
 
 
-def _check_common(k: int, exclude: Sequence[str], category_prefix: str, violations: list[tuple[str, str]]) -> None:
+def _check_common(
+    k: int,
+    exclude: Sequence[str],
+    category_prefix: str,
+    violations: list[tuple[str, str]],
+    max_per_category: int = 0,
+) -> None:
     if not 0 <= k <= MAX_K:
         violations.append(("k", f"must be from 1 to {MAX_K} (0 means {DEFAULT_K}), got {k}"))
+    if not -1 <= max_per_category <= MAX_K:
+        violations.append(
+            (
+                "max_per_category",
+                f"must be from 1 to {MAX_K} (0 means {DEFAULT_MAX_PER_CATEGORY}, -1 no cap), got {max_per_category}",
+            )
+        )
     if len(exclude) > MAX_EXCLUDE:
         violations.append(("exclude_item_ids", f"has more than {MAX_EXCLUDE} ids"))
     else:

@@ -1,22 +1,42 @@
-"""Recommend: seeds -> candidate sources -> blended score -> rules -> backfill -> reasons.
+"""Recommend: seeds -> candidate sources (columnar) -> features -> ranker (or blend) -> rules -> diversity
+-> backfill -> reasons.
 
-This object is the serving path. The gRPC service calls it, and so does `trainer evaluate`, so the
-accuracy we publish is the accuracy users get.
+This object is the serving path. The gRPC service calls it, `trainer evaluate` calls it, and `trainer train`
+builds the ranker's training lists with its `retrieve` and `features`, so the accuracy we publish is the
+accuracy users get and the ranker learns from exactly what it is served.
 """
 
 from __future__ import annotations
 
-import heapq
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
+import numpy.typing as npt
+
 from feature_worker.catalog import Catalog
-from feature_worker.stores.base import RequestFeatures
+from feature_worker.state import UserState
+from feature_worker.stores.base import ItemStats, RequestFeatures
+from server.ranking.diversity import cap_per_group
+from server.ranking.features import feature_matrix
 from server.ranking.rules import Rules
 from server.retrieval import sources
-from server.retrieval.candidates import Candidates
+from server.retrieval.candidates import (
+    BRAND,
+    CONTENT,
+    COVISITATION,
+    LEARNED,
+    POPULAR,
+    SOURCES,
+    TRANSITIONS,
+    TRENDING,
+    CandidateSet,
+)
+from server.retrieval.item_index import Floats, ItemIndex
 from server.retrieval.toplists import TopLists
+from server.stages import StageTimes
 
 if TYPE_CHECKING:
     from server.retrieval.two_tower import TwoTowerRetriever
@@ -25,11 +45,21 @@ MAX_K = 200
 DEFAULT_K = 10
 #: Popular items entered as candidates; past them, a short list is backfilled in popularity order anyway.
 POPULAR_CANDIDATES = 50
+#: Diversity: at most this many items of one (leaf) category in an answer, unless the request says otherwise
+#: (`Query.max_per_category`). Chosen on validation splits (see BENCHMARKS.md): a cap this loose costs no
+#: accuracy there and still keeps one category from filling a whole page.
+DEFAULT_MAX_PER_CATEGORY = 5
+#: Reasons shown per item.
+MAX_REASONS = 3
 
 
 @dataclass(frozen=True, slots=True)
 class BlendWeights:
-    """How much each candidate source counts in the final score (each source scores in [0, 1])."""
+    """How much each candidate source counts in the blended score (each source scores in [0, 1]).
+
+    The blend ranks when the served bundle has no learned ranker (or none is served); with one, it only
+    orders each item's reasons.
+    """
 
     covisitation: float = 1.0
     brand: float = 1.0
@@ -40,6 +70,13 @@ class BlendWeights:
     #: validation with a fully trained bundle (`trainer evaluate --bundle … --two-tower-weights 0.5,1,2,4`):
     #: NDCG@10 0.0635 without it, 0.0686 / 0.0708 / 0.0718 / 0.0710 at 0.5 / 1 / 2 / 4.
     two_tower: float = 2.0
+    transitions: float = 0.0
+
+    def vector(self) -> Floats:
+        """The weights in `SOURCES` order."""
+        return np.array(
+            [self.covisitation, self.brand, self.content, self.trending, self.popular, self.two_tower, self.transitions]
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +90,10 @@ class Query:
     category_prefix: str = ""
     #: False when the customer has not consented to personalization: their features are not used.
     personalize: bool = True
+    #: At most this many items of one category; 0 means `DEFAULT_MAX_PER_CATEGORY`, -1 no cap.
+    max_per_category: int = 0
+    #: Render reasons (False saves their cost when the client did not ask for them).
+    explain: bool = True
 
 
 @dataclass(slots=True)
@@ -62,49 +103,120 @@ class Recommendation:
     reasons: list[str] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class Retrieved:
+    """One request after retrieval: the candidates and everything ranking and the rules read."""
+
+    query: Query
+    user: UserState | None
+    seeds: list[sources.Seed]
+    lists: TopLists
+    index: ItemIndex
+    pool: CandidateSet
+    rules: Rules
+
+
 class Recommender:
     """Turns a query and the features read for it into a ranked, filtered, explained list."""
 
-    def __init__(self, catalog: Catalog, weights: BlendWeights = BlendWeights()) -> None:
+    def __init__(self, catalog: Catalog, weights: BlendWeights = BlendWeights(), use_ranker: bool = True) -> None:
         self.catalog = catalog
         self.weights = weights
+        self._weights = weights.vector()
+        #: With False the blend ranks even when the bundle has a ranker (`trainer evaluate`'s blend rows).
+        self.use_ranker = use_ranker
         self.lists = TopLists()
 
     def recommend(
-        self, query: Query, features: RequestFeatures, learned: TwoTowerRetriever | None = None
+        self,
+        query: Query,
+        features: RequestFeatures,
+        learned: TwoTowerRetriever | None = None,
+        user_key: object = None,
+        times: StageTimes | None = None,
     ) -> list[Recommendation]:
-        """The top ``query.k``; ``learned`` adds that bundle's two-tower candidates (None: real-time only).
+        """The top ``query.k``; ``learned`` serves that bundle's two-tower candidates and ranker (None:
+        real-time sources and the blend only). ``times``, when given, gets the time of each stage.
 
         The caller takes ``learned`` once per request, so one answer never mixes two bundles.
         """
+        clock = time.perf_counter
+        t0 = clock() if times is not None else 0.0
+        stage = self.retrieve(query, features, learned, user_key)
+        t1 = clock() if times is not None else 0.0
+        ranker = learned.ranker if learned is not None and self.use_ranker else None
+        if ranker is not None:
+            matrix = self.features(stage)
+            t2 = clock() if times is not None else 0.0
+            scores: Floats = ranker.score(matrix).astype(np.float64)
+        else:
+            t2 = t1
+            scores = self._weights @ stage.pool.scores
+        t3 = clock() if times is not None else 0.0
+        result = self.choose(stage, scores)
+        if times is not None:
+            times.retrieval, times.features, times.ranking = t1 - t0, t2 - t1, t3 - t2
+            times.rules = clock() - t3
+        return result
+
+    def retrieve(
+        self,
+        query: Query,
+        features: RequestFeatures,
+        learned: TwoTowerRetriever | None = None,
+        user_key: object = None,
+    ) -> Retrieved:
+        """Every candidate source into one `CandidateSet` (finished)."""
+        lists = self._current_lists()
+        index = lists.index
+        assert index is not None  # `_current_lists` builds one
         user = features.user if query.personalize else None
-        lists = self.lists
-        catalog = self.catalog
-        seeds = sources.seeds_for(user, query.context_item_ids)
+        seeds = sources.seeds_for(user, query.context_item_ids, index)
         # The page's item and the items the user just interacted with are not news to them.
         exclude = set(query.exclude_item_ids)
         exclude.update(seed.item_id for seed in seeds)
-        rules = Rules.for_request(catalog, user, exclude, query.category_prefix, lists.clock_ms)
-
-        pool = Candidates()
-        w = self.weights
+        rules = Rules.for_request(self.catalog, user, exclude, query.category_prefix, lists.clock_ms)
         if not query.personalize:
             features = RequestFeatures(user=None, covis=features.covis)
-        sources.covisitation(seeds, features, lists, pool, w.covisitation)
-        sources.brand(seeds, catalog, features, lists, pool, w.brand)
-        sources.content(seeds, catalog, lists, pool, w.content)
-        sources.trending_in_categories(user, lists, pool, w.trending)
+        pool = CandidateSet()
+        sources.covisitation(seeds, features, lists, index, pool)
+        sources.brand(seeds, features, lists, index, pool)
+        sources.content(seeds, lists, index, pool)
+        sources.trending_in_categories(user, lists, index, pool)
         if learned is not None:
-            sources.two_tower(learned, user, query.context_item_ids, exclude, pool, w.two_tower)
+            sources.two_tower(learned, user, query.context_item_ids, exclude, index, pool, user_key)
         # A fixed number, whatever k: the answer for k is then the first k of the answer for any larger k.
-        sources.popular(lists, pool, w.popular, rules.category_prefix, limit=POPULAR_CANDIDATES)
+        sources.popular(lists, index, pool, rules.category_prefix, limit=POPULAR_CANDIDATES)
+        pool.finish()
+        return Retrieved(query, user, seeds, lists, index, pool, rules)
 
-        scores = pool.scores
-        allowed = [item for item in scores if rules.allows(item)]
-        chosen = heapq.nsmallest(query.k, allowed, key=lambda i: (-scores[i], i))
-        result = [Recommendation(item, scores[item], pool.top_reasons(item)) for item in chosen]
+    def features(self, stage: Retrieved) -> npt.NDArray[np.float32]:
+        """The ranker's feature matrix of the candidates (`server.ranking.features`)."""
+        return feature_matrix(stage.pool, stage.index, stage.lists, stage.user, stage.seeds, stage.lists.clock_ms)
+
+    def choose(self, stage: Retrieved, scores: Floats) -> list[Recommendation]:
+        """Rules, diversity, the top k (ties by item id), backfill and reasons."""
+        query, pool, index = stage.query, stage.pool, stage.index
+        allowed = np.flatnonzero(stage.rules.allowed(index, pool.positions))
+        positions = pool.positions[allowed]
+        order = allowed[np.lexsort((index.id_rank[positions], -scores[allowed]))]
+        cap = DEFAULT_MAX_PER_CATEGORY if query.max_per_category == 0 else query.max_per_category
+        leaf = index.leaf[pool.positions]
+        # A few spare rows: the live catalog may have changed since the index was built (checked below).
+        chosen = cap_per_group(order, leaf, query.k + 5, cap)
+        result: list[Recommendation] = []
+        ids = index.ids
+        allows = stage.rules.allows
+        for row in chosen.tolist():
+            item = ids[pool.positions[row]]
+            if not allows(item):
+                continue
+            reasons = self._reasons(stage, row) if query.explain else []
+            result.append(Recommendation(item, float(scores[row]), reasons))
+            if len(result) >= query.k:
+                break
         if len(result) < query.k:
-            self._backfill(result, query.k, rules, lists)
+            self._backfill(result, query.k, stage.rules, stage.lists)
         return result
 
     def similar_items(
@@ -115,6 +227,7 @@ class Recommender:
         exclude: Sequence[str] = (),
         category_prefix: str = "",
         learned: TwoTowerRetriever | None = None,
+        max_per_category: int = 0,
     ) -> list[Recommendation]:
         """Items like `item_id` for anyone: co-visitation, content and learned neighbours, then popular."""
         return self.recommend(
@@ -125,20 +238,64 @@ class Recommender:
                 exclude_item_ids=frozenset(exclude),
                 category_prefix=category_prefix,
                 personalize=False,
+                max_per_category=max_per_category,
             ),
             features,
             learned,
         )
 
+    def _current_lists(self) -> TopLists:
+        lists = self.lists
+        if lists.index is None:
+            # Before the first build: the catalog's items, no counters yet.
+            lists = self.lists = TopLists.build(ItemStats({}, {}, lists.clock_ms), self.catalog)
+        return lists
+
+    def _reasons(self, stage: Retrieved, row: int) -> list[str]:
+        """The sources that proposed the row, by weighted share, rendered with their seed or category."""
+        shares = np.maximum(self._weights, 0.01) * stage.pool.scores[:, row]
+        out: list[str] = []
+        for source in np.argsort(-shares, kind="stable")[: len(SOURCES)].tolist():
+            if shares[source] <= 0.0:
+                break
+            reason = _render(stage, source, int(stage.pool.args[source, row]), row)
+            if reason not in out:
+                out.append(reason)
+                if len(out) >= MAX_REASONS:
+                    break
+        return out
+
     def _backfill(self, result: list[Recommendation], k: int, rules: Rules, lists: TopLists) -> None:
         taken = {r.item_id for r in result}
-        # Backfilled items score below every blended one, so the order stays honest.
+        # Backfilled items score below every ranked one, so the order stays honest.
         floor = min((r.score for r in result), default=1.0)
         for item in rules.backfill_order(lists.popular, lists.popular_by_category):
             if item in taken or not rules.allows(item):
                 continue
             taken.add(item)
-            floor *= 0.99
+            floor -= 0.01 * abs(floor) + 1e-6
             result.append(Recommendation(item, floor, ["popular" if item in lists.popularity else "in_catalog"]))
             if len(result) >= k:
                 return
+
+
+def _render(stage: Retrieved, source: int, arg: int, row: int) -> str:
+    seeds, index = stage.seeds, stage.index
+    seed = seeds[arg].item_id if 0 <= arg < len(seeds) else ""
+    if source == COVISITATION:
+        return f"co_viewed_with:{seed}"
+    if source == BRAND:
+        return f"same_brand_as:{seed}"
+    if source == CONTENT:
+        p, s = stage.pool.positions[row], seeds[arg].position if 0 <= arg < len(seeds) else -1
+        same = s >= 0 and index.brand[s] >= 0 and index.brand[s] == index.brand[p]
+        return f"same_brand_as:{seed}" if same else f"similar_to:{seed}"
+    if source == TRENDING:
+        return f"trending_in:{index.category_names[arg]}" if arg >= 0 else "trending"
+    if source == POPULAR:
+        return f"popular_in:{index.category_names[arg]}" if arg >= 0 else "popular"
+    if source == LEARNED:
+        return "learned"
+    if source == TRANSITIONS:
+        return f"often_next_after:{seed}" if seed else "learned"
+    return SOURCES[source]

@@ -10,6 +10,9 @@ A bundle is one directory, ``<bundles_dir>/<version>/``, written once and never 
 - ``items.faiss``: the item tower's embeddings in a FAISS index (inner product), FAISS label ``j`` being line
   ``j`` of ``item_ids.txt`` (item index ``j + 1``).
 - ``item_ids.txt``: the external item ids, one per line (UTF-8).
+- ``ranker.onnx`` (optional): the learned re-ranker, input ``features`` float32 ``[rows, n]`` (the columns named by
+  ``meta.json``'s ``ranker.features``, from ``server.ranking.features.FEATURES``), output ``scores`` float32
+  ``[rows]``. A bundle without it is served with the blended score.
 - ``meta.json``: ``version``, ``created_at`` (UTC, ISO 8601), ``max_len``, ``dim``, ``index`` (the FAISS
   index kind and its measured recall), ``data`` (the data set's provenance), ``params``, ``metrics``
   (validation metrics), ``train_seconds``.
@@ -36,6 +39,11 @@ CURRENT = "CURRENT"
 HISTORY = "HISTORY"
 #: The files a complete bundle holds; a directory missing one is not a bundle (yet).
 FILES = (USER_TOWER, ITEM_INDEX, ITEM_IDS, META)
+#: Optional: the learned re-ranker (``server.ranking.ranker``) and its ONNX input and output names. Its feature
+#: names and validation figures are ``meta.json``'s ``ranker`` object.
+RANKER = "ranker.onnx"
+RANKER_INPUT = "features"
+RANKER_OUTPUT = "scores"
 #: ONNX input and output names of the user tower.
 INPUT_ITEMS = "items"
 INPUT_TYPES = "types"
@@ -68,6 +76,10 @@ class BundlePaths:
     @property
     def item_ids(self) -> Path:
         return self.root / ITEM_IDS
+
+    @property
+    def ranker(self) -> Path:
+        return self.root / RANKER
 
     @property
     def meta(self) -> Path:

@@ -62,7 +62,11 @@ PIPELINES: dict[str, BlendWeights] = {
         covisitation=1.0, brand=0.0, content=0.0, trending=0.0, popular=0.0, two_tower=0.0
     ),
     "aisle:no-two-tower": BlendWeights(two_tower=0.0),
+    # The served bundle's candidates ranked by the blend instead of its learned ranker.
+    "aisle:blend": BlendWeights(),
 }
+#: Pipeline rows that rank with the blend even when the bundle has a learned ranker.
+BLEND_ONLY = frozenset({"aisle:blend", "aisle:covisitation-only", "aisle:no-two-tower"})
 #: The bundle's learned retrieval alone (needs ``--bundle``).
 TWO_TOWER = "two_tower"
 DEFAULT_MODELS = ("aisle", "popularity", "covisitation", "itemknn")
@@ -97,7 +101,10 @@ def model_factories(
     for name in names:
         weights = pipeline_weights(name)
         if weights is not None:
-            out.append(partial(ServingPipeline, items, name=name, weights=weights, learned=learned))
+            use_ranker = name not in BLEND_ONLY and not name.startswith(_WEIGHT_ROW)
+            out.append(
+                partial(ServingPipeline, items, name=name, weights=weights, learned=learned, use_ranker=use_ranker)
+            )
         elif name == TWO_TOWER:
             if learned is None:
                 raise ValueError(f"the {TWO_TOWER} row needs a model bundle (--bundle)")

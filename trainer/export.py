@@ -238,8 +238,13 @@ def write_bundle(
     seed: int = 0,
     log: Callable[[str], None] = print,
     started: float | None = None,
+    second_stage: Callable[[bundles.BundlePaths], dict[str, Any]] | None = None,
 ) -> bundles.BundlePaths:
-    """Export ``model`` and write the bundle ``out/version`` (see the module docstring); return its paths."""
+    """Export ``model`` and write the bundle ``out/version`` (see the module docstring); return its paths.
+
+    ``second_stage`` runs on the complete first-stage bundle before it is renamed into place (the re-ranker,
+    `trainer.ranker_stage`): it may add files, and what it returns becomes ``meta.json``'s ``ranker``.
+    """
     version = bundles.check_version(version or default_version())
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -287,6 +292,12 @@ def write_bundle(
         if started is not None:
             meta["total_seconds"] = round(time.perf_counter() - started, 3)
         tmp.meta.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        if second_stage is not None:
+            meta["ranker"] = second_stage(tmp)
+            if started is not None:
+                meta["total_seconds"] = round(time.perf_counter() - started, 3)
+            meta["peak_rss_bytes"] = peak_rss_bytes()
+            tmp.meta.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         tmp.check()
         _fsync_dir_files(tmp.root)
         os.rename(tmp.root, final.root)

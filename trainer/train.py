@@ -2,7 +2,12 @@
 
     python -m trainer train --data DIR --format FMT [--protocol loo|time-split|none] --out BUNDLES \\
         [--version V] [--promote] [--epochs N] [--dim D] [--max-len L] [--negatives K] [--batch-size B] \\
-        [--lr LR] [--dropout P] [--patience N] [--seed S] [--threads T] [--no-progress]
+        [--lr LR] [--dropout P] [--patience N] [--seed S] [--threads T] [--no-ranker] [--ranker-epochs N] \\
+        [--no-progress]
+
+Two stages, one bundle: the two-tower model (user tower in ONNX, item index in FAISS), then the learned
+re-ranker over the serving path's own candidates for the protocol's validation cases (``trainer.ranker_stage``;
+``--no-ranker`` skips it).
 
 What is learned from, and what early stopping watches (``trainer.evaluation.protocols``):
 
@@ -38,6 +43,7 @@ from trainer.data.errors import DataFormatError
 from trainer.data.formats import FORMATS, load
 from trainer.evaluation.protocols import Case, StaticSplit, leave_one_out, sample_cases, time_split
 from trainer.models import MissingTrainDependency, require_torch
+from trainer.models.ranker import RankerError, RankerParams
 from trainer.models.sequences import (
     Vocabulary,
     Windows,
@@ -374,6 +380,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=50_000,
         help="HNSW index above this many items (default %(default)s)",
     )
+    parser.add_argument(
+        "--no-ranker", action="store_true", help="first stage only: no learned re-ranker in the bundle"
+    )
+    parser.add_argument(
+        "--ranker-epochs", type=int, default=RankerParams().epochs, help="re-ranker epochs at most (default %(default)s)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -452,6 +464,18 @@ def run(args: argparse.Namespace) -> int:
         "epochs_run": len(result.epochs),
         "epochs": result.epochs,
     }
+    second_stage = None
+    if not args.no_ranker:
+        from trainer.ranker_stage import train_ranker_stage
+
+        ranker_params = RankerParams(epochs=args.ranker_epochs, seed=args.seed)
+
+        def second_stage(tmp: bundles.BundlePaths) -> dict[str, Any]:
+            split = training_split(dataset, args.protocol)
+            return train_ranker_stage(
+                tmp, dataset, split, ranker_params, log=lambda line: print(line, flush=True), progress=not args.no_progress
+            )
+
     try:
         paths = write_bundle(
             model,
@@ -466,11 +490,12 @@ def run(args: argparse.Namespace) -> int:
             seed=params.seed,
             log=lambda line: print(line, flush=True),
             started=started,
+            second_stage=second_stage,
         )
         if args.promote:
             bundles.promote(args.out, paths.version)
             print(f"promoted {paths.version}")
-    except (ExportError, bundles.BundleError, OSError) as exc:
+    except (ExportError, RankerError, bundles.BundleError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(

@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
 from feature_worker.catalog import Catalog
 from feature_worker.decay import DAY_MS
 from feature_worker.state import UserState
+from server.retrieval.item_index import Ints, ItemIndex
 
 #: An item bought within this many days is not recommended again ("just bought").
 REPURCHASE_BLOCK_DAYS = 30
@@ -43,6 +47,16 @@ class Rules:
         if prefix and not (info.category == prefix or info.category.startswith(prefix + "/")):
             return False
         return True
+
+    def allowed(self, index: ItemIndex, positions: Ints) -> npt.NDArray[np.bool_]:
+        """`allows` for every position at once (positions of ``index``)."""
+        mask: npt.NDArray[np.bool_] = index.in_stock[positions].copy()
+        blocked = self.exclude | self.just_bought
+        if blocked:
+            mask &= ~np.isin(positions, index.positions(blocked, len(blocked)))
+        if self.category_prefix:
+            mask &= index.in_category(self.category_prefix)[positions]
+        return mask
 
     def backfill_order(self, popular: list[str], popular_by_category: dict[str, list[str]]) -> Iterable[str]:
         """Items to fill a short list with: popular ones first, then the rest of the catalog by id.

@@ -1,4 +1,5 @@
-"""Real-time candidate sources. Each adds scored, explained items to a `Candidates` pool.
+"""Candidate sources. Each adds the item positions it proposes, their scores and reason arguments to a
+`CandidateSet` as arrays (one source, one column).
 
 Scores of one source lie in [0, 1] (times the seed's weight where a seed is involved) so the blend weights
 (`BlendWeights`) mean the same thing for every user. The constants below were chosen on validation splits
@@ -12,11 +13,13 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from feature_worker.catalog import Catalog
+import numpy as np
+
 from feature_worker.fold import ADD_TO_CART, CLICK, PURCHASE, REMOVE_FROM_CART, VIEW
 from feature_worker.state import UserState
 from feature_worker.stores.base import RequestFeatures
-from server.retrieval.candidates import Candidates
+from server.retrieval.candidates import BRAND, CONTENT, COVISITATION, LEARNED, POPULAR, TRENDING, CandidateSet
+from server.retrieval.item_index import ItemIndex
 from server.retrieval.toplists import TopLists
 
 if TYPE_CHECKING:
@@ -62,11 +65,20 @@ class Seed:
     item_id: str
     weight: float
     is_context: bool
+    #: Position in the request's `ItemIndex` (-1: not in it).
+    position: int = -1
 
 
-def seeds_for(user: UserState | None, context_item_ids: Sequence[str]) -> list[Seed]:
-    """The items recommendations grow from: the context items, then the user's latest distinct items."""
-    seeds = [Seed(item, CONTEXT_SEED_WEIGHT, True) for item in context_item_ids]
+def seeds_for(
+    user: UserState | None, context_item_ids: Sequence[str], index: ItemIndex | None = None
+) -> list[Seed]:
+    """The items recommendations grow from: the context items, then the user's latest distinct items.
+
+    Reason arguments of the seeded sources are numbers in this list (0: the first context item, or the
+    user's newest item when there is no context).
+    """
+    where = index.position.get if index is not None else (lambda _item, _default: -1)
+    seeds = [Seed(item, CONTEXT_SEED_WEIGHT, True, where(item, -1)) for item in context_item_ids]
     if user is None:
         return seeds
     seen = set(context_item_ids)
@@ -75,7 +87,7 @@ def seeds_for(user: UserState | None, context_item_ids: Sequence[str]) -> list[S
         if item in seen:
             continue
         seen.add(item)
-        seeds.append(Seed(item, weight * SEED_TYPE_WEIGHT.get(etype, 0.5), False))
+        seeds.append(Seed(item, weight * SEED_TYPE_WEIGHT.get(etype, 0.5), False, where(item, -1)))
         weight *= SEED_RECENCY_DECAY
         if len(seeds) >= MAX_SEEDS + len(context_item_ids):
             break
@@ -83,74 +95,71 @@ def seeds_for(user: UserState | None, context_item_ids: Sequence[str]) -> list[S
 
 
 def covisitation(
-    seeds: Sequence[Seed], features: RequestFeatures, lists: TopLists, pool: Candidates, weight: float
+    seeds: Sequence[Seed], features: RequestFeatures, lists: TopLists, index: ItemIndex, pool: CandidateSet
 ) -> None:
     """Items other customers interacted with next to the seed items.
 
     A neighbour scores ``seed weight * count / total ** COVIS_SEED_EXPONENT / pop ** COVIS_POPULARITY_EXPONENT``
     per seed (``total``: the seed's co-visits over the neighbours read; ``pop``: the neighbour's popularity),
     summed over seeds, then divided by the best score of the request, not of each seed: a seed seen next to
-    one other item once does not count as much as one with a hundred co-visits.
+    one other item once does not count as much as one with a hundred co-visits. The newest seed's own shares
+    go to the ranker as the extra column ``covis_latest``.
     """
-    popularity = lists.popularity
-    floor = COVIS_POPULARITY_FLOOR
-    exponent = -COVIS_POPULARITY_EXPONENT
-    scored: list[tuple[str, float, str]] = []
-    best = 0.0
-    for seed in seeds[:COVIS_SEEDS]:
-        neighbours = features.covis.get(seed.item_id)
+    positions, counts, factors, args = [], [], [], []
+    covis = features.covis
+    for number, seed in enumerate(seeds[:COVIS_SEEDS]):
+        neighbours = covis.get(seed.item_id)
         if not neighbours:
             continue
-        total = sum(count for _, count in neighbours)
+        names, weights = zip(*neighbours)
+        count = np.array(weights, dtype=np.float64)
+        total = float(count.sum())
         if total <= 0.0:
             continue
-        seed_weight = seed.weight / total**COVIS_SEED_EXPONENT
-        for item, count in neighbours:
-            score = seed_weight * count * max(popularity.get(item, 0.0), floor) ** exponent
-            scored.append((item, score, seed.item_id))
-            best = max(best, score)
+        positions.append(index.positions(names, len(names)))
+        counts.append(count)
+        factors.append(np.full(len(names), seed.weight / total**COVIS_SEED_EXPONENT))
+        args.append(np.full(len(names), number, dtype=np.int64))
+    if not positions:
+        return
+    pos = np.concatenate(positions)
+    arg = np.concatenate(args)
+    popularity = np.where(pos >= 0, lists.popularity_at[np.maximum(pos, 0)], 0.0)
+    score = np.concatenate(factors) * np.concatenate(counts)
+    score *= np.maximum(popularity, COVIS_POPULARITY_FLOOR) ** -COVIS_POPULARITY_EXPONENT
+    best = float(score.max())
     if best <= 0.0:
         return
-    scale = weight / best
-    add = pool.add
-    for item, score, seed_item in scored:
-        add(item, score * scale, f"co_viewed_with:{seed_item}")
+    score /= best
+    pool.add(COVISITATION, pos, score, arg)
+    latest = arg == 0
+    pool.add_extra("covis_latest", pos[latest], score[latest])
 
 
-def content(seeds: Sequence[Seed], catalog: Catalog, lists: TopLists, pool: Candidates, weight: float) -> None:
+def content(seeds: Sequence[Seed], lists: TopLists, index: ItemIndex, pool: CandidateSet) -> None:
     """Popular items of the seed items' own category, same brand first."""
     used = 0
-    for seed in seeds:
-        info = catalog.get(seed.item_id)
-        if info is None or not info.categories:
+    for number, seed in enumerate(seeds):
+        p = seed.position
+        if p < 0 or index.leaf[p] < 0:
             continue
-        ranked = lists.popular_by_category.get(info.category) or []
-        added = 0
-        for rank, item in enumerate(ranked):
-            if item == seed.item_id:
-                continue
-            other = catalog.items.get(item)
-            if other is None:
-                continue
-            same_brand = bool(info.brand) and other.brand == info.brand
-            score = weight * seed.weight / (1.0 + rank / 10.0) * (1.0 if same_brand else 0.5)
-            reason = f"same_brand_as:{seed.item_id}" if same_brand else f"similar_to:{seed.item_id}"
-            pool.add(item, score, reason)
-            added += 1
-            if added >= CONTENT_PER_SEED:
-                break
+        ranked = lists.popular_by_category_pos.get(index.category_names[index.leaf[p]])
+        if ranked is not None and len(ranked):
+            ranked = ranked[: CONTENT_PER_SEED + 1]
+            rank = np.arange(len(ranked), dtype=np.float64)
+            keep = ranked != p
+            ranked, rank = ranked[keep][:CONTENT_PER_SEED], rank[keep][:CONTENT_PER_SEED]
+            brand = index.brand[p]
+            same_brand = (index.brand[ranked] == brand) & (brand >= 0)
+            score = seed.weight / (1.0 + rank / 10.0) * np.where(same_brand, 1.0, 0.5)
+            pool.add(CONTENT, ranked, score, np.full(len(ranked), number, dtype=np.int64))
         used += 1
         if used >= CONTENT_SEEDS:
             break
 
 
 def brand(
-    seeds: Sequence[Seed],
-    catalog: Catalog,
-    features: RequestFeatures,
-    lists: TopLists,
-    pool: Candidates,
-    weight: float,
+    seeds: Sequence[Seed], features: RequestFeatures, lists: TopLists, index: ItemIndex, pool: CandidateSet
 ) -> None:
     """The best sellers of the seed items' brands: customers who buy a brand come back for more of it.
 
@@ -159,55 +168,62 @@ def brand(
     next is known (a shop whose sessions stay in one category) and leads where it is not (a long tail of rare
     items).
     """
-    popularity = lists.popularity
+    popularity = lists.popularity_at
     used = 0
-    for seed in seeds:
-        info = catalog.items.get(seed.item_id)
-        if info is None or not info.brand:
+    for number, seed in enumerate(seeds):
+        p = seed.position
+        if p < 0 or index.brand[p] < 0:
             continue
-        ranked = lists.popular_by_brand.get(info.brand)
-        if ranked:
+        full = lists.popular_by_brand_pos.get(index.brand_names[index.brand[p]])
+        if full is not None and len(full):
+            ranked = full[:BRAND_PER_SEED]
+            ranked = ranked[ranked != p]
             covisits = sum(count for _, count in features.covis.get(seed.item_id, ()))
-            best = popularity.get(ranked[0], 0.0) or 1.0
-            reason = f"same_brand_as:{seed.item_id}"
-            scale = weight * seed.weight * BRAND_SHRINKAGE / (BRAND_SHRINKAGE + covisits)
-            for item in ranked[:BRAND_PER_SEED]:
-                if item != seed.item_id:
-                    share = (popularity.get(item, 0.0) / best) ** BRAND_POPULARITY_EXPONENT
-                    pool.add(item, scale * share, reason)
+            best = float(popularity[full[0]]) or 1.0
+            scale = seed.weight * BRAND_SHRINKAGE / (BRAND_SHRINKAGE + covisits)
+            score = scale * (popularity[ranked] / best) ** BRAND_POPULARITY_EXPONENT
+            pool.add(BRAND, ranked, score, np.full(len(ranked), number, dtype=np.int64))
         used += 1
         if used >= BRAND_SEEDS:
             break
 
 
-def trending_in_categories(user: UserState | None, lists: TopLists, pool: Candidates, weight: float) -> None:
-    """What is trending now in the categories the user cares most about (deepest levels first)."""
+def trending_in_categories(user: UserState | None, lists: TopLists, index: ItemIndex, pool: CandidateSet) -> None:
+    """What is trending now in the categories the user cares most about (deepest levels first).
+
+    The reason argument is the category's number in the index.
+    """
     if user is None or not user.category_affinity:
         return
     affinity = user.category_affinity
     # Prefer specific categories: rank by depth, then by affinity.
     top = sorted(affinity, key=lambda c: (-c.count("/"), -affinity[c], c))[:TRENDING_CATEGORIES]
     total = sum(affinity[c] for c in top) or 1.0
+    trending = lists.trending_at
     for category in top:
-        ranked = lists.trending_by_category.get(category)
-        if not ranked:
+        ranked = lists.trending_by_category_pos.get(category)
+        if ranked is None or not len(ranked):
             continue
-        best = lists.trending.get(ranked[0], 0.0) or 1.0
+        ranked = ranked[:TRENDING_PER_CATEGORY]
+        best = float(trending[ranked[0]]) or 1.0
         share = affinity[category] / total
-        reason = f"trending_in:{category}"
-        for item in ranked[:TRENDING_PER_CATEGORY]:
-            pool.add(item, weight * share * lists.trending.get(item, 0.0) / best, reason)
+        score = share * trending[ranked] / best
+        pool.add(TRENDING, ranked, score, np.full(len(ranked), index.category_id.get(category, -1), dtype=np.int64))
 
 
-def popular(lists: TopLists, pool: Candidates, weight: float, category_prefix: str, limit: int) -> None:
-    """The shop's (or the requested category's) most popular items."""
-    ranked = lists.popular_by_category.get(category_prefix, []) if category_prefix else lists.popular
-    if not ranked:
+def popular(lists: TopLists, index: ItemIndex, pool: CandidateSet, category_prefix: str, limit: int) -> None:
+    """The shop's (or the requested category's) most popular items; the reason argument is the category's
+    number (-1: the whole shop)."""
+    if category_prefix:
+        ranked = lists.popular_by_category_pos.get(category_prefix)
+        arg = index.category_id.get(category_prefix, -1)
+    else:
+        ranked, arg = lists.popular_pos, -1
+    if ranked is None or not len(ranked):
         return
-    best = lists.popularity.get(ranked[0], 0.0) or 1.0
-    reason = f"popular_in:{category_prefix}" if category_prefix else "popular"
-    for item in ranked[:limit]:
-        pool.add(item, weight * lists.popularity.get(item, 0.0) / best, reason)
+    ranked = ranked[:limit]
+    best = float(lists.popularity_at[ranked[0]]) or 1.0
+    pool.add(POPULAR, ranked, lists.popularity_at[ranked] / best, np.full(len(ranked), arg, dtype=np.int64))
 
 
 def two_tower(
@@ -215,8 +231,9 @@ def two_tower(
     user: UserState | None,
     context_item_ids: Sequence[str],
     exclude: Collection[str],
-    pool: Candidates,
-    weight: float,
+    index: ItemIndex,
+    pool: CandidateSet,
+    user_key: object = None,
     limit: int | None = None,
 ) -> None:
     """The learned "what next": the user tower over the user's latest interactions (and the page being
@@ -224,15 +241,26 @@ def two_tower(
     ``learned``.
 
     Scores are `TwoTowerRetriever.relative_scores`: each item's softmax probability relative to the best
-    one's, so the best learned item scores ``weight`` and the others fall off as the model's confidence
-    does. Nothing is added when no interaction is known to the bundle (a new user on no page).
+    one's, so the best learned item scores 1 and the others fall off as the model's confidence does; the
+    ranker also gets the log of it (``learned_logit``). Nothing is added when no interaction is known to the
+    bundle (a new user on no page). ``user_key`` names the user's state (see `TwoTowerRetriever.user_vector`)
+    so an unchanged user's vector is not recomputed.
     """
-    if weight <= 0.0:
-        return
     limit = TWO_TOWER_CANDIDATES if limit is None else limit
-    vector = retriever.encode(user.recent if user is not None else (), context_item_ids)
+    recent = user.recent if user is not None else ()
+    vector = retriever.user_vector(recent, context_item_ids, user_key)
     if vector is None:
         return
-    add = pool.add
-    for item, score in retriever.relative_scores(retriever.search(vector, limit, exclude)):
-        add(item, weight * score, "learned")
+    found = retriever.search(vector, limit, exclude)
+    if not found:
+        return
+    names, raw = zip(*found)
+    logits = (np.array(raw, dtype=np.float64) - raw[0]) / retriever.temperature
+    positions = index.positions(names, len(names))
+    pool.add(LEARNED, positions, np.exp(logits), np.full(len(names), -1, dtype=np.int64))
+    # Shifted so that "not proposed" (0) sits below every proposed item.
+    pool.add_extra("learned_logit", positions, np.maximum(logits + LOGIT_FLOOR, 1e-6))
+
+
+#: `learned_logit` is the log relative probability plus this (items more than e**-20 below the best are at 0).
+LOGIT_FLOOR = 20.0

@@ -1,4 +1,5 @@
-"""Learned retrieval from one model bundle: the user tower in ONNX Runtime, then the item index in FAISS.
+"""Learned retrieval from one model bundle: the user tower in ONNX Runtime, then the item index in FAISS; and the
+bundle's re-ranker (`server.ranking.ranker`), loaded and swapped with them.
 
 A `TwoTowerRetriever` is loaded once from a bundle directory (`trainer.bundles`) and never changes; the
 server swaps whole retrievers when another bundle is promoted (`server.retrieval.registry`). The tower reads
@@ -21,7 +22,8 @@ import numpy as np
 import onnxruntime as ort
 
 from feature_worker.fold import VIEW
-from trainer.bundles import INPUT_ITEMS, INPUT_TYPES, OUTPUT_USER, BundleError, BundlePaths
+from server.ranking.ranker import Ranker
+from trainer.bundles import INPUT_ITEMS, INPUT_TYPES, OUTPUT_USER, RANKER, BundleError, BundlePaths
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,8 @@ DEFAULT_EF_SEARCH = 128
 #: At most this many excluded items are searched past (beyond ``n``): the request's own exclusions
 #: (the page's item and recent items) fit; a client excluding a thousand ids gets fewer learned candidates.
 MAX_EXTRA = 64
+#: User vectors remembered per bundle (about 0.3 KiB each at dim 64).
+VECTOR_CACHE = 100_000
 
 
 class TwoTowerRetriever:
@@ -98,11 +102,21 @@ class TwoTowerRetriever:
             ef = meta.get("index", {}).get("ef_search") if isinstance(meta.get("index"), dict) else None
             hnsw.efSearch = int(ef) if isinstance(ef, int) and ef > 0 else DEFAULT_EF_SEARCH
 
+        #: The bundle's learned re-ranker, None when the bundle has none (the blend ranks).
+        self.ranker: Ranker | None = None
+        if paths.ranker.is_file():
+            ranker_meta = meta.get("ranker")
+            if not isinstance(ranker_meta, dict):
+                raise BundleError(f"{paths.meta}: the bundle has {RANKER} but no 'ranker' object in meta.json")
+            self.ranker = Ranker(paths.ranker, ranker_meta)
+
         # Request buffers, allocated once: `encode` overwrites them in place.
         self._items = np.zeros((1, self.max_len), dtype=np.int64)
         self._types = np.zeros((1, self.max_len), dtype=np.int64)
         self._feeds = {INPUT_ITEMS: self._items, INPUT_TYPES: self._types}
         self._outputs = [OUTPUT_USER]
+        #: user key -> the user's vector, for users whose state has not changed (see `user_vector`).
+        self._vectors: dict[object, np.ndarray | None] = {}
 
     @classmethod
     def load(cls, paths: BundlePaths) -> TwoTowerRetriever:
@@ -165,6 +179,27 @@ class TwoTowerRetriever:
         items[:pos] = 0
         types[:pos] = 0
         vector: np.ndarray = self.session.run(self._outputs, self._feeds)[0]
+        return vector
+
+    def user_vector(
+        self, recent: Sequence[tuple[int, int, str]], context_item_ids: Sequence[str], user_key: object = None
+    ) -> np.ndarray | None:
+        """`encode`, remembered by ``user_key`` when there are no context items.
+
+        ``user_key`` must change whenever ``recent`` does: the server passes (user id, events applied, last
+        seen), which the fold changes with every event it applies. With context items (the page being
+        viewed) the vector is computed for every call. At most `VECTOR_CACHE` users are remembered; the
+        oldest entry goes first.
+        """
+        if user_key is None or context_item_ids:
+            return self.encode(recent, context_item_ids)
+        cache = self._vectors
+        if user_key in cache:
+            return cache[user_key]
+        vector = self.encode(recent, context_item_ids)
+        if len(cache) >= VECTOR_CACHE:
+            del cache[next(iter(cache))]
+        cache[user_key] = vector
         return vector
 
     def search(self, vector: np.ndarray, n: int, exclude: Collection[str]) -> list[tuple[str, float]]:

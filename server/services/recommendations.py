@@ -21,7 +21,13 @@ class RecommendationService(recommendations_pb2_grpc.RecommendationServiceServic
         self, request: recommendations_pb2.RecommendRequest, context: grpc.aio.ServicerContext
     ) -> recommendations_pb2.RecommendResponse:
         answer = await self.engine.recommend(
-            request.user_id, request.k, request.context_item_id, request.exclude_item_ids, request.category_prefix
+            request.user_id,
+            request.k,
+            request.context_item_id,
+            request.exclude_item_ids,
+            request.category_prefix,
+            request.max_per_category,
+            request.explain,
         )
         return recommendations_pb2.RecommendResponse(
             items=_scored(answer.items, request.explain),
@@ -34,7 +40,7 @@ class RecommendationService(recommendations_pb2_grpc.RecommendationServiceServic
         self, request: recommendations_pb2.SimilarItemsRequest, context: grpc.aio.ServicerContext
     ) -> recommendations_pb2.SimilarItemsResponse:
         answer = await self.engine.similar(
-            request.item_id, request.k, request.exclude_item_ids, request.category_prefix
+            request.item_id, request.k, request.exclude_item_ids, request.category_prefix, request.max_per_category
         )
         return recommendations_pb2.SimilarItemsResponse(
             items=_scored(answer.items, request.explain), model_version=answer.model_version

@@ -21,7 +21,9 @@ from protos.aisle.v1 import events_pb2
 from server.engine import MODEL_VERSION
 from server.process import ServerProcess
 from server.retrieval import sources
-from server.retrieval.candidates import Candidates
+from feature_worker.catalog import Catalog
+from server.retrieval.candidates import LEARNED, CandidateSet
+from server.retrieval.item_index import ItemIndex
 from server.retrieval.two_tower import TwoTowerRetriever
 from tests.bundle_factory import corrupt, one_hot, write_bundle
 from tests.kafka_stack import AppliedClient, KafkaStack
@@ -105,17 +107,43 @@ def test_search_finds_the_learned_next_item_best_first(loaded: tuple[TwoTowerRet
     assert scores == sorted(scores, reverse=True)
 
 
-def test_the_source_adds_learned_candidates_weighted(loaded: tuple[TwoTowerRetriever, Shop]) -> None:
+def test_the_source_adds_learned_candidates_by_relative_probability(loaded: tuple[TwoTowerRetriever, Shop]) -> None:
     retriever, shop = loaded
-    pool = Candidates()
+    catalog = Catalog()
+    catalog.upsert_many(item(shop.id(f"{kind}{i}")) for kind in "pq" for i in range(PAIRS))
+    index = ItemIndex(catalog)
+    pool = CandidateSet()
     user = UserState(recent=[(1, CLICK, shop.id("p2"))])
-    sources.two_tower(retriever, user, (), {shop.id("p2")}, pool, weight=0.5)
-    best = max(pool.scores, key=pool.scores.__getitem__)
-    assert best == shop.id("q2") and pool.scores[best] == 0.5
-    assert pool.top_reasons(best) == ["learned"] and shop.id("p2") not in pool.scores
-    empty = Candidates()
-    sources.two_tower(retriever, None, (), set(), empty, weight=1.0)  # nothing known: nothing added
-    assert not empty.scores
+    sources.two_tower(retriever, user, (), {shop.id("p2")}, index, pool)
+    pool.finish()
+    scores = dict(zip(index.names(pool.positions), pool.scores[LEARNED].tolist()))
+    best = max(scores, key=scores.__getitem__)
+    assert best == shop.id("q2") and scores[best] == 1.0
+    assert shop.id("p2") not in scores
+    assert all(0.0 < s <= 1.0 for s in scores.values())
+    # The ranker's column: the log relative probability, shifted so the best is the highest.
+    logit = dict(zip(index.names(pool.positions), pool.extra_column("learned_logit").tolist()))
+    assert max(logit, key=logit.__getitem__) == best
+    empty = CandidateSet()
+    sources.two_tower(retriever, None, (), set(), index, empty)  # nothing known: nothing added
+    empty.finish()
+    assert len(empty) == 0
+
+
+def test_an_unchanged_user_vector_is_remembered_and_a_changed_one_recomputed(
+    loaded: tuple[TwoTowerRetriever, Shop],
+) -> None:
+    retriever, shop = loaded
+    first = [(1, CLICK, shop.id("p1"))]
+    vector = retriever.user_vector(first, (), user_key=("u", 1, 1))
+    assert vector is not None
+    # Same key: the remembered vector, even if asked with other interactions (the key promises none changed).
+    assert retriever.user_vector([(2, CLICK, shop.id("p3"))], (), user_key=("u", 1, 1)) is vector
+    changed = retriever.user_vector([*first, (2, CLICK, shop.id("p3"))], (), user_key=("u", 2, 2))
+    assert changed is not None and not np.array_equal(changed, vector)
+    # With a page being viewed, the vector is always computed afresh.
+    with_page = retriever.user_vector(first, (shop.id("p4"),), user_key=("u", 1, 1))
+    assert with_page is not None and not np.array_equal(with_page, vector)
 
 
 @pytest.mark.parametrize(

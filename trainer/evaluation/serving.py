@@ -5,8 +5,8 @@ embedded server and the Kafka worker write them), the popular and trending lists
 ``TopLists.build`` (as the server's background task does) and each case is answered by
 ``Recommender.recommend`` on the features
 ``read_request_now`` returns (as ``Engine.recommend`` does), with the case's history as ``exclude_item_ids``.
-Given a model bundle's retriever (``learned``), the two-tower source joins the blend as it does in a server
-serving that bundle.
+Given a model bundle's retriever (``learned``), the two-tower source joins the candidates and the bundle's
+learned ranker (if it has one, and ``use_ranker``) ranks them, as in a server serving that bundle.
 """
 
 from __future__ import annotations
@@ -40,13 +40,14 @@ class ServingPipeline(EvalModel):
         config: FoldConfig | None = None,
         weights: BlendWeights | None = None,
         learned: TwoTowerRetriever | None = None,
+        use_ranker: bool = True,
     ) -> None:
         self.name = name
         self.catalog = Catalog()
         self.catalog.upsert_many(items)
         self.config = config or FoldConfig()
         self.store = MemoryFeatureStore(self.config)
-        self.recommender = Recommender(self.catalog, weights or BlendWeights())
+        self.recommender = Recommender(self.catalog, weights or BlendWeights(), use_ranker=use_ranker)
         self.learned = learned
 
     def update(self, events: Sequence[events_pb2.Event]) -> None:
@@ -67,6 +68,6 @@ class ServingPipeline(EvalModel):
         out: list[list[str]] = []
         for case in cases:
             features = read(case.user_id, ())
-            query = Query(user_id=case.user_id, k=k, exclude_item_ids=frozenset(case.history))
+            query = Query(user_id=case.user_id, k=k, exclude_item_ids=frozenset(case.history), explain=False)
             out.append([r.item_id for r in recommend(query, features, learned)])
         return out

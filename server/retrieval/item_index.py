@@ -1,0 +1,121 @@
+"""The catalog as arrays: dense item positions and the attributes the serving path reads per candidate.
+
+Requests never touch item ids or `ItemInfo` objects between reading the features and writing the answer:
+every candidate is a position in an `ItemIndex`, and its brand, category, price and stock are array lookups.
+An index is built once per catalog version (`ItemIndex.of`, cached), off the request path by the top-list
+rebuild (`TopLists.build`), and requests read the one their top lists were built with, so positions,
+attributes and lists always agree. Items added since then are unknown to the request (as they are to the
+lists) until the next rebuild, a second at most.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterable
+from itertools import repeat
+from typing import ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from feature_worker.catalog import Catalog
+
+Ints = npt.NDArray[np.int64]
+Floats = npt.NDArray[np.float64]
+
+
+class ItemIndex:
+    """Positions ``0..n-1`` of one catalog version's items, with per-position attributes.
+
+    - ``ids[p]``: the item id; ``position[item_id]``: its position.
+    - ``brand[p]``: the brand's number in ``brand_names`` (-1: none).
+    - ``leaf[p]`` / ``top[p]``: the numbers in ``category_names`` of the item's full category path and of its
+      first level (-1: none). Every prefix of every path has a number (``category_id``).
+    - ``price[p]`` (0 when unknown) and ``in_stock[p]``.
+    """
+
+    _cache: ClassVar[weakref.WeakKeyDictionary[Catalog, ItemIndex]] = weakref.WeakKeyDictionary()
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.version = catalog.version
+        items = dict(catalog.items)  # a snapshot: the catalog may change while this runs
+        self.ids: list[str] = list(items)
+        n = len(self.ids)
+        self.position: dict[str, int] = {item: i for i, item in enumerate(self.ids)}
+        self.ids_array = np.array(self.ids, dtype=object)
+        # Rank of each item's id among all ids: the tie-break of every ranked list.
+        self.id_rank = np.empty(n, dtype=np.int64)
+        self.id_rank[np.array(sorted(range(n), key=self.ids.__getitem__), dtype=np.int64)] = np.arange(
+            n, dtype=np.int64
+        )
+        self.category_id: dict[str, int] = {}
+        self.brand_id: dict[str, int] = {}
+        self.brand = np.full(n, -1, dtype=np.int64)
+        self.leaf = np.full(n, -1, dtype=np.int64)
+        self.top = np.full(n, -1, dtype=np.int64)
+        self.price = np.zeros(n, dtype=np.float64)
+        self.in_stock = np.zeros(n, dtype=bool)
+        #: (category number, position) for every prefix of every item's path; (brand number, position).
+        category_pairs: list[tuple[int, int]] = []
+        brand_pairs: list[tuple[int, int]] = []
+        categories, brands = self.category_id, self.brand_id
+        for i, info in enumerate(items.values()):
+            for prefix in info.categories:
+                c = categories.setdefault(prefix, len(categories))
+                category_pairs.append((c, i))
+            if info.categories:
+                self.leaf[i] = categories[info.categories[-1]]
+                self.top[i] = categories[info.categories[0]]
+            if info.brand:
+                b = brands.setdefault(info.brand, len(brands))
+                self.brand[i] = b
+                brand_pairs.append((b, i))
+            self.price[i] = info.price if info.price > 0 else 0.0
+            self.in_stock[i] = info.in_stock
+        self.category_names: list[str] = list(categories)
+        self.brand_names: list[str] = list(brands)
+        self.category_members = _pairs(category_pairs)
+        self.brand_members = _pairs(brand_pairs)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def of(cls, catalog: Catalog) -> ItemIndex:
+        """The index of the catalog's current version (built once per version, in any thread)."""
+        with cls._lock:
+            index = cls._cache.get(catalog)
+        if index is None or index.version != catalog.version:
+            index = cls(catalog)
+            with cls._lock:
+                cls._cache[catalog] = index
+        return index
+
+    def positions(self, item_ids: Iterable[str], count: int = -1) -> Ints:
+        """Positions of ``item_ids`` (-1 for ids not in this index), in order."""
+        get = self.position.get
+        return np.fromiter(map(get, item_ids, repeat(-1)), dtype=np.int64, count=count)
+
+    def names(self, positions: Ints) -> list[str]:
+        ids: list[str] = self.ids_array[positions].tolist()
+        return ids
+
+    def in_category(self, prefix: str) -> npt.NDArray[np.bool_]:
+        """A mask over positions: items whose category path starts with the category ``prefix``."""
+        mask = np.zeros(len(self.ids), dtype=bool)
+        c = self.category_id.get(prefix)
+        if c is not None:
+            groups, members = self.category_members
+            mask[members[groups == c]] = True
+        return mask
+
+
+def _pairs(pairs: list[tuple[int, int]]) -> tuple[Ints, Ints]:
+    """(group numbers, positions) of memberships, sorted by group number."""
+    if not pairs:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    array = np.array(pairs, dtype=np.int64)
+    order = np.argsort(array[:, 0], kind="stable")
+    return array[order, 0], array[order, 1]

@@ -1,0 +1,76 @@
+"""The second stage of ``trainer train``: the re-ranker, trained on the serving path's own candidates.
+
+Runs inside the bundle being written (`trainer.export.write_bundle`'s ``second_stage``), before the bundle is
+renamed into place: it loads the just-exported towers exactly as the server does (`TwoTowerRetriever`), makes
+the candidate lists of the protocol's training split through the server's `Recommender`
+(``trainer.ranker_data``), splits them by user into training and validation lists, fits the ranker
+(``trainer.models.ranker``), exports it to ONNX (parity checked) and records features, importance and
+validation figures in ``meta.json``'s ``ranker``. A bundle whose ranker would rank the validation lists worse
+than the blend does still gets it (the numbers say so in meta.json and the log): the choice is the operator's,
+with `trainer evaluate` comparing both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from server.ranking.features import FEATURES
+from server.retrieval.two_tower import TwoTowerRetriever
+from trainer.bundles import BundlePaths
+from trainer.data.dataset import Dataset
+from trainer.evaluation.protocols import StaticSplit
+from trainer.models.ranker import RankerParams, export_ranker, fit_ranker, ranker_meta
+from trainer.ranker_data import RankerLists, build_lists
+
+Log = Callable[[str], None]
+#: Share of users whose lists validate the ranker (early stopping, the figures in meta.json).
+VALID_SHARE = 0.15
+
+
+def split_by_user(lists: RankerLists, share: float = VALID_SHARE) -> tuple[RankerLists, RankerLists]:
+    """(training, validation) lists, each user's list on one side by a hash of the user id (stable)."""
+    valid = np.array(
+        [int.from_bytes(hashlib.blake2b(u.encode(), digest_size=4).digest(), "little") / 2**32 < share
+         for u in lists.users],
+        dtype=bool,
+    )
+    train_lists = lists.subset(np.flatnonzero(~valid))
+    valid_lists = lists.subset(np.flatnonzero(valid))
+    # Misses count in validation: scale the asked cases to the validation share of the kept lists.
+    valid_lists.cases = max(len(valid_lists), round(lists.cases * len(valid_lists) / max(len(lists), 1)))
+    return train_lists, valid_lists
+
+
+def train_ranker_stage(
+    paths: BundlePaths,
+    dataset: Dataset,
+    split: StaticSplit,
+    params: RankerParams = RankerParams(),
+    log: Log = print,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train and write ``paths.ranker``; return the ``ranker`` object for meta.json."""
+    started = time.perf_counter()
+    retriever = TwoTowerRetriever.load(paths)
+    lists = build_lists(dataset.items, split.train, split.cases, retriever, progress=progress)
+    log(
+        f"ranker lists: {len(lists):,} of {lists.cases:,} cases have the target among the candidates "
+        f"(recall {lists.recall:.3f}), {len(lists.features):,} rows ({time.perf_counter() - started:.1f} s)"
+    )
+    train, valid = split_by_user(lists)
+    fitted = fit_ranker(train, valid, list(FEATURES), params, log)
+    parity = export_ranker(fitted, paths.ranker, valid.features[:4096])
+    meta = ranker_meta(fitted, parity)
+    meta["seconds"] = round(time.perf_counter() - started, 3)
+    meta["list_recall"] = lists.recall
+    top = ", ".join(f"{k} {v:.4f}" for k, v in list(meta["importance"].items())[:5])
+    log(
+        f"ranker: valid NDCG@10 {meta['valid']['NDCG@10']:.4f} (blend {meta['blend_valid']['NDCG@10']:.4f}); "
+        f"ONNX parity {parity:.1e}; most important: {top}"
+    )
+    return meta
