@@ -77,6 +77,7 @@ def recommend_request(
     exclude_item_ids: Sequence[str] = (),
     category_prefix: str = "",
     explain: bool = True,
+    max_per_category: int = 0,
 ) -> recommendations_pb2.RecommendRequest:
     return recommendations_pb2.RecommendRequest(
         user_id=user_id,
@@ -85,6 +86,7 @@ def recommend_request(
         exclude_item_ids=exclude_item_ids,
         category_prefix=category_prefix,
         explain=explain,
+        max_per_category=max_per_category,
     )
 
 
@@ -142,7 +144,7 @@ class AisleClient(_Stubs):
         return self.users.GetProfile(users_pb2.GetProfileRequest(user_id=user_id), **self._read)  # type: ignore[no-any-return]
 
     def recommend(self, user_id: str, k: int = 10, **kwargs: Any) -> recommendations_pb2.RecommendResponse:
-        """Keyword arguments: context_item_id, exclude_item_ids, category_prefix, explain."""
+        """Keyword arguments: context_item_id, exclude_item_ids, category_prefix, explain, max_per_category."""
         return self.recs.Recommend(recommend_request(user_id, k, **kwargs), **self._read)  # type: ignore[no-any-return]
 
     def similar_items(self, item_id: str, k: int = 10, explain: bool = True) -> recommendations_pb2.SimilarItemsResponse:

@@ -125,6 +125,34 @@ def write_bundle(
     return paths
 
 
+def linear_ranker(weights: Mapping[str, float]) -> onnx.ModelProto:
+    """An ONNX ranker honouring the bundle contract: ``scores = features @ w`` over the named features only."""
+    w = np.array([list(weights.values())], dtype=np.float32).T  # [n, 1]
+    nodes = [
+        helper.make_node("MatMul", [bundles.RANKER_INPUT, "w"], ["column"]),
+        helper.make_node("Squeeze", ["column", "axis1"], [bundles.RANKER_OUTPUT]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "linear_ranker",
+        [helper.make_tensor_value_info(bundles.RANKER_INPUT, TensorProto.FLOAT, ["rows", len(weights)])],
+        [helper.make_tensor_value_info(bundles.RANKER_OUTPUT, TensorProto.FLOAT, ["rows"])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def add_ranker(paths: BundlePaths, weights: Mapping[str, float]) -> None:
+    """Give the bundle at ``paths`` a `linear_ranker` over ``weights`` (feature name -> weight)."""
+    onnx.save(linear_ranker(weights), str(paths.ranker))
+    meta = json.loads(paths.meta.read_text(encoding="utf-8"))
+    meta["ranker"] = {"kind": "tests.linear", "features": list(weights), "weights": dict(weights)}
+    paths.meta.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
 def one_hot(dim: int, axis: int, scale: float = 1.0) -> np.ndarray:
     """A vector of ``dim`` zeros with ``scale`` at ``axis``."""
     out = np.zeros(dim, dtype=np.float32)

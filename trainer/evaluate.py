@@ -125,6 +125,7 @@ def evaluate(
     users: int | None = None,
     progress: bool = True,
     learned: TwoTowerRetriever | None = None,
+    strict: bool = False,
 ) -> list[tuple[str, list[ModelResult]]]:
     """Run ``models`` through ``protocol``: (model, one result per seed), in the order of ``models``.
 
@@ -135,11 +136,13 @@ def evaluate(
     factories = model_factories(models, dataset, learned)
     runs = seeds if users is not None else 1
     per_seed: list[list[ModelResult]] = []
-    static = static_split(dataset, protocol, split) if protocol != "replay" else None
+    if strict and protocol != "loo":
+        raise ValueError(f"--strict applies to the loo protocol only, not {protocol!r}")
+    static = static_split(dataset, protocol, split, strict) if protocol != "replay" else None
     for seed in range(runs):
         if static is not None:
             cases = sample_cases(static.cases, users, seed)
-            split_seed = type(static)(static.train, cases)
+            split_seed = type(static)(static.train, cases, static.private)
             per_seed.append(run_static(split_seed, factories, len(dataset.items), progress))
         else:
             per_seed.append(
@@ -235,6 +238,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="with --bundle: also rows aisle:two_tower=W for these comma-separated weights (tune on valid)",
     )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="loo under the papers' conditions: learn only from the training part; each user's validation "
+        "interaction enters only their own history (evaluate a bundle trained with `train --strict`)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -261,6 +270,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{dataset.summary()} (loaded in {time.perf_counter() - started:.1f} s)")
     for note in dataset.notes:
         print(f"  note: {note}")
+    if args.strict and args.protocol != "loo":
+        print("error: --strict applies to the loo protocol only", file=sys.stderr)
+        return 2
     if args.protocol != "loo" and dataset.events:
         valid, test = cutoffs(dataset)
         print(f"  cut-offs: validation {_utc(valid)}, test {_utc(test)}")
@@ -280,6 +292,10 @@ def run(args: argparse.Namespace) -> int:
             f"  bundle {learned.version}: {len(learned.item_ids):,} items, dim {learned.dim}, "
             f"sequence {learned.max_len}, trained on {trained_on}"
         )
+        strict_bundle = isinstance(data, dict) and bool(data.get("strict"))
+        if args.strict and not strict_bundle:
+            warnings.append("--strict, but the bundle was not trained with `train --strict`: it learned from "
+                            "validation interactions, which the papers' conditions forbid")
         for warning in warnings:
             print(f"  warning: {warning}")
         bundle_info = {
@@ -305,10 +321,11 @@ def run(args: argparse.Namespace) -> int:
         args.users,
         progress=not args.no_progress,
         learned=learned,
+        strict=args.strict,
     )
     runs = len(rows[0][1]) if rows else 0
     print(
-        f"\nprotocol {args.protocol}, split {args.split}, {runs} run(s)"
+        f"\nprotocol {args.protocol}{' (strict)' if args.strict else ''}, split {args.split}, {runs} run(s)"
         + (
             ""
             if args.users or args.seeds == 1
@@ -322,6 +339,7 @@ def run(args: argparse.Namespace) -> int:
             "dataset": dataset.name,
             "protocol": args.protocol,
             "split": args.split,
+            "strict": bool(args.strict),
             "results": [mean_row(name, results) for name, results in rows],
         }
         if bundle_info is not None:

@@ -57,7 +57,7 @@ def train_ranker_stage(
     """Train and write ``paths.ranker``; return the ``ranker`` object for meta.json."""
     started = time.perf_counter()
     retriever = TwoTowerRetriever.load(paths)
-    lists = build_lists(dataset.items, split.train, split.cases, retriever, progress=progress)
+    lists = build_lists(list(dataset.items.values()), split.train, split.cases, retriever, progress=progress)
     log(
         f"ranker lists: {len(lists):,} of {lists.cases:,} cases have the target among the candidates "
         f"(recall {lists.recall:.3f}), {len(lists.features):,} rows ({time.perf_counter() - started:.1f} s)"

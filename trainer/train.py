@@ -41,7 +41,7 @@ import numpy as np
 from trainer.data.dataset import Dataset
 from trainer.data.errors import DataFormatError
 from trainer.data.formats import FORMATS, load
-from trainer.evaluation.protocols import Case, StaticSplit, leave_one_out, sample_cases, time_split
+from trainer.evaluation.protocols import Case, StaticSplit, leave_one_out, sample_cases, time_split, training_part
 from trainer.models import MissingTrainDependency, require_torch
 from trainer.models.ranker import RankerError, RankerParams
 from trainer.models.sequences import (
@@ -381,6 +381,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="HNSW index above this many items (default %(default)s)",
     )
     parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="learn only from the training part (each user's validation and test interactions removed), "
+        "for `trainer evaluate --strict` (loo protocol)",
+    )
+    parser.add_argument(
         "--no-ranker", action="store_true", help="first stage only: no learned re-ranker in the bundle"
     )
     parser.add_argument(
@@ -426,6 +432,11 @@ def run(args: argparse.Namespace) -> int:
     except (DataFormatError, bundles.BundleError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.strict:
+        if args.protocol != "loo":
+            print("error: --strict applies to the loo protocol only", file=sys.stderr)
+            return 2
+        dataset = training_part(dataset)
     print(f"{dataset.summary()} (loaded in {time.perf_counter() - started:.1f} s)", flush=True)
     for note in dataset.notes:
         print(f"  note: {note}")
@@ -450,6 +461,7 @@ def run(args: argparse.Namespace) -> int:
         "format": args.format,
         "path": str(args.data),
         "protocol": args.protocol,
+        "strict": bool(args.strict),
         "notes": list(dataset.notes),
     }
     all_params: dict[str, Any] = {

@@ -107,7 +107,7 @@ def feature_matrix(
     out[:, col["learned_logit"]] = pool.extra_column("learned_logit")
     for name, source in (("covis_seed", COVISITATION), ("content_seed", CONTENT), ("brand_seed", BRAND)):
         arg = pool.args[source]
-        out[:, col[name]] = np.where(arg >= 0, 1.0 / (1.0 + arg), 0.0)
+        out[:, col[name]] = np.where(arg >= 0, 1.0 / (1.0 + np.maximum(arg, 0)), 0.0)
     out[:, col["sources"]] = (pool.scores > 0.0).sum(axis=0)
     out[:, col["log_popularity"]] = np.log1p(lists.popularity_at[pos]) if len(lists.popularity_at) else 0.0
     out[:, col["log_trending"]] = np.log1p(lists.trending_at[pos]) if len(lists.trending_at) else 0.0

@@ -96,3 +96,35 @@ def test_sampling_users_is_seeded() -> None:
     a, b, c = (sample_cases(cases, 10, seed) for seed in (1, 1, 2))
     assert len({x.user_id for x in a}) == 10 and a == b and a != c
     assert sample_cases(cases, None, 0) is cases
+
+
+def test_strict_loo_learns_the_training_part_and_keeps_validation_private() -> None:
+    from trainer.evaluation.protocols import strict_leave_one_out, training_part
+
+    # u1: a b c d (valid c, test d); u2: x c y z (valid y, test z): u2's "c" is training, u1's "c" validation.
+    data = _dataset(
+        [("u1", "a", 1), ("u2", "x", 2), ("u1", "b", 3), ("u2", "c", 4), ("u1", "c", 5), ("u2", "y", 6),
+         ("u1", "d", 7), ("u2", "z", 8)]
+    )  # fmt: skip
+    strict = strict_leave_one_out(data, "test")
+    assert [e.event_id for e in strict.train] == ["e0", "e1", "e2", "e3"]
+    assert [e.event_id for e in strict.private] == ["e4", "e5"]  # each user's validation interaction
+    assert [(c.user_id, c.target) for c in strict.cases] == [("u1", "d"), ("u2", "z")]
+    assert strict_leave_one_out(data, "valid").private == []
+    assert [e.event_id for e in training_part(data).events] == ["e0", "e1", "e2", "e3"]
+
+
+def test_private_events_change_only_their_users_history() -> None:
+    from trainer.evaluation.serving import ServingPipeline
+
+    data = _dataset([("u1", "a", 1), ("u2", "a", 2), ("u2", "b", 3), ("u1", "c", 4)])
+    pipeline = ServingPipeline(list(data.items.values()))
+    pipeline.update(data.events[:3])
+    before = pipeline.store.item_stats_now()
+    covis_before = {k: dict(v) for k, v in pipeline.store.covis.items()}
+    pipeline.update_private(data.events[3:])
+    after = pipeline.store.item_stats_now()
+    assert after.popularity == before.popularity and after.trending == before.trending
+    assert {k: dict(v) for k, v in pipeline.store.covis.items()} == covis_before
+    user = pipeline.store.read_request_now("u1", ()).user
+    assert user is not None and [item for _, _, item in user.recent] == ["a", "c"]

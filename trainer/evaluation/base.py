@@ -25,6 +25,11 @@ class EvalModel(ABC):
     def update(self, events: Sequence[events_pb2.Event]) -> None:
         """Learn from ``events`` (in time order)."""
 
+    def update_private(self, events: Sequence[events_pb2.Event]) -> None:
+        """Let ``events`` into their own users' histories only (``--strict``): no item statistic, count or
+        weight may learn from them. Models that read a case's history from the case itself (every baseline)
+        have nothing to do."""
+
     @abstractmethod
     def refresh(self) -> None:
         """Rebuild what is derived from all events learned so far."""

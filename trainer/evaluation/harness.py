@@ -54,6 +54,7 @@ def run_static(
         model = make()
         start = time.perf_counter()
         model.update(split.train)
+        model.update_private(split.private)
         model.refresh()
         learned = time.perf_counter()
         acc = Accumulator()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from feature_worker.fold import acted_items
 from protos.aisle.v1 import events_pb2
@@ -49,10 +49,15 @@ class Case:
 
 @dataclass(slots=True)
 class StaticSplit:
-    """Learn from ``train`` (in time order), then answer every case."""
+    """Learn from ``train`` (in time order), then answer every case.
+
+    ``private`` events (``--strict``) enter only their own users' histories: never an item statistic, a count
+    or a model's weights.
+    """
 
     train: list[events_pb2.Event]
     cases: list[Case]
+    private: list[events_pb2.Event] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -105,6 +110,29 @@ def leave_one_out(dataset: Dataset, split: str = "test") -> StaticSplit:
         cases.append(Case(user, item, history))
     train = [e for i, e in enumerate(events) if i < drop_from.get(e.user_id, len(events))]
     return StaticSplit(train, cases)
+
+
+def strict_leave_one_out(dataset: Dataset, split: str = "test") -> StaticSplit:
+    """``loo`` under the published papers' exact conditions (``trainer evaluate --strict``).
+
+    Everything is learned from the *training part* (each user's events before their validation target); for
+    the test split, each user's validation interaction (the target and the repeats up to the test target)
+    enters only that user's own history (``private``), never the item statistics. The validation split is the
+    same as plain ``loo``: its learned events are the training part already.
+    """
+    training = leave_one_out(dataset, "valid")
+    if split == "valid":
+        return training
+    test = leave_one_out(dataset, "test")
+    learned = {id(event) for event in training.train}
+    private = [event for event in test.train if id(event) not in learned]
+    return StaticSplit(training.train, test.cases, private)
+
+
+def training_part(dataset: Dataset) -> Dataset:
+    """``dataset`` without each user's validation and test interactions (and what follows them): what a model
+    may learn from under ``--strict`` (`strict_leave_one_out`)."""
+    return replace(dataset, events=leave_one_out(dataset, "valid").train, notes=[*dataset.notes, "training part only (--strict)"])
 
 
 def cutoffs(dataset: Dataset) -> tuple[int, int]:
@@ -186,9 +214,11 @@ def sample_cases(cases: list[Case], users: int | None, seed: int) -> list[Case]:
     return cases if chosen is None else [case for case in cases if case.user_id in chosen]
 
 
-def static_split(dataset: Dataset, protocol: str, split: str) -> StaticSplit:
+def static_split(dataset: Dataset, protocol: str, split: str, strict: bool = False) -> StaticSplit:
+    if strict and protocol != "loo":
+        raise ValueError(f"--strict applies to the loo protocol only, not {protocol!r}")
     if protocol == "loo":
-        return leave_one_out(dataset, split)
+        return strict_leave_one_out(dataset, split) if strict else leave_one_out(dataset, split)
     if protocol == "time-split":
         return time_split(dataset, split)
     raise ValueError(f"{protocol!r} is not a static protocol")

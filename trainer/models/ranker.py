@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -142,7 +143,7 @@ def fit_ranker(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(lists)
+            total += float(loss.detach()) * len(lists)
         module.eval()
         with torch.no_grad():
             scores = module(valid_x).numpy()
@@ -199,16 +200,20 @@ def export_ranker(fitted: FittedRanker, path: Path, check: npt.NDArray[np.float3
     module = fitted.module
     module.eval()
     sample = torch.from_numpy(check[: min(len(check), 64)].astype(np.float32))
-    torch.onnx.export(
-        module,
-        (sample,),
-        str(path),
-        input_names=[RANKER_INPUT],
-        output_names=[RANKER_OUTPUT],
-        dynamic_axes={RANKER_INPUT: {0: "rows"}, RANKER_OUTPUT: {0: "rows"}},
-        opset_version=17,
-        dynamo=False,
-    )
+    with torch.no_grad(), warnings.catch_warnings():
+        # The legacy exporter warns that it is deprecated; it needs no extra package (as for the user tower,
+        # `trainer.export.export_user_tower`), and the parity check below is what says the graph is right.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            module,
+            (sample,),
+            str(path),
+            input_names=[RANKER_INPUT],
+            output_names=[RANKER_OUTPUT],
+            dynamic_axes={RANKER_INPUT: {0: "rows"}, RANKER_OUTPUT: {0: "rows"}},
+            opset_version=17,
+            dynamo=False,
+        )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     onnx_scores = session.run([RANKER_OUTPUT], {RANKER_INPUT: check.astype(np.float32)})[0]
     gap = float(np.abs(onnx_scores - fitted.scores(check.astype(np.float32))).max()) if len(check) else 0.0

@@ -1,0 +1,208 @@
+"""Re-ranking on the serving path: a bundle's ranker orders the answer, the rules and diversity come after it,
+and the server's feature matrix is the trainer's.
+
+Rankers here are linear ONNX graphs over named features (`tests.bundle_factory.linear_ranker`), so each test
+knows what order to expect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from clients.client import AisleClient, ClientOptions
+from feature_worker.catalog import Catalog
+from protos.aisle.v1 import catalog_pb2, events_pb2, recommendations_pb2
+from server.process import ServerProcess
+from server.ranking.diversity import cap_per_group
+from server.ranking.features import FEATURES, feature_matrix
+from server.ranking.ranker import Ranker
+from server.recommender import Query
+from server.retrieval.two_tower import TwoTowerRetriever
+from tests.bundle_factory import add_ranker, one_hot, write_bundle
+from tests.shop import BASE_TS, Shop, event, item, unique, view
+from trainer import bundles
+from trainer.bundles import BundleError
+from trainer.evaluation.serving import ServingPipeline
+
+MIN = 60_000
+N = 6  # items a0..a5 of one category and brand; a0 the most viewed by other customers, a5 the least
+
+
+def catalog_items(shop: Shop) -> list[catalog_pb2.Item]:
+    items = [item(shop.id(f"a{i}"), category=shop.category("shelf"), brand=f"{shop.prefix}-b") for i in range(N)]
+    # Each in a category of its own, for the diversity test.
+    items += [item(shop.id(f"d{i}"), category=shop.category(f"d{i % 2}"), brand=f"{shop.prefix}-b") for i in range(4)]
+    items.append(item(shop.id("gone"), category=shop.category("shelf"), brand=f"{shop.prefix}-b", in_stock=False))
+    return items
+
+
+def popularity_events(shop: Shop) -> list[events_pb2.Event]:
+    """a_i viewed by N - i other customers, and the sold-out item by everyone."""
+    events = []
+    for i in range(N):
+        for j in range(N - i):
+            events.append(view(f"{shop.prefix}-fan{j}", shop.id(f"a{i}"), BASE_TS + i * MIN))
+    for j in range(N):
+        events.append(view(f"{shop.prefix}-fan{j}", shop.id("gone"), BASE_TS + 10 * MIN))
+    return events
+
+
+def shop_bundle(bundles_dir: Path, shop: Shop, version: str, ranker: dict[str, float] | None) -> None:
+    """Towers where every item's embedding is its own one-hot (no learned preference), plus ``ranker``."""
+    ids = [i.item_id for i in catalog_items(shop)]
+    vectors = np.stack([one_hot(len(ids), j, 0.01) for j in range(len(ids))])
+    paths = write_bundle(bundles_dir, version, ids, vectors, params={"temperature": 1.0})
+    if ranker is not None:
+        add_ranker(paths, ranker)
+
+
+@pytest.fixture
+def ranked_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, Path]]:
+    bundles_dir = tmp_path / "bundles"
+    bundles_dir.mkdir()
+    process = ServerProcess(
+        tmp_path / "server", args=["--bundles", str(bundles_dir), "--bundle-poll-s", "0.05"]
+    ).start()
+    yield process, bundles_dir
+    process.stop()
+
+
+def serve(client: AisleClient, bundles_dir: Path, version: str, user: str) -> None:
+    bundles.promote(bundles_dir, version)
+    for _ in range(600):
+        if client.recommend(user, 1).model_version == version:
+            return
+        import time
+
+        time.sleep(0.05)
+    raise AssertionError(f"never served {version}")
+
+
+def test_the_bundles_ranker_orders_the_answer_and_rules_and_diversity_come_after(
+    ranked_server: tuple[ServerProcess, Path],
+) -> None:
+    process, bundles_dir = ranked_server
+    shop = Shop()
+    user = unique("u")
+    # The blend puts the popular a0 first; this ranker prefers the least popular (and the sold-out item most).
+    shop_bundle(bundles_dir, shop, "blend", ranker=None)
+    shop_bundle(bundles_dir, shop, "unpopular", ranker={"log_popularity": -1.0, "sources": 0.001})
+    with AisleClient(ClientOptions(target=process.target)) as client:
+        client.upsert_items(catalog_items(shop))
+        client.track(popularity_events(shop))
+        client.track([view(user, shop.id("d0"), BASE_TS + 20 * MIN)])
+        prefix = shop.category("shelf")
+        serve(client, bundles_dir, "blend", user)
+        blended = [i.item_id for i in client.recommend(user, 3, category_prefix=prefix).items]
+        assert blended[0] == shop.id("a0")
+
+        serve(client, bundles_dir, "unpopular", user)
+        answer = client.recommend(user, N, category_prefix=prefix, explain=True)
+        ids = [i.item_id for i in answer.items]
+        assert answer.model_version == "unpopular"
+        assert ids == [shop.id(f"a{i}") for i in reversed(range(N))]  # least popular first
+        assert shop.id("gone") not in ids  # the rules come after the ranker: never out of stock
+        scores = [i.score for i in answer.items]
+        assert scores == sorted(scores, reverse=True)
+        assert all(i.reasons for i in answer.items)  # every ranked item still says why it is there
+
+        # Diversity: one item per category at most; without a cap (-1) the category may fill the answer.
+        one_each = client.recommend(user, 3, max_per_category=1).items
+        categories = [client.get_item(i.item_id).category for i in one_each]
+        assert len(categories) == len(set(categories))
+        uncapped = client.recommend(user, N, category_prefix=prefix, max_per_category=-1).items
+        assert len(uncapped) == N
+
+
+def test_bad_max_per_category_is_invalid_argument(ranked_server: tuple[ServerProcess, Path]) -> None:
+    process, _ = ranked_server
+    channel = grpc.insecure_channel(process.target)
+    from protos.aisle.v1 import recommendations_pb2_grpc
+
+    stub = recommendations_pb2_grpc.RecommendationServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.Recommend(recommendations_pb2.RecommendRequest(user_id="u", max_per_category=-2), timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "max_per_category" in (raised.value.details() or "")
+    channel.close()
+
+
+def test_the_server_ranks_the_matrix_the_trainer_builds(ranked_server: tuple[ServerProcess, Path]) -> None:
+    """Same events, same bundle: the scores the server answers are the ranker's scores of the matrix that
+    `trainer`'s serving pipeline (`Recommender.retrieve` + `features`) builds in this process."""
+    process, bundles_dir = ranked_server
+    shop = Shop()
+    user = unique("u")
+    rng = np.random.default_rng(0)
+    weights = {name: float(w) for name, w in zip(FEATURES, rng.normal(size=len(FEATURES)))}
+    shop_bundle(bundles_dir, shop, "all-features", ranker=weights)
+    events = [
+        *popularity_events(shop),
+        view(user, shop.id("a2"), BASE_TS + 30 * MIN),
+        event(user, events_pb2.ADD_TO_CART, shop.id("d1"), BASE_TS + 31 * MIN),
+        view(user, shop.id("a4"), BASE_TS + 32 * MIN),
+    ]
+    items = catalog_items(shop)
+    with AisleClient(ClientOptions(target=process.target)) as client:
+        client.upsert_items(items)
+        client.track(events)
+        serve(client, bundles_dir, "all-features", user)
+        answer = client.recommend(user, 8, category_prefix=shop.category(""), max_per_category=-1)
+    served = {i.item_id: i.score for i in answer.items}
+
+    retriever = TwoTowerRetriever.load(bundles.bundle(bundles_dir, "all-features"))
+    assert retriever.ranker is not None
+    pipeline = ServingPipeline(items, learned=retriever)
+    pipeline.update(events)
+    pipeline.refresh()
+    query = Query(user_id=user, k=8, category_prefix=shop.category(""), max_per_category=-1)
+    stage = pipeline.recommender.retrieve(query, pipeline.store.read_request_now(user, ()), retriever)
+    matrix = pipeline.recommender.features(stage)
+    local = dict(zip(stage.index.names(stage.pool.positions), retriever.ranker.score(matrix).tolist()))
+    assert served and set(served) <= set(local)
+    for item_id, score in served.items():
+        assert score == pytest.approx(local[item_id], rel=1e-5, abs=1e-5)
+
+
+def test_a_ranker_needing_an_unknown_feature_is_refused(tmp_path: Path) -> None:
+    shop = Shop()
+    shop_bundle(tmp_path, shop, "v1", ranker={"log_popularity": 1.0})
+    meta_path = bundles.bundle(tmp_path, "v1").meta
+    meta_path.write_text(meta_path.read_text().replace('"log_popularity"', '"no_such_feature"', 1))
+    with pytest.raises(BundleError, match="no_such_feature"):
+        TwoTowerRetriever.load(bundles.bundle(tmp_path, "v1"))
+
+
+def test_the_ranker_reads_its_features_by_name(tmp_path: Path) -> None:
+    shop = Shop()
+    shop_bundle(tmp_path, shop, "v1", ranker={"sources": 2.0, "log_popularity": -1.0})
+    paths = bundles.bundle(tmp_path, "v1")
+    ranker = Ranker(paths.ranker, {"features": ["sources", "log_popularity"]})
+    matrix = np.zeros((2, len(FEATURES)), dtype=np.float32)
+    matrix[0, FEATURES.index("sources")] = 3.0
+    matrix[1, FEATURES.index("log_popularity")] = 1.0
+    assert ranker.score(matrix).tolist() == [6.0, -1.0]
+
+
+def test_diversity_caps_each_group_and_fills_a_short_answer_in_rank_order() -> None:
+    ranked = np.array([0, 1, 2, 3, 4])
+    groups = np.array([7, 7, 7, 8, -1])
+    assert cap_per_group(ranked, groups, 4, 1).tolist() == [0, 3, 4, 1]
+    assert cap_per_group(ranked, groups, 3, 2).tolist() == [0, 1, 3]
+    assert cap_per_group(ranked, groups, 5, 0).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_features_are_zero_rows_for_no_candidates() -> None:
+    from server.retrieval.candidates import CandidateSet
+    from server.retrieval.item_index import ItemIndex
+    from server.retrieval.toplists import TopLists
+
+    pool = CandidateSet()
+    pool.finish()
+    index = ItemIndex(Catalog())
+    assert feature_matrix(pool, index, TopLists(), None, [], 0).shape == (0, len(FEATURES))

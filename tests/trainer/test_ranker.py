@@ -1,0 +1,160 @@
+"""The re-ranker's second stage: lists made by the serving path without leakage, a listwise fit, the ONNX export
+and the `trainer train` bundle that carries it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from protos.aisle.v1 import catalog_pb2, events_pb2
+from server.ranking.features import FEATURES
+from server.ranking.ranker import Ranker
+from server.retrieval.two_tower import TwoTowerRetriever
+from trainer import bundles
+from trainer.data.dataset import Dataset
+from trainer.evaluation.protocols import acted_items, new_item
+from trainer.ranker_data import build_lists, list_metrics
+from trainer.ranker_stage import split_by_user
+from trainer.train import training_split
+
+torch = pytest.importorskip("torch")
+
+from tests.trainer.test_train import chain_shop  # noqa: E402
+from trainer.models.ranker import RankerError, RankerParams, export_ranker, fit_ranker, ranker_meta  # noqa: E402
+
+FRESH = 40  # items z0.. that only the mutated data set uses
+
+
+def with_fresh_items(dataset: Dataset) -> dict[str, catalog_pb2.Item]:
+    items = dict(dataset.items)
+    for k in range(FRESH):
+        items[f"z{k}"] = catalog_pb2.Item(item_id=f"z{k}", category="c9/l9", brand="b9", in_stock=True)
+    return items
+
+
+def mutate_after_validation_targets(dataset: Dataset) -> Dataset:
+    """Every event after each user's validation target changed: the next new item becomes a fresh one, the
+    others become clicks. The validation targets and everything before them stay as they were."""
+    events = list(dataset.events)
+    by_user: dict[str, list[int]] = {}
+    for i, e in enumerate(events):
+        by_user.setdefault(e.user_id, []).append(i)
+    fresh = iter(range(FRESH))
+    for indices in by_user.values():
+        seen: dict[str, None] = {}
+        targets = []
+        for i in indices:
+            if new_item(events[i], seen) is not None:
+                targets.append(i)
+            for acted in acted_items(events[i]):
+                seen.setdefault(acted, None)
+        if len(targets) < 3:
+            continue
+        for i in indices:
+            if i <= targets[-2]:
+                continue
+            changed = events_pb2.Event()
+            changed.CopyFrom(events[i])
+            if i == targets[-1]:
+                changed.item_id = f"z{next(fresh)}"
+            else:
+                changed.type = events_pb2.CLICK
+            events[i] = changed
+    return Dataset(dataset.name, with_fresh_items(dataset), events)
+
+
+def test_no_feature_reads_the_target_or_anything_after_it() -> None:
+    dataset = chain_shop(users=30)
+    dataset = Dataset(dataset.name, with_fresh_items(dataset), dataset.events)
+    mutated = mutate_after_validation_targets(dataset)
+    assert mutated.events != dataset.events  # the control: the data did change after the targets
+    split, split_mutated = training_split(dataset, "loo"), training_split(mutated, "loo")
+    assert split.cases == split_mutated.cases
+    before = build_lists(list(dataset.items.values()), split.train, split.cases, None, progress=False)
+    after = build_lists(list(mutated.items.values()), split_mutated.train, split_mutated.cases, None, progress=False)
+    assert len(before) > 10
+    np.testing.assert_array_equal(before.features, after.features)
+    np.testing.assert_array_equal(before.target, after.target)
+    # ... and the lists do see their events: folding the targets too changes the matrices.
+    leaky = build_lists(list(dataset.items.values()), dataset.events, split.cases, None, progress=False)
+    assert leaky.features.shape != before.features.shape or not np.array_equal(leaky.features, before.features)
+
+
+@pytest.fixture(scope="module")
+def lists_and_ranker() -> tuple[object, object, object]:
+    dataset = chain_shop(users=200)
+    split = training_split(dataset, "loo")
+    lists = build_lists(list(dataset.items.values()), split.train, split.cases, None, progress=False)
+    train, valid = split_by_user(lists, share=0.3)
+    fitted = fit_ranker(train, valid, list(FEATURES), RankerParams(epochs=15, seed=0), log=lambda _: None)
+    return train, valid, fitted
+
+
+def test_the_ranker_learns_what_comes_next(lists_and_ranker: tuple[object, object, object]) -> None:
+    _, valid, fitted = lists_and_ranker
+    ranked = list_metrics(valid, fitted.scores(valid.features))  # type: ignore[attr-defined]
+    assert ranked["HR@10"] >= fitted.metrics["blend_valid"]["HR@10"] - 1e-9  # type: ignore[attr-defined]
+    assert ranked["NDCG@10"] > 0.5  # i -> i + 1 is easy to learn from co-visitation and recency
+    meta = fitted.metrics  # type: ignore[attr-defined]
+    assert set(meta["importance"]) == set(FEATURES) and meta["best_epoch"] >= 1
+
+
+def test_the_onnx_ranker_matches_pytorch_and_loads_in_the_server(
+    lists_and_ranker: tuple[object, object, object], tmp_path: Path
+) -> None:
+    _, valid, fitted = lists_and_ranker
+    path = tmp_path / bundles.RANKER
+    parity = export_ranker(fitted, path, valid.features)  # type: ignore[arg-type, attr-defined]
+    assert parity <= 1e-4
+    meta = ranker_meta(fitted, parity)  # type: ignore[arg-type]
+    json.dumps(meta)  # meta.json must be able to hold it
+    served = Ranker(path, meta)
+    np.testing.assert_allclose(
+        served.score(valid.features), fitted.scores(valid.features), atol=1e-4  # type: ignore[attr-defined]
+    )
+
+
+def test_too_few_lists_is_a_ranker_error(lists_and_ranker: tuple[object, object, object]) -> None:
+    train, valid, _ = lists_and_ranker
+    with pytest.raises(RankerError):
+        fit_ranker(train.subset(np.arange(3)), valid, list(FEATURES), log=lambda _: None)  # type: ignore[attr-defined]
+
+
+def test_train_writes_both_stages_into_one_bundle(tmp_path: Path) -> None:
+    from trainer.__main__ import main
+    from trainer.generate import generate_shop
+
+    shop = tmp_path / "shop"
+    generate_shop(400, 150, 2, shop, progress=False)
+    out = tmp_path / "bundles"
+    argv = [
+        "train", "--data", str(shop), "--format", "generated", "--protocol", "none", "--out", str(out),
+        "--version", "r1", "--epochs", "2", "--dim", "16", "--max-len", "10", "--ranker-epochs", "3",
+        "--negatives", "64", "--no-progress", "--threads", "1",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    paths = bundles.bundle(out, "r1")
+    assert paths.ranker.is_file()
+    meta = json.loads(paths.meta.read_text())
+    ranker = meta["ranker"]
+    assert ranker["features"] == list(FEATURES) and ranker["onnx_parity"] <= 1e-4
+    assert {"valid", "blend_valid", "importance", "recall"} <= set(ranker)
+    served = TwoTowerRetriever.load(paths)
+    assert served.ranker is not None and served.ranker.features == list(FEATURES)
+    # --no-ranker: the first stage alone, served with the blend.
+    assert main([a if a != "r1" else "r2" for a in argv] + ["--no-ranker"]) == 0
+    assert not bundles.bundle(out, "r2").ranker.is_file()
+    assert TwoTowerRetriever.load(bundles.bundle(out, "r2")).ranker is None
+
+
+def test_lists_hold_only_rows_the_rules_allow_and_one_target_each() -> None:
+    dataset = chain_shop(users=40)
+    split = training_split(dataset, "loo")
+    lists = build_lists(list(dataset.items.values()), split.train, split.cases, None, progress=False)
+    sizes = np.diff(lists.offsets)
+    assert (sizes > 0).all() and (lists.target < sizes).all()
+    assert lists.features.shape == (int(sizes.sum()), len(FEATURES))
+    assert 0 < lists.recall <= 1.0 and lists.cases == len(split.cases)
