@@ -339,9 +339,10 @@ def run(args: argparse.Namespace) -> int:
             "dataset": dataset.name,
             "protocol": args.protocol,
             "split": args.split,
-            "strict": bool(args.strict),
             "results": [mean_row(name, results) for name, results in rows],
         }
+        if args.strict:
+            document["strict"] = True
         if bundle_info is not None:
             document["bundle"] = bundle_info
         args.json.parent.mkdir(parents=True, exist_ok=True)
