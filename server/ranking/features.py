@@ -23,7 +23,7 @@ from feature_worker.decay import scale_at
 from feature_worker.fold import FoldConfig
 from feature_worker.state import UserState
 from server.retrieval.candidates import ABSENT_RANK, BRAND, CONTENT, COVISITATION, SOURCES, CandidateSet
-from server.retrieval.item_index import Floats, Ints, ItemIndex
+from server.retrieval.item_index import Floats, Ints, ItemIndex, rows_of
 from server.retrieval.sources import Seed
 from server.retrieval.toplists import TopLists
 
@@ -118,9 +118,9 @@ def feature_matrix(
         out[:, col["top_category_affinity"]] = _affinity(user.category_affinity, index.category_id, top)
         out[:, col["brand_affinity"]] = _affinity(user.brand_affinity, index.brand_id, brand)
         if user.cart:
-            out[:, col["in_cart"]] = np.isin(pos, index.positions(user.cart_items()))
+            out[rows_of(pos, np.sort(index.positions(user.cart_items()))), col["in_cart"]] = 1.0
         if user.purchases:
-            out[:, col["bought_before"]] = np.isin(pos, index.positions(list(user.purchases)))
+            out[rows_of(pos, np.sort(index.positions(user.purchases, len(user.purchases)))), col["bought_before"]] = 1.0
         engagement = user.engagement * scale_at(clock_ms, _HALF_LIFE_MS)
         out[:, col["log_engagement"]] = math.log1p(max(engagement, 0.0)) if math.isfinite(engagement) else 0.0
     view = UserView.of(user, index)

@@ -11,7 +11,7 @@ import numpy.typing as npt
 from feature_worker.catalog import Catalog
 from feature_worker.decay import DAY_MS
 from feature_worker.state import UserState
-from server.retrieval.item_index import Ints, ItemIndex
+from server.retrieval.item_index import Ints, ItemIndex, rows_of
 
 #: An item bought within this many days is not recommended again ("just bought").
 REPURCHASE_BLOCK_DAYS = 30
@@ -49,11 +49,11 @@ class Rules:
         return True
 
     def allowed(self, index: ItemIndex, positions: Ints) -> npt.NDArray[np.bool_]:
-        """`allows` for every position at once (positions of ``index``)."""
-        mask: npt.NDArray[np.bool_] = index.in_stock[positions].copy()
-        blocked = self.exclude | self.just_bought
-        if blocked:
-            mask &= ~np.isin(positions, index.positions(blocked, len(blocked)))
+        """`allows` for every position at once (``positions``: a `CandidateSet`'s, ascending and distinct)."""
+        mask: npt.NDArray[np.bool_] = index.in_stock[positions]
+        for blocked in (self.exclude, self.just_bought):
+            if blocked:
+                mask[rows_of(positions, np.sort(index.positions(blocked, len(blocked))))] = False
         if self.category_prefix:
             mask &= index.in_category(self.category_prefix)[positions]
         return mask

@@ -62,38 +62,45 @@ class CandidateSet:
         self._extra_parts[name] = (positions[keep], values[keep])
 
     def finish(self) -> None:
-        """Build the columns: one row per distinct position proposed by any source."""
-        chunks = [p for parts in self._parts for p, _, _ in parts]
-        if not chunks:
-            self.positions = np.zeros(0, dtype=np.int64)
-            n = 0
-        else:
-            self.positions = np.unique(np.concatenate(chunks))
-            n = len(self.positions)
+        """Build the columns: one row per distinct position proposed by any source.
+
+        Every source at once, in a handful of numpy calls (a request has a few hundred candidates, where each
+        numpy call's fixed cost is what counts): one sort finds the rows, one `bincount` sums every source's
+        scores, one assignment in score order keeps each cell's largest argument, one `lexsort` ranks every
+        source.
+        """
         k = len(SOURCES)
-        scores = np.zeros((k, n))
-        ranks = np.full((k, n), ABSENT_RANK, dtype=np.int64)
-        args = np.full((k, n), -1, dtype=np.int64)
-        for s, parts in enumerate(self._parts):
-            if not parts:
-                continue
-            if len(parts) == 1:
-                pos, score, arg = parts[0]
-            else:
-                pos = np.concatenate([p[0] for p in parts])
-                score = np.concatenate([p[1] for p in parts])
-                arg = np.concatenate([p[2] for p in parts])
-            rows = np.searchsorted(self.positions, pos)
-            column = np.bincount(rows, weights=score, minlength=n)
-            scores[s] = column
-            # Assigning in ascending score order leaves each row with the argument of its largest share.
-            order = np.argsort(score, kind="stable")
-            args[s, rows[order]] = arg[order]
-            present = np.flatnonzero(column > 0.0)
-            # Rank by score, best first; ties by position (deterministic).
-            by_score = present[np.lexsort((present, -column[present]))]
-            ranks[s, by_score] = np.arange(len(by_score), dtype=np.int64)
-        self.scores, self.ranks, self.args = scores, ranks, args
+        parts = [(s, part) for s, source_parts in enumerate(self._parts) for part in source_parts]
+        if not parts:
+            self.positions = np.zeros(0, dtype=np.int64)
+            self.scores = np.zeros((k, 0))
+            self.ranks = np.zeros((k, 0), dtype=np.int64)
+            self.args = np.zeros((k, 0), dtype=np.int64)
+            self.extra = {}
+            return
+        pos = np.concatenate([p[0] for _, p in parts])
+        score = np.concatenate([p[1] for _, p in parts])
+        arg = np.concatenate([p[2] for _, p in parts])
+        source = np.repeat(np.array([s for s, _ in parts], dtype=np.int64), [len(p[0]) for _, p in parts])
+        self.positions, rows = np.unique(pos, return_inverse=True)
+        n = len(self.positions)
+        cell = source * n + rows
+        scores = np.bincount(cell, weights=score, minlength=k * n)
+        # Assigning in ascending score order leaves each cell with the argument of its largest share.
+        order = np.argsort(score, kind="stable")
+        args = np.full(k * n, -1, dtype=np.int64)
+        args[cell[order]] = arg[order]
+        # Rank within each source by summed score, best first; ties by position (rows are in position order).
+        present = np.flatnonzero(scores > 0.0)
+        present_source = present // n
+        ranked = present[np.lexsort((present % n, -scores[present], present_source))]
+        ranked_source = ranked // n
+        group_start = np.searchsorted(ranked_source, ranked_source, side="left")
+        ranks = np.full(k * n, ABSENT_RANK, dtype=np.int64)
+        ranks[ranked] = np.arange(len(ranked), dtype=np.int64) - group_start
+        self.scores = scores.reshape(k, n)
+        self.ranks = ranks.reshape(k, n)
+        self.args = args.reshape(k, n)
         extra: dict[str, Floats] = {}
         for name, (pos, values) in self._extra_parts.items():
             rows = np.searchsorted(self.positions, pos)

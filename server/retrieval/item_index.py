@@ -21,6 +21,9 @@ import numpy.typing as npt
 
 from feature_worker.catalog import Catalog
 
+#: Category masks remembered per index (`ItemIndex.in_category`); past this many the memory starts over.
+MAX_CATEGORY_MASKS = 1024
+
 Ints = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
 
@@ -78,6 +81,7 @@ class ItemIndex:
         self.brand_names: list[str] = list(brands)
         self.category_members = _pairs(category_pairs)
         self.brand_members = _pairs(brand_pairs)
+        self._category_masks: dict[str, npt.NDArray[np.bool_]] = {}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -103,13 +107,33 @@ class ItemIndex:
         return ids
 
     def in_category(self, prefix: str) -> npt.NDArray[np.bool_]:
-        """A mask over positions: items whose category path starts with the category ``prefix``."""
-        mask = np.zeros(len(self.ids), dtype=bool)
-        c = self.category_id.get(prefix)
-        if c is not None:
-            groups, members = self.category_members
-            mask[members[groups == c]] = True
+        """A mask over positions: items whose category path starts with the category ``prefix`` (read-only;
+        remembered per prefix, since category pages ask for the same few again and again)."""
+        mask = self._category_masks.get(prefix)
+        if mask is None:
+            mask = np.zeros(len(self.ids), dtype=bool)
+            c = self.category_id.get(prefix)
+            if c is not None:
+                groups, members = self.category_members
+                lo, hi = np.searchsorted(groups, [c, c + 1])
+                mask[members[lo:hi]] = True
+            mask.flags.writeable = False
+            if len(self._category_masks) >= MAX_CATEGORY_MASKS:
+                self._category_masks.clear()
+            self._category_masks[prefix] = mask
         return mask
+
+
+def rows_of(sorted_positions: Ints, positions: Ints) -> Ints:
+    """The rows of ``sorted_positions`` (ascending, distinct: a `CandidateSet`'s) that hold any of ``positions``.
+
+    What ``np.isin`` answers, without its sort: the candidates are sorted already and the other side is short.
+    """
+    if not len(sorted_positions) or not len(positions):
+        return np.zeros(0, dtype=np.int64)
+    rows = np.minimum(np.searchsorted(sorted_positions, positions), len(sorted_positions) - 1)
+    found: Ints = rows[sorted_positions[rows] == positions]
+    return found
 
 
 def _pairs(pairs: list[tuple[int, int]]) -> tuple[Ints, Ints]:

@@ -1,0 +1,42 @@
+"""The candidate matrix: one row per proposed item, each source's summed score, rank and reason argument."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from server.retrieval.candidates import ABSENT_RANK, BRAND, COVISITATION, LEARNED, SOURCES, CandidateSet
+
+
+def ints(*values: int) -> np.ndarray:
+    return np.array(values, dtype=np.int64)
+
+
+def floats(*values: float) -> np.ndarray:
+    return np.array(values, dtype=np.float64)
+
+
+def test_sources_become_columns_summed_ranked_and_explained() -> None:
+    pool = CandidateSet()
+    # Co-visitation proposes 7 from two seeds (0.2 from seed 0, 0.5 from seed 1) and 3 from seed 0.
+    pool.add(COVISITATION, ints(7, 3, 7), floats(0.2, 0.6, 0.5), ints(0, 0, 1))
+    pool.add(BRAND, ints(3, 9), floats(1.0, 1.0), ints(2, 2))
+    pool.add(LEARNED, ints(-1, 9, 4), floats(1.0, 0.0, 0.3), ints(-1, -1, -1))  # -1: not in the index; 0: dropped
+    pool.add_extra("covis_latest", ints(7, 3, 11), floats(0.2, 0.6, 9.0))  # 11 is no candidate: ignored
+    pool.finish()
+    assert pool.positions.tolist() == [3, 4, 7, 9]
+    assert pool.scores.shape == (len(SOURCES), 4)
+    np.testing.assert_allclose(pool.scores[COVISITATION], [0.6, 0.0, 0.7, 0.0])
+    np.testing.assert_allclose(pool.scores[BRAND], [1.0, 0.0, 0.0, 1.0])
+    np.testing.assert_allclose(pool.scores[LEARNED], [0.0, 0.3, 0.0, 0.0])
+    assert pool.ranks[COVISITATION].tolist() == [1, ABSENT_RANK, 0, ABSENT_RANK]
+    assert pool.ranks[BRAND].tolist() == [0, ABSENT_RANK, ABSENT_RANK, 1]  # a tie goes to the lower position
+    assert pool.args[COVISITATION].tolist() == [0, -1, 1, -1]  # 7's largest share came from seed 1
+    np.testing.assert_allclose(pool.extra_column("covis_latest"), [0.6, 0.0, 0.2, 0.0])
+    np.testing.assert_allclose(pool.extra_column("missing"), [0.0] * 4)
+
+
+def test_an_empty_pool_has_empty_columns() -> None:
+    pool = CandidateSet()
+    pool.add(BRAND, ints(), floats(), ints())
+    pool.finish()
+    assert len(pool) == 0 and pool.scores.shape == (len(SOURCES), 0)
