@@ -2,7 +2,7 @@
 
     python -m trainer evaluate --data DIR --format s3rec|s3rec-time|diginetica|taobao|generated \\
         --protocol loo|replay|time-split [--split valid|test] [--seeds N] [--json OUT.json] \\
-        [--bundle BUNDLE_DIR [--two-tower-weights W,W,...]]
+        [--bundle BUNDLE_DIR [--two-tower-weights W,W,...]] [--strict]
 
 prints one markdown row per model or pipeline configuration and writes the same as JSON::
 
@@ -20,6 +20,14 @@ learned retrieval alone (``trainer.evaluation.two_tower``). ``--two-tower-weight
 ``aisle:two_tower=W`` per weight, to choose ``BlendWeights.two_tower`` on ``--split valid``. With a bundle
 the JSON gains ``"bundle": {"path", "version", "data", "warnings"}``; a warning says when the bundle was trained on
 another data set (by name).
+
+With a bundle that has a learned ranker, the ``aisle`` row ranks with it (as the server does); ``aisle:blend``
+ranks the same candidates with the blend, for comparison.
+
+``--strict`` (``loo`` only) evaluates under the published papers' exact conditions: every count, statistic and
+model learns from the training part only, and each user's validation interaction enters only that user's own
+history at test time (``trainer.evaluation.protocols.strict_leave_one_out``); pair it with a bundle trained by
+``trainer train --strict``. The JSON then has ``"strict": true``.
 
 ``--seeds N`` repeats the randomised part of a run with seeds 0..N-1 and reports the mean (the markdown adds
 the standard deviation). The only randomness is the draw of users that ``--users`` asks for; everything else

@@ -7,6 +7,7 @@ knows what order to expect.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,8 +78,6 @@ def serve(client: AisleClient, bundles_dir: Path, version: str, user: str) -> No
     for _ in range(600):
         if client.recommend(user, 1).model_version == version:
             return
-        import time
-
         time.sleep(0.05)
     raise AssertionError(f"never served {version}")
 
@@ -117,6 +116,15 @@ def test_the_bundles_ranker_orders_the_answer_and_rules_and_diversity_come_after
         assert len(categories) == len(set(categories))
         uncapped = client.recommend(user, N, category_prefix=prefix, max_per_category=-1).items
         assert len(uncapped) == N
+
+        # Rollback swaps the towers and the ranker back together: the blend's order again.
+        bundles.rollback(bundles_dir)
+        for _ in range(600):
+            again = client.recommend(user, 3, category_prefix=prefix)
+            if again.model_version == "blend":
+                break
+            time.sleep(0.05)
+        assert again.model_version == "blend" and again.items[0].item_id == shop.id("a0")
 
 
 def test_bad_max_per_category_is_invalid_argument(ranked_server: tuple[ServerProcess, Path]) -> None:
