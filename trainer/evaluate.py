@@ -72,6 +72,8 @@ PIPELINES: dict[str, BlendWeights] = {
     "aisle:no-two-tower": BlendWeights(two_tower=0.0),
     # The served bundle's candidates ranked by the blend instead of its learned ranker.
     "aisle:blend": BlendWeights(),
+    # The server's pipeline without the diversity cap (`max_per_category` -1).
+    "aisle:no-diversity": BlendWeights(),
 }
 #: Pipeline rows that rank with the blend even when the bundle has a learned ranker.
 BLEND_ONLY = frozenset({"aisle:blend", "aisle:covisitation-only", "aisle:no-two-tower"})
@@ -110,8 +112,17 @@ def model_factories(
         weights = pipeline_weights(name)
         if weights is not None:
             use_ranker = name not in BLEND_ONLY and not name.startswith(_WEIGHT_ROW)
+            cap = -1 if name == "aisle:no-diversity" else 0
             out.append(
-                partial(ServingPipeline, items, name=name, weights=weights, learned=learned, use_ranker=use_ranker)
+                partial(
+                    ServingPipeline,
+                    items,
+                    name=name,
+                    weights=weights,
+                    learned=learned,
+                    use_ranker=use_ranker,
+                    max_per_category=cap,
+                )
             )
         elif name == TWO_TOWER:
             if learned is None:

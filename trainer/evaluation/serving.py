@@ -41,8 +41,11 @@ class ServingPipeline(EvalModel):
         weights: BlendWeights | None = None,
         learned: TwoTowerRetriever | None = None,
         use_ranker: bool = True,
+        max_per_category: int = 0,
     ) -> None:
         self.name = name
+        #: The diversity cap asked for in every query (0: the server's default).
+        self.max_per_category = max_per_category
         self.catalog = Catalog()
         self.catalog.upsert_many(items)
         self.config = config or FoldConfig()
@@ -79,6 +82,12 @@ class ServingPipeline(EvalModel):
         out: list[list[str]] = []
         for case in cases:
             features = read(case.user_id, ())
-            query = Query(user_id=case.user_id, k=k, exclude_item_ids=frozenset(case.history), explain=False)
+            query = Query(
+                user_id=case.user_id,
+                k=k,
+                exclude_item_ids=frozenset(case.history),
+                max_per_category=self.max_per_category,
+                explain=False,
+            )
             out.append([r.item_id for r in recommend(query, features, learned)])
         return out
