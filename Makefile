@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PROTOS := $(wildcard protos/aisle/v1/*.proto)
 STUBS := protos/aisle/v1/.generated
 
-.PHONY: install protos demo test services services-down serve serve-kafka worker sink lake-optimize bench-kafka clean
+.PHONY: install protos demo test services services-down serve serve-kafka worker sink lake-optimize bench-kafka keys front clean
 
 install: $(STAMP) $(STUBS)
 
@@ -48,6 +48,19 @@ serve-kafka: install
 
 worker: install
 	$(PY) -m feature_worker --env-file .services.env
+
+# Development auth: a signing key and its JWKS under .keys/ (never committed); then serve with the AISLE_AUTH_*
+# lines it prints and mint tokens with `python -m clients token --scope "..."`.
+keys: install
+	$(PY) -m clients keys --dir .keys
+
+# The TLS 1.3 front (Debian's nginx; server/nginx/aisle.conf.template) on FRONT_PORT, passing gRPC to the server
+# on BACKEND; certificate and key from AISLE_TLS_CERT_FILE / AISLE_TLS_KEY_FILE, client CA (mutual TLS) from
+# AISLE_TLS_CLIENT_CA_FILE when set.
+FRONT_PORT ?= 8443
+BACKEND ?= 127.0.0.1:50051
+front: install
+	$(PY) -m server.front --listen 0.0.0.0:$(FRONT_PORT) --backend $(BACKEND) --dir .front
 
 # The batch sink: every event and catalog change into the Delta tables under AISLE_LAKE_DIR (default .lake).
 LAKE_DIR ?= .lake
