@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PROTOS := $(wildcard protos/aisle/v1/*.proto)
 STUBS := protos/aisle/v1/.generated
 
-.PHONY: install protos demo test services services-down serve serve-kafka worker sink lake-optimize bench-kafka keys front clean
+.PHONY: install protos demo test services services-down serve serve-kafka worker sink lake-optimize bench-kafka keys certs front clean
 
 install: $(STAMP) $(STUBS)
 
@@ -54,13 +54,19 @@ worker: install
 keys: install
 	$(PY) -m clients keys --dir .keys
 
-# The TLS 1.3 front (Debian's nginx; server/nginx/aisle.conf.template) on FRONT_PORT, passing gRPC to the server
-# on BACKEND; certificate and key from AISLE_TLS_CERT_FILE / AISLE_TLS_KEY_FILE, client CA (mutual TLS) from
-# AISLE_TLS_CLIENT_CA_FILE when set.
+# Development certificates under .certs/ (never committed): a CA, a localhost server certificate, a client one.
+certs: install
+	$(PY) -m clients certs --dir .certs
+
+# The TLS 1.3 front (Debian's nginx; server/nginx/aisle.conf.template) on FRONT_PORT, passing gRPC to the
+# server on BACKEND. Certificate and key from AISLE_TLS_CERT_FILE / AISLE_TLS_KEY_FILE (default: those of
+# `make certs`); AISLE_TLS_CLIENT_CA_FILE, when set, makes it require client certificates (mutual TLS).
 FRONT_PORT ?= 8443
 BACKEND ?= 127.0.0.1:50051
 front: install
-	$(PY) -m server.front --listen 0.0.0.0:$(FRONT_PORT) --backend $(BACKEND) --dir .front
+	$(PY) -m server.front --listen 0.0.0.0:$(FRONT_PORT) --backend $(BACKEND) --dir .front \
+	  --cert $${AISLE_TLS_CERT_FILE:-.certs/server.pem} --key $${AISLE_TLS_KEY_FILE:-.certs/server.key} \
+	  $${AISLE_TLS_CLIENT_CA_FILE:+--client-ca $$AISLE_TLS_CLIENT_CA_FILE}
 
 # The batch sink: every event and catalog change into the Delta tables under AISLE_LAKE_DIR (default .lake).
 LAKE_DIR ?= .lake

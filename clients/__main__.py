@@ -6,6 +6,7 @@
     python -m clients similar --item i42
     python -m clients item --item i42
     python -m clients keys [--dir .keys] [--alg RS256]          # a development key pair and its JWKS
+    python -m clients certs [--dir .certs]                       # a development CA, server and client certs
     python -m clients token --scope "recommendations:read" [--user U]   # a development access token
     python -m clients --token "$TOKEN" [--ca-file ca.pem] recommend --user u1
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 import grpc
 from google.protobuf.json_format import MessageToJson
 
-from clients import tokens
+from clients import certs, tokens
 from clients.client import AisleClient, ClientOptions
 from protos.aisle.v1 import events_pb2
 
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--dir", type=Path, default=tokens.DEV_KEYS_DIR)
     keys.add_argument("--alg", choices=tokens.ALGORITHMS, default="RS256")
 
+    cert = sub.add_parser("certs", help="write a development CA, server and client certificates (make certs)")
+    cert.add_argument("--dir", type=Path, default=certs.DEV_CERTS_DIR)
+
     token = sub.add_parser("token", help="print a development access token signed with a local key")
     token.add_argument("--key", type=Path, default=tokens.DEV_KEYS_DIR / "private.pem", help="PEM private key")
     token.add_argument("--scope", default="admin", help='space-separated scopes (default "admin")')
@@ -79,7 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def offline(args: argparse.Namespace) -> int:
-    """The commands that need no server: `keys` and `token`."""
+    """The commands that need no server: `keys`, `certs` and `token`."""
+    if args.command == "certs":
+        files = certs.write_dev_certs(args.dir)
+        print(f"wrote {files.ca}, {files.server_cert} + key (localhost) and {files.client_cert} + key under {args.dir}")
+        return 0
     if args.command == "keys":
         pem, jwks = tokens.write_dev_keys(args.dir, args.alg)
         print(f"wrote {pem} (keep it private) and {jwks}; serve with:")
@@ -108,7 +116,7 @@ def client_options(args: argparse.Namespace) -> ClientOptions:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("keys", "token"):
+    if args.command in ("keys", "certs", "token"):
         return offline(args)
     with AisleClient(client_options(args)) as client:
         try:
