@@ -27,7 +27,7 @@ $(STUBS): $(PROTOS) $(STAMP)
 # The whole loop in one process: generate a shop, serve it, replay its events, show a user's
 # recommendations change, then keep serving on localhost:50051.
 demo: install
-	$(PY) -m clients.demo --data-dir .demo
+	$(PY) -m clients.demo --data-dir .demo $(DEMO_ARGS)
 
 test: install
 	$(PY) -m pytest -q
