@@ -112,7 +112,10 @@ class AsyncBearerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ign
         self.source = source
 
     async def _token(self) -> str:
-        return self.source.current() or await asyncio.to_thread(self.source.get)
+        token = self.source.current()
+        if token is None:
+            token = await asyncio.to_thread(self.source.get)
+        return token
 
     @staticmethod
     def _details(details: grpc.aio.ClientCallDetails, token: str) -> grpc.aio.ClientCallDetails:

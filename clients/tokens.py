@@ -60,6 +60,7 @@ def public_jwk(key: PrivateKey) -> dict[str, Any]:
     """The public half as a JWK with `kid` (its RFC 7638 thumbprint), `alg` and `use: sig`."""
     public = key.public_key()
     jwk: dict[str, Any]
+    required: tuple[str, ...]
     if isinstance(public, rsa.RSAPublicKey):
         jwk = RSAAlgorithm.to_jwk(public, as_dict=True)
         required = ("e", "kty", "n")

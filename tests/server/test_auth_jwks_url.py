@@ -32,7 +32,7 @@ class Issuer:
         issuer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 issuer.fetches += 1
                 body = json.dumps(jwks(issuer.keys)).encode()
                 self.send_response(200)

@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import ClassVar
 
 from server.front import FrontConfig, command, find_nginx, write
-from tests.services.process import LOOPBACK, STATE_ROOT, ManagedProcess, ServiceStartError, free_port, port_open
+from tests.services.process import (
+    LOOPBACK,
+    STATE_ROOT,
+    ManagedProcess,
+    ServiceStartError,
+    free_port,
+    port_open,
+)
 
 
 def ensure_nginx() -> str:
@@ -47,7 +54,7 @@ def ensure_nginx() -> str:
             [apt_get, "update", "-q"],
             [apt_get, "install", "-y", "-q", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=120", "nginx"],
         ):
-            result = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+            result = subprocess.run(argv, check=False, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
             if result.returncode != 0:
                 output = (result.stdout + result.stderr)[-4000:]
                 raise ServiceStartError(f"`{' '.join(argv)}` failed (exit {result.returncode}):\n{output}")
