@@ -102,7 +102,7 @@ class TokenVerifier:
         except PyJWTError as exc:
             raise Unauthenticated("the bearer token is not a well-formed JWT") from exc
         alg = header.get("alg")
-        if alg not in self.algorithms:
+        if not isinstance(alg, str) or alg not in self.algorithms:
             raise Unauthenticated("the bearer token's algorithm is not accepted")
         typ = header.get("typ")
         if not isinstance(typ, str) or _normalize_typ(typ) not in self.token_types:

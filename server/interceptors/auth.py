@@ -108,6 +108,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 self.limiter.acquire(principal.partner)
         except AisleError as error:
             return _refusal(handler, error)
+        except Exception:  # a bug must not let the call through, nor answer UNKNOWN: refuse, and say so
+            log.exception("checking the token of a call to %s failed", method)
+            return _refusal(handler, Unauthenticated("the bearer token could not be checked"))
         if handler is None or principal.user is None:
             return handler
         return _bound_to_user(handler, principal, method)

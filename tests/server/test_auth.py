@@ -20,6 +20,8 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 from grpc_status import rpc_status
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from clients.client import AisleClient, AsyncAisleClient, ClientOptions
 from clients.tokens import PrivateKey
@@ -30,6 +32,7 @@ from tests.auth_keys import (
     AUDIENCE,
     ISSUER,
     auth_env,
+    b64,
     generate_key,
     hs256_with_public_key,
     kid_of,
@@ -462,3 +465,41 @@ def test_cli_mints_a_token_the_server_accepts(tmp_path: Path, capsys: pytest.Cap
         assert "PERMISSION_DENIED" in capsys.readouterr().err
     finally:
         server.stop()
+
+
+# -- fuzzing the token --------------------------------------------------------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+HEADERS = st.fixed_dictionaries(
+    {},
+    optional={"alg": st.sampled_from(["RS256", "ES256", "EdDSA", "none", "HS256"]) | JSON_VALUES,
+              "kid": JSON_VALUES, "typ": st.sampled_from(["at+jwt", "JWT"]) | JSON_VALUES, "crit": JSON_VALUES},
+)
+CLAIMS = st.dictionaries(
+    st.sampled_from(["iss", "aud", "sub", "client_id", "scope", "scp", "exp", "nbf", "iat", "aisle_user"]),
+    JSON_VALUES, max_size=10,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(header=HEADERS | JSON_VALUES, claims=CLAIMS | JSON_VALUES, signature=st.binary(max_size=80),
+       scheme=st.sampled_from(["Bearer ", "bearer ", "Bearer  ", "Basic ", ""]))
+def test_arbitrary_tokens_are_unauthenticated_never_an_error(
+    header: Any, claims: Any, signature: bytes, scheme: str, channel: grpc.Channel
+) -> None:
+    token = ".".join(b64(json.dumps(part).encode()) for part in (header, claims)) + "." + b64(signature)
+    request = recommendations_pb2.RecommendRequest(user_id="u", k=3)
+    assert call(channel, "/aisle.v1.RecommendationService/Recommend", request, [("authorization", scheme + token)]) \
+        == grpc.StatusCode.UNAUTHENTICATED
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=5000))
+def test_arbitrary_authorization_values_are_unauthenticated(value: str, channel: grpc.Channel) -> None:
+    request = recommendations_pb2.RecommendRequest(user_id="u", k=3)
+    code = call(channel, "/aisle.v1.RecommendationService/Recommend", request, [("authorization", value)])
+    assert code == grpc.StatusCode.UNAUTHENTICATED
