@@ -16,6 +16,7 @@ from server.auth.errors import PermissionDenied
 from server.auth.tokens import Principal
 
 ADMIN = "admin"
+PRIVACY = "privacy"
 
 METHOD_SCOPES: dict[str, str] = {
     "/aisle.v1.EventService/Track": "events:write",
@@ -24,8 +25,8 @@ METHOD_SCOPES: dict[str, str] = {
     "/aisle.v1.CatalogService/DeleteItems": "catalog:write",
     "/aisle.v1.UserService/GetProfile": "users:read",
     "/aisle.v1.UserService/UpsertUser": "users:write",
-    "/aisle.v1.UserService/EraseUser": "privacy",
-    "/aisle.v1.UserService/ExportUser": "privacy",
+    "/aisle.v1.UserService/EraseUser": PRIVACY,
+    "/aisle.v1.UserService/ExportUser": PRIVACY,
     "/aisle.v1.RecommendationService/Recommend": "recommendations:read",
     "/aisle.v1.RecommendationService/SimilarItems": "recommendations:read",
 }

@@ -9,6 +9,8 @@ Refusals are answered by a handler that ignores the request bytes:
 - a user-bound token whose request acts for another customer → PERMISSION_DENIED, checked on the parsed
   request before the method runs, so nothing of it is applied.
 
+Privacy methods and user-bound calls run with `server.auth.caller.CALLER` set to the verified caller.
+
 Health and reflection stay open (`server.auth.policy.OPEN_SERVICES`). Without a key source there is no
 interceptor at all: the server runs open and says so at start-up.
 """
@@ -25,7 +27,8 @@ from google.protobuf.message import Message
 from feature_worker.errors import AisleError
 from server.auth.errors import AuthConfigError, PermissionDenied, Unauthenticated
 from server.auth.keys import FileKeySource, KeySource, UrlKeySource, check_algorithms
-from server.auth.policy import authorize, check_user_binding, is_open
+from server.auth.caller import CALLER
+from server.auth.policy import PRIVACY, authorize, check_user_binding, is_open, required_scope
 from server.auth.ratelimit import RateLimiter
 from server.auth.tokens import Principal, TokenVerifier
 from server.config import ServerSettings
@@ -66,20 +69,25 @@ def _refusal(handler: grpc.RpcMethodHandler | None, error: AisleError) -> grpc.R
     return grpc.stream_stream_rpc_method_handler(refuse, ignore, serialize)
 
 
-def _bound_to_user(handler: grpc.RpcMethodHandler, principal: Principal, method: str) -> grpc.RpcMethodHandler:
-    """`handler`, refusing a request that acts for another customer than the token's before it runs."""
+def _with_principal(handler: grpc.RpcMethodHandler, principal: Principal, method: str) -> grpc.RpcMethodHandler:
+    """`handler` run with `CALLER` set; for a user-bound token, refusing a request that acts for another customer
+    than the token's before the method runs."""
     behaviour = handler.unary_unary
-    if behaviour is None:  # every user-bound method is unary; anything else is refused rather than guessed
-        return _refusal(handler, PermissionDenied("this method cannot be called with a user-bound token"))
+    if behaviour is None:  # every aisle.v1 method is unary; anything else is refused rather than guessed
+        return _refusal(handler, PermissionDenied("this method cannot be called with this token"))
 
     async def bound(request: Any, context: grpc.aio.ServicerContext) -> Any:
         # An unparsable request is not a Message: the error interceptor inside answers INVALID_ARGUMENT.
-        if isinstance(request, Message):
+        if principal.user is not None and isinstance(request, Message):
             try:
                 check_user_binding(principal, method, request)
             except AisleError as error:
                 await context.abort_with_status(to_status(error))
-        return await behaviour(request, context)
+        token = CALLER.set(principal)
+        try:
+            return await behaviour(request, context)
+        finally:
+            CALLER.reset(token)
 
     return grpc.unary_unary_rpc_method_handler(
         bound, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
@@ -111,9 +119,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         except Exception:  # a bug must not let the call through, nor answer UNKNOWN: refuse, and say so
             log.exception("checking the token of a call to %s failed", method)
             return _refusal(handler, Unauthenticated("the bearer token could not be checked"))
-        if handler is None or principal.user is None:
+        if handler is None or (principal.user is None and required_scope(method) != PRIVACY):
             return handler
-        return _bound_to_user(handler, principal, method)
+        return _with_principal(handler, principal, method)
 
     @property
     def source(self) -> KeySource:
