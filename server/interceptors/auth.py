@@ -25,9 +25,9 @@ import grpc
 from google.protobuf.message import Message
 
 from feature_worker.errors import AisleError
+from server.auth.caller import CALLER
 from server.auth.errors import AuthConfigError, PermissionDenied, Unauthenticated
 from server.auth.keys import FileKeySource, KeySource, UrlKeySource, check_algorithms
-from server.auth.caller import CALLER
 from server.auth.policy import PRIVACY, authorize, check_user_binding, is_open, required_scope
 from server.auth.ratelimit import RateLimiter
 from server.auth.tokens import Principal, TokenVerifier
