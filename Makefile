@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PROTOS := $(wildcard protos/aisle/v1/*.proto)
 STUBS := protos/aisle/v1/.generated
 
-.PHONY: install protos demo test services services-down serve serve-kafka worker sink lake-optimize bench-kafka clean
+.PHONY: install protos demo test services services-down serve serve-kafka worker sink lake-optimize bench-kafka keys certs front clean
 
 install: $(STAMP) $(STUBS)
 
@@ -27,7 +27,7 @@ $(STUBS): $(PROTOS) $(STAMP)
 # The whole loop in one process: generate a shop, serve it, replay its events, show a user's
 # recommendations change, then keep serving on localhost:50051.
 demo: install
-	$(PY) -m clients.demo --data-dir .demo
+	$(PY) -m clients.demo --data-dir .demo $(DEMO_ARGS)
 
 test: install
 	$(PY) -m pytest -q
@@ -48,6 +48,25 @@ serve-kafka: install
 
 worker: install
 	$(PY) -m feature_worker --env-file .services.env
+
+# Development auth: a signing key and its JWKS under .keys/ (never committed); then serve with the AISLE_AUTH_*
+# lines it prints and mint tokens with `python -m clients token --scope "..."`.
+keys: install
+	$(PY) -m clients keys --dir .keys
+
+# Development certificates under .certs/ (never committed): a CA, a localhost server certificate, a client one.
+certs: install
+	$(PY) -m clients certs --dir .certs
+
+# The TLS 1.3 front (Debian's nginx; server/nginx/aisle.conf.template) on FRONT_PORT, passing gRPC to the
+# server on BACKEND. Certificate and key from AISLE_TLS_CERT_FILE / AISLE_TLS_KEY_FILE (default: those of
+# `make certs`); AISLE_TLS_CLIENT_CA_FILE, when set, makes it require client certificates (mutual TLS).
+FRONT_PORT ?= 8443
+BACKEND ?= 127.0.0.1:50051
+front: install
+	$(PY) -m server.front --listen 0.0.0.0:$(FRONT_PORT) --backend $(BACKEND) --dir .front \
+	  --cert $${AISLE_TLS_CERT_FILE:-.certs/server.pem} --key $${AISLE_TLS_KEY_FILE:-.certs/server.key} \
+	  $${AISLE_TLS_CLIENT_CA_FILE:+--client-ca $$AISLE_TLS_CLIENT_CA_FILE}
 
 # The batch sink: every event and catalog change into the Delta tables under AISLE_LAKE_DIR (default .lake).
 LAKE_DIR ?= .lake

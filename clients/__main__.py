@@ -5,6 +5,10 @@
     python -m clients profile --user u1
     python -m clients similar --item i42
     python -m clients item --item i42
+    python -m clients keys [--dir .keys] [--alg RS256]          # a development key pair and its JWKS
+    python -m clients certs [--dir .certs]                       # a development CA, server and client certs
+    python -m clients token --scope "recommendations:read" [--user U]   # a development access token
+    python -m clients --token "$TOKEN" [--ca-file ca.pem] recommend --user u1
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ from __future__ import annotations
 import argparse
 import sys
 import uuid
+from pathlib import Path
 
 import grpc
 from google.protobuf.json_format import MessageToJson
 
+from clients import certs, tokens
 from clients.client import AisleClient, ClientOptions
 from protos.aisle.v1 import events_pb2
 
@@ -24,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m clients", description="Aisle command-line client")
     parser.add_argument("--target", default="localhost:50051", help="server address (default localhost:50051)")
     parser.add_argument("--token", help="JWT bearer token, for servers that require one")
+    parser.add_argument("--ca-file", type=Path, help="PEM CA bundle: talk TLS, trusting these roots")
+    parser.add_argument("--cert-file", type=Path, help="PEM client certificate (mutual TLS)")
+    parser.add_argument("--key-file", type=Path, help="PEM key of the client certificate (mutual TLS)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     track = sub.add_parser("track", help="send one event")
@@ -54,12 +63,62 @@ def build_parser() -> argparse.ArgumentParser:
 
     item = sub.add_parser("item", help="one catalog item")
     item.add_argument("--item", required=True)
+
+    keys = sub.add_parser("keys", help="write a development signing key and its JWKS (make keys)")
+    keys.add_argument("--dir", type=Path, default=tokens.DEV_KEYS_DIR)
+    keys.add_argument("--alg", choices=tokens.ALGORITHMS, default="RS256")
+
+    cert = sub.add_parser("certs", help="write a development CA, server and client certificates (make certs)")
+    cert.add_argument("--dir", type=Path, default=certs.DEV_CERTS_DIR)
+
+    token = sub.add_parser("token", help="print a development access token signed with a local key")
+    token.add_argument("--key", type=Path, default=tokens.DEV_KEYS_DIR / "private.pem", help="PEM private key")
+    token.add_argument("--scope", default="admin", help='space-separated scopes (default "admin")')
+    token.add_argument("--sub", default="dev-partner", help="the partner (sub and client_id)")
+    token.add_argument("--user", help="bind the token to this customer (claim aisle_user)")
+    token.add_argument("--ttl", type=float, default=3600.0, help="seconds until it expires")
+    token.add_argument("--issuer", default=tokens.DEV_ISSUER)
+    token.add_argument("--audience", default=tokens.DEV_AUDIENCE)
     return parser
+
+
+def offline(args: argparse.Namespace) -> int:
+    """The commands that need no server: `keys`, `certs` and `token`."""
+    if args.command == "certs":
+        files = certs.write_dev_certs(args.dir)
+        print(f"wrote {files.ca}, {files.server_cert} + key (localhost) and {files.client_cert} + key under {args.dir}")
+        return 0
+    if args.command == "keys":
+        pem, jwks = tokens.write_dev_keys(args.dir, args.alg)
+        print(f"wrote {pem} (keep it private) and {jwks}; serve with:")
+        for name, value in tokens.dev_settings(jwks).items():
+            print(f"  export {name}={value}")
+        return 0
+    try:
+        key = tokens.load_private_key(args.key)
+    except (OSError, ValueError) as error:
+        print(f"cannot use {args.key}: {error} (run `make keys` first)", file=sys.stderr)
+        return 1
+    print(tokens.mint(key, args.scope.split(), subject=args.sub, user=args.user, issuer=args.issuer,
+                      audience=args.audience, ttl_s=args.ttl))
+    return 0
+
+
+def client_options(args: argparse.Namespace) -> ClientOptions:
+    return ClientOptions(
+        target=args.target,
+        token=args.token,
+        root_certificates=args.ca_file.read_bytes() if args.ca_file else None,
+        certificate_chain=args.cert_file.read_bytes() if args.cert_file else None,
+        private_key=args.key_file.read_bytes() if args.key_file else None,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    with AisleClient(ClientOptions(target=args.target, token=args.token)) as client:
+    if args.command in ("keys", "certs", "token"):
+        return offline(args)
+    with AisleClient(client_options(args)) as client:
         try:
             if args.command == "track":
                 event = events_pb2.Event(

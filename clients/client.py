@@ -9,12 +9,13 @@ The two classes share everything but the channel type, so their methods are the 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
+from clients.auth import AsyncBearerInterceptor, BearerInterceptor, TokenSource
 from protos.aisle.v1 import (
     catalog_pb2,
     catalog_pb2_grpc,
@@ -38,8 +39,15 @@ class ClientOptions:
     max_attempts: int = 4
     #: Bearer token sent as `authorization` metadata, for servers that require JWTs.
     token: str | None = None
+    #: Or a callable that returns a token (e.g. from the issuer's token endpoint): called again when the
+    #: token is `token_refresh_margin_s` from its `exp`, or refused (UNAUTHENTICATED; the call is retried once).
+    token_provider: Callable[[], str] | None = None
+    token_refresh_margin_s: float = 30.0
     #: PEM root certificates for TLS; None means a plaintext channel.
     root_certificates: bytes | None = None
+    #: PEM client certificate chain and key, for servers that require mutual TLS.
+    certificate_chain: bytes | None = None
+    private_key: bytes | None = None
 
     def channel_options(self) -> list[tuple[str, Any]]:
         retry = {
@@ -103,11 +111,27 @@ class _Stubs:
 
 
 def _channel(options: ClientOptions, aio: bool) -> Any:
+    source = (
+        TokenSource(options.token_provider, options.token_refresh_margin_s)
+        if options.token_provider is not None
+        else None
+    )
+    kwargs: dict[str, Any] = {"options": options.channel_options()}
+    if aio and source is not None:
+        kwargs["interceptors"] = [AsyncBearerInterceptor(source)]
     module: Any = grpc.aio if aio else grpc
-    if options.root_certificates is not None:
-        creds = grpc.ssl_channel_credentials(root_certificates=options.root_certificates)
-        return module.secure_channel(options.target, creds, options=options.channel_options())
-    return module.insecure_channel(options.target, options=options.channel_options())
+    if options.root_certificates is not None or options.certificate_chain is not None:
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=options.root_certificates,
+            private_key=options.private_key,
+            certificate_chain=options.certificate_chain,
+        )
+        channel = module.secure_channel(options.target, creds, **kwargs)
+    else:
+        channel = module.insecure_channel(options.target, **kwargs)
+    if not aio and source is not None:
+        channel = grpc.intercept_channel(channel, BearerInterceptor(source))
+    return channel
 
 
 class AisleClient(_Stubs):

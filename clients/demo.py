@@ -19,6 +19,7 @@ from pathlib import Path
 
 import grpc
 
+from clients import tokens
 from clients.client import AisleClient, AsyncAisleClient, ClientOptions
 from clients.replay import replay
 from protos.aisle.v1 import events_pb2
@@ -35,16 +36,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--items", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--no-serve", action="store_true", help="stop after the walkthrough")
+    parser.add_argument("--auth", action="store_true",
+                        help="require JWTs: a development key under DATA_DIR/keys signs the demo's tokens")
     return parser.parse_args()
 
 
-def start_server(data_dir: Path, port: int) -> ServerProcess:
+def start_server(data_dir: Path, port: int, env: dict[str, str] | None = None) -> ServerProcess:
     server_dir = data_dir / "server"
     shutil.rmtree(server_dir, ignore_errors=True)  # a clean shop each run
     try:
         # lists refresh in the background, as in production; bundles promoted under data_dir/bundles are hot-swapped
         args = ["--lists-refresh-s", "1", "--bundles", str(bundles_dir(data_dir)), "--bundle-poll-s", "0.5"]
-        return ServerProcess(server_dir, port=port, args=args).start()
+        return ServerProcess(server_dir, port=port, args=args, env=env or {}).start()
     except RuntimeError as error:
         sys.exit(str(error))
 
@@ -53,7 +56,7 @@ def bundles_dir(data_dir: Path) -> Path:
     return (data_dir / "bundles").resolve()
 
 
-def train_and_promote(shop: Path, data_dir: Path, target: str, user: str) -> None:
+def train_and_promote(shop: Path, data_dir: Path, target: str, user: str, token: str | None = None) -> None:
     """Train a two-tower bundle on the shop (in a child process: only the trainer imports torch), promote it,
     and show the running server's next answer once it has hot-swapped the bundle in."""
     out = bundles_dir(data_dir)
@@ -68,7 +71,7 @@ def train_and_promote(shop: Path, data_dir: Path, target: str, user: str) -> Non
     if done.returncode != 0:
         print("training failed (see above); the server keeps serving the real-time sources")
         return
-    with AisleClient(ClientOptions(target=target, read_timeout_s=5)) as client:
+    with AisleClient(ClientOptions(target=target, read_timeout_s=5, token=token)) as client:
         for _ in range(100):  # the server checks for a promotion every 0.5 s
             if client.recommend(user, 1).model_version == version:
                 break
@@ -89,9 +92,9 @@ def show(title: str, client: AisleClient, user: str, before: set[str] | None = N
     return {s.item_id for s in answer.items}
 
 
-def walkthrough(target: str, shop: Path) -> str:
+def walkthrough(target: str, shop: Path, token: str | None = None) -> str:
     """Show a customer's answer change with three views; return that customer's id."""
-    with AisleClient(ClientOptions(target=target, read_timeout_s=5)) as client:
+    with AisleClient(ClientOptions(target=target, read_timeout_s=5, token=token)) as client:
         items = list(read_items(shop))
         users = [u.user_id for u in read_users(shop)]
         # A customer with a real history, to make the change visible.
@@ -125,20 +128,27 @@ def main() -> None:
     meta = read_meta(shop)
     target = f"localhost:{args.port}"
     print(f"Starting the embedded server on {target}…")
-    server = start_server(args.data_dir, args.port)
+    env, token = auth_setup(args.data_dir) if args.auth else ({}, None)
+    server = start_server(args.data_dir, args.port, env)
     try:
         async def load() -> None:
-            async with AsyncAisleClient(ClientOptions(target=target, write_timeout_s=60)) as client:
+            async with AsyncAisleClient(ClientOptions(target=target, write_timeout_s=60, token=token)) as client:
                 report = await replay(client, list(read_items(shop)), list(read_users(shop)), read_events(shop),
                                       total_events=meta["events"])
             print(f"Replayed {report.events} events ({report.rejected} rejected) for {report.users} users and "
                   f"{report.items} items in {report.seconds:.1f} s: {report.events_per_s:,.0f} events/s over gRPC")
 
         asyncio.run(load())
-        user = walkthrough(target, shop)
-        train_and_promote(shop, args.data_dir, target, user)
+        user = walkthrough(target, shop, token)
+        train_and_promote(shop, args.data_dir, target, user, token)
         if args.no_serve:
             return
+        if token is not None:
+            print(f"""
+Auth is on: every aisle.v1 call needs a token. Mint one (here: admin, an hour) and pass it along:
+  export TOKEN=$(.venv/bin/python -m clients token --key {args.data_dir / 'keys' / 'private.pem'} --scope admin)
+  .venv/bin/python -m clients --token "$TOKEN" recommend --user demo-user -k 5
+  .venv/bin/python -m clients recommend --user demo-user -k 5     # no token: UNAUTHENTICATED""")
         print(f"""
 Aisle keeps serving on {target} (Ctrl-C to stop). Try:
   .venv/bin/python -m clients recommend --user {read_users_first(shop)} -k 5
@@ -154,6 +164,13 @@ Aisle keeps serving on {target} (Ctrl-C to stop). Try:
         pass
     finally:
         server.stop()
+
+
+def auth_setup(data_dir: Path) -> tuple[dict[str, str], str]:
+    """A development key and JWKS under DATA_DIR/keys: the server's AISLE_AUTH_* settings and an admin token."""
+    key_file, jwks_file = tokens.write_dev_keys(data_dir / "keys")
+    print(f"Auth on: keys in {key_file.parent}, tokens from `python -m clients token --key {key_file}`")
+    return tokens.dev_settings(jwks_file.resolve()), tokens.mint(tokens.load_private_key(key_file), ["admin"])
 
 
 def read_users_first(shop: Path) -> str:

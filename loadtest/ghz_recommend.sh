@@ -2,7 +2,8 @@
 # Recommend under load with ghz, through server reflection (no proto files needed).
 #   loadtest/ghz_recommend.sh [TARGET] [TOTAL] [CONNECTIONS] [CONCURRENCY] [USERS]
 # Install ghz once with: go install github.com/bojand/ghz/cmd/ghz@v0.120.0
-# Users are drawn at random from u1 .. uUSERS, the ids of a generated shop.
+# Users are drawn at random from u1 .. uUSERS, the ids of a generated shop. With AISLE_TOKEN set (a server with
+# auth on), every call sends it: AISLE_TOKEN=$(python -m clients token --scope recommendations:read) loadtest/...
 set -euo pipefail
 target=${1:-127.0.0.1:50051}
 total=${2:-20000}
@@ -10,7 +11,9 @@ connections=${3:-2}
 concurrency=${4:-8}
 users=${5:-100000}
 ghz_bin=$(command -v ghz || echo "$(go env GOPATH)/bin/ghz")
-exec "$ghz_bin" --insecure \
+auth=()
+if [[ -n "${AISLE_TOKEN:-}" ]]; then auth=(--metadata "{\"authorization\": \"Bearer $AISLE_TOKEN\"}"); fi
+exec "$ghz_bin" --insecure "${auth[@]}" \
   --call aisle.v1.RecommendationService.Recommend \
   --data "{\"user_id\": \"u{{randomInt 1 $((users + 1))}}\", \"k\": 10, \"explain\": true}" \
   --total "$total" --connections "$connections" --concurrency "$concurrency" \

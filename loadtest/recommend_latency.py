@@ -1,10 +1,12 @@
 """`Recommend` latency over a real channel from one client, one call at a time.
 
-    python -m loadtest.recommend_latency --shop DIR [--requests 10000] [--target HOST:PORT]
+    python -m loadtest.recommend_latency --shop DIR [--requests 10000] [--target HOST:PORT] [--auth]
 
 Without --target it starts an embedded server on a free port, replays the shop into it through
 EventService.Track, then measures. Users are drawn from the shop with a fixed seed; every call asks
-for k=10 with explanations, as a product page would.
+for k=10 with explanations, as a product page would. With --auth the server requires JWTs (a throwaway
+key, `clients.tokens`) and every call sends the same bearer token, as a partner reusing its access token
+does: run it with and without to see what authentication adds per call.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import grpc
 
+from clients import tokens
 from clients.client import AsyncAisleClient, ClientOptions
 from clients.replay import replay
 from loadtest.stats import format_ms, summarize_ms
@@ -27,8 +30,11 @@ from server.process import ServerProcess
 from trainer.data.generated import read_events, read_items, read_meta, read_users
 
 
-def measure(target: str, users: list[str], requests: int, seed: int, warmup: int = 500) -> dict[str, float]:
+def measure(
+    target: str, users: list[str], requests: int, seed: int, warmup: int = 500, token: str | None = None
+) -> dict[str, float]:
     rng = random.Random(seed)
+    metadata = [("authorization", f"Bearer {token}")] if token else None
     with grpc.insecure_channel(target) as channel:
         stub = recommendations_pb2_grpc.RecommendationServiceStub(channel)
         call = stub.Recommend
@@ -36,7 +42,7 @@ def measure(target: str, users: list[str], requests: int, seed: int, warmup: int
         for n in range(warmup + requests):
             request = recommendations_pb2.RecommendRequest(user_id=rng.choice(users), k=10, explain=True)
             started = time.perf_counter()
-            response = call(request, timeout=5)
+            response = call(request, timeout=5, metadata=metadata)
             elapsed = time.perf_counter() - started
             if len(response.items) != 10:
                 sys.exit(f"short answer for {request.user_id}: {len(response.items)} items")
@@ -52,18 +58,29 @@ def main() -> None:
     parser.add_argument("--target", help="an already loaded server; default: start and load one")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--bundles", type=Path, help="serve the bundle promoted in this directory (learned retrieval)")
+    parser.add_argument("--auth", action="store_true", help="require JWTs and send one with every call")
+    parser.add_argument("--token", help="with --target: the bearer token to send")
     args = parser.parse_args()
     users = [u.user_id for u in read_users(args.shop)]
     if args.target:
-        print(format_ms(measure(args.target, users, args.requests, args.seed)))
+        print(format_ms(measure(args.target, users, args.requests, args.seed, token=args.token)))
         return
     with tempfile.TemporaryDirectory() as tmp:
         # lists refresh every second in the background, as in production
         bundle_args = ["--bundles", str(args.bundles.resolve())] if args.bundles else []
-        server = ServerProcess(Path(tmp), args=["--lists-refresh-s", "1", *bundle_args]).start()
+        env: dict[str, str] = {}
+        admin = reader = None
+        if args.auth:
+            key_file, jwks_file = tokens.write_dev_keys(Path(tmp) / "keys")
+            env = tokens.dev_settings(jwks_file)
+            key = tokens.load_private_key(key_file)
+            admin = tokens.mint(key, ["admin"])
+            reader = tokens.mint(key, ["recommendations:read"], subject="bench-partner")
+        server = ServerProcess(Path(tmp) / "server", env=env, args=["--lists-refresh-s", "1", *bundle_args]).start()
         try:
             async def load() -> None:
-                async with AsyncAisleClient(ClientOptions(target=server.target, write_timeout_s=120)) as client:
+                options = ClientOptions(target=server.target, write_timeout_s=120, token=admin)
+                async with AsyncAisleClient(options) as client:
                     report = await replay(client, list(read_items(args.shop)), list(read_users(args.shop)),
                                           read_events(args.shop), total_events=read_meta(args.shop)["events"])
                 print(f"loaded {report.events:,} events, {report.users:,} users, {report.items:,} items in "
@@ -71,7 +88,7 @@ def main() -> None:
 
             asyncio.run(load())
             time.sleep(2)  # let the background refresh build popular/trending lists
-            print(format_ms(measure(server.target, users, args.requests, args.seed)))
+            print(format_ms(measure(server.target, users, args.requests, args.seed, token=reader)))
         finally:
             server.stop()
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import uvloop
 
 from server.app import start, stop
-from server.config import ServerSettings
+from server.config import ConfigError, ServerSettings
 
 
 def parse_args(argv: list[str]) -> tuple[ServerSettings, Path | None]:
@@ -67,7 +67,10 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     settings, port_file = parse_args(argv)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvloop.run(serve(settings, port_file))
+    try:
+        uvloop.run(serve(settings, port_file))
+    except ConfigError as exc:  # settings that cannot work: say which, without a traceback
+        sys.exit(f"python -m server: {exc}")
 
 
 if __name__ == "__main__":

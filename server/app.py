@@ -31,6 +31,7 @@ from server.config import ServerSettings
 from server.embedded.ingest import EmbeddedIngest, JournalLake
 from server.embedded.journal import Journal
 from server.engine import Engine
+from server.interceptors.auth import AuthInterceptor, build_auth
 from server.interceptors.errors import ErrorInterceptor
 from server.kafka.ingest import KafkaIngest
 from server.reflection import enable_reflection
@@ -39,6 +40,7 @@ from server.services.catalog import CatalogService
 from server.services.events import EventService
 from server.services.recommendations import RecommendationService
 from server.services.users import UserService
+from server.tls import bind
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ class Running:
     server: grpc.aio.Server
     engine: Engine
     port: int
+    auth: AuthInterceptor | None = None
 
 
 async def build_models(settings: ServerSettings) -> ModelRegistry | None:
@@ -118,9 +121,11 @@ async def build_embedded_engine(settings: ServerSettings) -> Engine:
 
 async def start(settings: ServerSettings, engine: Engine | None = None) -> Running:
     """Build the engine (unless given), bind, start serving; returns the bound port (port 0 picks one)."""
+    auth = await build_auth(settings)  # before the engine: a bad key source fails fast
     engine = engine or await build_engine(settings)
     server = grpc.aio.server(
-        interceptors=[ErrorInterceptor(settings.max_request_bytes)],
+        # Auth first: a call is authenticated before its request is parsed or validated.
+        interceptors=[*([auth] if auth is not None else []), ErrorInterceptor(settings.max_request_bytes)],
         options=[
             ("grpc.max_receive_message_length", TRANSPORT_LIMIT),
             ("grpc.so_reuseport", 1),
@@ -133,11 +138,13 @@ async def start(settings: ServerSettings, engine: Engine | None = None) -> Runni
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection((*SERVICE_NAMES, health.SERVICE_NAME), server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    port, transport = bind(server, settings)
     if port == 0:
         raise OSError(f"cannot bind {settings.host}:{settings.port}")
     await server.start()
     engine.start()
+    if auth is not None:
+        auth.start()
     for name in (*SERVICE_NAMES, ""):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     mode = (
@@ -148,11 +155,17 @@ async def start(settings: ServerSettings, engine: Engine | None = None) -> Runni
     model = engine.models.version if engine.models is not None else None
     if settings.bundles_dir:
         mode += f", bundles in {settings.bundles_dir} (serving {model or 'none yet'})"
-    log.info("Aisle serving on %s:%d (%s)", settings.host, port, mode)
-    return Running(server, engine, port)
+    if auth is None:
+        log.warning("authentication is OFF: every caller may call every method (set AISLE_AUTH_JWKS_FILE or "
+                    "AISLE_AUTH_JWKS_URL, and AISLE_AUTH_REQUIRED=true to refuse to start without)")
+    security = f"{transport}, auth: {auth.describe() if auth is not None else 'OFF (open)'}"
+    log.info("Aisle serving on %s:%d (%s; %s)", settings.host, port, mode, security)
+    return Running(server, engine, port, auth)
 
 
 async def stop(running: Running, grace_s: float = 5.0) -> None:
     """Finish in-flight calls, then close the engine (flushes the journal)."""
     await running.server.stop(grace_s)
+    if running.auth is not None:
+        await running.auth.close()
     await running.engine.close()

@@ -15,6 +15,10 @@ from pydantic import Field
 from feature_worker.config import Settings
 
 
+class ConfigError(ValueError):
+    """Settings that cannot work together (or files they name that cannot be used): a start-up error."""
+
+
 class ServerSettings(Settings):
     """Everything `python -m server` can be told. Environment: AISLE_HOST, AISLE_PORT, …"""
 
@@ -30,3 +34,41 @@ class ServerSettings(Settings):
     lists_refresh_s: float = Field(1.0, ge=0)
     #: Largest request accepted, in bytes; larger ones are INVALID_ARGUMENT.
     max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+
+    # -- authentication (server.auth): with a key source every aisle.v1 method needs a bearer JWT ----------
+    #: A JWKS file of the issuer's public keys, re-read when it changes (checked every `auth_jwks_refresh_s`
+    #: and at once on an unknown `kid`).
+    auth_jwks_file: Path | None = None
+    #: Or the issuer's JWKS URL (https only): fetched off the event loop, refreshed every
+    #: `auth_jwks_refresh_s` and on an unknown `kid` at most every `auth_jwks_min_refresh_s`; the last good
+    #: key set is kept while a refresh fails.
+    auth_jwks_url: str = ""
+    #: Seconds between checks of the key source (file: a stat; URL: a fetch).
+    auth_jwks_refresh_s: float = Field(0.0, ge=0, description="0: 1 s for a file, 300 s for a URL")
+    auth_jwks_min_refresh_s: float = Field(30.0, ge=0)
+    auth_jwks_timeout_s: float = Field(5.0, gt=0)
+    #: `iss` must equal this exactly; `aud` must contain `auth_audience`. Both required with a key source.
+    auth_issuer: str = ""
+    auth_audience: str = ""
+    #: Refuse to start without a key source (production), instead of serving open.
+    auth_required: bool = False
+    #: Accepted `typ` headers: RFC 9068 access tokens; add "JWT" for issuers that do not set `at+jwt`.
+    auth_token_types: list[str] = ["at+jwt"]
+    #: Signature algorithms accepted; only asymmetric ones may be named (`none` and HS* refuse to start).
+    auth_algorithms: list[str] = ["RS256", "ES256", "EdDSA"]
+    #: Clock skew tolerated on `exp`, `nbf` and `iat`, seconds.
+    auth_leeway_s: float = Field(30.0, ge=0, le=300)
+    #: Verified tokens remembered (until their expiry) so that a repeated token costs a dict lookup.
+    auth_cache_size: int = Field(10_000, ge=0)
+    #: Calls per second per partner (`client_id`, else `sub`), 0 for no limit; `auth_rate_limit_burst`
+    #: calls may come at once (0: one second's worth). `auth_rate_limits` ({"partner": rps}, JSON in the
+    #: environment) overrides the rate for named partners.
+    auth_rate_limit_rps: float = Field(0.0, ge=0)
+    auth_rate_limit_burst: float = Field(0.0, ge=0)
+    auth_rate_limits: dict[str, float] = {}
+
+    # -- TLS (server.tls): with a certificate the server serves TLS only, no plaintext port ------------------
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    #: PEM CA bundle: when set, every client must present a certificate it signed (mutual TLS).
+    tls_client_ca_file: Path | None = None

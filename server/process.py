@@ -25,6 +25,8 @@ class ServerProcess(ChildProcess):
     args: list[str] = field(default_factory=list)
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    #: For a server that serves TLS (`AISLE_TLS_*` in `env`): how the start-up health check connects.
+    credentials: grpc.ChannelCredentials | None = None
 
     @property
     def log_path(self) -> Path:
@@ -47,9 +49,15 @@ class ServerProcess(ChildProcess):
             "server",
         )
         self.port = int(port_file.read_text())
-        with grpc.insecure_channel(self.target) as channel:
+        with self.channel() as channel:
             health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10, wait_for_ready=True)
         return self
+
+    def channel(self) -> grpc.Channel:
+        """A blocking channel to the server: TLS with `credentials` when set, plaintext otherwise."""
+        if self.credentials is not None:
+            return grpc.secure_channel(self.target, self.credentials)
+        return grpc.insecure_channel(self.target)
 
     def restart(self) -> ServerProcess:
         self.stop()

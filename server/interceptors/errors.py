@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -38,6 +38,13 @@ def to_status(error: AisleError) -> grpc.Status:
                 ]
             )
         )
+        status.details.append(detail)
+    retry_after_s = getattr(error, "retry_after_s", None)  # set by errors a client should wait out (rate limits)
+    if retry_after_s is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(max(1, int(retry_after_s * 1e9)))
+        detail = any_pb2.Any()
+        detail.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
         status.details.append(detail)
     return rpc_status.to_status(status)
 

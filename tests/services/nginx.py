@@ -1,0 +1,102 @@
+"""The nginx TLS front (`server.front`) from Debian's `nginx` package, on 127.0.0.1, for the TLS tests.
+
+`ensure_nginx()` installs the package with apt-get when the binary is missing, as `ensure_redis_server()` does
+for Redis, since CI machines are fresh Debian. The package's own nginx is never started here: the front runs
+from its own rendered configuration in its own directory (`python -m server.front` does the same).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import ClassVar
+
+from server.front import FrontConfig, command, find_nginx, write
+from tests.services.process import (
+    LOOPBACK,
+    STATE_ROOT,
+    ManagedProcess,
+    ServiceStartError,
+    free_port,
+    port_open,
+)
+
+
+def ensure_nginx() -> str:
+    """The path of `nginx`, installing Debian's package first if it is missing (needs root and apt-get).
+
+    A file lock (the one Redis's installer takes) keeps two test sessions from running apt-get at once.
+    """
+    found = find_nginx()
+    if found is not None:
+        return found
+    apt_get = shutil.which("apt-get")
+    if apt_get is None or os.geteuid() != 0:
+        raise ServiceStartError(
+            "nginx is not installed and cannot be installed here (needs root and apt-get): "
+            "install Debian's nginx package"
+        )
+    STATE_ROOT.mkdir(parents=True, exist_ok=True)
+    with open(STATE_ROOT / "apt.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = find_nginx()  # another session may have installed it while we waited
+        if found is not None:
+            return found
+        print("nginx is missing: installing Debian's nginx package ...", file=sys.stderr, flush=True)
+        started = time.monotonic()
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for argv in (
+            [apt_get, "update", "-q"],
+            [apt_get, "install", "-y", "-q", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=120", "nginx"],
+        ):
+            result = subprocess.run(argv, check=False, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+            if result.returncode != 0:
+                output = (result.stdout + result.stderr)[-4000:]
+                raise ServiceStartError(f"`{' '.join(argv)}` failed (exit {result.returncode}):\n{output}")
+        print(f"Installed nginx in {time.monotonic() - started:.1f}s.", file=sys.stderr, flush=True)
+    found = find_nginx()
+    if found is None:
+        raise ServiceStartError("apt-get installed nginx, but no nginx binary was found")
+    return found
+
+
+class NginxFront(ManagedProcess):
+    """The TLS front on a free port of 127.0.0.1, passing gRPC to `backend`."""
+
+    name: ClassVar[str] = "nginx"
+    start_timeout: ClassVar[float] = 30.0
+    stop_timeout: ClassVar[float] = 10.0
+
+    def __init__(self, workdir: Path, backend: str, cert: Path, key: Path, client_ca: Path | None = None) -> None:
+        super().__init__(workdir, die_with_parent=True)
+        self.backend, self.cert, self.key, self.client_ca = backend, cert, key, client_ca
+
+    @property
+    def port(self) -> int:
+        return self.ports["port"]
+
+    @property
+    def target(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    def _pick_ports(self) -> dict[str, int]:
+        return {"port": free_port()}
+
+    def _config(self) -> FrontConfig:
+        return FrontConfig(f"{LOOPBACK}:{self.port}", self.backend, self.cert, self.key, self.workdir / "front",
+                           self.client_ca, log_level="info")
+
+    def _prepare(self) -> None:
+        ensure_nginx()
+        write(self._config())
+
+    def _command(self) -> list[str]:
+        return command(ensure_nginx(), self.workdir / "front" / "nginx.conf")
+
+    def _wait_ready(self, deadline: float) -> None:
+        self.wait_for(lambda: port_open(LOOPBACK, self.port), deadline, f"port {self.port}")
