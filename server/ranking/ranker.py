@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 
 from server.ranking.features import FEATURES
+from server.retrieval.onnx_session import single_thread_session
 from trainer.bundles import RANKER_INPUT, RANKER_OUTPUT, BundleError
 
 
@@ -36,15 +36,7 @@ class Ranker:
         self._columns = np.array([column[n] for n in names], dtype=np.int64)
         #: True when the ranker reads every column in order: no copy is needed.
         self._identity = names == list(FEATURES)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own untyped errors for bad models
-            raise BundleError(f"{path}: cannot load the ranker: {exc}") from exc
+        self.session = single_thread_session(path, "ranker")
         inputs = {i.name: i for i in self.session.get_inputs()}
         if RANKER_INPUT not in inputs or inputs[RANKER_INPUT].type != "tensor(float)":
             raise BundleError(f"{path}: the ranker needs a float input {RANKER_INPUT!r}, has {sorted(inputs)}")

@@ -19,10 +19,10 @@ from typing import Any
 
 import faiss
 import numpy as np
-import onnxruntime as ort
 
 from feature_worker.fold import VIEW
 from server.ranking.ranker import Ranker
+from server.retrieval.onnx_session import single_thread_session
 from trainer.bundles import INPUT_ITEMS, INPUT_TYPES, OUTPUT_USER, RANKER, BundleError, BundlePaths
 
 log = logging.getLogger(__name__)
@@ -67,17 +67,7 @@ class TwoTowerRetriever:
         if len(self.index_of) != len(self.item_ids):
             raise BundleError(f"{paths.item_ids}: item ids are not unique")
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self.session = ort.InferenceSession(
-                str(paths.user_tower), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own untyped errors for bad models
-            raise BundleError(f"{paths.user_tower}: cannot load the user tower: {exc}") from exc
+        self.session = single_thread_session(paths.user_tower, "user tower")
         inputs = {i.name: i for i in self.session.get_inputs()}
         outputs = [o.name for o in self.session.get_outputs()]
         for name in (INPUT_ITEMS, INPUT_TYPES):
