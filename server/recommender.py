@@ -207,14 +207,18 @@ class Recommender:
         result: list[Recommendation] = []
         ids = index.ids
         allows = stage.rules.allows
-        for row in chosen.tolist():
-            item = ids[pool.positions[row]]
+        rows: list[int] = []
+        for row, position, score in zip(chosen.tolist(), pool.positions[chosen].tolist(), scores[chosen].tolist()):
+            item = ids[position]
             if not allows(item):
                 continue
-            reasons = self._reasons(stage, row) if query.explain else []
-            result.append(Recommendation(item, float(scores[row]), reasons))
+            result.append(Recommendation(item, score))
+            rows.append(row)
             if len(result) >= query.k:
                 break
+        if query.explain and rows:
+            for recommendation, reasons in zip(result, self._reasons(stage, rows)):
+                recommendation.reasons = reasons
         if len(result) < query.k:
             self._backfill(result, query.k, stage.rules, stage.lists)
         return result
@@ -251,18 +255,25 @@ class Recommender:
             lists = self.lists = TopLists.build(ItemStats({}, {}, lists.clock_ms), self.catalog)
         return lists
 
-    def _reasons(self, stage: Retrieved, row: int) -> list[str]:
-        """The sources that proposed the row, by weighted share, rendered with their seed or category."""
-        shares = np.maximum(self._weights, 0.01) * stage.pool.scores[:, row]
-        out: list[str] = []
-        for source in np.argsort(-shares, kind="stable")[: len(SOURCES)].tolist():
-            if shares[source] <= 0.0:
-                break
-            reason = _render(stage, source, int(stage.pool.args[source, row]), row)
-            if reason not in out:
-                out.append(reason)
-                if len(out) >= MAX_REASONS:
+    def _reasons(self, stage: Retrieved, rows: list[int]) -> list[list[str]]:
+        """For each row: the sources that proposed it, by weighted share, rendered with their seed or category."""
+        pool = stage.pool
+        shares = np.maximum(self._weights, 0.01)[:, None] * pool.scores[:, rows]  # [sources, rows]
+        orders = np.argsort(-shares, axis=0, kind="stable").T.tolist()
+        args = pool.args[:, rows].T.tolist()
+        present = (shares > 0.0).T.tolist()
+        out: list[list[str]] = []
+        for j, row in enumerate(rows):
+            reasons: list[str] = []
+            for source in orders[j]:
+                if not present[j][source]:
                     break
+                reason = _render(stage, source, args[j][source], row)
+                if reason not in reasons:
+                    reasons.append(reason)
+                    if len(reasons) >= MAX_REASONS:
+                        break
+            out.append(reasons)
         return out
 
     def _backfill(self, result: list[Recommendation], k: int, rules: Rules, lists: TopLists) -> None:

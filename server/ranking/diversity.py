@@ -16,6 +16,16 @@ def cap_per_group(ranked: Ints, groups: Ints, k: int, cap: int) -> Ints:
     """
     if cap <= 0 or len(ranked) <= cap:
         return ranked[:k]
+    # Most answers fill from the first few rows: look at those first, at all of them only when they fall short.
+    head = ranked[: 4 * k + 4 * cap]
+    if len(head) < len(ranked):
+        chosen = _capped(head, groups, k, cap, fill=False)
+        if len(chosen) >= k:
+            return chosen
+    return _capped(ranked, groups, k, cap, fill=True)
+
+
+def _capped(ranked: Ints, groups: Ints, k: int, cap: int, fill: bool) -> Ints:
     taken: list[int] = []
     passed: list[int] = []
     counts: dict[int, int] = {}
@@ -29,6 +39,6 @@ def cap_per_group(ranked: Ints, groups: Ints, k: int, cap: int) -> Ints:
         taken.append(row)
         if len(taken) >= k:
             break
-    if len(taken) < k:
+    if fill and len(taken) < k:
         taken.extend(passed[: k - len(taken)])
     return np.array(taken, dtype=np.int64)

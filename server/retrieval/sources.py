@@ -9,7 +9,9 @@ BENCHMARKS.md for the figures.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Collection, Sequence
+from operator import itemgetter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -178,7 +180,7 @@ def brand(
         if full is not None and len(full):
             ranked = full[:BRAND_PER_SEED]
             ranked = ranked[ranked != p]
-            covisits = sum(count for _, count in features.covis.get(seed.item_id, ()))
+            covisits = sum(map(_count, features.covis.get(seed.item_id, ())))
             best = float(popularity[full[0]]) or 1.0
             scale = seed.weight * BRAND_SHRINKAGE / (BRAND_SHRINKAGE + covisits)
             score = scale * (popularity[ranked] / best) ** BRAND_POPULARITY_EXPONENT
@@ -197,7 +199,7 @@ def trending_in_categories(user: UserState | None, lists: TopLists, index: ItemI
         return
     affinity = user.category_affinity
     # Prefer specific categories: rank by depth, then by affinity.
-    top = sorted(affinity, key=lambda c: (-c.count("/"), -affinity[c], c))[:TRENDING_CATEGORIES]
+    top = heapq.nsmallest(TRENDING_CATEGORIES, affinity, key=lambda c: (-c.count("/"), -affinity[c], c))
     total = sum(affinity[c] for c in top) or 1.0
     trending = lists.trending_at
     for category in top:
@@ -261,6 +263,8 @@ def two_tower(
     # Shifted so that "not proposed" (0) sits below every proposed item.
     pool.add_extra("learned_logit", positions, np.maximum(logits + LOGIT_FLOOR, 1e-6))
 
+
+_count = itemgetter(1)
 
 #: `learned_logit` is the log relative probability plus this (items more than e**-20 below the best are at 0).
 LOGIT_FLOOR = 20.0
