@@ -16,6 +16,7 @@ from pathlib import Path
 
 import uvloop
 
+from feature_worker.privacy.vault import EncryptionNotConfigured
 from server.app import start, stop
 from server.config import ServerSettings
 
@@ -67,7 +68,10 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     settings, port_file = parse_args(argv)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvloop.run(serve(settings, port_file))
+    try:
+        uvloop.run(serve(settings, port_file))
+    except EncryptionNotConfigured as exc:
+        sys.exit(str(exc))
 
 
 if __name__ == "__main__":

@@ -30,3 +30,9 @@ class ServerSettings(Settings):
     lists_refresh_s: float = Field(1.0, ge=0)
     #: Largest request accepted, in bytes; larger ones are INVALID_ARGUMENT.
     max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    #: The audit log of privacy calls (erasure, export); default `<data_dir>/audit.log`.
+    audit_log_file: Path | None = None
+
+    @property
+    def audit_log_path(self) -> Path:
+        return self.audit_log_file or self.data_dir / "audit.log"
