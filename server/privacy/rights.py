@@ -123,7 +123,8 @@ class CustomerRights:
         events = await engine.ingest.held_events(user_id)
 
         def as_dict(message: object) -> dict[str, object]:
-            return json_format.MessageToDict(message, preserving_proto_field_name=True)  # type: ignore[arg-type]
+            return json_format.MessageToDict(message, preserving_proto_field_name=True,  # type: ignore[arg-type]
+                                           always_print_fields_with_no_presence=True)
 
         return {
             "format": EXPORT_FORMAT,
