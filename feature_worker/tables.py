@@ -61,7 +61,7 @@ class TableFollower:
         for topic in (self.topics.items, self.topics.users):
             partitions = consumer.partitions_for_topic(topic) or set()
             if not partitions:
-                partitions = await _wait_partitions(consumer, topic)
+                partitions = await wait_partitions(consumer, topic)
             self._partitions += [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(self._partitions)
         await consumer.seek_to_beginning(*self._partitions)
@@ -150,7 +150,7 @@ class TableFollower:
         await self._consumer.stop()
 
 
-async def _wait_partitions(consumer: AIOKafkaConsumer, topic: str, timeout_s: float = 30.0) -> set[int]:
+async def wait_partitions(consumer: AIOKafkaConsumer, topic: str, timeout_s: float = 30.0) -> set[int]:
     """The topic's partitions, once the broker's metadata has them (just after topic creation)."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:

@@ -33,7 +33,7 @@ from feature_worker.privacy.events import EventOpener, seal_event
 from feature_worker.privacy.sealing import is_sealed
 from feature_worker.privacy.vault import DataKey, Vault
 from feature_worker.stores.base import FeatureStore
-from feature_worker.tables import TableFollower
+from feature_worker.tables import TableFollower, wait_partitions
 from feature_worker.topics import Topics
 from protos.aisle.v1 import catalog_pb2, events_pb2, users_pb2
 from server.ingest import Ingest
@@ -133,9 +133,7 @@ class KafkaIngest(Ingest):
                                     auto_offset_reset="earliest")
         await consumer.start()
         try:
-            partitions = sorted(consumer.partitions_for_topic(self.topics.events) or ())
-            if not partitions:
-                return []
+            partitions = sorted(await wait_partitions(consumer, self.topics.events))
             tp = TopicPartition(self.topics.events, DefaultPartitioner()(key, partitions, partitions))
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
