@@ -10,11 +10,11 @@
    the customer's last read still hold: one script call, the key cached) and cold ones (a fresh process: the
    key is unwrapped and the seeds read in a second call). The pure CPU of opening one customer's features is
    timed apart.
-2. Erasure (embedded). A server is loaded with the shop's customers (records and events), then `--erasures`
-   customers are erased one by one over gRPC: the latency of each EraseUser call (destroying the key rewrites
-   the key file of every customer, so it grows with their number).
+2. Erasure. An embedded server is loaded with the shop's customers (records and events), then `--erasures`
+   customers are erased one by one over gRPC: the latency of each EraseUser call (key line overwritten and
+   fsynced, journal record, audit line fsynced). Then the same in Kafka + Redis mode (`kafka_erasures`).
 
-Uses `AISLE_REDIS_URL` (databases 11 and 12 are flushed) or starts a Redis of its own.
+Uses `AISLE_REDIS_URL` (databases 11, 12 and 13 are flushed) and `AISLE_KAFKA_BOOTSTRAP`, or starts its own.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from feature_worker.privacy.vault import Vault
 from feature_worker.state import UserState
 from feature_worker.stores.redis import RedisFeatureStore
 from loadtest.stats import format_ms, summarize_ms
+from protos.aisle.v1 import events_pb2, users_pb2
 from server.process import ServerProcess
 from trainer.data.generated import read_events, read_items, read_users
 
@@ -70,6 +71,22 @@ async def timed_reads(store: RedisFeatureStore, users: list[str]) -> list[float]
         await store.read_request(user, ())
         out.append(time.perf_counter() - started)
     return out
+
+
+async def paired_reads(clear: RedisFeatureStore, sealed: RedisFeatureStore, users: list[str],
+                       rounds: int) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Each customer read from both stores back to back (which goes first alternates): wall and CPU seconds."""
+    wall: dict[bool, list[float]] = {False: [], True: []}
+    cpu: dict[bool, list[float]] = {False: [], True: []}
+    for r in range(rounds):
+        for n, user in enumerate(users):
+            for is_sealed in ((False, True) if (n + r) % 2 else (True, False)):
+                store = sealed if is_sealed else clear
+                c0, w0 = time.thread_time(), time.perf_counter()
+                await store.read_request(user, ())
+                wall[is_sealed].append(time.perf_counter() - w0)
+                cpu[is_sealed].append(time.thread_time() - c0)
+    return wall[False], wall[True], cpu[False], cpu[True]
 
 
 async def read_path(shop: Path, redis_url: str, n_users: int, rounds: int) -> None:
@@ -110,20 +127,17 @@ async def read_path(shop: Path, redis_url: str, n_users: int, rounds: int) -> No
     print(f"cold sealed reads: {format_ms(summarize_ms(cold))}; second calls {cold_store.second_reads}")
     await cold_store.close()
 
-    # Warm, alternating blocks of clear and sealed reads.
+    # Warm: each customer read from both stores back to back.
     await timed_reads(sealed, users)  # warm the hints and the key cache
     calls_before = sealed.second_reads
-    clear_t: list[float] = []
-    sealed_t: list[float] = []
-    for _ in range(rounds):
-        for block in range(0, len(users), 100):
-            chunk = users[block : block + 100]
-            clear_t += await timed_reads(clear, chunk)
-            sealed_t += await timed_reads(sealed, chunk)
+    clear_t, sealed_t, clear_cpu, sealed_cpu = await paired_reads(clear, sealed, users, rounds)
     c, s = summarize_ms(clear_t), summarize_ms(sealed_t)
-    print(f"clear  reads: {format_ms(c)}")
-    print(f"sealed reads: {format_ms(s)}; second calls {sealed.second_reads - calls_before}")
-    print(f"added per Recommend read: p50 {(s['p50'] - c['p50']) * 1000:+.1f} µs, mean {(s['mean'] - c['mean']) * 1000:+.1f} µs")
+    diffs = [b - a for a, b in zip(clear_t, sealed_t, strict=True)]
+    print(f"clear  reads: {format_ms(c)}; client CPU {statistics.mean(clear_cpu) * 1e6:.1f} µs/read")
+    print(f"sealed reads: {format_ms(s)}; client CPU {statistics.mean(sealed_cpu) * 1e6:.1f} µs/read; "
+          f"second calls {sealed.second_reads - calls_before}")
+    print(f"added per Recommend read: median of paired differences {statistics.median(diffs) * 1e6:+.1f} µs wall, "
+          f"{(statistics.mean(sealed_cpu) - statistics.mean(clear_cpu)) * 1e6:+.1f} µs client CPU")
     await clear.close()
     await sealed.close()
 
@@ -147,10 +161,44 @@ def erasures(shop: Path, n: int, workdir: Path) -> None:
                 t0 = time.perf_counter()
                 client.erase_user(user)
                 latencies.append(time.perf_counter() - t0)
-            keys = len((server.data_dir / "keys.txt").read_text().splitlines())
+            keys = sum(1 for line in (server.data_dir / "keys.txt").read_text().splitlines() if line.strip())
             print(f"EraseUser (embedded, {keys:,} keys left in the key file): {format_ms(summarize_ms(latencies))}")
     finally:
         server.stop()
+
+
+def kafka_erasures(redis_url: str, n: int, workdir: Path) -> None:
+    """EraseUser in Kafka + Redis mode: key and features deleted in Redis, the users-topic tombstone produced and
+    read back by the server, the audit line fsynced. Customers: a record and five events each."""
+    bootstrap = os.environ.get("AISLE_KAFKA_BOOTSTRAP", "")
+    broker = None
+    if not bootstrap:
+        from tests.services.kafka import KafkaService
+
+        broker = KafkaService(workdir / "kafka", die_with_parent=True)
+        broker.start()
+        bootstrap = broker.bootstrap
+    url = asyncio.run(fresh_db(redis_url, 13))
+    env = {"AISLE_KAFKA_BOOTSTRAP": bootstrap, "AISLE_REDIS_URL": url,
+           "AISLE_TOPIC_PREFIX": f"privacybench{int(time.time())}"}
+    server = ServerProcess(workdir / "kafka-server", env=env).start()
+    try:
+        with AisleClient(ClientOptions(target=server.target, write_timeout_s=60)) as client:
+            users = [f"kb-u{i}" for i in range(n)]
+            for user in users:
+                client.upsert_user(users_pb2.User(user_id=user, attributes={"tier": "gold"}))
+                client.track([events_pb2.Event(event_id=f"{user}-e{j}", type=events_pb2.VIEW, user_id=user,
+                                               item_id=f"i{j}") for j in range(5)])
+            latencies = []
+            for user in users:
+                t0 = time.perf_counter()
+                client.erase_user(user)
+                latencies.append(time.perf_counter() - t0)
+            print(f"EraseUser (Kafka + Redis): {format_ms(summarize_ms(latencies))}")
+    finally:
+        server.stop()
+        if broker is not None:
+            broker.stop()
 
 
 def main() -> None:
@@ -171,11 +219,12 @@ def main() -> None:
             redis_url = service.url
         try:
             asyncio.run(read_path(args.shop, redis_url, args.users, args.rounds))
+            if args.erasures:
+                erasures(args.shop, args.erasures, Path(tmp))
+                kafka_erasures(redis_url, args.erasures, Path(tmp))
         finally:
             if service is not None:
                 service.stop()
-        if args.erasures:
-            erasures(args.shop, args.erasures, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -88,8 +88,15 @@ async def test_the_file_key_store_is_durable_and_erasure_removes_the_key_from_th
     await store.create_many({"u5": b"k5"})
     await store.close()
     reopened = FileKeyStore(path)
-    assert await reopened.get_many(["u1", "u2", "u5"]) == {"u1": b"k1", "u5": b"k5"}
+    assert await reopened.get_many(["u1", "u2", "u3", "u5"]) == {"u1": b"k1", "u3": b"k3", "u5": b"k5"}
+    for user in ("u1", "u3"):  # erased lines now outweigh live ones: the next open drops them
+        assert await reopened.delete_user(user)
     await reopened.close()
+    size = path.stat().st_size
+    compacted = FileKeyStore(path)
+    assert path.stat().st_size < size and await compacted.get_many(["u1", "u3", "u5"]) == {"u5": b"k5"}
+    assert await compacted.delete_user("u5") and not await compacted.get_many(["u5"])
+    await compacted.close()
 
 
 async def test_the_vault_caches_by_the_stored_form_and_forgets_on_erasure() -> None:

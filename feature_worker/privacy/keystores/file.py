@@ -1,12 +1,14 @@
 """The embedded server's key store: one file in the data directory, `keys.txt`, held in memory too.
 
 Layout: one line per customer, `<user_id>\\t<base64 of the wrapped key>\\n` (user ids never hold control
-characters: `validation.check_id`). New keys are appended and fsynced before the call that needs them goes
-on (a journal record sealed with a key that a crash lost could never be read again); a torn last line is cut
-off on open. Destroying a key rewrites the whole file without it (written beside, fsynced, renamed over the
-old one, directory fsynced), so the key is gone from the file, not just marked: from then on nothing sealed
-with it, in the journal or in a backup of it, can be read. (A filesystem may keep freed blocks on the disk
-until they are reused; put the data directory on an encrypted volume to cover that too.)
+characters: `validation.check_id`); a line of spaces is an erased customer. New keys are appended and fsynced
+before the call that needs them goes on (a journal record sealed with a key that a crash lost could never be
+read again); a torn last line is cut off on open. Destroying a key overwrites its line in place with spaces and
+fsyncs, so the key is gone from the file, not just marked, in one small write whatever the number of customers:
+from then on nothing sealed with it, in the journal or in a backup of it, can be read. When erased lines take
+more room than live ones, opening the file rewrites it without them (beside, fsynced, renamed over). (A
+filesystem that copies on write, or a disk that remaps blocks, may keep the old bytes until they are reused: put
+the data directory on an encrypted volume to cover that too.)
 
 Thread-safe: the server's event loop creates and destroys keys, the batch store's thread reads them.
 """
@@ -23,69 +25,91 @@ from feature_worker.errors import StoreUnavailable
 from feature_worker.privacy.keystores.base import KeyStore
 
 
+def _line(user_id: str, wrapped: bytes) -> bytes:
+    return f"{user_id}\t{base64.b64encode(wrapped).decode()}\n".encode()
+
+
 class FileKeyStore(KeyStore):
-    """Wrapped keys in `path`, mirrored in a dict."""
+    """Wrapped keys in `path`, mirrored in a dict with each line's place in the file."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
         self._keys: dict[str, bytes] = {}
+        #: user -> (offset, length) of their line.
+        self._lines: dict[str, tuple[int, int]] = {}
         path.parent.mkdir(parents=True, exist_ok=True)
-        good_end = 0
-        if path.exists():
-            data = path.read_bytes()
-            for line in data.split(b"\n")[:-1]:  # the last piece is empty, or a torn line
+        data = path.read_bytes() if path.exists() else b""
+        offset = dead = 0
+        for line in data.split(b"\n")[:-1]:  # the last piece is empty, or a torn line
+            if line.strip():
                 user, _, wrapped = line.decode().partition("\t")
                 self._keys[user] = base64.b64decode(wrapped)
-                good_end += len(line) + 1
-            if good_end != len(data):
-                with open(path, "r+b") as f:
-                    f.truncate(good_end)
+                self._lines[user] = (offset, len(line) + 1)
+            else:
+                dead += len(line) + 1
+            offset += len(line) + 1
+        if dead > offset - dead:
+            self._rewrite()
+        elif offset != len(data):
+            with open(path, "r+b") as f:
+                f.truncate(offset)
         self._file = open(path, "ab")  # noqa: SIM115 - held open for the server's lifetime
+        self._end = self._file.tell()
 
     def __len__(self) -> int:
         return len(self._keys)
+
+    def _rewrite(self) -> None:
+        """The file with live lines only: written beside, fsynced, renamed over, directory fsynced."""
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        lines = {user: _line(user, wrapped) for user, wrapped in self._keys.items()}
+        with open(tmp, "wb") as f:
+            f.write(b"".join(lines.values()))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        _fsync_dir(self.path.parent)
+        offset = 0
+        for user, line in lines.items():
+            self._lines[user] = (offset, len(line))
+            offset += len(line)
 
     def get_now(self, user_id: str) -> bytes | None:
         return self._keys.get(user_id)
 
     def create_many_now(self, wrapped: Mapping[str, bytes]) -> dict[str, bytes]:
         with self._lock:
-            new = {u: w for u, w in wrapped.items() if u not in self._keys}
+            new = {u: _line(u, w) for u, w in wrapped.items() if u not in self._keys}
             if new:
-                lines = b"".join(f"{u}\t{base64.b64encode(w).decode()}\n".encode() for u, w in new.items())
                 try:
-                    self._file.write(lines)
+                    self._file.write(b"".join(new.values()))
                     self._file.flush()
                     os.fsync(self._file.fileno())
                 except OSError as exc:
                     raise StoreUnavailable(f"cannot write the key store {self.path}: {exc}") from exc
-                self._keys.update(new)
+                for user, line in new.items():
+                    self._keys[user] = wrapped[user]
+                    self._lines[user] = (self._end, len(line))
+                    self._end += len(line)
             return {u: self._keys[u] for u in wrapped}
 
     def delete_user_now(self, user_id: str) -> bool:
         with self._lock:
-            if user_id not in self._keys:
+            place = self._lines.get(user_id)
+            if place is None:
                 return False
-            keys = dict(self._keys)
-            del keys[user_id]
-            tmp = self.path.with_name(self.path.name + ".tmp")
+            offset, length = place
             try:
-                with open(tmp, "wb") as f:
-                    f.write(b"".join(f"{u}\t{base64.b64encode(w).decode()}\n".encode() for u, w in keys.items()))
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path)
-                directory = os.open(self.path.parent, os.O_RDONLY)
+                fd = os.open(self.path, os.O_WRONLY)  # not the appending handle: O_APPEND would ignore the offset
                 try:
-                    os.fsync(directory)
+                    os.pwrite(fd, b" " * (length - 1) + b"\n", offset)
+                    os.fsync(fd)
                 finally:
-                    os.close(directory)
-                self._file.close()
-                self._file = open(self.path, "ab")  # noqa: SIM115
+                    os.close(fd)
             except OSError as exc:
-                raise StoreUnavailable(f"cannot rewrite the key store {self.path}: {exc}") from exc
-            self._keys = keys
+                raise StoreUnavailable(f"cannot erase a key in {self.path}: {exc}") from exc
+            del self._keys[user_id], self._lines[user_id]
             return True
 
     async def get_many(self, user_ids: Collection[str]) -> dict[str, bytes]:
@@ -100,3 +124,11 @@ class FileKeyStore(KeyStore):
 
     async def close(self) -> None:
         self._file.close()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
