@@ -5,6 +5,8 @@
     python -m clients profile --user u1
     python -m clients similar --item i42
     python -m clients item --item i42
+    python -m clients export --user u1      # everything held about u1, as JSON
+    python -m clients erase --user u1       # erase u1 everywhere; prints the receipt
 """
 
 from __future__ import annotations
@@ -54,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     item = sub.add_parser("item", help="one catalog item")
     item.add_argument("--item", required=True)
+
+    export = sub.add_parser("export", help="everything held about a customer, as JSON")
+    export.add_argument("--user", required=True)
+
+    erase = sub.add_parser("erase", help="erase a customer from every store; prints the receipt")
+    erase.add_argument("--user", required=True)
     return parser
 
 
@@ -90,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(MessageToJson(client.similar_items(args.item, args.k), indent=2))
             elif args.command == "item":
                 print(MessageToJson(client.get_item(args.item), indent=2))
+            elif args.command == "export":
+                print(client.export_user(args.user).json)
+            elif args.command == "erase":
+                print(MessageToJson(client.erase_user(args.user), indent=2))
         except grpc.RpcError as error:
             print(f"{error.code().name}: {error.details()}", file=sys.stderr)
             return 1

@@ -207,3 +207,17 @@ def fresh_server(tmp_path: Path) -> Iterator[ServerProcess]:
     process = ServerProcess(tmp_path / "server").start()
     yield process
     process.stop()
+
+
+def test_the_command_line_exports_and_erases(fresh_server: ServerProcess, capsys: pytest.CaptureFixture[str]) -> None:
+    from clients.__main__ import main
+
+    with AisleClient(ClientOptions(target=fresh_server.target)) as client:
+        user_id, _, events = seed(client)
+    assert main(["--target", fresh_server.target, "export", "--user", user_id]) == 0
+    assert len(json.loads(capsys.readouterr().out)["events"]) == len(events)
+    assert main(["--target", fresh_server.target, "erase", "--user", user_id]) == 0
+    receipt = json.loads(capsys.readouterr().out)
+    assert receipt["userId"] == user_id and receipt["held"] is True
+    assert main(["--target", fresh_server.target, "erase", "--user", ""]) == 1
+    assert "INVALID_ARGUMENT" in capsys.readouterr().err
