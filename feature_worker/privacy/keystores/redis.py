@@ -4,7 +4,8 @@ The key shares its hash tag with the customer's features, so on a Redis Cluster 
 `RedisFeatureStore` fetches both in one call, and the worker's commit can check in the same script that the
 key it sealed with is still the customer's (an erasure between the two leaves nothing behind).
 Keys have no TTL: one that expired while the event topic still held the customer's events would shred them
-silently; `delete_user` (an erasure) is what removes one. About 90 bytes per customer.
+silently; `delete_user` (an erasure) is what removes one. About 170 bytes of Redis memory per customer
+(BENCHMARKS.md).
 Run Redis with AOF (`appendfsync always`), as for the features: a lost key is lost data.
 """
 
