@@ -50,17 +50,17 @@ async def run(settings: Settings, ready_file: Path | None = None) -> None:
     stopping = _stopping_on_signals()
     topics = settings.topics
     await create_topics(settings.kafka_bootstrap, topics.specs(), replication_factor=settings.replication_factor)
-    catalog, users = Catalog(), UserDirectory()
-    tables = TableFollower(settings.kafka_bootstrap, topics, catalog, users)
-    await tables.start()
     store = RedisFeatureStore.from_url(settings.redis_url.get_secret_value(), policy=settings.key_policy)
-    opener = None
+    opener = tables_opener = None
     master = load_master_key(settings.encryption, settings.master_key_file)
     if master is not None:
         store.vault = Vault(master, RedisKeyStore(store.client), settings.key_cache_size)
-        opener = EventOpener(store.vault)
+        opener, tables_opener = EventOpener(store.vault), EventOpener(store.vault)
     else:
         log.warning("AISLE_ENCRYPTION=off: customers' features are stored in clear")
+    catalog, users = Catalog(), UserDirectory()
+    tables = TableFollower(settings.kafka_bootstrap, topics, catalog, users, tables_opener)
+    await tables.start()
     metrics = WorkerMetrics()
     if settings.metrics_port:
         metrics.serve(settings.metrics_port)
@@ -79,16 +79,18 @@ async def run_sink(settings: Settings, ready_file: Path | None = None) -> None:
     from feature_worker.lake.writer import Lake
 
     stopping = _stopping_on_signals()
-    opener, client = None, None
+    opener = tables_opener = None
+    client = None
     master = load_master_key(settings.encryption, settings.master_key_file)
     if master is not None:
         if not settings.redis_url.get_secret_value():
             raise EncryptionNotConfigured("the sink opens sealed events with keys kept in Redis: set AISLE_REDIS_URL")
         client = RedisFeatureStore.from_url(settings.redis_url.get_secret_value()).client
-        opener = EventOpener(Vault(master, RedisKeyStore(client), settings.key_cache_size))
+        vault = Vault(master, RedisKeyStore(client), settings.key_cache_size)
+        opener, tables_opener = EventOpener(vault), EventOpener(vault)
     await create_topics(settings.kafka_bootstrap, settings.topics.specs(),
                         replication_factor=settings.replication_factor)
-    tables = TableFollower(settings.kafka_bootstrap, settings.topics, Catalog(), UserDirectory())
+    tables = TableFollower(settings.kafka_bootstrap, settings.topics, Catalog(), UserDirectory(), tables_opener)
     await tables.start()
     lake = await asyncio.to_thread(Lake, settings.lake_dir)
     try:

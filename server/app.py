@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaProducer
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from feature_worker.catalog import Catalog
+from feature_worker.privacy.events import EventOpener
 from feature_worker.privacy.keystores.file import FileKeyStore
 from feature_worker.privacy.keystores.redis import RedisKeyStore
 from feature_worker.privacy.sealing import MasterKey
@@ -105,13 +106,14 @@ async def build_kafka_engine(settings: ServerSettings, master: MasterKey | None 
     """
     topics = settings.topics
     await create_topics(settings.kafka_bootstrap, topics.specs(), replication_factor=settings.replication_factor)
-    catalog, users = Catalog(), UserDirectory()
-    tables = TableFollower(settings.kafka_bootstrap, topics, catalog, users)
-    await tables.start()
     store = RedisFeatureStore.from_url(settings.redis_url.get_secret_value(), policy=settings.key_policy)
     vault = None
     if master is not None:
         vault = store.vault = Vault(master, RedisKeyStore(store.client), settings.key_cache_size)
+    catalog, users = Catalog(), UserDirectory()
+    opener = EventOpener(vault) if vault is not None else None
+    tables = TableFollower(settings.kafka_bootstrap, topics, catalog, users, opener)
+    await tables.start()
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     ingest = KafkaIngest(producer, topics, tables, store, catalog, vault, settings.kafka_bootstrap)

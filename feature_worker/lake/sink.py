@@ -64,6 +64,7 @@ from feature_worker.lake.schema import (
 )
 from feature_worker.lake.writer import Lake, LakeConflict, LakeUnavailable
 from feature_worker.privacy.events import EventOpener
+from feature_worker.privacy.sealing import USER, is_sealed
 from feature_worker.tables import TableFollower
 from feature_worker.validation import validate_item, validate_user
 from protos.aisle.v1 import catalog_pb2, users_pb2
@@ -255,7 +256,15 @@ class BatchSink:
                     _check(validate_item(item))
                     rows.upsert(item, ts, record.partition, record.offset)
                 else:
-                    user = decode(record.value, users_pb2.User)
+                    value = record.value
+                    if is_sealed(value):
+                        if self.opener is None:
+                            raise InvalidArgument([("value", "sealed, but this sink has no master key")])
+                        opened = self.opener.open(key, value, USER)
+                        if opened is None:
+                            continue  # an erased customer's record: their key is gone
+                        value = opened
+                    user = decode(value, users_pb2.User)
                     _check(validate_user(user))
                     rows.upsert(user, ts, record.partition, record.offset)
             except InvalidArgument as exc:

@@ -29,7 +29,7 @@ from feature_worker.catalog import Catalog
 from feature_worker.codec import decode
 from feature_worker.errors import InvalidArgument, StoreUnavailable
 from feature_worker.fold import event_key
-from feature_worker.privacy.events import EventOpener, seal_event
+from feature_worker.privacy.events import EventOpener, seal_event, seal_user
 from feature_worker.privacy.sealing import is_sealed
 from feature_worker.privacy.vault import DataKey, Vault
 from feature_worker.stores.base import FeatureStore
@@ -117,7 +117,11 @@ class KafkaIngest(Ingest):
         return existed
 
     async def upsert_user(self, user: users_pb2.User) -> None:
-        await self._produce_and_follow(self.topics.users, [(user.user_id, user.SerializeToString())])
+        value = user.SerializeToString()
+        if self.vault is not None:
+            key = (await self.vault.keys([user.user_id], create=True))[user.user_id]
+            value = seal_user(key, user.user_id, value)
+        await self._produce_and_follow(self.topics.users, [(user.user_id, value)])
 
     async def delete_user(self, user_id: str) -> bool:
         """Tombstone the customer on the users topic (compaction then drops their record) and wait until this

@@ -82,6 +82,10 @@ def test_erasure_holds_against_a_replay_of_the_event_topic(tmp_path: Path, kafka
             theirs = [value for key, value in records if key == user_id.encode()]
             assert len(theirs) == len(events) and all(is_sealed(v) for v in theirs)
             assert not any(e.event_id.encode() in v or items[0].item_id.encode() in v for v in theirs for e in events)
+            # So is their record (attributes, consent) on the users topic.
+            users_topic = [v for k, v in loop.run(topic_records(kafka_bootstrap, stack.topics.users))
+                           if k == user_id.encode()]
+            assert len(users_topic) == 1 and is_sealed(users_topic[0]) and b"gold-" not in users_topic[0]
             # In Redis, their features are sealed too.
             assert sorted(loop.run(keys_of(url, user_id))) == sorted(
                 [f"u1{{{user_id}}}", f"d1{{{user_id}}}", f"x1{{{user_id}}}"])
@@ -94,6 +98,8 @@ def test_erasure_holds_against_a_replay_of_the_event_topic(tmp_path: Path, kafka
             assert loop.run(keys_of(url, user_id)) == []
             assert not client.profile(user_id).known
             assert [i.item_id for i in client.recommend(user_id, k=20).items] == stranger_answer(client)
+            tail = [v for k, v in loop.run(topic_records(kafka_bootstrap, stack.topics.users)) if k == user_id.encode()]
+            assert tail[-1] is None  # the tombstone
             exported = json.loads(client.export_user(user_id).json)
             assert exported["user"] is None and exported["events"] == []
             assert len(json.loads(client.export_user(other).json)["events"]) == len(other_events)
