@@ -181,8 +181,9 @@ class FeatureWorker:
             gc.set_threshold(*thresholds)
             await consumer.stop()
             await self._producer.stop()
-            log.info("feature worker stopped: %d applied, %d duplicates, %d dead-lettered",
-                     self.metrics.applied, self.metrics.duplicates, self.metrics.dead)
+            log.info("feature worker stopped: %d applied, %d duplicates, %d dead-lettered, %d sealed events of "
+                     "erased customers skipped", self.metrics.applied, self.metrics.duplicates, self.metrics.dead,
+                     self.opener.shredded if self.opener is not None else 0)
 
     async def _next(self, records: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         """Fold a new batch while the previous one's commit runs, then finish that one, then commit this."""

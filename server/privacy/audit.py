@@ -4,7 +4,9 @@ One JSON object per line, appended, flushed and fsynced before the call is answe
 `{"ts_ms", "time", "who", "peer", "method", "subject", "outcome", "receipt_id", "seconds"}`. `subject` is the
 customer id the call named (the erasure's own record of accountability); no attribute, event or feature of
 theirs is ever written here. `who` is the authenticated caller: an authentication interceptor sets
-`PRINCIPAL` (e.g. the token's `sub`) for the call; without one, `anonymous`.
+`PRINCIPAL` (e.g. the token's `sub` or `client_id`) inside the handler it wraps, before awaiting the wrapped
+behaviour (a context variable set there is seen by the service's code, which runs in the same task); without
+one, `anonymous`.
 """
 
 from __future__ import annotations
