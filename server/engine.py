@@ -270,6 +270,8 @@ class Engine:
             await self.models.close()
         await self.ingest.close()
         await self.store.close()
+        if self.rights is not None:
+            self.rights.close()
 
 
 def _check_common(k: int, exclude: Sequence[str], category_prefix: str, violations: list[tuple[str, str]]) -> None:

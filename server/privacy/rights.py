@@ -96,6 +96,9 @@ class CustomerRights:
         return users_pb2.EraseUserResponse(user_id=user_id, receipt_id=receipt_id, erased_at_ms=_now_ms(),
                                            steps=steps, held=held)
 
+    def close(self) -> None:
+        self.audit.close()
+
     def _schedule(self, user_id: str, receipt_id: str) -> None:
         if self._erasures is None:
             self._erasures = ErasureQueue(self.lake_dir)
