@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PROTOS := $(wildcard protos/aisle/v1/*.proto)
 STUBS := protos/aisle/v1/.generated
 
-.PHONY: install protos demo test services services-down serve serve-kafka worker sink lake-optimize bench-kafka keys certs front clean
+.PHONY: install protos demo test services services-down serve serve-kafka worker sink lake-optimize bench-kafka keys certs front clean master-key
 
 install: $(STAMP) $(STUBS)
 
@@ -24,9 +24,15 @@ $(STUBS): $(PROTOS) $(STAMP)
 	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
 	touch $@
 
+# A development master key for encryption at rest (AISLE_MASTER_KEY_FILE); never overwritten.
+MASTER_KEY := .keys/master.key
+master-key: install
+	$(PY) -m feature_worker.privacy.master_key $(MASTER_KEY)
+WITH_KEY := AISLE_MASTER_KEY_FILE=$${AISLE_MASTER_KEY_FILE:-$(MASTER_KEY)}
+
 # The whole loop in one process: generate a shop, serve it, replay its events, show a user's
 # recommendations change, then keep serving on localhost:50051.
-demo: install
+demo: install master-key
 	$(PY) -m clients.demo --data-dir .demo $(DEMO_ARGS)
 
 test: install
@@ -39,15 +45,15 @@ services: install
 services-down:
 	$(PY) -m tests.services down
 
-serve: install
-	$(PY) -m server --host 127.0.0.1 --port 50051 --data-dir .data
+serve: install master-key
+	$(WITH_KEY) $(PY) -m server --host 127.0.0.1 --port 50051 --data-dir .data
 
 # Kafka + Redis mode on the services of `make services`: a server, and (in another terminal) a worker.
-serve-kafka: install
-	$(PY) -m server --env-file .services.env --host 127.0.0.1 --port 50051
+serve-kafka: install master-key
+	$(WITH_KEY) $(PY) -m server --env-file .services.env --host 127.0.0.1 --port 50051
 
-worker: install
-	$(PY) -m feature_worker --env-file .services.env
+worker: install master-key
+	$(WITH_KEY) $(PY) -m feature_worker --env-file .services.env
 
 # Development auth: a signing key and its JWKS under .keys/ (never committed); then serve with the AISLE_AUTH_*
 # lines it prints and mint tokens with `python -m clients token --scope "..."`.
@@ -70,8 +76,8 @@ front: install
 
 # The batch sink: every event and catalog change into the Delta tables under AISLE_LAKE_DIR (default .lake).
 LAKE_DIR ?= .lake
-sink: install
-	AISLE_LAKE_DIR=$${AISLE_LAKE_DIR:-$(LAKE_DIR)} $(PY) -m feature_worker sink --env-file .services.env
+sink: install master-key
+	$(WITH_KEY) AISLE_LAKE_DIR=$${AISLE_LAKE_DIR:-$(LAKE_DIR)} $(PY) -m feature_worker sink --env-file .services.env
 
 lake-optimize: install
 	AISLE_LAKE_DIR=$${AISLE_LAKE_DIR:-$(LAKE_DIR)} $(PY) -m feature_worker lake-optimize --env-file .services.env
@@ -89,5 +95,5 @@ bench-kafka: install $(BENCH_SHOP)/meta.json
 	$(PY) -m loadtest.redis_memory --shop $(BENCH_SHOP) --copies 10
 
 clean:
-	rm -rf $(VENV) .demo .data .lake .bench .pytest_cache .hypothesis
+	rm -rf $(VENV) .demo .data .lake .bench .pytest_cache .hypothesis  # .keys is kept: data sealed with it
 	find protos -name '*_pb2*.py*' -delete; rm -f $(STUBS)

@@ -9,6 +9,8 @@
     python -m clients certs [--dir .certs]                       # a development CA, server and client certs
     python -m clients token --scope "recommendations:read" [--user U]   # a development access token
     python -m clients --token "$TOKEN" [--ca-file ca.pem] recommend --user u1
+    python -m clients export --user u1      # everything held about u1, as JSON
+    python -m clients erase --user u1       # erase u1 everywhere; prints the receipt
 """
 
 from __future__ import annotations
@@ -79,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=float, default=3600.0, help="seconds until it expires")
     token.add_argument("--issuer", default=tokens.DEV_ISSUER)
     token.add_argument("--audience", default=tokens.DEV_AUDIENCE)
+    export = sub.add_parser("export", help="everything held about a customer, as JSON")
+    export.add_argument("--user", required=True)
+
+    erase = sub.add_parser("erase", help="erase a customer from every store; prints the receipt")
+    erase.add_argument("--user", required=True)
     return parser
 
 
@@ -149,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(MessageToJson(client.similar_items(args.item, args.k), indent=2))
             elif args.command == "item":
                 print(MessageToJson(client.get_item(args.item), indent=2))
+            elif args.command == "export":
+                print(client.export_user(args.user).json)
+            elif args.command == "erase":
+                print(MessageToJson(client.erase_user(args.user), indent=2))
         except grpc.RpcError as error:
             print(f"{error.code().name}: {error.details()}", file=sys.stderr)
             return 1

@@ -167,6 +167,14 @@ class AisleClient(_Stubs):
     def profile(self, user_id: str) -> users_pb2.Profile:
         return self.users.GetProfile(users_pb2.GetProfileRequest(user_id=user_id), **self._read)  # type: ignore[no-any-return]
 
+    def erase_user(self, user_id: str) -> users_pb2.EraseUserResponse:
+        """Erase the customer everywhere; the answer is the receipt (safe to retry: a second one finds nothing)."""
+        return self.users.EraseUser(users_pb2.EraseUserRequest(user_id=user_id), **self._write)  # type: ignore[no-any-return]
+
+    def export_user(self, user_id: str) -> users_pb2.ExportUserResponse:
+        """Everything held about the customer; `.json` is the document."""
+        return self.users.ExportUser(users_pb2.ExportUserRequest(user_id=user_id), **self._write)  # type: ignore[no-any-return]
+
     def recommend(self, user_id: str, k: int = 10, **kwargs: Any) -> recommendations_pb2.RecommendResponse:
         """Keyword arguments: context_item_id, exclude_item_ids, category_prefix, explain, max_per_category."""
         return self.recs.Recommend(recommend_request(user_id, k, **kwargs), **self._read)  # type: ignore[no-any-return]
@@ -210,6 +218,12 @@ class AsyncAisleClient(_Stubs):
 
     async def profile(self, user_id: str) -> users_pb2.Profile:
         return await self.users.GetProfile(users_pb2.GetProfileRequest(user_id=user_id), **self._read)  # type: ignore[no-any-return]
+
+    async def erase_user(self, user_id: str) -> users_pb2.EraseUserResponse:
+        return await self.users.EraseUser(users_pb2.EraseUserRequest(user_id=user_id), **self._write)  # type: ignore[no-any-return]
+
+    async def export_user(self, user_id: str) -> users_pb2.ExportUserResponse:
+        return await self.users.ExportUser(users_pb2.ExportUserRequest(user_id=user_id), **self._write)  # type: ignore[no-any-return]
 
     async def recommend(self, user_id: str, k: int = 10, **kwargs: Any) -> recommendations_pb2.RecommendResponse:
         return await self.recs.Recommend(recommend_request(user_id, k, **kwargs), **self._read)  # type: ignore[no-any-return]

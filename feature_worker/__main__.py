@@ -27,6 +27,9 @@ from feature_worker.catalog import Catalog
 from feature_worker.config import Settings
 from feature_worker.consumer import FeatureWorker
 from feature_worker.metrics import WorkerMetrics
+from feature_worker.privacy.events import EventOpener
+from feature_worker.privacy.keystores.redis import RedisKeyStore
+from feature_worker.privacy.vault import EncryptionNotConfigured, Vault, load_master_key
 from feature_worker.stores.redis import RedisFeatureStore
 from feature_worker.tables import TableFollower
 from feature_worker.topics import create_topics
@@ -47,14 +50,21 @@ async def run(settings: Settings, ready_file: Path | None = None) -> None:
     stopping = _stopping_on_signals()
     topics = settings.topics
     await create_topics(settings.kafka_bootstrap, topics.specs(), replication_factor=settings.replication_factor)
-    catalog, users = Catalog(), UserDirectory()
-    tables = TableFollower(settings.kafka_bootstrap, topics, catalog, users)
-    await tables.start()
     store = RedisFeatureStore.from_url(settings.redis_url.get_secret_value(), policy=settings.key_policy)
+    opener = tables_opener = None
+    master = load_master_key(settings.encryption, settings.master_key_file)
+    if master is not None:
+        store.vault = Vault(master, RedisKeyStore(store.client), settings.key_cache_size)
+        opener, tables_opener = EventOpener(store.vault), EventOpener(store.vault)
+    else:
+        log.warning("AISLE_ENCRYPTION=off: customers' features are stored in clear")
+    catalog, users = Catalog(), UserDirectory()
+    tables = TableFollower(settings.kafka_bootstrap, topics, catalog, users, tables_opener)
+    await tables.start()
     metrics = WorkerMetrics()
     if settings.metrics_port:
         metrics.serve(settings.metrics_port)
-    worker = FeatureWorker(settings, store, tables, catalog, metrics, ready_file=ready_file)
+    worker = FeatureWorker(settings, store, tables, catalog, metrics, ready_file=ready_file, opener=opener)
     gc.freeze()  # the catalog and the modules live as long as the process: full collections skip them
     try:
         await worker.run(stopping)
@@ -69,10 +79,26 @@ async def run_sink(settings: Settings, ready_file: Path | None = None) -> None:
     from feature_worker.lake.writer import Lake
 
     stopping = _stopping_on_signals()
+    opener = tables_opener = None
+    client = None
+    master = load_master_key(settings.encryption, settings.master_key_file)
+    if master is not None:
+        if not settings.redis_url.get_secret_value():
+            raise EncryptionNotConfigured("the sink opens sealed events with keys kept in Redis: set AISLE_REDIS_URL")
+        client = RedisFeatureStore.from_url(settings.redis_url.get_secret_value()).client
+        vault = Vault(master, RedisKeyStore(client), settings.key_cache_size)
+        opener, tables_opener = EventOpener(vault), EventOpener(vault)
     await create_topics(settings.kafka_bootstrap, settings.topics.specs(),
                         replication_factor=settings.replication_factor)
+    tables = TableFollower(settings.kafka_bootstrap, settings.topics, Catalog(), UserDirectory(), tables_opener)
+    await tables.start()
     lake = await asyncio.to_thread(Lake, settings.lake_dir)
-    await BatchSink(settings, lake, ready_file=ready_file).run(stopping)
+    try:
+        await BatchSink(settings, lake, ready_file=ready_file, opener=opener, tables=tables).run(stopping)
+    finally:
+        await tables.stop()
+        if client is not None:
+            await client.aclose(close_connection_pool=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -98,11 +124,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "sink":
         if not settings.kafka_bootstrap:
             sys.exit("python -m feature_worker sink needs AISLE_KAFKA_BOOTSTRAP")
-        uvloop.run(run_sink(settings, args.ready_file))
+        try:
+            uvloop.run(run_sink(settings, args.ready_file))
+        except EncryptionNotConfigured as exc:
+            sys.exit(str(exc))
         return
     if not settings.kafka_mode:
         sys.exit("python -m feature_worker needs AISLE_KAFKA_BOOTSTRAP and AISLE_REDIS_URL")
-    uvloop.run(run(settings, args.ready_file))
+    try:
+        uvloop.run(run(settings, args.ready_file))
+    except EncryptionNotConfigured as exc:
+        sys.exit(str(exc))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The development master key (`make master-key`), given to children whose settings name none.
+DEV_MASTER_KEY = ROOT / ".keys" / "master.key"
+
+
+def with_master_key(env: dict[str, str]) -> dict[str, str]:
+    """`env` plus `AISLE_MASTER_KEY_FILE` of the development key (written if missing) when neither it nor
+    `AISLE_ENCRYPTION` is set: tools, tests and the demo run encrypted, as production does."""
+    if "AISLE_MASTER_KEY_FILE" in env or "AISLE_ENCRYPTION" in env:
+        return env
+    from feature_worker.privacy.sealing import write_master_key
+
+    write_master_key(DEV_MASTER_KEY)
+    return {**env, "AISLE_MASTER_KEY_FILE": str(DEV_MASTER_KEY)}
 
 
 class ChildProcess(ABC):
@@ -35,7 +48,8 @@ class ChildProcess(ABC):
         """
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, *args], cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
+                [sys.executable, *args], cwd=ROOT, env=with_master_key({**os.environ, **env}), stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout_s
         while not ready():

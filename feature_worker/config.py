@@ -8,6 +8,9 @@ each process ignores the keys that only the other one reads.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -61,6 +64,14 @@ class Settings(BaseSettings):
     bundles_dir: str = ""
     #: Seconds between checks of which bundle is promoted.
     bundle_poll_s: float = Field(2.0, gt=0)
+    #: Customers' data at rest (journal, Redis features, events on Kafka) sealed with per-customer keys
+    #: (`feature_worker.privacy`). "on" (the default) needs `master_key_file` and refuses to start without
+    #: it; "off" stores data in clear and says so in the log.
+    encryption: Literal["on", "off"] = "on"
+    #: The master key (base64 of 32 bytes) that wraps every customer's data key: `make master-key`.
+    master_key_file: Path | None = None
+    #: Unwrapped data keys cached per process (LRU).
+    key_cache_size: int = Field(100_000, ge=1)
 
     @property
     def kafka_mode(self) -> bool:

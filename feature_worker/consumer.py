@@ -56,6 +56,7 @@ from feature_worker.dead_letters import DeadLetter, events_of, produce_dead_lett
 from feature_worker.errors import StoreUnavailable
 from feature_worker.fold import FoldConfig, ItemDeltas
 from feature_worker.metrics import WorkerMetrics
+from feature_worker.privacy.events import EventOpener
 from feature_worker.state import UserState
 from feature_worker.stores.base import FeatureStore
 from feature_worker.tables import TableFollower
@@ -117,8 +118,11 @@ class FeatureWorker:
         metrics: WorkerMetrics,
         config: FoldConfig = FoldConfig(),
         ready_file: Path | None = None,
+        opener: EventOpener | None = None,
     ) -> None:
         self.settings = settings
+        #: Opens sealed events (encryption on); None reads only clear ones.
+        self.opener = opener
         self.store = store
         self.tables = tables
         self.catalog = catalog
@@ -177,14 +181,17 @@ class FeatureWorker:
             gc.set_threshold(*thresholds)
             await consumer.stop()
             await self._producer.stop()
-            log.info("feature worker stopped: %d applied, %d duplicates, %d dead-lettered",
-                     self.metrics.applied, self.metrics.duplicates, self.metrics.dead)
+            log.info("feature worker stopped: %d applied, %d duplicates, %d dead-lettered, %d sealed events of "
+                     "erased customers skipped", self.metrics.applied, self.metrics.duplicates, self.metrics.dead,
+                     self.opener.shredded if self.opener is not None else 0)
 
     async def _next(self, records: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         """Fold a new batch while the previous one's commit runs, then finish that one, then commit this."""
         started = time.perf_counter()
         catching_up = asyncio.ensure_future(self.tables.catch_up())
-        events, dead = events_of(records, self.settings.max_event_bytes)
+        if self.opener is not None:
+            await self._prefetch_keys(records)
+        events, dead = events_of(records, self.settings.max_event_bytes, self.opener)
         batch = _Batch(events, dead, {tp: rs[-1].offset + 1 for tp, rs in records.items()}, started)
         previous = self._inflight
         if events:
@@ -204,6 +211,20 @@ class FeatureWorker:
         elif batch.states:
             batch.commit = asyncio.ensure_future(self.store.commit(batch.states, batch.deltas))
             await asyncio.sleep(0)  # the commit reads the states now; the next fold may change them
+
+    async def _prefetch_keys(self, records: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        """The data keys of the batch's sealed events; while Redis is unreachable, try again."""
+        assert self.opener is not None
+        backoff = 0.05
+        while True:
+            try:
+                await self.opener.prefetch(r for rs in records.values() for r in rs)
+                return
+            except StoreUnavailable as exc:
+                self.metrics.store_retries.inc()
+                log.warning("%s; retrying in %.2fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
 
     async def _load_and_fold(self, batch: _Batch, previous: _Batch | None, catching_up: asyncio.Future[None]) -> None:
         """Users of the batch in flight carry on from its fold; the others come from the store.

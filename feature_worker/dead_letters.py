@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -26,6 +26,7 @@ from aiokafka.errors import KafkaError
 
 from feature_worker.codec import decode
 from feature_worker.errors import InvalidArgument
+from feature_worker.privacy.sealing import is_sealed
 from feature_worker.validation import validate_event
 from protos.aisle.v1 import events_pb2
 
@@ -56,12 +57,33 @@ def _problems_text(problems: Iterable[tuple[str, str]]) -> str:
     return "; ".join(f"{field}: {reason}" for field, reason in problems)
 
 
+#: Opens a sealed event value for a user id: the event bytes, or None when it cannot be (erased customer).
+Opener = Callable[[str, bytes], bytes | None]
+
+
 def events_of(
-    batches: Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]], max_bytes: int
+    batches: Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]],
+    max_bytes: int,
+    opener: Opener | None = None,
 ) -> tuple[list[events_pb2.Event], list[DeadLetter]]:
-    """The batch's foldable events, in partition order, and its dead letters."""
+    """The batch's foldable events, in partition order, and its dead letters (see `record_events`)."""
+    pairs, dead = record_events(batches, max_bytes, opener)
+    return [event for _, event in pairs], dead
+
+
+def record_events(
+    batches: Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]],
+    max_bytes: int,
+    opener: Opener | None = None,
+) -> tuple[list[tuple[ConsumerRecord[bytes, bytes], events_pb2.Event]], list[DeadLetter]]:
+    """The batch's foldable events with their records, in partition order, and its dead letters.
+
+    Sealed values (`feature_worker.privacy.events`) are opened with `opener` (with the record's key as the
+    user id); those it cannot open belong to erased customers and are skipped, neither folded nor
+    dead-lettered. Without an opener (encryption off) a sealed value is a dead letter.
+    """
     now = time.time_ns() // 1_000_000
-    events: list[events_pb2.Event] = []
+    pairs: list[tuple[ConsumerRecord[bytes, bytes], events_pb2.Event]] = []
     dead: list[DeadLetter] = []
     for records in batches.values():
         for record in records:
@@ -72,6 +94,14 @@ def events_of(
             if len(value) > max_bytes:
                 dead.append(DeadLetter(record, f"value: is {len(value)} bytes; the limit is {max_bytes} bytes"))
                 continue
+            if is_sealed(value):
+                if opener is None:
+                    dead.append(DeadLetter(record, "value: sealed, but this consumer has no master key"))
+                    continue
+                opened = opener((record.key or b"").decode("utf-8", "replace"), value)
+                if opened is None:
+                    continue  # crypto-shredded: its customer was erased
+                value = opened
             try:
                 event = decode(value, events_pb2.Event)
             except InvalidArgument as exc:
@@ -86,8 +116,8 @@ def events_of(
                 continue
             if event.ts_ms == 0:
                 event.ts_ms = record.timestamp
-            events.append(event)
-    return events, dead
+            pairs.append((record, event))
+    return pairs, dead
 
 
 async def produce_dead_letters(producer: AIOKafkaProducer, topic: str, dead: Sequence[DeadLetter]) -> None:

@@ -16,12 +16,17 @@ purpose: a key's name is stored once per user, and 16 bytes or less keeps it in 
 | `p1`               | hash   | item -> decayed popularity (`decay` encoding)             | items seen / `pop_ttl`             |
 | `t1:<UTC day>`     | hash   | item -> interest that day (trending)                      | items seen / `trend_ttl`           |
 | `k1`               | zset   | one member, `c`: the stream clock (newest event time, ms) | one entry / `pop_ttl`              |
+| `x1{<user>}`       | string | the user's data key, wrapped by the master key            | one per user / none (see below)    |
+
+With encryption on (`feature_worker.privacy`), `u1{<user>}` holds the features sealed with the user's data
+key (AES-256-GCM), and `x1{<user>}` that key, wrapped. Data keys have no TTL: a key that expired while the
+event topic still held the user's sealed events would shred them silently; an erasure deletes it.
 
 Every TTL is refreshed by each write, so a key lives while it is used and goes some time after. A user
 silent for `user_ttl` is forgotten; duplicates are recognised for `applied_ttl` after a user's last
 event (the redelivery window of a crash is seconds, a client's retry window minutes).
 
-Redis Cluster: both keys of a user carry the user id as their hash tag (`{<user>}`), so one user's
+Redis Cluster: the three keys of a user carry the user id as their hash tag (`{<user>}`), so one user's
 keys share a slot and a user's write is atomic on any deployment. What needs a single Redis is the
 batch: the worker's commit script writes the users and the item keys of a whole batch at once, and the
 recommend script reads the user's key and then the co-visitation keys of the user's recent items,
@@ -49,6 +54,7 @@ COVIS_PREFIX = f"c{VERSION}:"
 TREND_PREFIX = f"t{VERSION}:"
 POPULARITY = f"p{VERSION}"
 CLOCK = f"k{VERSION}"
+DATA_KEY_PREFIX = f"x{VERSION}"
 #: The one member of `CLOCK`.
 CLOCK_MEMBER = "c"
 
@@ -61,6 +67,11 @@ def user(user_id: str) -> str:
 def applied(user_id: str) -> str:
     """The user's applied event-id hashes: `d1{<user_id>}` (same hash tag, so same slot, as `user`)."""
     return f"{APPLIED_PREFIX}{{{user_id}}}"
+
+
+def data_key(user_id: str) -> str:
+    """The user's wrapped data key: `x1{<user_id>}` (same hash tag, so same slot, as `user`)."""
+    return f"{DATA_KEY_PREFIX}{{{user_id}}}"
 
 
 def covis(item_id: str) -> str:

@@ -12,6 +12,8 @@ Guarantees kept here:
 - `wait_for` gives read-your-writes to the process that produced a change.
 A record that cannot be read is logged, counted and skipped (these topics are written through the
 validated gRPC edge; other producers see their mistakes in the log). A null value deletes the key.
+Sealed customer records (encryption on) are opened with `opener`, which fetches the keys of each fetched
+batch first; a record whose key is gone (an erased customer) is skipped.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from aiokafka.errors import KafkaError
 
 from feature_worker.catalog import Catalog
 from feature_worker.codec import decode
-from feature_worker.errors import InvalidArgument
+from feature_worker.errors import InvalidArgument, StoreUnavailable
+from feature_worker.privacy.events import EventOpener
+from feature_worker.privacy.sealing import USER, is_sealed
 from feature_worker.topics import Topics
 from feature_worker.users import UserDirectory
 from feature_worker.validation import validate_item, validate_user
@@ -37,10 +41,19 @@ log = logging.getLogger(__name__)
 class TableFollower:
     """Applies the item and user topics to a catalog and a user directory, in one background task."""
 
-    def __init__(self, bootstrap: str, topics: Topics, catalog: Catalog, users: UserDirectory) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: Topics,
+        catalog: Catalog,
+        users: UserDirectory,
+        opener: EventOpener | None = None,
+    ) -> None:
         self.topics = topics
         self.catalog = catalog
         self.users = users
+        #: Opens sealed customer records (encryption on); its own, not shared with another consumer.
+        self.opener = opener
         self.skipped = 0
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
@@ -61,7 +74,7 @@ class TableFollower:
         for topic in (self.topics.items, self.topics.users):
             partitions = consumer.partitions_for_topic(topic) or set()
             if not partitions:
-                partitions = await _wait_partitions(consumer, topic)
+                partitions = await wait_partitions(consumer, topic)
             self._partitions += [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(self._partitions)
         await consumer.seek_to_beginning(*self._partitions)
@@ -107,6 +120,8 @@ class TableFollower:
         consumer = self._consumer
         while True:
             batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+            if self.opener is not None and batches:
+                await self._prefetch([r for rs in batches.values() for r in rs])
             for tp, records in batches.items():
                 for record in records:
                     self._apply(tp.topic, record)
@@ -114,6 +129,18 @@ class TableFollower:
                 # The position also moves past offsets that compaction removed.
                 self._applied[tp] = await consumer.position(tp)
             self._progress.set()
+
+    async def _prefetch(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        assert self.opener is not None
+        backoff = 0.05
+        while True:
+            try:
+                await self.opener.prefetch(records)
+                return
+            except StoreUnavailable as exc:
+                log.warning("%s; retrying in %.2fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
 
     def _apply(self, topic: str, record: ConsumerRecord[bytes, bytes]) -> None:
         key = (record.key or b"").decode("utf-8", "replace")
@@ -132,6 +159,13 @@ class TableFollower:
                 if value is None:
                     self.users.delete_user(key)
                     return
+                if is_sealed(value):
+                    if self.opener is None:
+                        raise InvalidArgument([("value", "sealed, but this process has no master key")])
+                    opened = self.opener.open(key, value, USER)
+                    if opened is None:
+                        return  # an erased customer's record: their key is gone
+                    value = opened
                 user = decode(value, users_pb2.User)
                 problems = validate_user(user)
                 if problems:
@@ -150,7 +184,7 @@ class TableFollower:
         await self._consumer.stop()
 
 
-async def _wait_partitions(consumer: AIOKafkaConsumer, topic: str, timeout_s: float = 30.0) -> set[int]:
+async def wait_partitions(consumer: AIOKafkaConsumer, topic: str, timeout_s: float = 30.0) -> set[int]:
     """The topic's partitions, once the broker's metadata has them (just after topic creation)."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:

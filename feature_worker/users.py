@@ -32,3 +32,11 @@ class UserDirectory:
         if user is None or not user.HasField("consent"):
             return True
         return user.consent.personalization
+
+    def analytics_allowed(self, user_id: str) -> bool:
+        """False when the customer's record carries consent without `analytics`: their events stay out of the
+        batch store and so out of training. No record: allowed, as for personalization."""
+        user = self._users.get(user_id)
+        if user is None or not user.HasField("consent"):
+            return True
+        return user.consent.analytics

@@ -13,7 +13,8 @@ before and after (keys, values, TTLs and Redis's own overhead; not the allocator
 - steady state: the applied-id keys have expired (users not active in the last day): the figure
   that a shop with a million customers, most of them not active today, lives with.
 Item-level keys (popularity, trending, co-visitation) are measured apart: they grow with the
-catalog, not with the customers.
+catalog, not with the customers. `--sealed` writes the features as encryption at rest does (sealed with
+per-customer keys, each key wrapped in `x1{<user>}`), with the development master key.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ async def write_users(store: RedisFeatureStore, users: dict[str, UserState], cop
         suffix = f"#{copy}" if copy else ""
         for start in range(0, len(items), CHUNK):
             chunk = {f"{uid}{suffix}": state for uid, state in items[start : start + CHUNK]}
+            if store.vault is not None:
+                await store.vault.keys(list(chunk), create=True)  # as `load_users` does for new users
             await store.commit(chunk, ItemDeltas())
             written += len(chunk)
     return written
@@ -83,6 +86,14 @@ async def run(args: argparse.Namespace) -> None:
           f"mean, {sorted(values)[len(values) // 2]} B median; applied ids {sum(applied) / len(applied):.0f} B mean")
     client = redis.Redis.from_url(url)
     store = RedisFeatureStore.from_url(url)
+    if args.sealed:
+        from feature_worker.child import with_master_key
+        from feature_worker.privacy.keystores.redis import RedisKeyStore
+        from feature_worker.privacy.sealing import MasterKey
+        from feature_worker.privacy.vault import Vault
+
+        master = MasterKey.load(Path(with_master_key({})["AISLE_MASTER_KEY_FILE"]))
+        store.vault = Vault(master, RedisKeyStore(store.client))
     try:
         client.flushdb()
         before = used(client)
@@ -117,6 +128,7 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=10, help="write every user this many times")
     parser.add_argument("--redis-url", help="default: $AISLE_REDIS_URL (the database number is replaced)")
     parser.add_argument("--redis-db", type=int, default=13, help="database of the run; flushed first")
+    parser.add_argument("--sealed", action="store_true", help="encryption at rest: sealed features, wrapped keys")
     asyncio.run(run(parser.parse_args()))
 
 

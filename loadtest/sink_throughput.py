@@ -67,7 +67,7 @@ async def run_kafka(args: argparse.Namespace) -> None:
         sink = sink_process(workdir / "sink", env={
             "AISLE_KAFKA_BOOTSTRAP": bootstrap, "AISLE_TOPIC_PREFIX": topics.prefix,
             "AISLE_EVENT_PARTITIONS": str(args.partitions), "AISLE_SINK_GROUP_ID": f"sinkbench-{tag}",
-            "AISLE_LAKE_DIR": str(lake), "AISLE_SINK_BATCH_MAX": str(args.batch_max),
+            "AISLE_LAKE_DIR": str(lake), "AISLE_SINK_BATCH_MAX": str(args.batch_max), "AISLE_ENCRYPTION": "off",
             "AISLE_SINK_FLUSH_S": str(args.flush_s),
         })
         try:

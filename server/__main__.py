@@ -16,6 +16,7 @@ from pathlib import Path
 
 import uvloop
 
+from feature_worker.privacy.vault import EncryptionNotConfigured
 from server.app import start, stop
 from server.config import ConfigError, ServerSettings
 
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> None:
         uvloop.run(serve(settings, port_file))
     except ConfigError as exc:  # settings that cannot work: say which, without a traceback
         sys.exit(f"python -m server: {exc}")
+    except EncryptionNotConfigured as exc:
+        sys.exit(str(exc))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,11 @@ from aiokafka import AIOKafkaProducer
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from feature_worker.catalog import Catalog
+from feature_worker.privacy.events import EventOpener
+from feature_worker.privacy.keystores.file import FileKeyStore
+from feature_worker.privacy.keystores.redis import RedisKeyStore
+from feature_worker.privacy.sealing import MasterKey
+from feature_worker.privacy.vault import Vault, load_master_key
 from feature_worker.stores.memory import MemoryFeatureStore
 from feature_worker.stores.redis import RedisFeatureStore
 from feature_worker.tables import TableFollower
@@ -30,10 +35,13 @@ from protos.aisle.v1 import (
 from server.config import ServerSettings
 from server.embedded.ingest import EmbeddedIngest, JournalLake
 from server.embedded.journal import Journal
+from server.embedded.records import JournalReader
 from server.engine import Engine
 from server.interceptors.auth import AuthInterceptor, build_auth
 from server.interceptors.errors import ErrorInterceptor
 from server.kafka.ingest import KafkaIngest
+from server.privacy.audit import AuditLog
+from server.privacy.rights import CustomerRights
 from server.reflection import enable_reflection
 from server.retrieval.registry import ModelRegistry
 from server.services.catalog import CatalogService
@@ -77,46 +85,67 @@ async def build_models(settings: ServerSettings) -> ModelRegistry | None:
 
 
 async def build_engine(settings: ServerSettings) -> Engine:
-    """Kafka + Redis when both are configured, else embedded."""
+    """Kafka + Redis when both are configured, else embedded; with erasure and export (`engine.rights`).
+
+    Encryption at rest is on unless `AISLE_ENCRYPTION=off`; on without `AISLE_MASTER_KEY_FILE` refuses to
+    start (`EncryptionNotConfigured`), since writing customers' data in clear must be a decision.
+    """
+    master = load_master_key(settings.encryption, settings.master_key_file)
+    if master is None:
+        log.warning("AISLE_ENCRYPTION=off: customers' data is stored in clear (journal, Redis, event topic); "
+                    "an erasure cannot reach backups or replays of it")
     if settings.kafka_mode:
-        return await build_kafka_engine(settings)
-    return await build_embedded_engine(settings)
+        engine, vault = await build_kafka_engine(settings, master)
+    else:
+        engine, vault = await build_embedded_engine(settings, master)
+    engine.rights = CustomerRights(engine, vault, AuditLog(settings.audit_log_path), settings.lake_dir)
+    return engine
 
 
-async def build_kafka_engine(settings: ServerSettings) -> Engine:
+async def build_kafka_engine(settings: ServerSettings, master: MasterKey | None = None) -> tuple[Engine, Vault | None]:
     """Writes produced to Kafka, features read from Redis, catalog and users followed from their topics.
 
     Creates the topics if they are missing and returns once the catalog and the users are loaded.
     """
     topics = settings.topics
     await create_topics(settings.kafka_bootstrap, topics.specs(), replication_factor=settings.replication_factor)
-    catalog, users = Catalog(), UserDirectory()
-    tables = TableFollower(settings.kafka_bootstrap, topics, catalog, users)
-    await tables.start()
     store = RedisFeatureStore.from_url(settings.redis_url.get_secret_value(), policy=settings.key_policy)
+    vault = None
+    if master is not None:
+        vault = store.vault = Vault(master, RedisKeyStore(store.client), settings.key_cache_size)
+    catalog, users = Catalog(), UserDirectory()
+    opener = EventOpener(vault) if vault is not None else None
+    tables = TableFollower(settings.kafka_bootstrap, topics, catalog, users, opener)
+    await tables.start()
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
-    ingest = KafkaIngest(producer, topics, tables, store, catalog)
+    ingest = KafkaIngest(producer, topics, tables, store, catalog, vault, settings.kafka_bootstrap)
     models = await build_models(settings)
     engine = Engine(catalog, users, store, ingest, lists_refresh_s=settings.lists_refresh_s, models=models)
     await engine.refresh_lists()
-    return engine
+    return engine, vault
 
 
-async def build_embedded_engine(settings: ServerSettings) -> Engine:
-    """The embedded engine: journal under the data directory, replayed into in-process state."""
+async def build_embedded_engine(
+    settings: ServerSettings, master: MasterKey | None = None
+) -> tuple[Engine, Vault | None]:
+    """The embedded engine: journal under the data directory, replayed into in-process state; with a master
+    key, customers' data keys in `keys.txt` beside the journal."""
     catalog, users, store = Catalog(), UserDirectory(), MemoryFeatureStore()
     journal = Journal(settings.data_dir / "journal.bin", fsync=settings.journal_fsync)
-    ingest = EmbeddedIngest(journal, catalog, users, store)
+    keys = FileKeyStore(settings.data_dir / "keys.txt") if master is not None else None
+    vault = Vault(master, keys, settings.key_cache_size) if master is not None and keys is not None else None
+    ingest = EmbeddedIngest(journal, catalog, users, store, vault, keys)
     await ingest.recover()
     if settings.lake_dir:  # the batch store, appended from the journal off the request path
         ingest.lake = await asyncio.to_thread(
-            JournalLake.start, journal.path, settings.lake_dir, settings.sink_batch_max, settings.sink_flush_s
+            JournalLake.start, journal.path, settings.lake_dir, settings.sink_batch_max, settings.sink_flush_s,
+            JournalReader(vault, keys), users,
         )
     models = await build_models(settings)
     engine = Engine(catalog, users, store, ingest, lists_refresh_s=settings.lists_refresh_s, models=models)
     await engine.refresh_lists()
-    return engine
+    return engine, vault
 
 
 async def start(settings: ServerSettings, engine: Engine | None = None) -> Running:
@@ -152,6 +181,7 @@ async def start(settings: ServerSettings, engine: Engine | None = None) -> Runni
         if settings.kafka_mode
         else f"embedded, data in {settings.data_dir}"
     )
+    mode += ", customer data encrypted at rest" if settings.encryption == "on" else ", ENCRYPTION OFF"
     model = engine.models.version if engine.models is not None else None
     if settings.bundles_dir:
         mode += f", bundles in {settings.bundles_dir} (serving {model or 'none yet'})"

@@ -72,3 +72,9 @@ class ServerSettings(Settings):
     tls_key_file: Path | None = None
     #: PEM CA bundle: when set, every client must present a certificate it signed (mutual TLS).
     tls_client_ca_file: Path | None = None
+    #: The audit log of privacy calls (erasure, export); default `<data_dir>/audit.log`.
+    audit_log_file: Path | None = None
+
+    @property
+    def audit_log_path(self) -> Path:
+        return self.audit_log_file or self.data_dir / "audit.log"

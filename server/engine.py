@@ -33,6 +33,7 @@ from server.retrieval.toplists import TopLists
 from server.stages import StageTimes
 
 if TYPE_CHECKING:
+    from server.privacy.rights import CustomerRights
     from server.retrieval.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,8 @@ class Engine:
         self._refresher: asyncio.Task[None] | None = None
         #: Called with each Recommend's stage times (the server's metrics); None records nothing.
         self.stage_observer: Callable[[StageTimes], None] | None = None
+        #: Erasure and export of customers (`server.privacy.rights`), set by the server's builder.
+        self.rights: CustomerRights | None = None
 
     # -- writes ------------------------------------------------------------------------------------
     async def track(self, events: Sequence[events_pb2.Event]) -> TrackResult:
@@ -279,6 +282,8 @@ class Engine:
             await self.models.close()
         await self.ingest.close()
         await self.store.close()
+        if self.rights is not None:
+            self.rights.close()
 
 
 def _check_common(

@@ -7,7 +7,8 @@ than `retention_hours` still reads (`VACUUM`). It runs beside a live sink: compa
 `python -m feature_worker lake-optimize --env-file .services.env`.
 
 `forget_user` deletes a customer's rows from `events` and `users`; their bytes leave the disk at the next
-vacuum that passes the retention (old versions still hold them until then).
+vacuum that passes the retention (old versions still hold them until then). `optimize` first forgets every
+customer an erasure queued (`erasures.ErasureQueue`), so the erasure completes at the next maintenance.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from deltalake.exceptions import DeltaError
 
+from feature_worker.lake.erasures import ErasureQueue
 from feature_worker.lake.schema import EVENTS, TABLES, USERS
 from feature_worker.lake.writer import Lake, LakeUnavailable, table_uri
 
@@ -27,8 +29,9 @@ DEFAULT_RETENTION_HOURS = 168
 
 
 def optimize(lake: Lake, retention_hours: int = DEFAULT_RETENTION_HOURS) -> dict[str, dict[str, Any]]:
-    """Compact, checkpoint and vacuum every table; returns what was done per table."""
-    report: dict[str, dict[str, Any]] = {}
+    """Forget the customers erasures queued, then compact, checkpoint and vacuum every table; returns what was
+    done per table (and under `erasures`, the customers forgotten and the rows deleted)."""
+    report: dict[str, dict[str, Any]] = {"erasures": forget_scheduled(lake)}
     for name in TABLES:
         table = lake.tables[name]
         try:
@@ -61,3 +64,14 @@ def forget_user(lake: Lake, user_id: str) -> int:
             raise LakeUnavailable(f"cannot delete from {table_uri(lake.root, name)}: {exc}") from exc
         deleted += int(metrics.get("num_deleted_rows", 0))
     return deleted
+
+
+def forget_scheduled(lake: Lake) -> dict[str, Any]:
+    """Run `forget_user` for every customer queued by an erasure, then take them off the queue."""
+    queue = ErasureQueue(lake.root)
+    pending = queue.pending()
+    deleted = sum(forget_user(lake, user_id) for user_id in pending)
+    queue.done(pending)
+    if pending:
+        log.info("forgot %d erased customers: %d rows deleted", len(pending), deleted)
+    return {"customers": len(pending), "rows_deleted": deleted}

@@ -16,6 +16,10 @@ Guarantees kept here:
   `dead_letters.events_of`; for items and users the checks of `CatalogService`/`UserService`), with the header
   `aisle.dlq.consumer` naming the sink's group; the dead letters are acknowledged by the broker before the
   Delta commit that moves past them, so they are written at least once. Good records beside them land.
+- Sealed events (encryption on) are opened with their customer's key; those whose key is gone (an erased
+  customer) are skipped, so a replay never writes them back. Events of customers whose consent says no to
+  analytics (`UserDirectory.analytics_allowed`, followed from `<prefix>.users` as the feature workers do) are
+  withheld: they never reach the lake, and so never training.
 - Which events: every accepted record, duplicates included (a producer that retries sends an event id
   twice); readers drop repeated event ids (`trainer.data.delta`), as the fold does.
 - Another sink that still writes partitions taken from it in a rebalance is refused by `Lake.append`
@@ -45,8 +49,8 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from feature_worker.codec import decode
 from feature_worker.config import Settings
-from feature_worker.dead_letters import DeadLetter, events_of, produce_dead_letters
-from feature_worker.errors import InvalidArgument
+from feature_worker.dead_letters import DeadLetter, produce_dead_letters, record_events
+from feature_worker.errors import InvalidArgument, StoreUnavailable
 from feature_worker.lake.schema import (
     EVENTS,
     ITEMS,
@@ -59,6 +63,9 @@ from feature_worker.lake.schema import (
     rows_for,
 )
 from feature_worker.lake.writer import Lake, LakeConflict, LakeUnavailable
+from feature_worker.privacy.events import EventOpener
+from feature_worker.privacy.sealing import USER, is_sealed
+from feature_worker.tables import TableFollower
 from feature_worker.validation import validate_item, validate_user
 from protos.aisle.v1 import catalog_pb2, users_pb2
 
@@ -102,10 +109,23 @@ class _SeekToLake(ConsumerRebalanceListener):  # type: ignore[misc]
 class BatchSink:
     """One sink process's consumer loop over one lake."""
 
-    def __init__(self, settings: Settings, lake: Lake, ready_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        lake: Lake,
+        ready_file: Path | None = None,
+        opener: EventOpener | None = None,
+        tables: TableFollower | None = None,
+    ) -> None:
         self.settings = settings
         self.lake = lake
         self.ready_file = ready_file
+        #: Opens sealed events (encryption on).
+        self.opener = opener
+        #: The customers' consent, followed from the users topic (None: every event lands).
+        self.tables = tables
+        #: Events withheld from the lake for want of analytics consent.
+        self.withheld = 0
         self.lock = asyncio.Lock()
         topics = settings.topics
         self.table_of = {topics.events: EVENTS, topics.items: ITEMS, topics.users: USERS}
@@ -152,6 +172,8 @@ class BatchSink:
             while not stopping.is_set():
                 room = max(1, settings.sink_batch_max - self._buffered)
                 batches = await consumer.getmany(timeout_ms=200, max_records=room)
+                if batches:
+                    await self._prepare(batches)
                 async with self.lock:
                     for tp, records in batches.items():
                         self._buffer(tp, records)
@@ -162,7 +184,23 @@ class BatchSink:
         finally:
             await consumer.stop()
             await self._producer.stop()
-            log.info("batch sink stopped: appended %s, %d dead-lettered", self.appended, self.dead)
+            log.info("batch sink stopped: appended %s, %d dead-lettered, %d withheld (no analytics consent)",
+                     self.appended, self.dead, self.withheld)
+
+    async def _prepare(self, batches: Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]) -> None:
+        """Before buffering: consent as acknowledged so far, and the keys of the batch's sealed events."""
+        backoff = 0.1
+        while True:
+            try:
+                if self.tables is not None:
+                    await self.tables.catch_up()
+                if self.opener is not None:
+                    await self.opener.prefetch(r for rs in batches.values() for r in rs)
+                return
+            except StoreUnavailable as exc:
+                log.warning("%s; retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
 
     def _due(self) -> bool:
         if self._buffered >= self.settings.sink_batch_max:
@@ -187,13 +225,15 @@ class BatchSink:
             self._since = time.monotonic()
 
     def _buffer_events(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        events, dead = events_of({tp: records}, self.settings.max_event_bytes)
+        pairs, dead = record_events({tp: records}, self.settings.max_event_bytes, self.opener)
         self._dead_letters(dead)
-        bad = {id(d.record) for d in dead}
         rows = self._rows[EVENTS]
         assert isinstance(rows, EventRows)
-        good = (r for r in records if id(r) not in bad)
-        for record, event in zip(good, events, strict=True):  # events_of keeps the records' order
+        users = self.tables.users if self.tables is not None else None
+        for record, event in pairs:
+            if users is not None and not users.analytics_allowed(event.user_id):
+                self.withheld += 1
+                continue
             rows.add(event, record.partition, record.offset)
 
     def _buffer_changes(self, table: str, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
@@ -216,7 +256,15 @@ class BatchSink:
                     _check(validate_item(item))
                     rows.upsert(item, ts, record.partition, record.offset)
                 else:
-                    user = decode(record.value, users_pb2.User)
+                    value = record.value
+                    if is_sealed(value):
+                        if self.opener is None:
+                            raise InvalidArgument([("value", "sealed, but this sink has no master key")])
+                        opened = self.opener.open(key, value, USER)
+                        if opened is None:
+                            continue  # an erased customer's record: their key is gone
+                        value = opened
+                    user = decode(value, users_pb2.User)
                     _check(validate_user(user))
                     rows.upsert(user, ts, record.partition, record.offset)
             except InvalidArgument as exc:

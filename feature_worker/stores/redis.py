@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+from collections import OrderedDict
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import chain
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -37,8 +39,14 @@ from feature_worker import keys
 from feature_worker.decay import DAY_MS, scale_at
 from feature_worker.errors import StoreUnavailable
 from feature_worker.fold import FoldConfig, ItemDeltas
+from feature_worker.privacy.sealing import FEATURES, Unreadable, is_sealed, open_sealed, seal
 from feature_worker.state import UserState
 from feature_worker.stores.base import FeatureStore, ItemStats, RequestFeatures
+
+if TYPE_CHECKING:
+    from feature_worker.privacy.vault import Vault
+
+log = logging.getLogger(__name__)
 
 #: How many of the user's latest distinct items seed co-visitation candidates (as the memory store).
 RECENT_SEEDS = 10
@@ -46,14 +54,21 @@ RECENT_SEEDS = 10
 NEIGHBOURS_PER_SEED = 50
 #: Connections per process; a request waits for a free one (Redis answers one command at a time anyway).
 MAX_CONNECTIONS = 32
+#: Users whose co-visitation seeds a server process remembers (encryption on; see `read_request`).
+SEED_HINTS = 100_000
 
-# ARGV[1]: JSON {user_ttl, applied_ttl, pop, trend, covis, clock, ...}; then (features key, features,
-# applied key, applied ids) for each user. Numbers that Redis must read as integers travel as strings.
+# ARGV[1]: JSON {user_ttl, applied_ttl, pop, trend, covis, clock, stride, ...}; then (features key, features,
+# applied key, applied ids) for each user, and with encryption (stride 6) also (data key name, the wrapped key
+# the features were sealed with): a user is only written while that key is still theirs, so a batch folded
+# across an erasure cannot bring the user back. Numbers that Redis must read as integers travel as strings.
 _COMMIT = """
 local m = cjson.decode(ARGV[1])
-for i = 2, #ARGV, 4 do
-  redis.call('SET', ARGV[i], ARGV[i + 1], 'PX', m.user_ttl)
-  redis.call('SET', ARGV[i + 2], ARGV[i + 3], 'PX', m.applied_ttl)
+local stride = m.stride
+for i = 2, #ARGV, stride do
+  if stride == 4 or redis.call('GET', ARGV[i + 4]) == ARGV[i + 5] then
+    redis.call('SET', ARGV[i], ARGV[i + 1], 'PX', m.user_ttl)
+    redis.call('SET', ARGV[i + 2], ARGV[i + 3], 'PX', m.applied_ttl)
+  end
 end
 local pop = m.pop
 if #pop > 0 then
@@ -80,10 +95,12 @@ end
 return 1
 """
 
-# ARGV: user key ('' for none), covis key prefix, recent seeds, neighbours per seed, context items...
-# Returns {features or false, seed, {member, score, ...}, ties or false, seed, ...}. The user's recent
-# items are fields 1 (item dictionary, "\\0"-joined) and 2 (packed indices, oldest first) of
-# aisle.v1.UserFeatures, which deterministic serialization writes first.
+# ARGV: user key ('' for none), data key name ('' for none), covis key prefix, recent seeds, neighbours per
+# seed, seed items (the context items, then with encryption the seeds this process expects)...
+# Returns {features or false, wrapped data key or false, seed, {member, score, ...}, ties or false, seed, ...}.
+# The user's recent items are fields 1 (item dictionary, "\\0"-joined) and 2 (packed indices, oldest first)
+# of aisle.v1.UserFeatures, which deterministic serialization writes first; sealed features (first byte 0)
+# cannot be read here, and the caller names the seeds.
 _READ = """
 local function varint(s, pos)
   local result, mul = 0, 1
@@ -95,16 +112,17 @@ local function varint(s, pos)
     mul = mul * 128
   end
 end
-local blob = false
+local blob, wrapped = false, false
 if ARGV[1] ~= '' then blob = redis.call('GET', ARGV[1]) end
-local prefix, recent_seeds, per_seed = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+if ARGV[2] ~= '' then wrapped = redis.call('GET', ARGV[2]) end
+local prefix, recent_seeds, per_seed = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local seeds, seen = {}, {}
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   seeds[#seeds + 1] = ARGV[i]
   seen[ARGV[i]] = true
 end
 local limit = recent_seeds + #seeds
-if blob then
+if blob and string.byte(blob, 1) ~= 0 then
   local dict, order = {}, {}
   local pos, n = 1, #blob
   while pos <= n do
@@ -144,7 +162,7 @@ if blob then
     end
   end
 end
-local out = {blob}
+local out = {blob, wrapped}
 for _, item in ipairs(seeds) do
   local key = prefix .. item
   local top = redis.call('ZREVRANGE', key, 0, per_seed - 1, 'WITHSCORES')
@@ -164,7 +182,7 @@ return out
 
 
 @contextmanager
-def _reachable(what: str) -> Iterator[None]:
+def reachable(what: str) -> Iterator[None]:
     """Connection trouble becomes `StoreUnavailable` (retryable); other Redis errors are bugs."""
     try:
         yield
@@ -201,21 +219,39 @@ def _decoded(value: bytes | str) -> str:
 
 
 class RedisFeatureStore(FeatureStore):
-    """Features in Redis. One writer per user at a time (Kafka partitions by user), any number of readers."""
+    """Features in Redis. One writer per user at a time (Kafka partitions by user), any number of readers.
+
+    With a `vault` (encryption on) each user's features are sealed with their data key (`x1{<user>}`, beside
+    them): `load_users` fetches the keys with the features (creating keys for users without one), `commit`
+    seals with them and writes a user only while that key is still theirs, and `read_request` gets the key in
+    the same script call as the features. Features stored in clear (before encryption was turned on) are
+    still read, and sealed when next written.
+    """
 
     def __init__(
-        self, client: aioredis.Redis, config: FoldConfig = FoldConfig(), policy: keys.KeyPolicy = keys.KeyPolicy()
+        self,
+        client: aioredis.Redis,
+        config: FoldConfig = FoldConfig(),
+        policy: keys.KeyPolicy = keys.KeyPolicy(),
+        vault: Vault | None = None,
     ) -> None:
         self.client = client
         self.config = config
         self.policy = policy
+        self.vault = vault
         self._commit = client.register_script(_COMMIT)
         self._read = client.register_script(_READ)
+        #: user -> the recent-item seeds of their last read (encryption on): the next read asks for their
+        #: neighbours in the same script call as the features. Bounded (LRU); an erasure drops the entry.
+        self._hints: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        #: Reads that needed a second call because the user's seeds had changed (encryption on).
+        self.second_reads = 0
 
     @classmethod
     def from_url(
         cls, url: str, config: FoldConfig = FoldConfig(), policy: keys.KeyPolicy = keys.KeyPolicy()
     ) -> RedisFeatureStore:
+        """A store on its own connection pool; set `vault` afterwards to seal (its key store shares `client`)."""
         # A blocking pool: under a burst, requests queue for one of the connections instead of failing.
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=MAX_CONNECTIONS, timeout=10, socket_connect_timeout=2.0, socket_timeout=30.0
@@ -229,13 +265,33 @@ class RedisFeatureStore(FeatureStore):
         ids = list(user_ids)
         if not ids:
             return {}
+        vault = self.vault
         names = [keys.user(u) for u in ids] + [keys.applied(u) for u in ids]
-        with _reachable("loading users"):
+        if vault is not None:
+            names += [keys.data_key(u) for u in ids]
+        with reachable("loading users"):
             values = await self.client.mget(names)
         n = len(ids)
         users = {}
+        if vault is None:
+            for i, user_id in enumerate(ids):
+                blob, applied = cast(bytes | None, values[i]), cast(bytes | None, values[n + i])
+                users[user_id] = UserState.from_bytes(blob, applied or b"") if blob is not None else UserState()
+            return users
+        wrapped = {u: cast(bytes, values[2 * n + i]) for i, u in enumerate(ids) if values[2 * n + i] is not None}
+        missing = [u for u in ids if u not in wrapped]
+        if missing:  # users seen for the first time (or events from producers that write in clear): new keys
+            with reachable("creating data keys"):
+                created = await vault.keys(missing, create=True)
+            wrapped.update((u, k.wrapped) for u, k in created.items())
         for i, user_id in enumerate(ids):
             blob, applied = cast(bytes | None, values[i]), cast(bytes | None, values[n + i])
+            aead = vault.cipher(user_id, wrapped[user_id])
+            if blob is not None and is_sealed(blob):
+                try:
+                    blob = open_sealed(aead, user_id, FEATURES, blob)
+                except Unreadable:
+                    blob = None  # sealed with a key destroyed since (an erasure): nothing of it is readable
             users[user_id] = UserState.from_bytes(blob, applied or b"") if blob is not None else UserState()
         return users
 
@@ -273,11 +329,22 @@ class RedisFeatureStore(FeatureStore):
             "clock": str(deltas.clock_ms),
             "clock_key": keys.CLOCK,
             "clock_member": keys.CLOCK_MEMBER,
+            "stride": 4 if self.vault is None else 6,
         }
         args: list[str | bytes] = [json.dumps(meta, ensure_ascii=False, separators=(",", ":"))]
-        for user_id, state in users.items():
-            args += (keys.user(user_id), state.to_bytes(), keys.applied(user_id), state.applied_to_bytes())
-        with _reachable("committing a batch"):
+        vault = self.vault
+        if vault is None:
+            for user_id, state in users.items():
+                args += (keys.user(user_id), state.to_bytes(), keys.applied(user_id), state.applied_to_bytes())
+        else:
+            for user_id, state in users.items():
+                key = vault.cached(user_id)
+                if key is None:  # evicted since `load_users` (more users in flight than the cache holds)
+                    raise StoreUnavailable(f"the data key of a user in the batch left the cache; raise "
+                                           f"AISLE_KEY_CACHE_SIZE above {vault.cache_size}")
+                args += (keys.user(user_id), seal(key.aead, user_id, FEATURES, state.to_bytes()),
+                         keys.applied(user_id), state.applied_to_bytes(), keys.data_key(user_id), key.wrapped)
+        with reachable("committing a batch"):
             await self._commit(args=args)
 
     # -- reader side -------------------------------------------------------------------------------
@@ -286,22 +353,60 @@ class RedisFeatureStore(FeatureStore):
 
         Neighbours are ranked by count, ties by item id, as the in-process store ranks them.
         """
-        args: list[str | int] = [keys.user(user_id) if user_id else "", keys.COVIS_PREFIX, RECENT_SEEDS,
-                                 NEIGHBOURS_PER_SEED, *context_item_ids]
-        with _reachable("reading a request's features"):
+        vault = self.vault
+        if vault is None or not user_id:
+            args: list[str | int] = [keys.user(user_id) if user_id else "", "", keys.COVIS_PREFIX, RECENT_SEEDS,
+                                     NEIGHBOURS_PER_SEED, *context_item_ids]
+            with reachable("reading a request's features"):
+                out = await self._read(args=args)
+            blob = out[0]
+            return RequestFeatures(user=UserState.from_bytes(blob) if blob else None, covis=_neighbours(out))
+        return await self._read_sealed(vault, user_id, context_item_ids)
+
+    async def _read_sealed(self, vault: Vault, user_id: str, context_item_ids: Sequence[str]) -> RequestFeatures:
+        """`read_request` with sealed features: still one script call while the user's seeds are unchanged.
+
+        The script cannot open the features, so it cannot find the recent items whose neighbours to read; it
+        reads the neighbours of the seeds this process found at the user's last read instead (`_hints`), with
+        the features and the wrapped key. Once the features are open, seeds it did not read (the user acted
+        since) are read in a second call. The answer is the same as without encryption.
+        """
+        hints = self._hints.get(user_id, ())
+        asked = list(dict.fromkeys((*context_item_ids, *hints)))
+        args: list[str | int] = [keys.user(user_id), keys.data_key(user_id), keys.COVIS_PREFIX, RECENT_SEEDS,
+                                 NEIGHBOURS_PER_SEED, *asked]
+        with reachable("reading a request's features"):
             out = await self._read(args=args)
-        blob = out[0]
-        user = UserState.from_bytes(blob) if blob else None
-        covis: dict[str, list[tuple[str, float]]] = {}
-        for i in range(1, len(out), 3):
-            top, ties = out[i + 1], out[i + 2]
-            ranked = [(_decoded(top[j]), float(top[j + 1])) for j in range(0, len(top), 2)]
-            if ties:
-                last = ranked[-1][1]
-                ranked = [pair for pair in ranked if pair[1] > last] + [(_decoded(t), last) for t in ties]
-            ranked.sort(key=_by_weight_desc)
-            covis[_decoded(out[i])] = ranked[:NEIGHBOURS_PER_SEED]
-        return RequestFeatures(user=user, covis=covis)
+        blob, wrapped = out[0], out[1]
+        covis = _neighbours(out)
+        user = None
+        if blob:
+            if not is_sealed(blob):
+                user = UserState.from_bytes(blob)  # written before encryption was on; the script read its seeds
+                return RequestFeatures(user=user, covis=covis)
+            if wrapped:
+                try:
+                    user = UserState.from_bytes(open_sealed(vault.cipher(user_id, wrapped), user_id, FEATURES, blob))
+                except Unreadable:
+                    log.warning("features of a user could not be opened with their key; read as unknown")
+        if user is None:
+            self._hints.pop(user_id, None)
+            return RequestFeatures(user=None, covis={i: covis[i] for i in context_item_ids if i in covis})
+        seeds = recent_seeds(user, context_item_ids)
+        fetched = set(asked)
+        missing = [item for item in seeds if item not in fetched]
+        if missing:
+            self.second_reads += 1
+            with reachable("reading a request's features"):
+                more = await self._read(args=["", "", keys.COVIS_PREFIX, RECENT_SEEDS, NEIGHBOURS_PER_SEED, *missing])
+            covis.update(_neighbours(more))
+        hints_now = tuple(seeds[len(context_item_ids):])
+        if hints_now != hints:
+            self._hints[user_id] = hints_now
+            self._hints.move_to_end(user_id)
+            if len(self._hints) > SEED_HINTS:
+                self._hints.popitem(last=False)
+        return RequestFeatures(user=user, covis={item: covis[item] for item in seeds if item in covis})
 
     async def item_stats(self) -> ItemStats:
         """Popularity and trending at the stream clock: two round trips (the clock names the days).
@@ -310,7 +415,7 @@ class RedisFeatureStore(FeatureStore):
         that requests on the event loop need not wait for. (Returning each hash as one string from a
         script would move the parsing off the loop too, but keeps Redis busy three times as long.)
         """
-        with _reachable("reading item stats"):
+        with reachable("reading item stats"):
             clock_score = await self.client.zscore(keys.CLOCK, keys.CLOCK_MEMBER)
             clock = int(clock_score or 0)
             today = clock // DAY_MS
@@ -324,7 +429,9 @@ class RedisFeatureStore(FeatureStore):
         )
 
     async def delete_user(self, user_id: str) -> bool:
-        with _reachable("deleting a user"):
+        """Delete the user's features and applied ids (their data key is the key store's: `RedisKeyStore`)."""
+        self._hints.pop(user_id, None)
+        with reachable("deleting a user"):
             return bool(await self.client.delete(keys.user(user_id), keys.applied(user_id)))
 
     async def close(self) -> None:
@@ -355,4 +462,33 @@ def _item_stats(
 
 def _by_weight_desc(pair: tuple[str, float]) -> tuple[float, str]:
     return (-pair[1], pair[0])
+
+
+def _neighbours(out: list[Any]) -> dict[str, list[tuple[str, float]]]:
+    """The read script's `seed, top, ties` triples (after the features and the key), ranked."""
+    covis: dict[str, list[tuple[str, float]]] = {}
+    for i in range(2, len(out), 3):
+        top, ties = out[i + 1], out[i + 2]
+        ranked = [(_decoded(top[j]), float(top[j + 1])) for j in range(0, len(top), 2)]
+        if ties:
+            last = ranked[-1][1]
+            ranked = [pair for pair in ranked if pair[1] > last] + [(_decoded(t), last) for t in ties]
+        ranked.sort(key=_by_weight_desc)
+        covis[_decoded(out[i])] = ranked[:NEIGHBOURS_PER_SEED]
+    return covis
+
+
+def recent_seeds(user: UserState, context_item_ids: Sequence[str]) -> list[str]:
+    """The context items, then the user's latest distinct items up to `RECENT_SEEDS` more: what the read
+    script finds in clear features (and the memory store in its states)."""
+    seeds = list(context_item_ids)
+    limit = RECENT_SEEDS + len(seeds)
+    seen = set(seeds)
+    for _, _, item in reversed(user.recent):
+        if len(seeds) >= limit:
+            break
+        if item not in seen:
+            seen.add(item)
+            seeds.append(item)
+    return seeds
 

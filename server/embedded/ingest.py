@@ -26,10 +26,14 @@ from feature_worker.lake.schema import (
     now_ms,
 )
 from feature_worker.lake.writer import Lake, LakeConflict, LakeUnavailable
+from feature_worker.privacy.keystores.file import FileKeyStore
+from feature_worker.privacy.sealing import EVENT, USER, seal
+from feature_worker.privacy.vault import Vault
 from feature_worker.stores.memory import MemoryFeatureStore
 from feature_worker.users import UserDirectory
-from protos.aisle.v1 import catalog_pb2, events_pb2, users_pb2
+from protos.aisle.v1 import catalog_pb2, events_pb2, sealed_pb2, users_pb2
 from server.embedded.journal import Journal, RecordKind, records
+from server.embedded.records import JournalReader
 from server.ingest import Ingest
 
 log = logging.getLogger(__name__)
@@ -40,18 +44,48 @@ class EmbeddedIngest(Ingest):
 
     Ordering: a change is journaled before it is applied and before the caller is answered, and the
     journal is replayed in write order, so a restarted server reaches exactly the state it had.
+
+    With a `vault` (encryption on) events and customer records are journaled sealed with their customer's
+    data key, kept in `keys` (a file beside the journal; a new customer's key is on disk before the record
+    that needs it). Erasing a customer destroys the key: replay can no longer open what they sent.
     """
 
-    def __init__(self, journal: Journal, catalog: Catalog, users: UserDirectory, store: MemoryFeatureStore) -> None:
+    erasure_step = ("journal", "marked", "erasure record journaled: replay drops the customer, and their sealed "
+                    "records cannot be opened")
+    events_held_in = "journal"
+
+    def __init__(
+        self,
+        journal: Journal,
+        catalog: Catalog,
+        users: UserDirectory,
+        store: MemoryFeatureStore,
+        vault: Vault | None = None,
+        keys: FileKeyStore | None = None,
+    ) -> None:
         self.journal = journal
         self.catalog = catalog
         self.users = users
         self.store = store
+        self.vault = vault
+        self.reader = JournalReader(vault, keys)
         #: Appends the journal to the batch store, when the server has one (set once recovered).
         self.lake: JournalLake | None = None
 
     async def events(self, events: Sequence[events_pb2.Event]) -> int:
-        self.journal.append(RecordKind.EVENTS, events_pb2.TrackRequest(events=events).SerializeToString())
+        vault = self.vault
+        if vault is None:
+            self.journal.append(RecordKind.EVENTS, events_pb2.TrackRequest(events=events).SerializeToString())
+        else:
+            keys = await vault.keys({event.user_id for event in events}, create=True)
+            batch = sealed_pb2.SealedBatch(records=[
+                sealed_pb2.SealedRecord(
+                    user_id=event.user_id,
+                    value=seal(keys[event.user_id].aead, event.user_id, EVENT, event.SerializeToString()),
+                )
+                for event in events
+            ])
+            self.journal.append(RecordKind.SEALED_EVENTS, batch.SerializeToString())
         result = await apply_events(self.store, self.catalog, events)
         return result.duplicates
 
@@ -64,33 +98,79 @@ class EmbeddedIngest(Ingest):
         return self.catalog.delete(item_ids)
 
     async def upsert_user(self, user: users_pb2.User) -> None:
-        self.journal.append(RecordKind.UPSERT_USER, user.SerializeToString())
+        vault = self.vault
+        if vault is None:
+            self.journal.append(RecordKind.UPSERT_USER, user.SerializeToString())
+        else:
+            key = (await vault.keys([user.user_id], create=True))[user.user_id]
+            record = sealed_pb2.SealedRecord(
+                user_id=user.user_id, value=seal(key.aead, user.user_id, USER, user.SerializeToString())
+            )
+            self.journal.append(RecordKind.SEALED_USER, record.SerializeToString())
         self.users.upsert(user)
+
+    async def delete_user(self, user_id: str) -> bool:
+        """Journal the erasure: at replay it drops whatever clear records (written with encryption off) held of
+        the customer; sealed ones cannot be opened once their key is destroyed. True: always journaled."""
+        self.journal.append(RecordKind.ERASE_USER, user_id.encode())
+        return True
+
+    async def held_events(self, user_id: str) -> list[events_pb2.Event]:
+        """The customer's events the journal still holds readably, oldest first (a scan of the journal)."""
+        return await asyncio.to_thread(self._held_events, user_id)
+
+    def _held_events(self, user_id: str) -> list[events_pb2.Event]:
+        reader = JournalReader(self.reader.vault, self.reader.keys)
+        held: list[events_pb2.Event] = []
+        for kind, payload in self.journal.replay():
+            if kind is RecordKind.ERASE_USER and payload.decode() == user_id:
+                held.clear()
+            elif kind is RecordKind.EVENTS:
+                held.extend(e for e in reader.events(kind, payload) if e.user_id == user_id)
+            elif kind is RecordKind.SEALED_EVENTS:
+                batch = sealed_pb2.SealedBatch(
+                    records=[r for r in sealed_pb2.SealedBatch.FromString(payload).records if r.user_id == user_id]
+                )
+                if batch.records:
+                    held.extend(reader.events(kind, batch.SerializeToString()))
+        return held
 
     async def recover(self) -> int:
         """Replay the journal into the (empty) in-process state; returns the records replayed."""
         count = 0
         size = self.journal.path.stat().st_size if self.journal.path.exists() else 0
         with tqdm(total=size, unit="B", unit_scale=True, desc="replaying journal", disable=size < 1 << 20) as bar:
+            reader = self.reader
             for kind, payload in self.journal.replay():
-                if kind is RecordKind.EVENTS:
-                    await apply_events(self.store, self.catalog, events_pb2.TrackRequest.FromString(payload).events)
+                if kind is RecordKind.EVENTS or kind is RecordKind.SEALED_EVENTS:
+                    events = reader.events(kind, payload)
+                    if events:
+                        await apply_events(self.store, self.catalog, events)
                 elif kind is RecordKind.UPSERT_ITEMS:
                     self.catalog.upsert_many(catalog_pb2.UpsertItemsRequest.FromString(payload).items)
                 elif kind is RecordKind.DELETE_ITEMS:
                     self.catalog.delete(catalog_pb2.DeleteItemsRequest.FromString(payload).item_ids)
-                elif kind is RecordKind.UPSERT_USER:
-                    self.users.upsert(users_pb2.User.FromString(payload))
+                elif kind is RecordKind.UPSERT_USER or kind is RecordKind.SEALED_USER:
+                    user = reader.user(kind, payload)
+                    if user is not None:
+                        self.users.upsert(user)
+                elif kind is RecordKind.ERASE_USER:
+                    user_id = payload.decode()
+                    await self.store.delete_user(user_id)
+                    self.users.delete_user(user_id)
                 count += 1
                 bar.update(len(payload) + 9)
         if count:
-            log.info("replayed %d journal records from %s", count, self.journal.path)
+            log.info("replayed %d journal records from %s (%d sealed payloads of erased customers skipped)",
+                     count, self.journal.path, self.reader.shredded)
         return count
 
     async def close(self) -> None:
         self.journal.close()
         if self.lake is not None:
             await asyncio.to_thread(self.lake.close)
+        if self.reader.keys is not None:
+            await self.reader.keys.close()
 
 
 #: The journal's source id in the batch store's commits (`Lake.append`).
@@ -118,11 +198,26 @@ class JournalLake:
     Item and user changes carry no time in the journal: `ts_ms` is when the thread read them (moments after
     they were accepted; after a crash, the restart). Memory: at most `batch_max` rows (plus one request).
     If the lake cannot be written the thread retries, and the journal keeps everything meanwhile.
+
+    Sealed records are opened with `reader`; those of erased customers cannot be, and never land. Events of
+    customers whose consent says no to analytics (`users`, as the thread reads them) are withheld.
     """
 
-    def __init__(self, journal_path: Path, lake: Lake, batch_max: int, flush_s: float) -> None:
+    def __init__(
+        self,
+        journal_path: Path,
+        lake: Lake,
+        batch_max: int,
+        flush_s: float,
+        reader: JournalReader | None = None,
+        users: UserDirectory | None = None,
+    ) -> None:
         self.path = journal_path
         self.lake = lake
+        self.reader = reader or JournalReader(None, None)
+        self.users = users
+        #: Events withheld for want of analytics consent.
+        self.withheld = 0
         self.batch_max = batch_max
         self.flush_s = flush_s
         #: Per table: the journal offset recorded in the lake (-1: none), which the next append expects.
@@ -147,9 +242,17 @@ class JournalLake:
         self.error: BaseException | None = None
 
     @classmethod
-    def start(cls, journal_path: Path, lake_dir: str, batch_max: int, flush_s: float) -> JournalLake:
+    def start(
+        cls,
+        journal_path: Path,
+        lake_dir: str,
+        batch_max: int,
+        flush_s: float,
+        reader: JournalReader | None = None,
+        users: UserDirectory | None = None,
+    ) -> JournalLake:
         """Open (or create) the lake under `lake_dir` and start tailing the journal."""
-        writer = cls(journal_path, Lake(lake_dir), batch_max, flush_s)
+        writer = cls(journal_path, Lake(lake_dir), batch_max, flush_s, reader, users)
         writer._thread.start()
         return writer
 
@@ -195,15 +298,21 @@ class JournalLake:
     def _add(self, rows: dict[str, Rows], kind: RecordKind, payload: bytes, end: int) -> int:
         """Rows of one journal record (ending at byte `end`) for the tables that do not have it yet."""
         have = self._have
-        if kind is RecordKind.EVENTS:
+        if kind is RecordKind.EVENTS or kind is RecordKind.SEALED_EVENTS:
             if end <= have[EVENTS]:
                 return 0
             events = rows[EVENTS]
             assert isinstance(events, EventRows)
-            batch = events_pb2.TrackRequest.FromString(payload).events
+            batch = self.reader.events(kind, payload)
+            users = self.users
+            added = 0
             for index, event in enumerate(batch):
+                if users is not None and not users.analytics_allowed(event.user_id):
+                    self.withheld += 1
+                    continue
                 events.add(event, 0, end, index)
-            return len(batch)
+                added += 1
+            return added
         table = ITEMS if kind in (RecordKind.UPSERT_ITEMS, RecordKind.DELETE_ITEMS) else USERS
         if end <= have[table]:
             return 0
@@ -222,7 +331,13 @@ class JournalLake:
                 changes.delete(item_id, ts, 0, end, index)
             return len(item_ids)
         assert isinstance(changes, UserRows)
-        changes.upsert(users_pb2.User.FromString(payload), ts, 0, end)
+        if kind is RecordKind.ERASE_USER:
+            changes.delete(payload.decode(), ts, 0, end)
+            return 1
+        user = self.reader.user(kind, payload)
+        if user is None:
+            return 0
+        changes.upsert(user, ts, 0, end)
         return 1
 
     def _flush(self, rows: dict[str, Rows], position: int) -> None:

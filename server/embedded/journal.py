@@ -25,10 +25,13 @@ _MAX_RECORD = 64 * 1024 * 1024
 
 
 class RecordKind(IntEnum):
-    EVENTS = 1  # a TrackRequest holding the accepted, time-stamped events
+    EVENTS = 1  # a TrackRequest holding the accepted, time-stamped events (encryption off)
     UPSERT_ITEMS = 2  # an UpsertItemsRequest
     DELETE_ITEMS = 3  # a DeleteItemsRequest
-    UPSERT_USER = 4  # a User
+    UPSERT_USER = 4  # a User (encryption off)
+    SEALED_EVENTS = 5  # a SealedBatch: each event sealed with its customer's data key
+    SEALED_USER = 6  # a SealedRecord of a User
+    ERASE_USER = 7  # the UTF-8 id of a customer erased here: replay drops what it held of them
 
 
 class Journal:

@@ -1,9 +1,16 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import grpc
 
+from feature_worker.errors import AisleError
 from protos.aisle.v1 import users_pb2, users_pb2_grpc
 from server.engine import Engine
+from server.privacy.audit import caller
+
+if TYPE_CHECKING:
+    from server.privacy.rights import CustomerRights
 
 
 class UserService(users_pb2_grpc.UserServiceServicer):
@@ -20,3 +27,23 @@ class UserService(users_pb2_grpc.UserServiceServicer):
         self, request: users_pb2.GetProfileRequest, context: grpc.aio.ServicerContext
     ) -> users_pb2.Profile:
         return await self.engine.profile(request.user_id)
+
+    async def EraseUser(  # noqa: N802
+        self, request: users_pb2.EraseUserRequest, context: grpc.aio.ServicerContext
+    ) -> users_pb2.EraseUserResponse:
+        return await self._rights().erase(request.user_id, caller(), context.peer())
+
+    async def ExportUser(  # noqa: N802
+        self, request: users_pb2.ExportUserRequest, context: grpc.aio.ServicerContext
+    ) -> users_pb2.ExportUserResponse:
+        return await self._rights().export(request.user_id, caller(), context.peer())
+
+    def _rights(self) -> CustomerRights:
+        rights = self.engine.rights
+        if rights is None:
+            raise _NoRights("erasure and export are not configured on this server")
+        return rights
+
+
+class _NoRights(AisleError):
+    status = "UNIMPLEMENTED"

@@ -17,6 +17,7 @@ from feature_worker.stores.base import FeatureStore
 from feature_worker.stores.memory import MemoryFeatureStore
 from feature_worker.stores.redis import RedisFeatureStore
 from protos.aisle.v1 import events_pb2
+from tests.sealing import sealed_store
 from tests.shop import BASE_TS, event, item, view
 
 MIN = 60_000
@@ -30,8 +31,10 @@ def catalog() -> Catalog:
     return c
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration),
+                        pytest.param("redis-sealed", marks=pytest.mark.integration)])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[FeatureStore]:
+    """Every backend; `redis-sealed` is Redis with encryption at rest (features sealed per customer)."""
     if request.param == "memory":
         yield MemoryFeatureStore()
         return
@@ -39,7 +42,7 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[FeatureStore]:
     client = aioredis.Redis.from_url(url)
     await client.flushdb()
     await client.aclose()
-    redis_store = RedisFeatureStore.from_url(url)
+    redis_store = sealed_store(url) if request.param == "redis-sealed" else RedisFeatureStore.from_url(url)
     yield redis_store
     await redis_store.close()
 

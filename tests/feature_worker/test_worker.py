@@ -26,10 +26,10 @@ from feature_worker.catalog import Catalog
 from feature_worker.lag import LagProbe
 from feature_worker.process import WorkerProcess
 from feature_worker.stores.memory import MemoryFeatureStore
-from feature_worker.stores.redis import RedisFeatureStore
 from feature_worker.topics import Topics, create_topics
 from protos.aisle.v1 import catalog_pb2, events_pb2
 from tests.kafka_stack import stack_env
+from tests.sealing import sealed_store
 from tests.services.kafka import ExternalKafka, KafkaService
 from tests.services.redis import RedisService
 from tests.shop import BASE_TS, event, item
@@ -137,7 +137,7 @@ async def assert_redis_equals_embedded(redis_url: str, items: list[catalog_pb2.I
     expected = MemoryFeatureStore()
     for start in range(0, len(events), 700):  # batch boundaries do not matter
         await apply_events(expected, catalog, events[start : start + 700])
-    store = RedisFeatureStore.from_url(redis_url)
+    store = sealed_store(redis_url)
     try:
         users = await store.load_users(list(expected.users))
         wrong = [u for u, state in expected.users.items() if users[u] != state]
@@ -170,7 +170,7 @@ async def run_with_disruption(
     if written_not_committed:
         catalog = Catalog()
         catalog.upsert_many(items)
-        store = RedisFeatureStore.from_url(rig.redis_url)
+        store = sealed_store(rig.redis_url)
         try:
             batch = events[:written_not_committed]
             assert (await apply_events(store, catalog, batch)).applied == len(batch)
@@ -274,7 +274,7 @@ async def test_malformed_messages_are_dead_lettered_and_the_good_ones_applied(
         await rig.produce_raw(records)
         await rig.wait_applied()
 
-        store = RedisFeatureStore.from_url(url)
+        store = sealed_store(url)
         try:
             state = (await store.load_users([user]))[user]
         finally:

@@ -503,3 +503,14 @@ def test_arbitrary_authorization_values_are_unauthenticated(value: str, channel:
     request = recommendations_pb2.RecommendRequest(user_id="u", k=3)
     code = call(channel, "/aisle.v1.RecommendationService/Recommend", request, [("authorization", value)])
     assert code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_the_audit_log_names_the_verified_partner(keys: dict[str, PrivateKey], channel: grpc.Channel,
+                                                  auth_server: ServerProcess) -> None:
+    user = unique("audited")
+    request = users_pb2.ExportUserRequest(user_id=user)
+    token = mint(keys["ES256"], ["privacy"], subject="privacy-officer")
+    assert call(channel, "/aisle.v1.UserService/ExportUser", request, bearer(token)) == grpc.StatusCode.OK
+    lines = (auth_server.data_dir / "audit.log").read_text().splitlines()
+    entries = [json.loads(line) for line in lines if user in line]
+    assert [(e["who"], e["method"], e["outcome"]) for e in entries] == [("privacy-officer", "ExportUser", "OK")]

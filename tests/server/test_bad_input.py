@@ -104,6 +104,8 @@ def test_users_fuzz(fuzz_client: AisleClient, user_id: str, attributes: dict[str
                           consent=users_pb2.Consent(personalization=consent))
     call(fuzz_client.upsert_user, user)
     call(fuzz_client.profile, user_id)
+    call(fuzz_client.export_user, user_id)
+    call(fuzz_client.erase_user, user_id)
 
 
 def test_mixed_batch_keeps_every_good_event(fuzz_client: AisleClient) -> None:

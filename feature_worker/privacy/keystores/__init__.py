@@ -1,0 +1,1 @@
+"""Where the customers' wrapped data keys live: `file` (embedded), `redis` (Kafka + Redis), `memory` (tests)."""
