@@ -65,10 +65,16 @@ class Run:
     count: int
     errors: int
     seconds: float
+    statuses: dict[str, int]
 
     @property
     def rate(self) -> float:
-        return self.count / self.seconds if self.seconds else 0.0
+        """Calls answered OK per second."""
+        return len(self.latencies_s) / self.seconds if self.seconds else 0.0
+
+    def failures(self) -> str:
+        failed = {status: n for status, n in self.statuses.items() if status != "OK"}
+        return ", ".join(f"{n} {status}" for status, n in sorted(failed.items())) or "none"
 
     def p(self, q: float) -> float:
         return float(np.percentile(self.latencies_s, q)) * 1000 if len(self.latencies_s) else float("nan")
@@ -79,8 +85,8 @@ class Ghz:
         self.binary, self.target, self.users, self.connections = binary, target, users, connections
 
     def run(self, call: str, *options: str) -> Run:
-        data = ('{"user_id": "u{{randomInt 1 %d}}", "k": 10, "explain": true}' % (self.users + 1)
-                if call == RECOMMEND else "{}")
+        user = "u{{randomInt 1 %s}}".replace("%s", str(self.users + 1))  # a ghz template: a random user per call
+        data = json.dumps({"user_id": user, "k": 10, "explain": True}) if call == RECOMMEND else "{}"
         result = subprocess.run(
             [self.binary, "--insecure", "--call", call, "--data", data, "--format", "json", *options, self.target],
             capture_output=True, text=True, check=False,
@@ -90,7 +96,10 @@ class Ghz:
         report = json.loads(result.stdout)
         details = report.get("details") or []
         ok = np.array([d["latency"] / 1e9 for d in details if d.get("status") == "OK"])
-        return Run(ok, int(report["count"]), len(details) - len(ok), report["total"] / 1e9)
+        statuses: dict[str, int] = {}
+        for d in details:
+            statuses[d.get("status") or "?"] = statuses.get(d.get("status") or "?", 0) + 1
+        return Run(ok, int(report["count"]), len(details) - len(ok), report["total"] / 1e9, statuses)
 
     def closed(self, call: str, calls: int, skip: int) -> Run:
         """One connection, one call at a time."""
@@ -99,9 +108,9 @@ class Ghz:
 
     def open_loop(self, rps: int, duration_s: float) -> Run:
         """Recommend offered at `rps` calls/s whatever the answers do, over `self.connections` connections."""
-        # In-flight calls when the duration ends are left out ("ignore"), not counted as errors ("close").
+        # Calls in flight when the duration ends are waited for and counted ("wait"), not cancelled as errors.
         return self.run(RECOMMEND, "--async", "--rps", str(rps), "--duration", f"{duration_s}s",
-                        "--duration-stop", "ignore", "--connections", str(self.connections),
+                        "--duration-stop", "wait", "--connections", str(self.connections),
                         "--concurrency", str(self.connections))
 
 
@@ -136,7 +145,7 @@ def open_phase(ghz: Ghz, rps: int, duration_s: float, metrics: str | None) -> No
           flush=True)
     before = scrape(metrics) if metrics else None
     run = ghz.open_loop(rps, duration_s)
-    print(f"achieved {run.rate:,.0f} calls/s ({run.count:,} calls, {run.errors} failed): "
+    print(f"achieved {run.rate:,.0f} calls/s answered OK ({run.count:,} calls; failed: {run.failures()}): "
           f"p50 {run.p(50):.3f} ms, p90 {run.p(90):.3f} ms, p99 {run.p(99):.3f} ms", flush=True)
     server_view(metrics, before)
 

@@ -135,7 +135,7 @@ def families(snapshots: Iterable[dict[str, Any]], live_pids: set[int] | None = N
             cumulative, buckets = 0.0, []
             for bound, count in zip((*BUCKETS, float("inf")), series[:-1]):
                 cumulative += count
-                buckets.append((floatToGoString(bound), cumulative))
+                buckets.append((floatToGoString(bound), cumulative))  # type: ignore[no-untyped-call]
             family.add_metric(list(labels), buckets, series[-1])
         yield family
     yield calls

@@ -135,8 +135,8 @@ class Supervisor:
                               self.settings.metrics_host, self.settings.metrics_port)
             for slot in self._slots:
                 self._spawn(slot)
-            if not self._wait_all_ready(wake_read):
-                return self._stop_all(failed=True)
+            if not self._wait_all_ready(wake_read):  # a worker died, or a signal came during start-up
+                return self._stop_all(failed=not self._stopping)
             holder.close()
             log.info("%d server workers on %s:%d, pids %s", len(self._slots), self.settings.host, port,
                      " ".join(str(s.pid) for s in self._slots))

@@ -16,8 +16,8 @@ import grpc
 
 from server.metrics import ServerMetrics
 
-_CODE_NAMES = {code: code.name for code in grpc.StatusCode}
-_CODE_NAMES_BY_VALUE = {code.value[0]: code.name for code in grpc.StatusCode}
+_CODE_NAMES: dict[object, str] = {code: code.name for code in grpc.StatusCode}
+_CODE_NAMES_BY_VALUE: dict[int, str] = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 def code_name(code: object) -> str:
