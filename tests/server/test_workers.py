@@ -55,10 +55,11 @@ def multi_server(tmp_path: Path, kafka_bootstrap: str, redis_url: str) -> Iterat
 
 
 def recommend_over_new_channels(server: ServerProcess, channels: int, calls_each: int) -> int:
-    """Each channel is a new TCP connection, which the kernel gives to one of the processes."""
+    """Each channel is a new TCP connection (its own subchannel pool: no sharing), which the kernel gives to one
+    of the processes."""
     made = 0
     for n in range(channels):
-        with grpc.insecure_channel(server.target) as channel:
+        with grpc.insecure_channel(server.target, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
             recommend = recommendations_pb2_grpc.RecommendationServiceStub(channel).Recommend
             for _ in range(calls_each):
                 answer = recommend(recommendations_pb2.RecommendRequest(user_id=f"u{n}", k=5), timeout=10)
