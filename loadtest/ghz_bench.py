@@ -184,7 +184,7 @@ def sweep_phase(ghz: Ghz, start: int, duration_s: float, p99_ms: float) -> None:
         else:
             failed = middle
     print(f"\nhighest rate within p99 {p99_ms:g} ms: {best:,}/s" if best
-          else f"\neven {start}/s misses p99 {p99_ms:g} ms", flush=True)
+          else f"\nno rate tried kept p99 within {p99_ms:g} ms (the lowest: {failed}/s)", flush=True)
 
 
 def main() -> None:
