@@ -138,3 +138,15 @@ def test_embedded_mode_refuses_several_workers(tmp_path: Path) -> None:
     assert "--workers 2" in result.stderr and "Kafka + Redis mode" in result.stderr
     assert "cannot share" in result.stderr
     assert not (tmp_path / "data").exists()  # refused before anything started
+
+
+@pytest.mark.integration
+def test_a_worker_that_cannot_start_stops_the_server(tmp_path: Path, kafka_bootstrap: str) -> None:
+    tag = uuid.uuid4().hex[:8]
+    env = stack_env(kafka_bootstrap, f"redis://127.0.0.1:{free_port()}/0", f"test{tag}", f"workers-{tag}")
+    server = ServerProcess(tmp_path / "server", env=env, workers=WORKERS)
+    with pytest.raises(RuntimeError, match="server did not start"):
+        server.start(timeout_s=120)
+    assert server.proc is not None
+    assert server.proc.wait(60) == 1
+    assert "before it was serving; stopping" in server.log_tail(200)
