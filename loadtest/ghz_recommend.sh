@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Recommend under load with ghz, through server reflection (no proto files needed).
 #   loadtest/ghz_recommend.sh [TARGET] [TOTAL] [CONNECTIONS] [CONCURRENCY] [USERS]
-# Install ghz once with: go install github.com/bojand/ghz/cmd/ghz@v0.120.0
+# Install ghz once with: go install github.com/bojand/ghz/cmd/ghz@v0.120.0 (or let loadtest.ghz_bench install it
+# into ~/.cache/aisle/ghz/, which this script also looks in).
 # Users are drawn at random from u1 .. uUSERS, the ids of a generated shop. With AISLE_TOKEN set (a server with
 # auth on), every call sends it: AISLE_TOKEN=$(python -m clients token --scope recommendations:read) loadtest/...
 set -euo pipefail
@@ -10,7 +11,7 @@ total=${2:-20000}
 connections=${3:-2}
 concurrency=${4:-8}
 users=${5:-100000}
-ghz_bin=$(command -v ghz || echo "$(go env GOPATH)/bin/ghz")
+ghz_bin=${GHZ:-$(command -v ghz || { test -x ~/.cache/aisle/ghz/ghz && echo ~/.cache/aisle/ghz/ghz; } || echo "$(go env GOPATH)/bin/ghz")}
 auth=()
 if [[ -n "${AISLE_TOKEN:-}" ]]; then auth=(--metadata "{\"authorization\": \"Bearer $AISLE_TOKEN\"}"); fi
 exec "$ghz_bin" --insecure "${auth[@]}" \

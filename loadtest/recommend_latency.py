@@ -1,12 +1,17 @@
 """`Recommend` latency over a real channel from one client, one call at a time.
 
-    python -m loadtest.recommend_latency --shop DIR [--requests 10000] [--target HOST:PORT] [--auth]
+    python -m loadtest.recommend_latency --shop DIR [--requests 10000] [--target HOST:PORT [--metrics URL]] [--auth]
 
-Without --target it starts an embedded server on a free port, replays the shop into it through
-EventService.Track, then measures. Users are drawn from the shop with a fixed seed; every call asks
-for k=10 with explanations, as a product page would. With --auth the server requires JWTs (a throwaway
-key, `clients.tokens`) and every call sends the same bearer token, as a partner reusing its access token
-does: run it with and without to see what authentication adds per call.
+Without --target it starts an embedded server on a free port with its Prometheus metrics on, replays the shop
+into it through EventService.Track, then measures. Users are drawn from the shop with a fixed seed; every call
+asks for k=10 with explanations, as a product page would.
+
+Beside the client's view (round trip per call) it prints the server's: `/metrics` scraped before and after the
+measured calls gives the Recommend handler's and each stage's mean and p50/p99 (estimated from the histogram
+buckets, `loadtest.server_metrics`) and the server's CPU per call. With --target, pass --metrics to get it.
+
+With --auth the server requires JWTs (a throwaway key, `clients.tokens`) and every call sends the same bearer
+token, as a partner reusing its access token does: run it with and without to see what authentication adds.
 """
 
 from __future__ import annotations
@@ -24,17 +29,19 @@ import grpc
 from clients import tokens
 from clients.client import AsyncAisleClient, ClientOptions
 from clients.replay import replay
+from loadtest.server_metrics import breakdown, scrape
 from loadtest.stats import format_ms, summarize_ms
 from protos.aisle.v1 import recommendations_pb2, recommendations_pb2_grpc
-from server.process import ServerProcess
+from server.process import ServerProcess, free_port
 from trainer.data.generated import read_events, read_items, read_meta, read_users
 
 
-def measure(
-    target: str, users: list[str], requests: int, seed: int, warmup: int = 500, token: str | None = None
-) -> dict[str, float]:
+def measure(target: str, users: list[str], requests: int, seed: int, metrics_url: str | None = None,
+            warmup: int = 500, token: str | None = None) -> str:
+    """The client's summary, and the server's breakdown of the same calls when `metrics_url` is given."""
     rng = random.Random(seed)
     metadata = [("authorization", f"Bearer {token}")] if token else None
+    before = None
     with grpc.insecure_channel(target) as channel:
         stub = recommendations_pb2_grpc.RecommendationServiceStub(channel)
         call = stub.Recommend
@@ -48,7 +55,12 @@ def measure(
                 sys.exit(f"short answer for {request.user_id}: {len(response.items)} items")
             if n >= warmup:
                 samples.append(elapsed)
-    return summarize_ms(samples)
+            if n + 1 == warmup and metrics_url:
+                before = scrape(metrics_url)
+    report = "client round trip: " + format_ms(summarize_ms(samples))
+    if metrics_url and before is not None:
+        report += "\n\n" + breakdown(before, scrape(metrics_url))
+    return report
 
 
 def main() -> None:
@@ -56,6 +68,7 @@ def main() -> None:
     parser.add_argument("--shop", type=Path, required=True)
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--target", help="an already loaded server; default: start and load one")
+    parser.add_argument("--metrics", help="that server's /metrics URL, for the server-side breakdown")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--bundles", type=Path, help="serve the bundle promoted in this directory (learned retrieval)")
     parser.add_argument("--auth", action="store_true", help="require JWTs and send one with every call")
@@ -63,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     users = [u.user_id for u in read_users(args.shop)]
     if args.target:
-        print(format_ms(measure(args.target, users, args.requests, args.seed, token=args.token)))
+        print(measure(args.target, users, args.requests, args.seed, args.metrics, token=args.token))
         return
     with tempfile.TemporaryDirectory() as tmp:
         # lists refresh every second in the background, as in production
@@ -76,7 +89,8 @@ def main() -> None:
             key = tokens.load_private_key(key_file)
             admin = tokens.mint(key, ["admin"])
             reader = tokens.mint(key, ["recommendations:read"], subject="bench-partner")
-        server = ServerProcess(Path(tmp) / "server", env=env, args=["--lists-refresh-s", "1", *bundle_args]).start()
+        server = ServerProcess(Path(tmp) / "server", env=env, metrics_port=free_port(),
+                               args=["--lists-refresh-s", "1", *bundle_args]).start()
         try:
             async def load() -> None:
                 options = ClientOptions(target=server.target, write_timeout_s=120, token=admin)
@@ -88,7 +102,7 @@ def main() -> None:
 
             asyncio.run(load())
             time.sleep(2)  # let the background refresh build popular/trending lists
-            print(format_ms(measure(server.target, users, args.requests, args.seed, token=reader)))
+            print(measure(server.target, users, args.requests, args.seed, server.metrics_url, token=reader))
         finally:
             server.stop()
 

@@ -1,15 +1,18 @@
 """Start an embedded server loaded with a generated shop and keep it serving, for ghz and locust.
 
-    python -m loadtest.serve_shop --shop DIR [--port 50051]
+    python -m loadtest.serve_shop --shop DIR [--port 50051] [--metrics-port 9464] [--bundles DIR]
 
 Loads the shop through the public API (catalog, users, then every event through Track), prints the
-target, and serves until Ctrl-C.
+target (and the `/metrics` URL with --metrics-port), and serves until Ctrl-C. With --bundles the server
+serves the bundle promoted there (learned retrieval).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,12 +35,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest.serve_shop")
     parser.add_argument("--shop", type=Path, required=True)
     parser.add_argument("--port", type=int, default=50051)
+    parser.add_argument("--metrics-port", type=int, default=0, help="serve /metrics on this port (0: none)")
+    parser.add_argument("--bundles", type=Path, help="serve the bundle promoted in this directory")
     args = parser.parse_args()
+    bundle_args = ["--bundles", str(args.bundles.resolve())] if args.bundles else []
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # kill PID stops the server too (the finally below)
     with tempfile.TemporaryDirectory() as tmp:
-        server = ServerProcess(Path(tmp), port=args.port, args=["--lists-refresh-s", "1"]).start()
+        server = ServerProcess(Path(tmp), port=args.port, metrics_port=args.metrics_port,
+                               args=["--lists-refresh-s", "1", *bundle_args]).start()
         try:
             asyncio.run(load(server.target, args.shop))
-            print(f"serving {args.shop} on {server.target} (Ctrl-C to stop)", flush=True)
+            metrics = f", metrics on {server.metrics_url}" if args.metrics_port else ""
+            print(f"serving {args.shop} on {server.target}{metrics} (Ctrl-C to stop)", flush=True)
             while server.proc is not None and server.proc.poll() is None:
                 time.sleep(1)
         except KeyboardInterrupt:

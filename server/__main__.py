@@ -1,30 +1,40 @@
-"""`python -m server --host H --port P [--data-dir DIR] [--bundles DIR] [--env-file FILE]`: serve Aisle until
-SIGINT/SIGTERM.
+"""`python -m server --host H --port P [--workers N] [--metrics-port M] [--data-dir DIR] [--bundles DIR]
+[--env-file FILE]`: serve Aisle until SIGINT/SIGTERM.
 
 Kafka + Redis mode when `AISLE_KAFKA_BOOTSTRAP` and `AISLE_REDIS_URL` are set (environment or env file),
-embedded otherwise."""
+embedded otherwise. `--workers N` (N > 1, Kafka + Redis mode only) runs N server processes on one port under a
+supervising process (`server.workers`)."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import gc
 import logging
-import signal
 import sys
 from pathlib import Path
 
 import uvloop
 
 from feature_worker.privacy.vault import EncryptionNotConfigured
-from server.app import start, stop
+from server.app import serve
 from server.config import ConfigError, ServerSettings
+from server.metrics import LiveCollector, ServerMetrics, serve_metrics
+from server.workers import Supervisor
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def parse_args(argv: list[str]) -> tuple[ServerSettings, Path | None]:
     parser = argparse.ArgumentParser(prog="python -m server", description="Aisle gRPC recommendation server")
     parser.add_argument("--host", help="address to bind (AISLE_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to bind, 0 for any free one (AISLE_PORT, default 50051)")
+    parser.add_argument(
+        "--workers", type=int,
+        help="server processes sharing the port, Kafka + Redis mode only (AISLE_WORKERS, default 1)",
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus /metrics on this port (AISLE_METRICS_PORT, default 0: off)"
+    )
+    parser.add_argument("--metrics-host", help="address of /metrics (AISLE_METRICS_HOST, default 127.0.0.1)")
     parser.add_argument("--data-dir", type=Path, help="where the embedded journal lives (AISLE_DATA_DIR)")
     parser.add_argument("--lists-refresh-s", type=float, help="rebuild popular/trending lists this often")
     parser.add_argument(
@@ -41,35 +51,34 @@ def parse_args(argv: list[str]) -> tuple[ServerSettings, Path | None]:
     }
     if args.env_file is not None:
         overrides["_env_file"] = args.env_file
-    return ServerSettings(**overrides), args.port_file  # type: ignore[arg-type]
+    settings = ServerSettings(**overrides)  # type: ignore[arg-type]
+    if settings.workers > 1 and not settings.kafka_mode:
+        parser.error(
+            f"--workers {settings.workers} (AISLE_WORKERS) needs the Kafka + Redis mode (AISLE_KAFKA_BOOTSTRAP and "
+            "AISLE_REDIS_URL): the embedded server keeps its journal and its features in one process, which "
+            "several processes cannot share. Run the embedded server with one worker."
+        )
+    return settings, args.port_file
 
 
-async def serve(settings: ServerSettings, port_file: Path | None) -> None:
-    running = await start(settings)
-    # What start-up built (catalog, users, replayed state, modules) lives as long as the process: keep the
-    # collector from scanning it again and again, which otherwise costs tens of ms per full collection.
-    gc.freeze()
-    # Background work in threads (the popular/trending rebuild) hands the GIL back to the event loop
-    # every millisecond instead of every five, so requests wait less behind it.
-    sys.setswitchinterval(0.001)
+def announce(settings: ServerSettings, port: int, port_file: Path | None) -> None:
+    """Tell tools (the port file) and people (stdout) where the server listens."""
     if port_file is not None:
-        port_file.write_text(f"{running.port}\n")
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stopping.set)
-    print(f"Aisle serving on {settings.host}:{running.port}", flush=True)
-    await stopping.wait()
-    logging.getLogger(__name__).info("shutting down")
-    await stop(running)
+        port_file.write_text(f"{port}\n")
+    print(f"Aisle serving on {settings.host}:{port}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     settings, port_file = parse_args(argv)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
+    if settings.workers > 1:
+        sys.exit(Supervisor(settings, lambda port: announce(settings, port, port_file)).run())
+    metrics = ServerMetrics() if settings.metrics_port else None
+    if metrics is not None:
+        serve_metrics(LiveCollector(metrics), settings.metrics_host, settings.metrics_port)
     try:
-        uvloop.run(serve(settings, port_file))
+        uvloop.run(serve(settings, metrics, lambda port: announce(settings, port, port_file)))
     except ConfigError as exc:  # settings that cannot work: say which, without a traceback
         sys.exit(f"python -m server: {exc}")
     except EncryptionNotConfigured as exc:

@@ -78,3 +78,11 @@ class ServerSettings(Settings):
     @property
     def audit_log_path(self) -> Path:
         return self.audit_log_file or self.data_dir / "audit.log"
+    #: Prometheus `/metrics` on http://<metrics_host>:<port>/metrics (`server.metrics`); 0: none. The same
+    #: variable as the worker's (AISLE_METRICS_PORT): give each process on one host its own.
+    metrics_port: int = Field(0, ge=0, le=65535)
+    #: Where `/metrics` listens: loopback by default; 0.0.0.0 for a Prometheus on another host.
+    metrics_host: str = "127.0.0.1"
+    #: Server processes sharing the port (SO_REUSEPORT), supervised by a parent process (`server.workers`).
+    #: More than 1 needs the Kafka + Redis mode: the embedded journal and state live in one process.
+    workers: int = Field(1, ge=1, le=256)

@@ -2,10 +2,12 @@
 
 The child binds a free port (unless told one) and writes it to a port file; `start` returns once the
 standard health service answers. Popular/trending lists rebuild on demand (`--lists-refresh-s 0`)
-unless `args` says otherwise, which keeps answers deterministic for tests."""
+unless `args` says otherwise, which keeps answers deterministic for tests. `workers` > 1 starts a supervised
+multi-process server (Kafka + Redis mode only); `metrics_port` serves `/metrics` there (`free_port()` finds one)."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,8 @@ class ServerProcess(ChildProcess):
     env: dict[str, str] = field(default_factory=dict)
     args: list[str] = field(default_factory=list)
     port: int = 0
+    workers: int = 1
+    metrics_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     #: For a server that serves TLS (`AISLE_TLS_*` in `env`): how the start-up health check connects.
     credentials: grpc.ChannelCredentials | None = None
@@ -36,13 +40,18 @@ class ServerProcess(ChildProcess):
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
     def start(self, timeout_s: float = 60.0) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         port_file = self.data_dir / "port"
         port_file.unlink(missing_ok=True)
         self._launch(
             ["-m", "server", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(self.data_dir),
-             "--lists-refresh-s", "0", "--port-file", str(port_file), *self.args],
+             "--lists-refresh-s", "0", "--port-file", str(port_file), "--workers", str(self.workers),
+             "--metrics-port", str(self.metrics_port), *self.args],
             self.env,
             lambda: port_file.exists() and bool(port_file.read_text().strip()),
             timeout_s,
@@ -62,3 +71,10 @@ class ServerProcess(ChildProcess):
     def restart(self) -> ServerProcess:
         self.stop()
         return self.start()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a child's metrics port)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

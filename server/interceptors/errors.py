@@ -60,11 +60,13 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Wraps every unary-unary handler so domain errors leave as the right status.
 
     It also reads the request bytes first: an oversized or undecodable request is INVALID_ARGUMENT
-    (gRPC itself would say RESOURCE_EXHAUSTED or INTERNAL).
+    (gRPC itself would say RESOURCE_EXHAUSTED or INTERNAL). The wrapped handler is built once per method
+    (gRPC hands the same registered handler for every call), not once per call.
     """
 
     def __init__(self, max_request_bytes: int) -> None:
         self.max_request_bytes = max_request_bytes
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -74,8 +76,16 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        behaviour = handler.unary_unary
         method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        behaviour = handler.unary_unary
         parse = handler.request_deserializer
         limit = self.max_request_bytes
 

@@ -1,0 +1,101 @@
+"""`/metrics` of a real server process after real calls over a real channel."""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from protos.aisle.v1 import recommendations_pb2, recommendations_pb2_grpc
+from server.metrics import BUCKETS, ServerMetrics, families
+from server.process import ServerProcess, free_port
+from server.stages import STAGES, StageTimes
+
+RECOMMEND = "/aisle.v1.RecommendationService/Recommend"
+HANDLING = "aisle_grpc_server_handling_seconds"
+
+
+def scrape(url: str) -> list[Sample]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def value(samples: list[Sample], name: str, **labels: str) -> float:
+    """The sample's value; 0 when the series does not exist (yet)."""
+    return next((s.value for s in samples if s.name == name and s.labels == labels), 0.0)
+
+
+@pytest.fixture
+def metered_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    process = ServerProcess(tmp_path / "server", metrics_port=free_port()).start()
+    yield process
+    process.stop()
+
+
+def test_handling_histogram_per_method_and_code(metered_server: ServerProcess) -> None:
+    with grpc.insecure_channel(metered_server.target) as channel:
+        recommend = recommendations_pb2_grpc.RecommendationServiceStub(channel).Recommend
+        for _ in range(3):
+            recommend(recommendations_pb2.RecommendRequest(user_id="u-metrics", k=5), timeout=10)
+        for _ in range(2):
+            with pytest.raises(grpc.RpcError) as bad:
+                recommend(recommendations_pb2.RecommendRequest(user_id="u-metrics", k=500), timeout=10)
+            assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # Undecodable bytes never reach the handler: the error interceptor answers, and the metrics see it.
+        raw = channel.unary_unary(RECOMMEND, request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.RpcError) as undecodable:
+            raw(b"\xff\xff\xff", timeout=10)
+        assert undecodable.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    samples = scrape(metered_server.metrics_url)
+    assert value(samples, f"{HANDLING}_count", method=RECOMMEND, code="OK") == 3
+    assert value(samples, f"{HANDLING}_count", method=RECOMMEND, code="INVALID_ARGUMENT") == 3
+    # ServerProcess.start waited for the health service: that call is timed too.
+    assert value(samples, f"{HANDLING}_count", method="/grpc.health.v1.Health/Check", code="OK") >= 1
+    assert value(samples, f"{HANDLING}_bucket", method=RECOMMEND, code="OK", le="+Inf") == 3
+    assert value(samples, f"{HANDLING}_sum", method=RECOMMEND, code="OK") > 0
+    bounds = {s.labels["le"] for s in samples if s.name == f"{HANDLING}_bucket"}
+    assert {"2.5e-05", "0.001", "1.0", "+Inf"} <= bounds
+    calls = [s for s in samples if s.name == "aisle_server_process_calls_total"]
+    assert len(calls) == 1 and calls[0].labels["pid"] == str(metered_server.proc.pid)  # type: ignore[union-attr]
+
+
+def test_stage_histogram_after_recommend(metered_server: ServerProcess) -> None:
+    with grpc.insecure_channel(metered_server.target) as channel:
+        recommend = recommendations_pb2_grpc.RecommendationServiceStub(channel).Recommend
+        for _ in range(4):
+            recommend(recommendations_pb2.RecommendRequest(user_id="u-stages", k=10), timeout=10)
+    samples = scrape(metered_server.metrics_url)
+    stages = {s.labels["stage"] for s in samples if s.name == "aisle_recommend_stage_seconds_count"}
+    assert stages <= set(STAGES)
+    # Whatever else the serving path times, every Recommend reads the store and ranks.
+    for stage in ("read", "ranking"):
+        assert value(samples, "aisle_recommend_stage_seconds_count", stage=stage) == 4
+        assert value(samples, "aisle_recommend_stage_seconds_sum", stage=stage) > 0
+
+
+def test_snapshots_of_processes_are_summed() -> None:
+    first, second = ServerMetrics(), ServerMetrics()
+    first.handling.observe(("/m", "OK"), 0.0004)
+    first.handling.observe(("/m", "OK"), 2.0)  # past the last bound: only +Inf
+    second.handling.observe(("/m", "OK"), 0.0004)
+    second.observe_stages(StageTimes(read=0.0001, ranking=0.0))  # a stage that did not run is not recorded
+    one, two = first.snapshot(), second.snapshot()
+    two["pid"] = one["pid"] + 1
+    by_name = {f.name: f for f in families([one, two])}
+    handling = {(s.name, s.labels.get("le")): s.value for s in by_name[HANDLING].samples}
+    assert handling[(f"{HANDLING}_bucket", "0.0004")] == 2
+    assert handling[(f"{HANDLING}_bucket", "1.0")] == 2
+    assert handling[(f"{HANDLING}_bucket", "+Inf")] == handling[(f"{HANDLING}_count", None)] == 3
+    assert handling[(f"{HANDLING}_sum", None)] == pytest.approx(2.0008)
+    assert len([s for s in by_name[HANDLING].samples if s.name.endswith("_bucket")]) == len(BUCKETS) + 1
+    stages = {s.labels["stage"] for s in by_name["aisle_recommend_stage_seconds"].samples}
+    assert stages == {"read"}
+    calls = {s.labels["pid"]: s.value for s in by_name["aisle_server_process_calls"].samples}
+    assert calls == {str(one["pid"]): 2, str(two["pid"]): 1}
