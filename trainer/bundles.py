@@ -10,6 +10,8 @@ A bundle is one directory, ``<bundles_dir>/<version>/``, written once and never 
 - ``items.faiss``: the item tower's embeddings in a FAISS index (inner product), FAISS label ``j`` being line
   ``j`` of ``item_ids.txt`` (item index ``j + 1``).
 - ``item_ids.txt``: the external item ids, one per line (UTF-8).
+- ``transitions.npz`` (optional: a bundle without it loads and serves without that source): the item-transition
+  model's neighbour lists (``trainer.models.transitions``, read by ``server.retrieval.transitions``).
 - ``meta.json``: ``version``, ``created_at`` (UTC, ISO 8601), ``max_len``, ``dim``, ``index`` (the FAISS
   index kind and its measured recall), ``data`` (the data set's provenance), ``params``, ``metrics``
   (validation metrics), ``train_seconds``.
@@ -32,6 +34,8 @@ USER_TOWER = "user_tower.onnx"
 ITEM_INDEX = "items.faiss"
 ITEM_IDS = "item_ids.txt"
 META = "meta.json"
+#: Optional: not in `FILES`, so a bundle without it is still complete.
+TRANSITIONS = "transitions.npz"
 CURRENT = "CURRENT"
 HISTORY = "HISTORY"
 #: The files a complete bundle holds; a directory missing one is not a bundle (yet).
@@ -72,6 +76,11 @@ class BundlePaths:
     @property
     def meta(self) -> Path:
         return self.root / META
+
+    @property
+    def transitions(self) -> Path:
+        """The optional item-transition model (may be absent)."""
+        return self.root / TRANSITIONS
 
     def check(self) -> None:
         """Raise `BundleError` unless every file of a bundle is there."""

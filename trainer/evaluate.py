@@ -21,6 +21,9 @@ learned retrieval alone (``trainer.evaluation.two_tower``). ``--two-tower-weight
 the JSON gains ``"bundle": {"path", "version", "data", "warnings"}``; a warning says when the bundle was trained on
 another data set (by name).
 
+Rows ``transitions`` and ``transitions:train-only`` are the item-transition source alone, fitted by the row
+(``trainer.evaluation.transitions``): on every event learned, or on the training part only.
+
 ``--seeds N`` repeats the randomised part of a run with seeds 0..N-1 and reports the mean (the markdown adds
 the standard deviation). The only randomness is the draw of users that ``--users`` asks for; everything else
 (the protocols, every model, every tie-break) is deterministic, so without ``--users`` one run is made
@@ -52,6 +55,7 @@ from trainer.evaluation.harness import ModelResult, run_replay, run_static
 from trainer.evaluation.metrics import METRICS
 from trainer.evaluation.protocols import PROTOCOLS, SPLITS, cutoffs, replay, sample_cases, static_split
 from trainer.evaluation.serving import ServingPipeline
+from trainer.evaluation.transitions import TRANSITIONS, TRANSITIONS_TRAIN_ONLY, TransitionsEval
 from trainer.evaluation.two_tower import TwoTowerModel, load_bundle, provenance_warnings
 
 #: Configurations of the serving pipeline that can be asked for by name; ``aisle`` is the server's default.
@@ -66,7 +70,9 @@ PIPELINES: dict[str, BlendWeights] = {
 #: The bundle's learned retrieval alone (needs ``--bundle``).
 TWO_TOWER = "two_tower"
 DEFAULT_MODELS = ("aisle", "popularity", "covisitation", "itemknn")
-MODELS = (*PIPELINES, TWO_TOWER, *BASELINES)
+#: The item-transition source alone (``trainer.evaluation.transitions``), fitted by the row itself.
+TRANSITION_ROWS = (TRANSITIONS, TRANSITIONS_TRAIN_ONLY)
+MODELS = (*PIPELINES, TWO_TOWER, *TRANSITION_ROWS, *BASELINES)
 #: Rows ``aisle:two_tower=W``: the server's default blend with the learned source weighted W.
 _WEIGHT_ROW = "aisle:two_tower="
 
@@ -85,11 +91,15 @@ def pipeline_weights(name: str) -> BlendWeights | None:
 
 
 def model_factories(
-    names: Sequence[str], dataset: Dataset, learned: TwoTowerRetriever | None = None
+    names: Sequence[str],
+    dataset: Dataset,
+    learned: TwoTowerRetriever | None = None,
+    protocol: str = "loo",
 ) -> list[Callable[[], EvalModel]]:
     """A fresh-model factory per name (pipelines and baselines), in the order given.
 
     ``learned`` (a loaded bundle) is served by every pipeline row and is what the ``two_tower`` row evaluates.
+    ``protocol`` says what ``transitions:train-only`` fits on (its training part).
     """
     items = list(dataset.items.values())
     item_ids = list(dataset.items)
@@ -102,6 +112,13 @@ def model_factories(
             if learned is None:
                 raise ValueError(f"the {TWO_TOWER} row needs a model bundle (--bundle)")
             out.append(partial(TwoTowerModel, items, learned))
+        elif name == TRANSITIONS:
+            out.append(partial(TransitionsEval, items, name))
+        elif name == TRANSITIONS_TRAIN_ONLY:
+            from trainer.train import training_split  # no torch at module level
+
+            train = training_split(dataset, protocol if protocol != "replay" else "time-split").train
+            out.append(partial(TransitionsEval, items, name, train))
         elif name in BASELINES:
             out.append(partial(BASELINES[name], item_ids))
         else:
@@ -125,7 +142,7 @@ def evaluate(
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
-    factories = model_factories(models, dataset, learned)
+    factories = model_factories(models, dataset, learned, protocol)
     runs = seeds if users is not None else 1
     per_seed: list[list[ModelResult]] = []
     static = static_split(dataset, protocol, split) if protocol != "replay" else None
