@@ -52,7 +52,9 @@ class ItemTransitions:
         if indptr.shape != (n + 1,) or indptr[0] != 0 or np.any(np.diff(indptr) < 0):
             raise BundleError(f"{source}: indptr does not describe {n} rows")
         if indices.shape != data.shape or indptr[-1] != len(indices):
-            raise BundleError(f"{source}: {len(indices)} indices and {len(data)} weights for {indptr[-1]} entries")
+            raise BundleError(
+                f"{source}: {len(indices)} indices and {len(data)} weights for {indptr[-1]} entries"
+            )
         if len(indices) and (indices.min() < 0 or indices.max() >= n):
             raise BundleError(f"{source}: a neighbour index is outside 0..{n - 1}")
         if not np.isfinite(data).all():
@@ -132,13 +134,19 @@ class ItemTransitions:
 
     def scores(
         self, recent: Sequence[tuple[int, int, str]], context_item_ids: Sequence[str] = ()
-    ) -> npt.NDArray[np.float64]:
-        """Every item's score (float64 ``[size]``; 0 for items no input leads to), the inputs themselves kept."""
+    ) -> npt.NDArray[np.float32]:
+        """Every item's score (float32 ``[size]``; 0 for items no input leads to), the inputs themselves kept."""
         rows, weights = self.inputs(recent, context_item_ids)
-        if not len(rows):
-            return np.zeros(self.size, dtype=np.float64)
-        contrib = self.weights[rows] * weights[:, None]
-        return np.bincount(self.neighbours[rows].ravel(), contrib.ravel(), minlength=self.size)
+        return self._accumulate(rows, weights)
+
+    def _accumulate(
+        self, rows: npt.NDArray[np.int64], weights: npt.NDArray[np.float32]
+    ) -> npt.NDArray[np.float32]:
+        scores = np.zeros(self.size, dtype=np.float32)
+        if len(rows):
+            # add.at, not bincount: it adds float32 in place, without an n-sized float64 temporary.
+            np.add.at(scores, self.neighbours[rows].ravel(), (self.weights[rows] * weights[:, None]).ravel())
+        return scores
 
     def top(
         self, recent: Sequence[tuple[int, int, str]], context_item_ids: Sequence[str] = (), n: int = 100
@@ -149,22 +157,22 @@ class ItemTransitions:
         item). Ties go to the lower index (the more frequent item). Scores are on the model's scale: sums of
         ``B`` weights, comparable between the users of one file, not between files.
         """
-        rows, _ = self.inputs(recent, context_item_ids)
+        rows, weights = self.inputs(recent, context_item_ids)
         if not len(rows) or n <= 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        scores = self.scores(recent, context_item_ids)
+        scores = self._accumulate(rows, weights)
         scores[rows] = 0.0  # the user's own latest items: the rules drop them anyway
         found = np.flatnonzero(scores > 0.0)
         values = scores[found]
         if len(found) > n:
             # Everything above the n-th best value, then the tied ones by index (found is sorted by index).
-            kth = -np.partition(-values, n - 1)[n - 1]
+            kth = np.partition(values, len(values) - n)[len(values) - n]
             above = values > kth
             tied = np.flatnonzero(values == kth)[: n - int(above.sum())]
             above[tied] = True
             found, values = found[above], values[above]
         order = np.lexsort((found, -values))
-        return found[order], values[order].astype(np.float32)
+        return found[order], values[order]
 
     def top_ids(
         self, recent: Sequence[tuple[int, int, str]], context_item_ids: Sequence[str] = (), n: int = 100

@@ -127,3 +127,12 @@ def test_ties_go_to_the_lower_index() -> None:
     )
     found, values = served.top(recent_of(["t0"]), n=4)
     assert found.tolist() == [1, 2, 3, 4] and values.tolist() == [1.0] * 4
+
+
+def test_a_model_of_no_events_serves_nothing(tmp_path: Path) -> None:
+    empty = fit([])
+    assert empty.item_ids == []
+    empty.save(tmp_path / TRANSITIONS)
+    served = ItemTransitions.load(tmp_path / TRANSITIONS)
+    found, values = served.top(recent_of(["a"]))
+    assert len(found) == 0 and len(values) == 0

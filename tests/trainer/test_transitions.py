@@ -134,7 +134,9 @@ def test_evaluation_rows_find_the_next_item_of_a_chain() -> None:
     items = {i: catalog_pb2.Item(item_id=i, in_stock=True) for i in "abcdef"}
     dataset = Dataset("chains", items, events_of(sequences))
     for split in ("valid", "test"):
-        rows = dict(evaluate(dataset, "loo", split, ["transitions", "transitions:train-only"], progress=False))
+        rows = dict(
+            evaluate(dataset, "loo", split, ["transitions", "transitions:train-only"], progress=False)
+        )
         for name, [result] in rows.items():
             assert result.cases == 40, (split, name)
             assert result.metrics["HR@10"] == 0.5 and result.metrics["NDCG@10"] == 0.5, (split, name)

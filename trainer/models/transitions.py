@@ -155,7 +155,9 @@ def input_weights(count: int, decay: float) -> FloatArray:
     return np.exp(-np.arange(count, dtype=np.float64) / decay).astype(np.float32)
 
 
-def design(streams: Streams, n: int, params: TransitionParams) -> tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix]:
+def design(
+    streams: Streams, n: int, params: TransitionParams
+) -> tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix]:
     """``X`` (users x items, binary), ``S`` and ``T`` (SLIT rows: weighted inputs and targets)."""
     positions = len(streams.items)
     user_of = np.repeat(np.arange(len(streams.users)), np.diff(streams.starts))
@@ -283,7 +285,7 @@ def fit(events: Sequence[events_pb2.Event], params: TransitionParams | None = No
     n = len(item_ids)
     streams = build_streams(events, index)
     if n == 0:
-        return TransitionModel(item_ids, sp.csr_matrix((0, 0), dtype=np.float32), params)
+        return TransitionModel(item_ids, sp.csr_matrix(np.zeros((0, 0), dtype=np.float32)), params)
     x, s, t = design(streams, n, params)
     a = params.alpha
     g_sparse = (a * (x.T @ x) + (1.0 - a) * (s.T @ s)).tocsr()
@@ -352,8 +354,35 @@ def fit_dataset(dataset: Dataset, protocol: str, params: TransitionParams | None
     return fit(training_split(dataset, protocol).train, params)
 
 
-def fit_and_save(dataset: Dataset, protocol: str, out_path: Path, params: TransitionParams | None = None) -> TransitionModel:
+def fit_and_save(
+    dataset: Dataset, protocol: str, out_path: Path, params: TransitionParams | None = None
+) -> TransitionModel:
     """Fit on ``dataset`` under ``protocol`` and write ``out_path`` (``transitions.npz`` of a bundle)."""
     model = fit_dataset(dataset, protocol, params)
     model.save(Path(out_path))
     return model
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m trainer.models.transitions --data DIR --format F --protocol P --out FILE``: fit and save."""
+    import argparse
+
+    from trainer.data.formats import FORMATS, load
+
+    parser = argparse.ArgumentParser(prog="python -m trainer.models.transitions", description=main.__doc__)
+    parser.add_argument("--data", type=Path, required=True, help="directory of the data set")
+    parser.add_argument("--format", choices=FORMATS, required=True, help="format of the data set")
+    parser.add_argument(
+        "--protocol", choices=("loo", "time-split", "none"), default="loo", help="learn its training part"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="where to write transitions.npz")
+    args = parser.parse_args(argv)
+    dataset = load(args.format, args.data)
+    print(dataset.summary())
+    model = fit_and_save(dataset, args.protocol, args.out)
+    print(f"wrote {args.out}: {json.dumps(model.info)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
