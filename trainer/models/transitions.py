@@ -68,9 +68,9 @@ class TransitionParams:
     """Hyperparameters; the defaults are the one configuration for every shop (see the module docstring)."""
 
     #: Ridge penalty of the closed form.
-    reg: float = 10.0
+    reg: float = 100.0
     #: Share of the SLIS objective (item sets), the rest is SLIT (transitions).
-    alpha: float = 0.5
+    alpha: float = 0.2
     #: Input weight of the k-th newest item: ``exp(-k / decay)`` (k = 0: the newest).
     decay: float = 2.0
     #: Input items considered, newest first (the fold's ``recent`` holds 50).
