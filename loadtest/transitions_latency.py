@@ -4,8 +4,8 @@
         [--recent 1,10,50] [--top 100] [--queries 5000]
 
 With ``--file`` the neighbour lists of a fitted model (``python -m trainer.models.transitions``); without, random
-lists of ``--neighbours`` items per item over ``--items`` items (the model's vocabulary cap), which cost the
-same: the work is a gather of ``recent x neighbours`` entries, one ``bincount`` over the items and a partial sort
+lists of ``--neighbours`` items per item over ``--items`` items (the model's vocabulary cap) read with the
+default window and decay, which cost the same: the work is a gather of ``recent x neighbours`` entries, one ``bincount`` over the items and a partial sort
 of the hits. Each query is a ``UserState.recent`` of that many random known items; p50/p99 over ``--queries``
 calls after a warm-up, the input loop over ``recent`` included. Prints a markdown table.
 """
@@ -21,6 +21,7 @@ import numpy as np
 from feature_worker.fold import VIEW
 from loadtest.stats import summarize_ms
 from server.retrieval.transitions import ItemTransitions
+from trainer.models.transitions import TransitionParams
 
 
 def synthetic(items: int, neighbours: int, seed: int = 0) -> ItemTransitions:
@@ -29,7 +30,10 @@ def synthetic(items: int, neighbours: int, seed: int = 0) -> ItemTransitions:
     indices = np.concatenate([rng.choice(items, neighbours, replace=False) for _ in range(items)])
     data = rng.random(len(indices), dtype=np.float32) + 1e-3
     indptr = np.arange(0, items * neighbours + 1, neighbours)
-    return ItemTransitions([f"i{i}" for i in range(items)], indptr, indices, data, decay=2.0, window=50)
+    defaults = TransitionParams()
+    return ItemTransitions(
+        [f"i{i}" for i in range(items)], indptr, indices, data, defaults.decay, defaults.window
+    )
 
 
 def measure(

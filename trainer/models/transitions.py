@@ -73,8 +73,8 @@ class TransitionParams:
     alpha: float = 0.2
     #: Input weight of the k-th newest item: ``exp(-k / decay)`` (k = 0: the newest).
     decay: float = 2.0
-    #: Input items considered, newest first (the fold's ``recent`` holds 50).
-    window: int = 50
+    #: Input items considered, newest first (the fold's ``recent`` holds 50; with decay 2 the 21st weighs e^-10).
+    window: int = 20
     #: Items from the predicted position on that are SLIT targets (1: the next item only).
     targets: int = 3
     #: Weight of the j-th target after the next one: ``exp(-j / target_decay)``.
