@@ -13,6 +13,8 @@ A bundle is one directory, ``<bundles_dir>/<version>/``, written once and never 
 - ``ranker.onnx`` (optional): the learned re-ranker, input ``features`` float32 ``[rows, n]`` (the columns named by
   ``meta.json``'s ``ranker.features``, from ``server.ranking.features.FEATURES``), output ``scores`` float32
   ``[rows]``. A bundle without it is served with the blended score.
+- ``transitions.npz`` (optional: a bundle without it loads and serves without that source): the item-transition
+  model's neighbour lists (``trainer.models.transitions``, read by ``server.retrieval.transitions``).
 - ``meta.json``: ``version``, ``created_at`` (UTC, ISO 8601), ``max_len``, ``dim``, ``index`` (the FAISS
   index kind and its measured recall), ``data`` (the data set's provenance), ``params``, ``metrics``
   (validation metrics), ``train_seconds``.
@@ -35,6 +37,8 @@ USER_TOWER = "user_tower.onnx"
 ITEM_INDEX = "items.faiss"
 ITEM_IDS = "item_ids.txt"
 META = "meta.json"
+#: Optional: not in `FILES`, so a bundle without it is still complete.
+TRANSITIONS = "transitions.npz"
 CURRENT = "CURRENT"
 HISTORY = "HISTORY"
 #: The files a complete bundle holds; a directory missing one is not a bundle (yet).
@@ -84,6 +88,11 @@ class BundlePaths:
     @property
     def meta(self) -> Path:
         return self.root / META
+
+    @property
+    def transitions(self) -> Path:
+        """The optional item-transition model (may be absent)."""
+        return self.root / TRANSITIONS
 
     def check(self) -> None:
         """Raise `BundleError` unless every file of a bundle is there."""

@@ -28,6 +28,8 @@ ranks the same candidates with the blend, for comparison.
 model learns from the training part only, and each user's validation interaction enters only that user's own
 history at test time (``trainer.evaluation.protocols.strict_leave_one_out``); pair it with a bundle trained by
 ``trainer train --strict``. The JSON then has ``"strict": true``.
+Rows ``transitions`` and ``transitions:train-only`` are the item-transition source alone, fitted by the row
+(``trainer.evaluation.transitions``): on every event learned, or on the training part only.
 
 ``--seeds N`` repeats the randomised part of a run with seeds 0..N-1 and reports the mean (the markdown adds
 the standard deviation). The only randomness is the draw of users that ``--users`` asks for; everything else
@@ -60,6 +62,7 @@ from trainer.evaluation.harness import ModelResult, run_replay, run_static
 from trainer.evaluation.metrics import METRICS
 from trainer.evaluation.protocols import PROTOCOLS, SPLITS, cutoffs, replay, sample_cases, static_split
 from trainer.evaluation.serving import ServingPipeline
+from trainer.evaluation.transitions import TRANSITIONS, TRANSITIONS_TRAIN_ONLY, TransitionsEval
 from trainer.evaluation.two_tower import TwoTowerModel, load_bundle, provenance_warnings
 
 #: Configurations of the serving pipeline that can be asked for by name; ``aisle`` is the server's default.
@@ -80,7 +83,9 @@ BLEND_ONLY = frozenset({"aisle:blend", "aisle:covisitation-only", "aisle:no-two-
 #: The bundle's learned retrieval alone (needs ``--bundle``).
 TWO_TOWER = "two_tower"
 DEFAULT_MODELS = ("aisle", "popularity", "covisitation", "itemknn")
-MODELS = (*PIPELINES, TWO_TOWER, *BASELINES)
+#: The item-transition source alone (``trainer.evaluation.transitions``), fitted by the row itself.
+TRANSITION_ROWS = (TRANSITIONS, TRANSITIONS_TRAIN_ONLY)
+MODELS = (*PIPELINES, TWO_TOWER, *TRANSITION_ROWS, *BASELINES)
 #: Rows ``aisle:two_tower=W``: the server's default blend with the learned source weighted W.
 _WEIGHT_ROW = "aisle:two_tower="
 
@@ -99,11 +104,15 @@ def pipeline_weights(name: str) -> BlendWeights | None:
 
 
 def model_factories(
-    names: Sequence[str], dataset: Dataset, learned: TwoTowerRetriever | None = None
+    names: Sequence[str],
+    dataset: Dataset,
+    learned: TwoTowerRetriever | None = None,
+    protocol: str = "loo",
 ) -> list[Callable[[], EvalModel]]:
     """A fresh-model factory per name (pipelines and baselines), in the order given.
 
     ``learned`` (a loaded bundle) is served by every pipeline row and is what the ``two_tower`` row evaluates.
+    ``protocol`` says what ``transitions:train-only`` fits on (its training part).
     """
     items = list(dataset.items.values())
     item_ids = list(dataset.items)
@@ -128,6 +137,13 @@ def model_factories(
             if learned is None:
                 raise ValueError(f"the {TWO_TOWER} row needs a model bundle (--bundle)")
             out.append(partial(TwoTowerModel, items, learned))
+        elif name == TRANSITIONS:
+            out.append(partial(TransitionsEval, items, name))
+        elif name == TRANSITIONS_TRAIN_ONLY:
+            from trainer.train import training_split  # no torch at module level
+
+            train = training_split(dataset, protocol if protocol != "replay" else "time-split").train
+            out.append(partial(TransitionsEval, items, name, train))
         elif name in BASELINES:
             out.append(partial(BASELINES[name], item_ids))
         else:
@@ -152,7 +168,7 @@ def evaluate(
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
-    factories = model_factories(models, dataset, learned)
+    factories = model_factories(models, dataset, learned, protocol)
     runs = seeds if users is not None else 1
     per_seed: list[list[ModelResult]] = []
     if strict and protocol != "loo":
