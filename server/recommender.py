@@ -185,6 +185,7 @@ class Recommender:
         sources.trending_in_categories(user, lists, index, pool)
         if learned is not None:
             sources.two_tower(learned, user, query.context_item_ids, exclude, index, pool, user_key)
+            sources.transitions(learned, user, query.context_item_ids, index, pool)
         # A fixed number, whatever k: the answer for k is then the first k of the answer for any larger k.
         sources.popular(lists, index, pool, rules.category_prefix, limit=POPULAR_CANDIDATES)
         pool.finish()

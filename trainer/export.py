@@ -242,8 +242,8 @@ def write_bundle(
 ) -> bundles.BundlePaths:
     """Export ``model`` and write the bundle ``out/version`` (see the module docstring); return its paths.
 
-    ``second_stage`` runs on the complete first-stage bundle before it is renamed into place (the re-ranker,
-    `trainer.ranker_stage`): it may add files, and what it returns becomes ``meta.json``'s ``ranker``.
+    ``second_stage`` runs on the complete first-stage bundle before it is renamed into place (item transitions and
+    the re-ranker, `trainer.ranker_stage`): it may add files, and what it returns is added to ``meta.json``.
     """
     version = bundles.check_version(version or default_version())
     out = Path(out)
@@ -293,7 +293,7 @@ def write_bundle(
             meta["total_seconds"] = round(time.perf_counter() - started, 3)
         tmp.meta.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         if second_stage is not None:
-            meta["ranker"] = second_stage(tmp)
+            meta.update(second_stage(tmp))
             if started is not None:
                 meta["total_seconds"] = round(time.perf_counter() - started, 3)
             meta["peak_rss_bytes"] = peak_rss_bytes()

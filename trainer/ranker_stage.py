@@ -1,4 +1,5 @@
-"""The second stage of ``trainer train``: the re-ranker, trained on the serving path's own candidates.
+"""The second stage of ``trainer train``: item transitions and the re-ranker, trained on the serving path's own
+candidates.
 
 Runs inside the bundle being written (`trainer.export.write_bundle`'s ``second_stage``), before the bundle is
 renamed into place: it loads the just-exported towers exactly as the server does (`TwoTowerRetriever`), makes
@@ -23,9 +24,12 @@ from server.ranking.features import FEATURES
 from server.retrieval.two_tower import TwoTowerRetriever
 from trainer.bundles import BundlePaths
 from trainer.data.dataset import Dataset
-from trainer.evaluation.protocols import StaticSplit
+from protos.aisle.v1 import events_pb2
+from trainer.evaluation.protocols import StaticSplit, leave_one_out, time_split
+from trainer.models.transitions import fit as fit_transitions
 from trainer.models.ranker import RankerParams, export_ranker, fit_ranker, ranker_meta
 from trainer.ranker_data import RankerLists, build_lists
+from trainer.train import training_split
 
 Log = Callable[[str], None]
 #: Share of users whose lists validate the ranker (early stopping, the figures in meta.json).
@@ -44,6 +48,52 @@ def split_by_user(lists: RankerLists, share: float = VALID_SHARE) -> tuple[Ranke
     # Misses count in validation: scale the asked cases to the validation share of the kept lists.
     valid_lists.cases = max(len(valid_lists), round(lists.cases * len(valid_lists) / max(len(lists), 1)))
     return train_lists, valid_lists
+
+
+def learnable_events(dataset: Dataset, protocol: str, strict: bool = False) -> list[events_pb2.Event]:
+    """Everything a bundle for ``protocol`` may finally learn from, once the ranker has been fitted: for ``loo``
+    every event before each user's test target (the validation interactions included, as a shop retraining
+    daily would have them), for ``time-split`` every event before the test cut-off, for ``none`` (serving)
+    every event. Under ``strict`` the data set is the training part already, all of which may be learned."""
+    if strict or protocol == "none":
+        return list(dataset.events)
+    if protocol == "loo":
+        return leave_one_out(dataset, "test").train
+    if protocol == "time-split":
+        return time_split(dataset, "test").train
+    raise ValueError(f"unknown protocol {protocol!r}")
+
+
+def second_stage(
+    paths: BundlePaths,
+    dataset: Dataset,
+    protocol: str,
+    strict: bool = False,
+    params: RankerParams = RankerParams(),
+    transitions: bool = True,
+    log: Log = print,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Item transitions, then the ranker, into the bundle at ``paths``; the ``meta.json`` entries to add.
+
+    The transitions are fitted on the protocol's training split first, so the ranker's lists see them exactly
+    as they were without each case's target; once the ranker is fitted they are refitted on everything the
+    bundle may learn from (`learnable_events`), so the served source is as fresh as the data allows.
+    """
+    split = training_split(dataset, protocol)
+    meta: dict[str, Any] = {}
+    if transitions:
+        started = time.perf_counter()
+        fit_transitions(split.train).save(paths.transitions)
+        log(f"item transitions fitted on the training split ({time.perf_counter() - started:.1f} s)")
+    meta["ranker"] = train_ranker_stage(paths, dataset, split, params, log, progress)
+    if transitions:
+        started = time.perf_counter()
+        model = fit_transitions(learnable_events(dataset, protocol, strict))
+        model.save(paths.transitions)
+        meta["transitions"] = {**model.info, "refitted_on": "learnable events", "seconds": round(time.perf_counter() - started, 1)}
+        log(f"item transitions refitted on every learnable event ({time.perf_counter() - started:.1f} s)")
+    return meta
 
 
 def train_ranker_stage(

@@ -5,9 +5,9 @@
         [--lr LR] [--dropout P] [--patience N] [--seed S] [--threads T] [--no-ranker] [--ranker-epochs N] \\
         [--no-progress]
 
-Two stages, one bundle: the two-tower model (user tower in ONNX, item index in FAISS), then the learned
-re-ranker over the serving path's own candidates for the protocol's validation cases (``trainer.ranker_stage``;
-``--no-ranker`` skips it).
+Two stages, one bundle: the two-tower model (user tower in ONNX, item index in FAISS), then the item transitions
+and the learned re-ranker over the serving path's own candidates for the protocol's validation cases
+(``trainer.ranker_stage``; ``--no-ranker`` skips both, ``--no-transitions`` the transitions).
 
 What is learned from, and what early stopping watches (``trainer.evaluation.protocols``):
 
@@ -387,7 +387,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "for `trainer evaluate --strict` (loo protocol)",
     )
     parser.add_argument(
-        "--no-ranker", action="store_true", help="first stage only: no learned re-ranker in the bundle"
+        "--no-ranker", action="store_true", help="first stage only: no item transitions, no learned re-ranker"
+    )
+    parser.add_argument(
+        "--no-transitions", action="store_true", help="no item-transition source in the bundle"
     )
     parser.add_argument(
         "--ranker-epochs", type=int, default=RankerParams().epochs, help="re-ranker epochs at most (default %(default)s)"
@@ -476,16 +479,22 @@ def run(args: argparse.Namespace) -> int:
         "epochs_run": len(result.epochs),
         "epochs": result.epochs,
     }
-    second_stage = None
+    second = None
     if not args.no_ranker:
-        from trainer.ranker_stage import train_ranker_stage
+        from trainer.ranker_stage import second_stage
 
         ranker_params = RankerParams(epochs=args.ranker_epochs, seed=args.seed)
 
-        def second_stage(tmp: bundles.BundlePaths) -> dict[str, Any]:
-            split = training_split(dataset, args.protocol)
-            return train_ranker_stage(
-                tmp, dataset, split, ranker_params, log=lambda line: print(line, flush=True), progress=not args.no_progress
+        def second(tmp: bundles.BundlePaths) -> dict[str, Any]:
+            return second_stage(
+                tmp,
+                dataset,
+                args.protocol,
+                strict=args.strict,
+                params=ranker_params,
+                transitions=not args.no_transitions,
+                log=lambda line: print(line, flush=True),
+                progress=not args.no_progress,
             )
 
     try:
@@ -502,7 +511,7 @@ def run(args: argparse.Namespace) -> int:
             seed=params.seed,
             log=lambda line: print(line, flush=True),
             started=started,
-            second_stage=second_stage,
+            second_stage=second,
         )
         if args.promote:
             bundles.promote(args.out, paths.version)

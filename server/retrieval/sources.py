@@ -20,7 +20,16 @@ import numpy as np
 from feature_worker.fold import ADD_TO_CART, CLICK, PURCHASE, REMOVE_FROM_CART, VIEW
 from feature_worker.state import UserState
 from feature_worker.stores.base import RequestFeatures
-from server.retrieval.candidates import BRAND, CONTENT, COVISITATION, LEARNED, POPULAR, TRENDING, CandidateSet
+from server.retrieval.candidates import (
+    BRAND,
+    CONTENT,
+    COVISITATION,
+    LEARNED,
+    POPULAR,
+    TRANSITIONS,
+    TRENDING,
+    CandidateSet,
+)
 from server.retrieval.item_index import ItemIndex
 from server.retrieval.toplists import TopLists
 
@@ -60,6 +69,8 @@ BRAND_POPULARITY_EXPONENT = 0.25
 BRAND_SHRINKAGE = 50.0
 #: Items the learned source (`two_tower`) adds: enough to fill k = 100 after the rules, at ~0.1 ms of FAISS.
 TWO_TOWER_CANDIDATES = 100
+#: Items the item-transition source (`transitions`) adds.
+TRANSITION_CANDIDATES = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +273,28 @@ def two_tower(
     pool.add(LEARNED, positions, np.exp(logits), np.full(len(names), -1, dtype=np.int64))
     # Shifted so that "not proposed" (0) sits below every proposed item.
     pool.add_extra("learned_logit", positions, np.maximum(logits + LOGIT_FLOOR, 1e-6))
+
+
+def transitions(
+    retriever: TwoTowerRetriever,
+    user: UserState | None,
+    context_item_ids: Sequence[str],
+    index: ItemIndex,
+    pool: CandidateSet,
+    limit: int = TRANSITION_CANDIDATES,
+) -> None:
+    """What tends to come next after the user's latest items (and the page being viewed), from the bundle's item
+    transitions (`server.retrieval.transitions`); scores relative to the request's best, reason argument the
+    newest seed (0)."""
+    model = retriever.transitions
+    if model is None:
+        return
+    found, scores = model.top(user.recent if user is not None else (), context_item_ids, limit)
+    if not len(found):
+        return
+    positions = retriever.transition_positions(index)[found]
+    best = float(scores[0]) or 1.0
+    pool.add(TRANSITIONS, positions, scores.astype(np.float64) / best, np.zeros(len(found), dtype=np.int64))
 
 
 _count = itemgetter(1)

@@ -22,7 +22,9 @@ import numpy as np
 
 from feature_worker.fold import VIEW
 from server.ranking.ranker import Ranker
+from server.retrieval.item_index import ItemIndex
 from server.retrieval.onnx_session import single_thread_session
+from server.retrieval.transitions import ItemTransitions, load_optional
 from trainer.bundles import INPUT_ITEMS, INPUT_TYPES, OUTPUT_USER, RANKER, BundleError, BundlePaths
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,11 @@ class TwoTowerRetriever:
             ef = meta.get("index", {}).get("ef_search") if isinstance(meta.get("index"), dict) else None
             hnsw.efSearch = int(ef) if isinstance(ef, int) and ef > 0 else DEFAULT_EF_SEARCH
 
+        #: The bundle's item transitions (a candidate source), None when the bundle has none.
+        self.transitions: ItemTransitions | None = load_optional(paths)
+        #: Catalog positions of the transitions' items, for the `ItemIndex` they were computed for (see
+        #: `transition_positions`).
+        self._transition_positions: tuple[ItemIndex, np.ndarray] | None = None
         #: The bundle's learned re-ranker, None when the bundle has none (the blend ranks).
         self.ranker: Ranker | None = None
         if paths.ranker.is_file():
@@ -191,6 +198,18 @@ class TwoTowerRetriever:
             del cache[next(iter(cache))]
         cache[user_key] = vector
         return vector
+
+    def transition_positions(self, index: ItemIndex) -> np.ndarray:
+        """Position in ``index`` of each item of the bundle's transitions (-1: not in the catalog), computed once
+        per index (a new catalog version brings a new index)."""
+        cached = self._transition_positions
+        if cached is not None and cached[0] is index:
+            return cached[1]
+        transitions = self.transitions
+        ids = transitions.item_ids if transitions is not None else []
+        positions = index.positions(ids, len(ids))
+        self._transition_positions = (index, positions)
+        return positions
 
     def search(self, vector: np.ndarray, n: int, exclude: Collection[str]) -> list[tuple[str, float]]:
         """The ``n`` items of highest inner product with ``vector``, best first, none of ``exclude``.

@@ -142,11 +142,13 @@ def test_train_writes_both_stages_into_one_bundle(tmp_path: Path) -> None:
     ranker = meta["ranker"]
     assert ranker["features"] == list(FEATURES) and ranker["onnx_parity"] <= 1e-4
     assert {"valid", "blend_valid", "importance", "recall"} <= set(ranker)
+    assert paths.transitions.is_file() and meta["transitions"]["refitted_on"] == "learnable events"
     served = TwoTowerRetriever.load(paths)
     assert served.ranker is not None and served.ranker.features == list(FEATURES)
+    assert served.transitions is not None
     # --no-ranker: the first stage alone, served with the blend.
     assert main([a if a != "r1" else "r2" for a in argv] + ["--no-ranker"]) == 0
-    assert not bundles.bundle(out, "r2").ranker.is_file()
+    assert not bundles.bundle(out, "r2").ranker.is_file() and not bundles.bundle(out, "r2").transitions.is_file()
     assert TwoTowerRetriever.load(bundles.bundle(out, "r2")).ranker is None
 
 
@@ -158,3 +160,15 @@ def test_lists_hold_only_rows_the_rules_allow_and_one_target_each() -> None:
     assert (sizes > 0).all() and (lists.target < sizes).all()
     assert lists.features.shape == (int(sizes.sum()), len(FEATURES))
     assert 0 < lists.recall <= 1.0 and lists.cases == len(split.cases)
+
+
+def test_the_served_transitions_learn_everything_the_protocol_allows() -> None:
+    from trainer.evaluation.protocols import leave_one_out
+    from trainer.ranker_stage import learnable_events
+
+    dataset = chain_shop(users=30)
+    test_train = leave_one_out(dataset, "test").train
+    assert learnable_events(dataset, "loo") == test_train  # never a test target, validation items included
+    assert len(test_train) < len(dataset.events)
+    assert learnable_events(dataset, "none") == dataset.events
+    assert learnable_events(dataset, "loo", strict=True) == dataset.events  # the training part, all of it
