@@ -36,8 +36,8 @@ Log = Callable[[str], None]
 #: Share of users whose lists validate the ranker (early stopping, the figures in meta.json).
 VALID_SHARE = 0.15
 #: At most this many cases make lists (drawn by user with the run's seed when there are more): each list is a few
-#: hundred rows, and 20,000 of them train a ranker in minutes on 2 cores whatever the shop's size.
-MAX_CASES = 20_000
+#: hundred rows, and 25,000 of them train a ranker in minutes on 2 cores whatever the shop's size.
+MAX_CASES = 25_000
 
 
 def split_by_user(lists: RankerLists, share: float = VALID_SHARE) -> tuple[RankerLists, RankerLists]:
