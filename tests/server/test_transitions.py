@@ -136,3 +136,30 @@ def test_a_model_of_no_events_serves_nothing(tmp_path: Path) -> None:
     served = ItemTransitions.load(tmp_path / TRANSITIONS)
     found, values = served.top(recent_of(["a"]))
     assert len(found) == 0 and len(values) == 0
+
+
+def test_the_bundles_transitions_join_the_candidates_as_a_source(model: TransitionModel, tmp_path: Path) -> None:
+    from feature_worker.catalog import Catalog
+    from feature_worker.state import UserState
+    from server.retrieval import sources
+    from server.retrieval.candidates import TRANSITIONS as SOURCE
+    from server.retrieval.candidates import CandidateSet
+    from server.retrieval.item_index import ItemIndex
+    from tests.shop import item
+
+    ids = model.item_ids
+    paths = write_bundle(tmp_path, "v1", ids, np.eye(len(ids), dtype=np.float32))
+    model.save(paths.transitions)
+    retriever = TwoTowerRetriever.load(paths)
+    catalog = Catalog()
+    catalog.upsert_many(item(i) for i in ids[::-1])  # catalog positions differ from the model's indices
+    index = ItemIndex(catalog)
+    user = UserState(recent=recent_of(ids[:3]))
+    pool = CandidateSet()
+    sources.transitions(retriever, user, (), index, pool)
+    pool.finish()
+    found, values = retriever.transitions.top(user.recent, (), sources.TRANSITION_CANDIDATES)  # type: ignore[union-attr]
+    proposed = dict(zip(index.names(pool.positions), pool.scores[SOURCE].tolist()))
+    assert set(proposed) == {ids[i] for i in found.tolist()}
+    best = ids[int(found[0])]
+    assert proposed[best] == 1.0 and all(0.0 < s <= 1.0 for s in proposed.values())
