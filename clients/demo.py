@@ -57,13 +57,15 @@ def bundles_dir(data_dir: Path) -> Path:
 
 
 def train_and_promote(shop: Path, data_dir: Path, target: str, user: str, token: str | None = None) -> None:
-    """Train a two-tower bundle on the shop (in a child process: only the trainer imports torch), promote it,
-    and show the running server's next answer once it has hot-swapped the bundle in."""
+    """Train a bundle on the shop (two-tower model, item transitions and the learned re-ranker, in a child process:
+    only the trainer imports torch), promote it, and show the running server's next answer once it has hot-swapped
+    the bundle in."""
     out = bundles_dir(data_dir)
     shutil.rmtree(out, ignore_errors=True)  # a clean shop each run
     version = "demo-1"
-    print(f"\nTraining a two-tower model on the shop's events (PyTorch, a few epochs), exporting ONNX + FAISS "
-          f"to {out}/{version} and promoting it…", flush=True)
+    print(f"\nTraining on the shop's events: a two-tower model (PyTorch, a few epochs), item transitions and a "
+          f"re-ranker over the server's own candidates; exporting ONNX + FAISS to {out}/{version} and promoting it…",
+          flush=True)
     command = [sys.executable, "-m", "trainer", "train", "--data", str(shop), "--format", "generated",
                "--protocol", "none", "--out", str(out), "--version", version, "--epochs", "4",
                "--promote", "--no-progress"]
@@ -77,8 +79,8 @@ def train_and_promote(shop: Path, data_dir: Path, target: str, user: str, token:
                 break
             time.sleep(0.1)
         show(f"Recommendations with bundle {version} hot-swapped in (no restart):", client, user)
-    print("Items marked `learned` come from the user tower (ONNX Runtime) and the FAISS index, on the same "
-          "real-time features.")
+    print("Items marked `learned` come from the user tower (ONNX Runtime) and the FAISS index, `often_next_after` "
+          "from the item transitions, on the same real-time features; the bundle's ranker (ONNX) ordered them all.")
 
 
 def show(title: str, client: AisleClient, user: str, before: set[str] | None = None) -> set[str]:
