@@ -20,11 +20,11 @@ Rewritten to need only ``P`` and a sparse ``M = S'(T - S)``: ``B = I + (1-alpha)
 **Memory and time.** ``P`` is dense: ``n^2`` float32 (``n`` items), inverted by Cholesky (about ``n^3`` flops),
 plus ``P M`` and the per-row selection in blocks. The vocabulary is therefore capped to the `MAX_ITEMS` most
 frequent items of the training events, so that memory and time do not grow with the shop: one dense matrix
-(the Gram matrix, inverted in place; 1.6 GB at 20,000 items) plus blocks of 1,024 rows, and an inverse that
-takes about 4.6x Beauty's at the cap (Beauty, 12,068 items: 46 s of an 82 s fit and 1.3 GB peak on the loaded
-2-core box; the cap itself not measured). Rarer items are neither inputs nor answers. Amazon Beauty (12,101
-items) fits whole. Only the top `NEIGHBOURS` positive entries of each row of ``B`` are kept, as a
-CSR matrix: the artifact ``transitions.npz`` (see `save`), which ``server.retrieval.transitions`` serves.
+(the Gram matrix, inverted in place; 1.6 GB at 20,000 items) plus blocks of 1,024 rows. Measured on the
+loaded 2-core box: Beauty (12,068 items) 49 s and 1.3 GB peak; 20,000 items (the cap) 196 s and 2.8 GB.
+Rarer items are neither inputs nor answers; Amazon Beauty (12,101 items) fits whole. Only the top
+`NEIGHBOURS` positive entries of each row of ``B`` are kept, as a CSR matrix: the artifact ``transitions.npz``
+(see `TransitionModel.save`), which ``server.retrieval.transitions`` serves.
 
 The defaults of `TransitionParams` were chosen once on the validation split of Amazon Beauty (``loo``) and are
 the same for every shop (BENCHMARKS.md). Every event that acts on items enters the sequence, whatever its type,
