@@ -435,17 +435,21 @@ def run(args: argparse.Namespace) -> int:
     except (DataFormatError, bundles.BundleError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    protocol = args.protocol
     if args.strict:
         if args.protocol != "loo":
             print("error: --strict applies to the loo protocol only", file=sys.stderr)
             return 2
+        # Only the training part may be learned; within it, each user's last item is held out (early stopping,
+        # the ranker's lists), as `none` does on a whole data set.
         dataset = training_part(dataset)
+        protocol = "none"
     print(f"{dataset.summary()} (loaded in {time.perf_counter() - started:.1f} s)", flush=True)
     for note in dataset.notes:
         print(f"  note: {note}")
-    data = prepare(dataset, args.protocol, config.max_len, params.valid_cases, params.seed)
+    data = prepare(dataset, protocol, config.max_len, params.valid_cases, params.seed)
     print(
-        f"protocol {args.protocol}: {len(data.windows):,} training windows, {data.windows.positions:,} "
+        f"protocol {protocol}: {len(data.windows):,} training windows, {data.windows.positions:,} "
         f"target positions, {len(data.valid_targets):,} validation cases, {data.vocab.size:,} items "
         f"({time.perf_counter() - started:.1f} s)",
         flush=True,
@@ -463,7 +467,7 @@ def run(args: argparse.Namespace) -> int:
         "summary": dataset.summary(),
         "format": args.format,
         "path": str(args.data),
-        "protocol": args.protocol,
+        "protocol": protocol,
         "strict": bool(args.strict),
         "notes": list(dataset.notes),
     }
@@ -489,7 +493,7 @@ def run(args: argparse.Namespace) -> int:
             return second_stage(
                 tmp,
                 dataset,
-                args.protocol,
+                protocol,
                 strict=args.strict,
                 params=ranker_params,
                 transitions=not args.no_transitions,
