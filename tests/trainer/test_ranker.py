@@ -172,3 +172,14 @@ def test_the_served_transitions_learn_everything_the_protocol_allows() -> None:
     assert len(test_train) < len(dataset.events)
     assert learnable_events(dataset, "none") == dataset.events
     assert learnable_events(dataset, "loo", strict=True) == dataset.events  # the training part, all of it
+
+
+def test_strict_training_is_for_loo_only(tmp_path: Path) -> None:
+    from trainer.__main__ import main
+    from trainer.generate import generate_shop
+
+    shop = tmp_path / "shop"
+    generate_shop(50, 30, 3, shop, progress=False)
+    argv = ["train", "--data", str(shop), "--format", "generated", "--protocol", "time-split", "--strict",
+            "--out", str(tmp_path / "b"), "--no-progress"]  # fmt: skip
+    assert main(argv) == 2
