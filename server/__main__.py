@@ -7,7 +7,15 @@ supervising process (`server.workers`)."""
 
 from __future__ import annotations
 
-import argparse
+import os
+
+# One thread per numeric library, set before numpy, ONNX Runtime and FAISS load: a request runs on one core, and
+# idle OpenMP/BLAS threads spinning beside the event loop only steal it (DESIGN.md). Several processes
+# (`--workers`) use the other cores. An operator's own setting wins.
+for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+
+import argparse  # noqa: E402
 import logging
 import sys
 from pathlib import Path

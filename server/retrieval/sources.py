@@ -264,14 +264,12 @@ def two_tower(
     vector = retriever.user_vector(recent, context_item_ids, user_key)
     if vector is None:
         return
-    found = retriever.search(vector, limit, exclude)
-    if not found:
+    blocked = index.positions(exclude, len(exclude)) if exclude else np.zeros(0, dtype=np.int64)
+    positions, raw = retriever.search_positions(vector, limit, index, blocked)
+    if not len(positions):
         return
-    names, raw = zip(*found)
-    logits = (np.array(raw, dtype=np.float64) - raw[0]) / retriever.temperature
-    positions = index.positions(names, len(names))
-    pool.add(LEARNED, positions, np.exp(logits), np.full(len(names), -1, dtype=np.int64))
-    # Shifted so that "not proposed" (0) sits below every proposed item.
+    logits = (raw.astype(np.float64) - float(raw[0])) / retriever.temperature
+    pool.add(LEARNED, positions, np.exp(logits), np.full(len(positions), -1, dtype=np.int64))
     pool.add_extra("learned_logit", positions, np.maximum(logits + LOGIT_FLOOR, 1e-6))
 
 

@@ -99,6 +99,7 @@ class TwoTowerRetriever:
         #: Catalog positions of the transitions' items, for the `ItemIndex` they were computed for (see
         #: `transition_positions`).
         self._transition_positions: tuple[ItemIndex, np.ndarray] | None = None
+        self._label_positions: tuple[ItemIndex, np.ndarray] | None = None
         #: The bundle's learned re-ranker, None when the bundle has none (the blend ranks).
         self.ranker: Ranker | None = None
         if paths.ranker.is_file():
@@ -210,6 +211,35 @@ class TwoTowerRetriever:
         positions = index.positions(ids, len(ids))
         self._transition_positions = (index, positions)
         return positions
+
+    def label_positions(self, index: ItemIndex) -> np.ndarray:
+        """Position in ``index`` of each FAISS label (-1: not in the catalog), computed once per index."""
+        cached = self._label_positions
+        if cached is not None and cached[0] is index:
+            return cached[1]
+        positions = index.positions(self.item_ids, len(self.item_ids))
+        self._label_positions = (index, positions)
+        return positions
+
+    def search_positions(
+        self, vector: np.ndarray, n: int, index: ItemIndex, exclude: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`search` for the serving path: (positions in ``index``, inner products), best first, at most ``n``,
+        none of the positions ``exclude`` and none outside the catalog; no item id is touched."""
+        total = len(self.item_ids)
+        k = min(n + min(len(exclude), MAX_EXTRA), total)
+        label_positions = self.label_positions(index)
+        while True:
+            scores, labels = self.index.search(vector, k)
+            found = labels[0] >= 0  # HNSW may find fewer than asked
+            positions = label_positions[labels[0][found]]
+            keep = positions >= 0
+            if len(exclude):
+                keep &= ~np.isin(positions, exclude)
+            positions, kept_scores = positions[keep][:n], scores[0][found][keep][:n]
+            if len(positions) >= n or k >= total or not found.all():
+                return positions, kept_scores
+            k = min(total, 2 * k + len(exclude))
 
     def search(self, vector: np.ndarray, n: int, exclude: Collection[str]) -> list[tuple[str, float]]:
         """The ``n`` items of highest inner product with ``vector``, best first, none of ``exclude``.
