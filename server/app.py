@@ -45,9 +45,9 @@ from server.interceptors.auth import AuthInterceptor, build_auth
 from server.interceptors.errors import ErrorInterceptor
 from server.interceptors.metrics import MetricsInterceptor
 from server.kafka.ingest import KafkaIngest
+from server.metrics import ServerMetrics
 from server.privacy.audit import AuditLog
 from server.privacy.rights import CustomerRights
-from server.metrics import ServerMetrics
 from server.reflection import enable_reflection
 from server.retrieval.registry import ModelRegistry
 from server.services.catalog import CatalogService

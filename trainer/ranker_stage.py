@@ -21,14 +21,14 @@ from typing import Any
 
 import numpy as np
 
+from protos.aisle.v1 import events_pb2
 from server.ranking.features import FEATURES
 from server.retrieval.two_tower import TwoTowerRetriever
 from trainer.bundles import BundlePaths
 from trainer.data.dataset import Dataset
-from protos.aisle.v1 import events_pb2
 from trainer.evaluation.protocols import StaticSplit, leave_one_out, time_split
-from trainer.models.transitions import fit as fit_transitions
 from trainer.models.ranker import RankerParams, export_ranker, fit_ranker, ranker_meta
+from trainer.models.transitions import fit as fit_transitions
 from trainer.ranker_data import RankerLists, build_lists
 from trainer.train import training_split
 

@@ -41,7 +41,14 @@ import numpy as np
 from trainer.data.dataset import Dataset
 from trainer.data.errors import DataFormatError
 from trainer.data.formats import FORMATS, load
-from trainer.evaluation.protocols import Case, StaticSplit, leave_one_out, sample_cases, time_split, training_part
+from trainer.evaluation.protocols import (
+    Case,
+    StaticSplit,
+    leave_one_out,
+    sample_cases,
+    time_split,
+    training_part,
+)
 from trainer.models import MissingTrainDependency, require_torch
 from trainer.models.ranker import RankerError, RankerParams
 from trainer.models.sequences import (

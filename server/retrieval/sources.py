@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Collection, Sequence
-from operator import itemgetter
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import numpy as np

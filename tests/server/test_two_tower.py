@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 from clients.client import AisleClient, ClientOptions
+from feature_worker.catalog import Catalog
 from feature_worker.fold import ADD_TO_CART, CLICK, VIEW
 from feature_worker.state import UserState
 from protos.aisle.v1 import events_pb2
 from server.engine import MODEL_VERSION
 from server.process import ServerProcess
 from server.retrieval import sources
-from feature_worker.catalog import Catalog
 from server.retrieval.candidates import LEARNED, CandidateSet
 from server.retrieval.item_index import ItemIndex
 from server.retrieval.two_tower import TwoTowerRetriever
