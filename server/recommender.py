@@ -151,7 +151,7 @@ class Recommender:
             scores: Floats = ranker.score(matrix).astype(np.float64)
         else:
             t2 = t1
-            scores = self._weights @ stage.pool.scores
+            scores = self.blend(stage.pool)
         t3 = clock() if times is not None else 0.0
         result = self.choose(stage, scores)
         if times is not None:
@@ -167,9 +167,7 @@ class Recommender:
         user_key: object = None,
     ) -> Retrieved:
         """Every candidate source into one `CandidateSet` (finished)."""
-        lists = self._current_lists()
-        index = lists.index
-        assert index is not None  # `_current_lists` builds one
+        lists, index = self._current_lists()
         user = features.user if query.personalize else None
         seeds = sources.seeds_for(user, query.context_item_ids, index)
         # The page's item and the items the user just interacted with are not news to them.
@@ -190,6 +188,11 @@ class Recommender:
         sources.popular(lists, index, pool, rules.category_prefix, limit=POPULAR_CANDIDATES)
         pool.finish()
         return Retrieved(query, user, seeds, lists, index, pool, rules)
+
+    def blend(self, pool: CandidateSet) -> Floats:
+        """The blended score of every candidate (`BlendWeights`): what ranks without a learned ranker."""
+        scores: Floats = self._weights @ pool.scores
+        return scores
 
     def features(self, stage: Retrieved) -> npt.NDArray[np.float32]:
         """The ranker's feature matrix of the candidates (`server.ranking.features`)."""
@@ -221,7 +224,7 @@ class Recommender:
             for recommendation, reasons in zip(result, self._reasons(stage, rows)):
                 recommendation.reasons = reasons
         if len(result) < query.k:
-            self._backfill(result, query.k, stage.rules, stage.lists)
+            self._backfill(result, query.k, stage.rules, stage.lists, index)
         return result
 
     def similar_items(
@@ -249,12 +252,15 @@ class Recommender:
             learned,
         )
 
-    def _current_lists(self) -> TopLists:
+    def _current_lists(self) -> tuple[TopLists, ItemIndex]:
+        """The lists requests read, with the index they were built with."""
         lists = self.lists
         if lists.index is None:
             # Before the first build: the catalog's items, no counters yet.
             lists = self.lists = TopLists.build(ItemStats({}, {}, lists.clock_ms), self.catalog)
-        return lists
+        if lists.index is None:  # `TopLists.build` always sets one
+            raise RuntimeError("TopLists.build gave lists without an item index")
+        return lists, lists.index
 
     def _reasons(self, stage: Retrieved, rows: list[int]) -> list[list[str]]:
         """For each row: the sources that proposed it, by weighted share, rendered with their seed or category."""
@@ -277,11 +283,14 @@ class Recommender:
             out.append(reasons)
         return out
 
-    def _backfill(self, result: list[Recommendation], k: int, rules: Rules, lists: TopLists) -> None:
+    def _backfill(self, result: list[Recommendation], k: int, rules: Rules, lists: TopLists, index: ItemIndex) -> None:
         taken = {r.item_id for r in result}
         # Backfilled items score below every ranked one, so the order stays honest.
         floor = min((r.score for r in result), default=1.0)
-        for item in rules.backfill_order(lists.popular, lists.popular_by_category):
+        prefix = rules.category_prefix
+        popular = lists.popular_by_category_pos.get(prefix) if prefix else lists.popular_pos
+        names = index.names(popular) if popular is not None else []
+        for item in rules.backfill_order(names):
             if item in taken or not rules.allows(item):
                 continue
             taken.add(item)

@@ -81,7 +81,6 @@ def build_lists(
     pipeline.update(train)
     pipeline.refresh()
     recommender, read = pipeline.recommender, pipeline.store.read_request_now
-    weight_vector = recommender.weights.vector()
     features: list[npt.NDArray[np.float32]] = []
     blends: list[npt.NDArray[np.float64]] = []
     sizes: list[int] = []
@@ -101,7 +100,7 @@ def build_lists(
             continue
         matrix = recommender.features(stage)
         features.append(matrix[allowed])
-        blends.append(weight_vector @ pool.scores[:, allowed])
+        blends.append(recommender.blend(pool)[allowed])
         sizes.append(len(allowed))
         targets.append(int(hit[0]))
         users.append(case.user_id)

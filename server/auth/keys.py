@@ -15,6 +15,7 @@ import os
 import ssl
 import time
 import urllib.request
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,14 +132,22 @@ class KeySource(Protocol):
         """Where the keys come from, for the start-up log."""
 
 
-class _Refreshing:
+class _Refreshing(ABC):
     """The background loop shared by both sources: `_check()` every `interval_s`, errors logged."""
 
     interval_s: float
     _task: asyncio.Task[None] | None = None
+    _keys: KeySet | None = None
 
+    @property
+    def keys(self) -> KeySet:
+        if self._keys is None:
+            raise RuntimeError(f"{type(self).__name__}.load() reads the keys before anything asks for them")
+        return self._keys
+
+    @abstractmethod
     async def _check(self) -> None:
-        raise NotImplementedError
+        """Look at the key source once; replace the key set if it changed."""
 
     def start(self) -> None:
         if self._task is None:
@@ -177,12 +186,6 @@ class FileKeySource(_Refreshing):
         except OSError as exc:
             raise AuthConfigError(f"cannot read the JWKS file {path}: {exc}") from exc
         return source
-
-    @property
-    def keys(self) -> KeySet:
-        if self._keys is None:
-            raise RuntimeError("FileKeySource.load() reads the keys before anything asks for them")
-        return self._keys
 
     def _stat(self) -> tuple[int, int, int]:
         stat = os.stat(self.path)
@@ -249,12 +252,6 @@ class UrlKeySource(_Refreshing):
         except OSError as exc:
             raise AuthConfigError(f"cannot fetch the JWKS from {url}: {exc}") from exc
         return source
-
-    @property
-    def keys(self) -> KeySet:
-        if self._keys is None:
-            raise RuntimeError("UrlKeySource.load() fetches the keys before anything asks for them")
-        return self._keys
 
     def _fetch(self) -> bytes:
         context = ssl.create_default_context()  # system trust store; SSL_CERT_FILE points elsewhere

@@ -8,7 +8,6 @@ read. Anything else is a bug: it is logged with its traceback and answered INTER
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -18,6 +17,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from feature_worker.errors import AisleError, InvalidArgument
+from server.interceptors.wrapping import WrappingInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class _Undecodable:
         self.error = InvalidArgument([("request", reason)])
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
+class ErrorInterceptor(WrappingInterceptor):
     """Wraps every unary-unary handler so domain errors leave as the right status.
 
     It also reads the request bytes first: an oversized or undecodable request is INVALID_ARGUMENT
@@ -65,24 +65,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """
 
     def __init__(self, max_request_bytes: int) -> None:
+        super().__init__()
         self.max_request_bytes = max_request_bytes
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(method, handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         behaviour = handler.unary_unary

@@ -58,15 +58,15 @@ class Rules:
             mask &= index.in_category(self.category_prefix)[positions]
         return mask
 
-    def backfill_order(self, popular: list[str], popular_by_category: dict[str, list[str]]) -> Iterable[str]:
-        """Items to fill a short list with: popular ones first, then the rest of the catalog by id.
+    def backfill_order(self, popular: Iterable[str]) -> Iterable[str]:
+        """Items to fill a short list with: ``popular`` (the shop's, or the category filter's, best first), then
+        the rest of the catalog (or of the category) by id.
 
         The catalog scan runs only while the list is still short, so it costs nothing in the common case.
         """
+        yield from popular
         if self.category_prefix:
-            yield from popular_by_category.get(self.category_prefix, [])
             scope: Iterable[str] = self.catalog.by_category.get(self.category_prefix, set())
         else:
-            yield from popular
             scope = self.catalog.items.keys()
         yield from sorted(scope)

@@ -268,7 +268,7 @@ def two_tower(
     positions, raw = retriever.search_positions(vector, limit, index, blocked)
     if not len(positions):
         return
-    logits = (raw.astype(np.float64) - float(raw[0])) / retriever.temperature
+    logits = retriever.log_relative(raw)
     pool.add(LEARNED, positions, np.exp(logits), np.full(len(positions), -1, dtype=np.int64))
     pool.add_extra("learned_logit", positions, np.maximum(logits + LOGIT_FLOOR, 1e-6))
 

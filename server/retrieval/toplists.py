@@ -30,18 +30,12 @@ LIST_LENGTH = 200
 class TopLists:
     """Item ids best first, with the score each list was sorted by (in stock or not: rules decide).
 
-    The same lists come twice: as ids (``popular``, ``popular_by_category``, …) for what reads names, and as
-    positions in ``index`` (``*_pos``) with the scores as arrays over positions (``popularity_at``,
-    ``trending_at``, 0 where an item has none) for the columnar serving path.
+    Lists are positions in ``index`` (``*_pos``, names through `ItemIndex.names` where an answer needs them);
+    scores are arrays over positions (``popularity_at``, ``trending_at``, 0 where an item has none), and
+    ``popularity`` by id for the backfill's reasons.
     """
 
-    popular: list[str] = field(default_factory=list)
-    popular_by_category: dict[str, list[str]] = field(default_factory=dict)
-    popular_by_brand: dict[str, list[str]] = field(default_factory=dict)
-    trending_by_category: dict[str, list[str]] = field(default_factory=dict)
     popularity: dict[str, float] = field(default_factory=dict)
-    trending: dict[str, float] = field(default_factory=dict)
-    max_popularity: float = 0.0
     clock_ms: int = 0
     index: ItemIndex | None = None
     popular_pos: Ints = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -67,15 +61,8 @@ class TopLists:
         by_category = _grouped(index, by_pop, index.category_members, index.category_names, length)
         by_brand = _grouped(index, by_pop, index.brand_members, index.brand_names, length)
         trending_by_category = _grouped(index, by_trend, index.category_members, index.category_names, length)
-        names = index.ids_array
         return cls(
-            popular=index.names(by_pop[:length]),
-            popular_by_category={k: names[v].tolist() for k, v in by_category.items()},
-            popular_by_brand={k: names[v].tolist() for k, v in by_brand.items()},
-            trending_by_category={k: names[v].tolist() for k, v in trending_by_category.items()},
             popularity=_as_dict(index, popularity, stats.popularity),
-            trending=_as_dict(index, trending, stats.trending),
-            max_popularity=float(popularity[1][by_pop[0]]) if len(by_pop) else 0.0,
             clock_ms=stats.clock_ms,
             index=index,
             popular_pos=by_pop[:length].copy(),

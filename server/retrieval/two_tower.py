@@ -13,8 +13,7 @@ machines (DESIGN.md), and several server processes share the cores instead.
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import faiss
@@ -226,46 +225,56 @@ class TwoTowerRetriever:
     ) -> tuple[np.ndarray, np.ndarray]:
         """`search` for the serving path: (positions in ``index``, inner products), best first, at most ``n``,
         none of the positions ``exclude`` and none outside the catalog; no item id is touched."""
-        total = len(self.item_ids)
-        k = min(n + min(len(exclude), MAX_EXTRA), total)
         label_positions = self.label_positions(index)
-        while True:
-            scores, labels = self.index.search(vector, k)
-            found = labels[0] >= 0  # HNSW may find fewer than asked
-            positions = label_positions[labels[0][found]]
-            keep = positions >= 0
+
+        def keep(labels: np.ndarray) -> np.ndarray:
+            positions = label_positions[labels]
+            wanted: np.ndarray = positions >= 0
             if len(exclude):
-                keep &= ~np.isin(positions, exclude)
-            positions, kept_scores = positions[keep][:n], scores[0][found][keep][:n]
-            if len(positions) >= n or k >= total or not found.all():
-                return positions, kept_scores
-            k = min(total, 2 * k + len(exclude))
+                wanted &= ~np.isin(positions, exclude)
+            return wanted
+
+        labels, scores = self._nearest(vector, n, len(exclude), keep)
+        return label_positions[labels], scores
 
     def search(self, vector: np.ndarray, n: int, exclude: Collection[str]) -> list[tuple[str, float]]:
-        """The ``n`` items of highest inner product with ``vector``, best first, none of ``exclude``.
+        """The ``n`` items of highest inner product with ``vector``, best first, none of ``exclude``."""
+        item_ids = self.item_ids
 
-        Searches ``n`` plus room for the excluded items (at most `MAX_EXTRA`) at once; only when that falls
+        def keep(labels: np.ndarray) -> np.ndarray:
+            return np.array([item_ids[label] not in exclude for label in labels.tolist()], dtype=bool)
+
+        labels, scores = self._nearest(vector, n, len(exclude), keep)
+        return [(item_ids[label], score) for label, score in zip(labels.tolist(), scores.tolist())]
+
+    def _nearest(
+        self, vector: np.ndarray, n: int, excluded: int, keep: Callable[[np.ndarray], np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(FAISS labels, inner products) of the ``n`` nearest items that ``keep`` (a mask over labels) keeps.
+
+        Searches ``n`` plus room for the ``excluded`` items (at most `MAX_EXTRA`) at once; only when that falls
         short (many excluded items among the nearest) does it search again, wider.
         """
         total = len(self.item_ids)
-        k = min(n + min(len(exclude), MAX_EXTRA), total)
-        item_ids = self.item_ids
-        while k > 0:
+        k = min(n + min(excluded, MAX_EXTRA), total)
+        if k <= 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        while True:
             scores, labels = self.index.search(vector, k)
-            out: list[tuple[str, float]] = []
-            for label, score in zip(labels[0].tolist(), scores[0].tolist()):
-                if label < 0:
-                    return out  # the index has no more (HNSW may find fewer than asked)
-                item = item_ids[label]
-                if item in exclude:
-                    continue
-                out.append((item, score))
-                if len(out) >= n:
-                    return out
-            if k >= total:
-                return out
-            k = min(total, 2 * k + len(exclude))
-        return []
+            found = labels[0] >= 0  # HNSW may find fewer than asked
+            labels_found, scores_found = labels[0][found], scores[0][found]
+            wanted = keep(labels_found)
+            labels_kept, scores_kept = labels_found[wanted][:n], scores_found[wanted][:n]
+            if len(labels_kept) >= n or k >= total or not found.all():
+                return labels_kept, scores_kept
+            k = min(total, 2 * k + excluded)
+
+    def log_relative(self, scores: np.ndarray) -> np.ndarray:
+        """``(score - best) / temperature`` for scores best first: the log of `relative_scores`."""
+        if not len(scores):
+            return np.zeros(0)
+        relative: np.ndarray = (scores.astype(np.float64) - float(scores[0])) / self.temperature
+        return relative
 
     def relative_scores(self, found: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
         """Scores in (0, 1]: ``exp((score - best) / temperature)``, the best item 1.
@@ -274,12 +283,8 @@ class TwoTowerRetriever:
         best item's, a scale that means the same for every user (unlike the raw inner products) and that
         does not shrink when many items are likely (unlike the probabilities themselves).
         """
-        if not found:
-            return []
-        best = found[0][1]
-        t = self.temperature
-        exp = math.exp
-        return [(item, exp((score - best) / t)) for item, score in found]
+        relative = np.exp(self.log_relative(np.array([score for _, score in found], dtype=np.float64)))
+        return [(item, float(r)) for (item, _), r in zip(found, relative.tolist())]
 
 
 def load(paths: BundlePaths) -> TwoTowerRetriever:

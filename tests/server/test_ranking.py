@@ -7,8 +7,6 @@ knows what order to expect.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -25,6 +23,7 @@ from server.ranking.ranker import Ranker
 from server.recommender import Query
 from server.retrieval.two_tower import TwoTowerRetriever
 from tests.bundle_factory import add_ranker, one_hot, write_bundle
+from tests.server.test_two_tower import wait_for_version
 from tests.shop import BASE_TS, Shop, event, item, unique, view
 from trainer import bundles
 from trainer.bundles import BundleError
@@ -62,30 +61,15 @@ def shop_bundle(bundles_dir: Path, shop: Shop, version: str, ranker: dict[str, f
         add_ranker(paths, ranker)
 
 
-@pytest.fixture
-def ranked_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, Path]]:
-    bundles_dir = tmp_path / "bundles"
-    bundles_dir.mkdir()
-    process = ServerProcess(
-        tmp_path / "server", args=["--bundles", str(bundles_dir), "--bundle-poll-s", "0.05"]
-    ).start()
-    yield process, bundles_dir
-    process.stop()
-
-
 def serve(client: AisleClient, bundles_dir: Path, version: str, user: str) -> None:
     bundles.promote(bundles_dir, version)
-    for _ in range(600):
-        if client.recommend(user, 1).model_version == version:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"never served {version}")
+    wait_for_version(client, user, version)
 
 
 def test_the_bundles_ranker_orders_the_answer_and_rules_and_diversity_come_after(
-    ranked_server: tuple[ServerProcess, Path],
+    bundle_server: tuple[ServerProcess, Path],
 ) -> None:
-    process, bundles_dir = ranked_server
+    process, bundles_dir = bundle_server
     shop = Shop()
     user = unique("u")
     # The blend puts the popular a0 first; this ranker prefers the least popular (and the sold-out item most).
@@ -119,16 +103,13 @@ def test_the_bundles_ranker_orders_the_answer_and_rules_and_diversity_come_after
 
         # Rollback swaps the towers and the ranker back together: the blend's order again.
         bundles.rollback(bundles_dir)
-        for _ in range(600):
-            again = client.recommend(user, 3, category_prefix=prefix)
-            if again.model_version == "blend":
-                break
-            time.sleep(0.05)
+        wait_for_version(client, user, "blend")
+        again = client.recommend(user, 3, category_prefix=prefix)
         assert again.model_version == "blend" and again.items[0].item_id == shop.id("a0")
 
 
-def test_bad_max_per_category_is_invalid_argument(ranked_server: tuple[ServerProcess, Path]) -> None:
-    process, _ = ranked_server
+def test_bad_max_per_category_is_invalid_argument(bundle_server: tuple[ServerProcess, Path]) -> None:
+    process, _ = bundle_server
     channel = grpc.insecure_channel(process.target)
     from protos.aisle.v1 import recommendations_pb2_grpc
 
@@ -140,10 +121,10 @@ def test_bad_max_per_category_is_invalid_argument(ranked_server: tuple[ServerPro
     channel.close()
 
 
-def test_the_server_ranks_the_matrix_the_trainer_builds(ranked_server: tuple[ServerProcess, Path]) -> None:
+def test_the_server_ranks_the_matrix_the_trainer_builds(bundle_server: tuple[ServerProcess, Path]) -> None:
     """Same events, same bundle: the scores the server answers are the ranker's scores of the matrix that
     `trainer`'s serving pipeline (`Recommender.retrieve` + `features`) builds in this process."""
-    process, bundles_dir = ranked_server
+    process, bundles_dir = bundle_server
     shop = Shop()
     user = unique("u")
     rng = np.random.default_rng(0)

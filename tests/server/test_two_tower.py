@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -171,18 +170,6 @@ def test_a_damaged_bundle_is_refused_with_a_bundle_error(tmp_path: Path, damage:
 
 
 # -- the server ----------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def bundle_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, Path]]:
-    """An embedded server watching ``tmp_path/bundles`` (nothing promoted yet), checking every 50 ms."""
-    bundles_dir = tmp_path / "bundles"
-    bundles_dir.mkdir()
-    process = ServerProcess(
-        tmp_path / "server", args=["--bundles", str(bundles_dir), "--bundle-poll-s", "0.05"]
-    ).start()
-    yield process, bundles_dir
-    process.stop()
 
 
 def wait_for_version(client: AisleClient, user: str, version: str, tries: int = 600) -> None:

@@ -7,21 +7,14 @@ from its own rendered configuration in its own directory (`python -m server.fron
 
 from __future__ import annotations
 
-import fcntl
-import os
-import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import ClassVar
 
 from server.front import FrontConfig, command, find_nginx, write
+from tests.services.apt import ensure_package
 from tests.services.process import (
     LOOPBACK,
-    STATE_ROOT,
     ManagedProcess,
-    ServiceStartError,
     free_port,
     port_open,
 )
@@ -32,37 +25,7 @@ def ensure_nginx() -> str:
 
     A file lock (the one Redis's installer takes) keeps two test sessions from running apt-get at once.
     """
-    found = find_nginx()
-    if found is not None:
-        return found
-    apt_get = shutil.which("apt-get")
-    if apt_get is None or os.geteuid() != 0:
-        raise ServiceStartError(
-            "nginx is not installed and cannot be installed here (needs root and apt-get): "
-            "install Debian's nginx package"
-        )
-    STATE_ROOT.mkdir(parents=True, exist_ok=True)
-    with open(STATE_ROOT / "apt.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        found = find_nginx()  # another session may have installed it while we waited
-        if found is not None:
-            return found
-        print("nginx is missing: installing Debian's nginx package ...", file=sys.stderr, flush=True)
-        started = time.monotonic()
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for argv in (
-            [apt_get, "update", "-q"],
-            [apt_get, "install", "-y", "-q", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=120", "nginx"],
-        ):
-            result = subprocess.run(argv, check=False, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
-            if result.returncode != 0:
-                output = (result.stdout + result.stderr)[-4000:]
-                raise ServiceStartError(f"`{' '.join(argv)}` failed (exit {result.returncode}):\n{output}")
-        print(f"Installed nginx in {time.monotonic() - started:.1f}s.", file=sys.stderr, flush=True)
-    found = find_nginx()
-    if found is None:
-        raise ServiceStartError("apt-get installed nginx, but no nginx binary was found")
-    return found
+    return ensure_package("nginx", find_nginx)
 
 
 class NginxFront(ManagedProcess):

@@ -7,24 +7,19 @@ fresh Debian. Persistence is off (`--save ''`, `--appendonly no`), so a restart 
 
 from __future__ import annotations
 
-import fcntl
-import os
 import shutil
-import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
 import redis
 
+from tests.services.apt import ensure_package
 from tests.services.process import (
     LOOPBACK,
-    STATE_ROOT,
     ExternalService,
     ManagedProcess,
-    ServiceStartError,
     free_port,
 )
 
@@ -48,52 +43,7 @@ def ensure_redis_server() -> str:
     with what to install. A file lock keeps two test sessions from running apt-get at once. On a machine
     without an init system the package does not start a Redis of its own (invoke-rc.d blocks it).
     """
-    found = _find_redis_server()
-    if found is not None:
-        return found
-    apt_get = shutil.which("apt-get")
-    if apt_get is None or os.geteuid() != 0:
-        raise ServiceStartError(
-            "redis-server is not installed and cannot be installed here (needs root and apt-get): "
-            "install Debian's redis-server package, or set AISLE_REDIS_URL to a running Redis"
-        )
-    STATE_ROOT.mkdir(parents=True, exist_ok=True)
-    with open(STATE_ROOT / "apt.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        found = _find_redis_server()  # another session may have installed it while we waited
-        if found is not None:
-            return found
-        print(
-            "redis-server is missing: installing Debian's redis-server package ...",
-            file=sys.stderr,
-            flush=True,
-        )
-        started = time.monotonic()
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for command in (
-            [apt_get, "update", "-q"],
-            [
-                apt_get,
-                "install",
-                "-y",
-                "-q",
-                "--no-install-recommends",
-                "-o",
-                "DPkg::Lock::Timeout=120",  # wait for an apt-get that someone else runs, rather than fail
-                "redis-server",
-            ],
-        ):
-            result = subprocess.run(
-                command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True
-            )
-            if result.returncode != 0:
-                output = (result.stdout + result.stderr)[-4000:]
-                raise ServiceStartError(f"`{' '.join(command)}` failed (exit {result.returncode}):\n{output}")
-        print(f"Installed redis-server in {time.monotonic() - started:.1f}s.", file=sys.stderr, flush=True)
-    found = _find_redis_server()
-    if found is None:
-        raise ServiceStartError("apt-get installed redis-server, but no redis-server binary was found")
-    return found
+    return ensure_package("redis-server", _find_redis_server, ", or set AISLE_REDIS_URL to a running Redis")
 
 
 def ping(url: str, timeout: float = 1.0) -> bool:

@@ -54,6 +54,15 @@ class ServingPipeline(EvalModel):
         self.learned = learned
 
     def update(self, events: Sequence[events_pb2.Event]) -> None:
+        self._fold(events, shop_wide=True)
+
+    def update_private(self, events: Sequence[events_pb2.Event]) -> None:
+        """Fold ``events`` into their users' features and drop the item deltas (popularity, trend,
+        co-visitation): the users' own histories, affinities and carts change, nothing shop-wide does."""
+        self._fold(events, shop_wide=False)
+
+    def _fold(self, events: Sequence[events_pb2.Event], shop_wide: bool) -> None:
+        """Fold in batches of `COMMIT_EVENTS`, as the server commits; ``shop_wide`` commits the item deltas too."""
         store, catalog, config = self.store, self.catalog, self.config
         for lo in range(0, len(events), COMMIT_EVENTS):
             batch = events[lo : lo + COMMIT_EVENTS]
@@ -61,18 +70,7 @@ class ServingPipeline(EvalModel):
             deltas = ItemDeltas()
             for event in batch:
                 fold(users[event.user_id], event, catalog, deltas, config)
-            store.commit_now(users, deltas)
-
-    def update_private(self, events: Sequence[events_pb2.Event]) -> None:
-        """Fold ``events`` into their users' features and drop the item deltas (popularity, trend,
-        co-visitation): the users' own histories, affinities and carts change, nothing shop-wide does."""
-        store, catalog, config = self.store, self.catalog, self.config
-        for lo in range(0, len(events), COMMIT_EVENTS):
-            batch = events[lo : lo + COMMIT_EVENTS]
-            users = store.load_users_now({event.user_id for event in batch})
-            for event in batch:
-                fold(users[event.user_id], event, catalog, ItemDeltas(), config)
-            store.commit_now(users, ItemDeltas())
+            store.commit_now(users, deltas if shop_wide else ItemDeltas())
 
     def refresh(self) -> None:
         self.recommender.lists = TopLists.build(self.store.item_stats_now(), self.catalog)

@@ -16,7 +16,7 @@ This module needs numpy only (no torch), so the evaluation script and tests can 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,40 +125,48 @@ class UserStream:
     learn: np.ndarray  # bool
 
 
-def user_streams(events: Iterable[events_pb2.Event], vocab: Vocabulary) -> dict[str, UserStream]:
-    """Each user's stream of item events (see the module docstring), in the order of ``events``."""
-    items: dict[str, list[int]] = {}
-    types: dict[str, list[int]] = {}
-    learn: dict[str, list[bool]] = {}
+def stream_lists(
+    events: Iterable[events_pb2.Event], index: Mapping[str, int]
+) -> dict[str, tuple[list[int], list[int], list[bool]]]:
+    """Each user's (item codes, event types, learn flags) in the order of ``events``, users in order of their first
+    item event.
+
+    Items missing from ``index`` are dropped (as the server drops items unknown to a bundle) but still count as
+    seen: ``learn`` marks an interaction with an item new to the user, whether or not earlier items were coded.
+    """
+    out: dict[str, tuple[list[int], list[int], list[bool]]] = {}
     seen: dict[str, set[str]] = {}
-    index = vocab.index
     for event in events:
         acted = acted_items(event)
         if not acted:
             continue
         user = event.user_id
-        u_items = items.get(user)
-        if u_items is None:
-            u_items, types[user], learn[user], seen[user] = [], [], [], set()
-            items[user] = u_items
-        u_types, u_learn, u_seen = types[user], learn[user], seen[user]
+        lists = out.get(user)
+        if lists is None:
+            lists = out[user] = ([], [], [])
+            seen[user] = set()
+        u_items, u_types, u_learn = lists
+        u_seen = seen[user]
         interaction = event.type in INTERACTION_TYPES
         for item in acted:
-            code = index.get(item, 0)
-            if code == 0:
-                u_seen.add(item)
-                continue  # unknown to the bundle: dropped, as the server drops it
-            u_items.append(code)
-            u_types.append(int(event.type))
-            u_learn.append(interaction and item not in u_seen)
+            code = index.get(item)
+            if code is not None:
+                u_items.append(code)
+                u_types.append(int(event.type))
+                u_learn.append(interaction and item not in u_seen)
             u_seen.add(item)
+    return out
+
+
+def user_streams(events: Iterable[events_pb2.Event], vocab: Vocabulary) -> dict[str, UserStream]:
+    """Each user's stream of item events (see the module docstring), in the order of ``events``."""
     return {
         user: UserStream(
-            np.asarray(items[user], dtype=np.int64),
-            np.asarray(types[user], dtype=np.int64),
-            np.asarray(learn[user], dtype=bool),
+            np.asarray(items, dtype=np.int64),
+            np.asarray(types, dtype=np.int64),
+            np.asarray(learn, dtype=bool),
         )
-        for user in items
+        for user, (items, types, learn) in stream_lists(events, vocab.index).items()
     }
 
 

@@ -50,7 +50,8 @@ from scipy.linalg import lapack
 
 from feature_worker.fold import acted_items
 from protos.aisle.v1 import events_pb2
-from trainer.data.dataset import INTERACTION_TYPES, Dataset
+from trainer.data.dataset import Dataset
+from trainer.models.sequences import stream_lists
 
 #: At most this many items (the most frequent in the training events) enter the model; see the module docstring.
 MAX_ITEMS = 20_000
@@ -123,32 +124,13 @@ def vocabulary(events: Sequence[events_pb2.Event], max_items: int = MAX_ITEMS) -
 
 def build_streams(events: Iterable[events_pb2.Event], index: dict[str, int]) -> Streams:
     """Each user's sequence (see the module docstring), in the order of ``events``."""
-    items: dict[str, list[int]] = {}
-    learn: dict[str, list[bool]] = {}
-    seen: dict[str, set[str]] = {}
-    for event in events:
-        acted = acted_items(event)
-        if not acted:
-            continue
-        user = event.user_id
-        u_items = items.get(user)
-        if u_items is None:
-            u_items, learn[user], seen[user] = [], [], set()
-            items[user] = u_items
-        u_learn, u_seen = learn[user], seen[user]
-        interaction = event.type in INTERACTION_TYPES
-        for item in acted:
-            code = index.get(item)
-            if code is not None:
-                u_items.append(code)
-                u_learn.append(interaction and item not in u_seen)
-            u_seen.add(item)
-    users = [u for u in items if items[u]]
-    lengths = np.array([len(items[u]) for u in users], dtype=np.int64)
+    lists = stream_lists(events, index)
+    users = [u for u, (items, _, _) in lists.items() if items]
+    lengths = np.array([len(lists[u][0]) for u in users], dtype=np.int64)
     starts = np.zeros(len(users) + 1, dtype=np.int64)
     np.cumsum(lengths, out=starts[1:])
-    flat_items = np.fromiter((i for u in users for i in items[u]), dtype=np.int64, count=int(starts[-1]))
-    flat_learn = np.fromiter((b for u in users for b in learn[u]), dtype=bool, count=int(starts[-1]))
+    flat_items = np.fromiter((i for u in users for i in lists[u][0]), dtype=np.int64, count=int(starts[-1]))
+    flat_learn = np.fromiter((b for u in users for b in lists[u][2]), dtype=bool, count=int(starts[-1]))
     return Streams(flat_items, flat_learn, starts, users)
 
 
