@@ -19,7 +19,7 @@ import numpy.typing as npt
 from feature_worker.catalog import Catalog
 from feature_worker.state import UserState
 from feature_worker.stores.base import ItemStats, RequestFeatures
-from server.ranking.diversity import cap_per_group
+from server.ranking.diversity import best_first, cap_per_group
 from server.ranking.features import feature_matrix
 from server.ranking.rules import Rules
 from server.retrieval import sources
@@ -202,8 +202,7 @@ class Recommender:
         """Rules, diversity, the top k (ties by item id), backfill and reasons."""
         query, pool, index = stage.query, stage.pool, stage.index
         allowed = np.flatnonzero(stage.rules.allowed(index, pool.positions))
-        positions = pool.positions[allowed]
-        order = allowed[np.lexsort((index.id_rank[positions], -scores[allowed]))]
+        order = allowed[best_first(scores[allowed], index.id_rank[pool.positions[allowed]])]
         cap = DEFAULT_MAX_PER_CATEGORY if query.max_per_category == 0 else query.max_per_category
         leaf = index.leaf[pool.positions]
         # A few spare rows: the live catalog may have changed since the index was built (checked below).

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
-from server.retrieval.item_index import Ints
+from server.retrieval.item_index import Floats, Ints
+from server.retrieval.kernels import stable_argsort
+
+
+def best_first(scores: Floats, tiebreak: Ints) -> Ints:
+    """Row numbers by score, best first; equal scores by ``tiebreak`` ascending (the item ids' order)."""
+    by_tiebreak = np.argsort(tiebreak)
+    order: Ints = by_tiebreak[stable_argsort(-scores[by_tiebreak])]
+    return order
 
 
 def cap_per_group(ranked: Ints, groups: Ints, k: int, cap: int) -> Ints:
@@ -16,29 +25,33 @@ def cap_per_group(ranked: Ints, groups: Ints, k: int, cap: int) -> Ints:
     """
     if cap <= 0 or len(ranked) <= cap:
         return ranked[:k]
-    # Most answers fill from the first few rows: look at those first, at all of them only when they fall short.
-    head = ranked[: 4 * k + 4 * cap]
-    if len(head) < len(ranked):
-        chosen = _capped(head, groups, k, cap, fill=False)
-        if len(chosen) >= k:
-            return chosen
-    return _capped(ranked, groups, k, cap, fill=True)
+    return _capped(ranked.astype(np.int64, copy=False), groups.astype(np.int64, copy=False), k, cap)
 
 
-def _capped(ranked: Ints, groups: Ints, k: int, cap: int, fill: bool) -> Ints:
-    taken: list[int] = []
-    passed: list[int] = []
-    counts: dict[int, int] = {}
-    for row, group in zip(ranked.tolist(), groups[ranked].tolist()):
-        if group >= 0:
-            seen = counts.get(group, 0)
-            if seen >= cap:
-                passed.append(row)
-                continue
-            counts[group] = seen + 1
-        taken.append(row)
-        if len(taken) >= k:
+@njit("i8[:](i8[:], i8[:], i8, i8)", cache=True, nogil=True)
+def _capped(ranked: Ints, groups: Ints, k: int, cap: int) -> Ints:  # pragma: no cover - compiled
+    size = 0
+    for row in ranked:
+        size = max(size, groups[row] + 1)
+    counts = np.zeros(size, dtype=np.int64)
+    taken = np.empty(min(k, len(ranked)), dtype=np.int64)
+    passed = np.empty(len(ranked), dtype=np.int64)
+    n_taken = n_passed = 0
+    for row in ranked:
+        if n_taken >= k:
             break
-    if fill and len(taken) < k:
-        taken.extend(passed[: k - len(taken)])
-    return np.array(taken, dtype=np.int64)
+        group = groups[row]
+        if group >= 0:
+            if counts[group] >= cap:
+                passed[n_passed] = row
+                n_passed += 1
+                continue
+            counts[group] += 1
+        taken[n_taken] = row
+        n_taken += 1
+    # Too few rows outside full groups: the passed-over ones fill up, in rank order.
+    out = np.empty(min(k, n_taken + n_passed), dtype=np.int64)
+    out[:n_taken] = taken[:n_taken]
+    fill = len(out) - n_taken
+    out[n_taken:] = passed[:fill]
+    return out

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit
 
 from feature_worker.decay import scale_at
 from feature_worker.fold import FoldConfig
 from feature_worker.state import UserState
 from server.retrieval.candidates import ABSENT_RANK, BRAND, CONTENT, COVISITATION, SOURCES, CandidateSet
-from server.retrieval.item_index import Floats, Ints, ItemIndex, rows_of
+from server.retrieval.item_index import Floats, Ints, ItemIndex
 from server.retrieval.sources import Seed
 from server.retrieval.toplists import TopLists
 
@@ -92,104 +93,232 @@ def feature_matrix(
     seeds: Sequence[Seed],
     clock_ms: int,
 ) -> npt.NDArray[np.float32]:
-    """``[len(pool), N_FEATURES]`` float32, columns as `FEATURES` names them."""
+    """``[len(pool), N_FEATURES]`` float32, columns as `FEATURES` names them.
+
+    Python gathers the request's inputs as arrays (the user's affinities over the index's category and brand
+    numbers, the recent items' positions, cart and purchases); one compiled pass (`_fill`) writes every cell.
+    """
     n = len(pool)
     out = np.zeros((n, N_FEATURES), dtype=np.float32)
     if n == 0:
         return out
-    pos = pool.positions
-    k = len(SOURCES)
-    out[:, :k] = pool.scores.T
-    ranks = pool.ranks
-    out[:, k : 2 * k] = np.where(ranks < ABSENT_RANK, 1.0 / (1.0 + ranks), 0.0).T
-    col = _COLUMN
-    out[:, col["covis_latest"]] = pool.extra_column("covis_latest")
-    out[:, col["learned_logit"]] = pool.extra_column("learned_logit")
-    for name, source in (("covis_seed", COVISITATION), ("content_seed", CONTENT), ("brand_seed", BRAND)):
-        arg = pool.args[source]
-        out[:, col[name]] = np.where(arg >= 0, 1.0 / (1.0 + np.maximum(arg, 0)), 0.0)
-    out[:, col["sources"]] = (pool.scores > 0.0).sum(axis=0)
-    out[:, col["log_popularity"]] = np.log1p(lists.popularity_at[pos]) if len(lists.popularity_at) else 0.0
-    out[:, col["log_trending"]] = np.log1p(lists.trending_at[pos]) if len(lists.trending_at) else 0.0
-
-    leaf, top, brand, price = index.leaf[pos], index.top[pos], index.brand[pos], index.price[pos]
-    if user is not None:
-        out[:, col["category_affinity"]] = _affinity(user.category_affinity, index.category_id, leaf)
-        out[:, col["top_category_affinity"]] = _affinity(user.category_affinity, index.category_id, top)
-        out[:, col["brand_affinity"]] = _affinity(user.brand_affinity, index.brand_id, brand)
-        if user.cart:
-            out[rows_of(pos, np.sort(index.positions(user.cart_items()))), col["in_cart"]] = 1.0
-        if user.purchases:
-            out[rows_of(pos, np.sort(index.positions(user.purchases, len(user.purchases)))), col["bought_before"]] = 1.0
-        engagement = user.engagement * scale_at(clock_ms, _HALF_LIFE_MS)
-        out[:, col["log_engagement"]] = math.log1p(max(engagement, 0.0)) if math.isfinite(engagement) else 0.0
     view = UserView.of(user, index)
-    out[:, col["log_history"]] = math.log1p(len(view.positions))
-    known = view.positions[view.positions >= 0]
-    out[:, col["has_price"]] = price > 0
-    if len(known):
-        recent_price = index.price[known]
-        priced = recent_price[recent_price > 0]
-        if len(priced):
-            usual = float(np.median(priced))
-            out[:, col["log_price_ratio"]] = np.where(price > 0, np.log((price + 1.0) / (usual + 1.0)), 0.0)
-        known_ts = view.ts_ms[view.positions >= 0]
-        out[:, col["category_hours"]], out[:, col["category_share"]] = _touched(
-            index.leaf[known], known_ts, leaf, clock_ms
-        )
-        out[:, col["brand_hours"]], out[:, col["brand_share"]] = _touched(index.brand[known], known_ts, brand, clock_ms)
-        latest = known[0]
-        out[:, col["same_category_as_latest"]] = (leaf == index.leaf[latest]) & (leaf >= 0)
-        out[:, col["same_brand_as_latest"]] = (brand == index.brand[latest]) & (brand >= 0)
-    else:
-        out[:, col["category_hours"]] = NEVER
-        out[:, col["brand_hours"]] = NEVER
-    context = [s.position for s in seeds if s.is_context and s.position >= 0]
-    if context:
-        c = np.array(context, dtype=np.int64)
-        out[:, col["same_category_as_context"]] = np.isin(leaf, index.leaf[c][index.leaf[c] >= 0])
-        out[:, col["same_brand_as_context"]] = np.isin(brand, index.brand[c][index.brand[c] >= 0])
+    no_floats = np.zeros(0)
+    category_affinity = brand_affinity = no_floats
+    cart = bought = _NO_INTS
+    engagement = 0.0
+    if user is not None:
+        category_affinity = _dense_affinity(user.category_affinity, index.category_id, len(index.category_names))
+        brand_affinity = _dense_affinity(user.brand_affinity, index.brand_id, len(index.brand_names))
+        if user.cart:
+            cart = index.positions(user.cart_items())
+        if user.purchases:
+            bought = index.positions(user.purchases, len(user.purchases))
+        decayed = user.engagement * scale_at(clock_ms, _HALF_LIFE_MS)
+        engagement = math.log1p(max(decayed, 0.0)) if math.isfinite(decayed) else 0.0
+    context = np.array([s.position for s in seeds if s.is_context and s.position >= 0], dtype=np.int64)
+    _fill(
+        out,
+        pool.positions,
+        pool.scores,
+        pool.ranks,
+        pool.args,
+        pool.extra_column("covis_latest"),
+        pool.extra_column("learned_logit"),
+        index.leaf,
+        index.top,
+        index.brand,
+        index.price,
+        lists.popularity_at.astype(np.float64, copy=False),
+        lists.trending_at.astype(np.float64, copy=False),
+        user is not None,
+        category_affinity,
+        brand_affinity,
+        cart,
+        bought,
+        engagement,
+        view.positions,
+        view.ts_ms,
+        context,
+        clock_ms,
+    )
     return out
 
 
-def _affinity(affinity: dict[str, float], ids: dict[str, int], groups: Ints) -> Floats:
-    """The user's affinity for each candidate's group, over the user's strongest (0 where none)."""
+_NO_INTS = np.zeros(0, dtype=np.int64)
+
+
+def _dense_affinity(affinity: dict[str, float], ids: dict[str, int], size: int) -> Floats:
+    """The user's affinity per group number (``size`` of them) over the user's strongest (0 where none, all 0
+    when the strongest is not positive)."""
+    dense = np.zeros(size)
     if not affinity:
-        return np.zeros(len(groups))
+        return dense
     best = max(affinity.values())
     if not best > 0.0:
-        return np.zeros(len(groups))
-    keys = [ids.get(name, -1) for name in affinity]
-    table = dict(zip(keys, affinity.values()))
-    table.pop(-1, None)
-    if not table:
-        return np.zeros(len(groups))
-    codes = np.fromiter(table.keys(), dtype=np.int64, count=len(table))
-    values = np.fromiter(table.values(), dtype=np.float64, count=len(table)) / best
-    order = np.argsort(codes)
-    codes, values = codes[order], values[order]
-    at = np.searchsorted(codes, groups)
-    at = np.minimum(at, len(codes) - 1)
-    return np.where((codes[at] == groups) & (groups >= 0), values[at], 0.0)
+        return dense
+    for name, value in affinity.items():
+        group = ids.get(name, -1)
+        if group >= 0:
+            dense[group] = value / best
+    return dense
 
 
+# Column numbers for the compiled pass (numba reads module globals as constants).
+_K = len(SOURCES)
+_COVIS_LATEST, _LEARNED_LOGIT = _COLUMN["covis_latest"], _COLUMN["learned_logit"]
+_COVIS_SEED, _CONTENT_SEED, _BRAND_SEED = _COLUMN["covis_seed"], _COLUMN["content_seed"], _COLUMN["brand_seed"]
+_SOURCES, _LOG_POPULARITY, _LOG_TRENDING = _COLUMN["sources"], _COLUMN["log_popularity"], _COLUMN["log_trending"]
+_CATEGORY_AFFINITY, _TOP_AFFINITY = _COLUMN["category_affinity"], _COLUMN["top_category_affinity"]
+_BRAND_AFFINITY, _PRICE_RATIO, _HAS_PRICE = _COLUMN["brand_affinity"], _COLUMN["log_price_ratio"], _COLUMN["has_price"]
+_CATEGORY_HOURS, _BRAND_HOURS = _COLUMN["category_hours"], _COLUMN["brand_hours"]
+_CATEGORY_SHARE, _BRAND_SHARE = _COLUMN["category_share"], _COLUMN["brand_share"]
+_IN_CART, _BOUGHT = _COLUMN["in_cart"], _COLUMN["bought_before"]
+_SAME_CATEGORY_LATEST, _SAME_BRAND_LATEST = _COLUMN["same_category_as_latest"], _COLUMN["same_brand_as_latest"]
+_SAME_CATEGORY_CONTEXT, _SAME_BRAND_CONTEXT = _COLUMN["same_category_as_context"], _COLUMN["same_brand_as_context"]
+_LOG_HISTORY, _LOG_ENGAGEMENT = _COLUMN["log_history"], _COLUMN["log_engagement"]
+_ABSENT = ABSENT_RANK
+_COVIS, _CONTENT, _BRAND_SOURCE = COVISITATION, CONTENT, BRAND
+
+
+@njit(cache=True, nogil=True)
+def _seed_weight(arg: int) -> float:  # pragma: no cover - compiled
+    """The seed's number as a weight: 1 for the first seed, 1/2 for the second, ...; 0 for none."""
+    return 1.0 / (1.0 + arg) if arg >= 0 else 0.0
+
+
+@njit(cache=True, nogil=True)
+def _touches(
+    group_at: Ints, known: Ints, known_ts: npt.NDArray[np.int64]
+) -> tuple[Ints, Ints, int]:  # pragma: no cover - compiled
+    """Per group number seen among the recent items: the newest touch's time (-1: never) and the count; and the
+    number of recent items that have a group. Small dicts would do; arrays over the groups touched are simpler."""
+    size = 0
+    for p in known:
+        size = max(size, group_at[p] + 1)
+    last = np.full(size, -1, dtype=np.int64)
+    count = np.zeros(size, dtype=np.int64)
+    total = 0
+    for j in range(len(known)):
+        g = group_at[known[j]]
+        if g < 0:
+            continue
+        total += 1
+        if last[g] < 0:  # newest first: the first touch seen is the newest
+            last[g] = known_ts[j]
+        count[g] += 1
+    return last, count, total
+
+
+@njit(cache=True, nogil=True)
 def _touched(
-    recent_groups: Ints, recent_ts: npt.NDArray[np.int64], groups: Ints, clock_ms: int
-) -> tuple[Floats, Floats]:
-    """For each candidate's group: log1p(hours since the user last touched it) and the share of the user's
-    recent interactions in it. ``recent_*`` are newest first."""
-    n = len(groups)
-    hours = np.full(n, NEVER)
-    share = np.zeros(n)
-    valid = recent_groups >= 0
-    if not valid.any():
-        return hours, share
-    recent_groups, recent_ts = recent_groups[valid], recent_ts[valid]
-    codes, first, counts = np.unique(recent_groups, return_index=True, return_counts=True)
-    at = np.minimum(np.searchsorted(codes, groups), len(codes) - 1)
-    hit = (codes[at] == groups) & (groups >= 0)
-    # The newest touch of each group is its first occurrence (newest first).
-    age_h = np.maximum(clock_ms - recent_ts[first], 0) / HOUR_MS
-    hours = np.where(hit, np.log1p(age_h[at]), NEVER)
-    share = np.where(hit, counts[at] / len(recent_groups), 0.0)
-    return hours, share
+    group: int, last: Ints, count: Ints, total: int, clock_ms: int
+) -> tuple[float, float]:  # pragma: no cover - compiled
+    """log1p(hours since the user last touched ``group``) and the share of the user's recent items in it."""
+    if group < 0 or group >= len(last) or last[group] < 0:
+        return NEVER, 0.0
+    age_h = max(clock_ms - last[group], 0) / HOUR_MS
+    return np.log1p(age_h), count[group] / total
+
+
+@njit(
+    "void(f4[:, :], i8[:], f8[:, :], i8[:, :], i8[:, :], f8[:], f8[:], i8[:], i8[:], i8[:], f8[:], f8[:], f8[:],"
+    " b1, f8[:], f8[:], i8[:], i8[:], f8, i8[:], i8[:], i8[:], i8)",
+    cache=True,
+    nogil=True,
+)
+def _fill(  # pragma: no cover - compiled; tests call it through `feature_matrix`
+    out: npt.NDArray[np.float32],
+    pos: Ints,
+    scores: Floats,
+    ranks: Ints,
+    args: Ints,
+    covis_latest: Floats,
+    learned_logit: Floats,
+    leaf_at: Ints,
+    top_at: Ints,
+    brand_at: Ints,
+    price_at: Floats,
+    popularity_at: Floats,
+    trending_at: Floats,
+    has_user: bool,
+    category_affinity: Floats,
+    brand_affinity: Floats,
+    cart: Ints,
+    bought: Ints,
+    engagement: float,
+    recent: Ints,
+    recent_ts: npt.NDArray[np.int64],
+    context: Ints,
+    clock_ms: int,
+) -> None:
+    """Every cell of ``out`` (zeros on entry). ``recent``/``recent_ts``: the user's recent items' positions
+    (-1: not in the index) and times, newest first; ``context``: the context items' positions."""
+    n = len(pos)
+    # The user's recent items in the index: the usual price, and per category/brand the newest touch and count.
+    known = recent[recent >= 0]
+    known_ts = recent_ts[recent >= 0]
+    usual = -1.0
+    if len(known):
+        recent_price = price_at[known]
+        priced = recent_price[recent_price > 0]
+        if len(priced):
+            usual = np.median(priced)
+    leaf_last, leaf_count, leaf_total = _touches(leaf_at, known, known_ts)
+    brand_last, brand_count, brand_total = _touches(brand_at, known, known_ts)
+    latest_leaf = leaf_at[known[0]] if len(known) else -1
+    latest_brand = brand_at[known[0]] if len(known) else -1
+    context_leaves = leaf_at[context]
+    context_brands = brand_at[context]
+    log_history = np.log1p(len(recent))
+    for r in range(n):
+        p = pos[r]
+        row = out[r]
+        count = 0
+        for s in range(_K):
+            row[s] = scores[s, r]
+            if scores[s, r] > 0.0:
+                count += 1
+            rank = ranks[s, r]
+            row[_K + s] = 1.0 / (1.0 + rank) if rank < _ABSENT else 0.0
+        row[_COVIS_LATEST] = covis_latest[r]
+        row[_LEARNED_LOGIT] = learned_logit[r]
+        row[_COVIS_SEED] = _seed_weight(args[_COVIS, r])
+        row[_CONTENT_SEED] = _seed_weight(args[_CONTENT, r])
+        row[_BRAND_SEED] = _seed_weight(args[_BRAND_SOURCE, r])
+        row[_SOURCES] = count
+        if len(popularity_at):
+            row[_LOG_POPULARITY] = np.log1p(popularity_at[p])
+        if len(trending_at):
+            row[_LOG_TRENDING] = np.log1p(trending_at[p])
+        leaf, top, brand, price = leaf_at[p], top_at[p], brand_at[p], price_at[p]
+        if has_user:
+            if len(category_affinity):
+                if leaf >= 0:
+                    row[_CATEGORY_AFFINITY] = category_affinity[leaf]
+                if top >= 0:
+                    row[_TOP_AFFINITY] = category_affinity[top]
+            if len(brand_affinity) and brand >= 0:
+                row[_BRAND_AFFINITY] = brand_affinity[brand]
+            row[_LOG_ENGAGEMENT] = engagement
+            for c in cart:
+                if c == p:
+                    row[_IN_CART] = 1.0
+            for b in bought:
+                if b == p:
+                    row[_BOUGHT] = 1.0
+        row[_LOG_HISTORY] = log_history
+        row[_HAS_PRICE] = 1.0 if price > 0 else 0.0
+        if usual >= 0.0 and price > 0:
+            row[_PRICE_RATIO] = np.log((price + 1.0) / (usual + 1.0))
+        row[_CATEGORY_HOURS], row[_CATEGORY_SHARE] = _touched(leaf, leaf_last, leaf_count, leaf_total, clock_ms)
+        row[_BRAND_HOURS], row[_BRAND_SHARE] = _touched(brand, brand_last, brand_count, brand_total, clock_ms)
+        if len(known):
+            row[_SAME_CATEGORY_LATEST] = 1.0 if leaf >= 0 and leaf == latest_leaf else 0.0
+            row[_SAME_BRAND_LATEST] = 1.0 if brand >= 0 and brand == latest_brand else 0.0
+        for c in context_leaves:
+            if c >= 0 and c == leaf:
+                row[_SAME_CATEGORY_CONTEXT] = 1.0
+        for c in context_brands:
+            if c >= 0 and c == brand:
+                row[_SAME_BRAND_CONTEXT] = 1.0

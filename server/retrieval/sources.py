@@ -118,27 +118,32 @@ def covisitation(
     one other item once does not count as much as one with a hundred co-visits. The newest seed's own shares
     go to the ranker as the extra column ``covis_latest``.
     """
-    positions, counts, factors, args = [], [], [], []
+    # One flat list over the seeds, then a handful of numpy calls (not a handful per seed).
+    names: list[str] = []
+    weights: list[float] = []
+    factors: list[float] = []
+    numbers: list[int] = []
+    lengths: list[int] = []
     covis = features.covis
     for number, seed in enumerate(seeds[:COVIS_SEEDS]):
         neighbours = covis.get(seed.item_id)
         if not neighbours:
             continue
-        names, weights = zip(*neighbours)
-        count = np.array(weights, dtype=np.float64)
-        total = float(count.sum())
+        counts = list(map(_count, neighbours))
+        total = sum(counts)
         if total <= 0.0:
             continue
-        positions.append(index.positions(names, len(names)))
-        counts.append(count)
-        factors.append(np.full(len(names), seed.weight / total**COVIS_SEED_EXPONENT))
-        args.append(np.full(len(names), number, dtype=np.int64))
-    if not positions:
+        names.extend(map(_name, neighbours))
+        weights.extend(counts)
+        factors.append(seed.weight / total**COVIS_SEED_EXPONENT)
+        numbers.append(number)
+        lengths.append(len(counts))
+    if not names:
         return
-    pos = np.concatenate(positions)
-    arg = np.concatenate(args)
+    pos = index.positions(names, len(names))
+    arg = np.repeat(np.array(numbers, dtype=np.int64), lengths)
     popularity = np.where(pos >= 0, lists.popularity_at[np.maximum(pos, 0)], 0.0)
-    score = np.concatenate(factors) * np.concatenate(counts)
+    score = np.repeat(np.array(factors), lengths) * np.array(weights, dtype=np.float64)
     score *= np.maximum(popularity, COVIS_POPULARITY_FLOOR) ** -COVIS_POPULARITY_EXPONENT
     best = float(score.max())
     if best <= 0.0:
@@ -295,6 +300,7 @@ def transitions(
     pool.add(TRANSITIONS, positions, scores.astype(np.float64) / best, np.zeros(len(found), dtype=np.int64))
 
 
+_name = itemgetter(0)
 _count = itemgetter(1)
 
 #: `learned_logit` is the log relative probability plus this (items more than e**-20 below the best are at 0).

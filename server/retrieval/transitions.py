@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit
 
+from server.retrieval.kernels import stable_argsort
 from trainer.bundles import BundleError, BundlePaths
 
 #: The layout version of ``transitions.npz`` this module reads.
@@ -155,24 +157,13 @@ class ItemTransitions:
 
         Only items with a positive score are returned, so fewer than ``n`` (none for a user without a known
         item). Ties go to the lower index (the more frequent item). Scores are on the model's scale: sums of
-        ``B`` weights, comparable between the users of one file, not between files.
+        ``B`` weights, comparable between the users of one file, not between files; the same sums as `scores`
+        (one compiled pass, `_top`, touching only the inputs' followers).
         """
         rows, weights = self.inputs(recent, context_item_ids)
         if not len(rows) or n <= 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        scores = self._accumulate(rows, weights)
-        scores[rows] = 0.0  # the user's own latest items: the rules drop them anyway
-        found = np.flatnonzero(scores > 0.0)
-        values = scores[found]
-        if len(found) > n:
-            # Everything above the n-th best value, then the tied ones by index (found is sorted by index).
-            kth = np.partition(values, len(values) - n)[len(values) - n]
-            above = values > kth
-            tied = np.flatnonzero(values == kth)[: n - int(above.sum())]
-            above[tied] = True
-            found, values = found[above], values[above]
-        order = np.lexsort((found, -values))
-        return found[order], values[order]
+        return _top(self.neighbours, self.weights, rows, weights, self.size, n)
 
     def top_ids(
         self, recent: Sequence[tuple[int, int, str]], context_item_ids: Sequence[str] = (), n: int = 100
@@ -189,3 +180,59 @@ def load_optional(paths: BundlePaths) -> ItemTransitions | None:
     if not path.is_file():
         return None
     return ItemTransitions.load(path)
+
+
+@njit(
+    "Tuple((i8[:], f4[:]))(i8[:, :], f4[:, :], i8[:], f4[:], i8, i8)",
+    cache=True,
+    nogil=True,
+)
+def _top(
+    neighbours: npt.NDArray[np.int64],
+    weights: npt.NDArray[np.float32],
+    rows: npt.NDArray[np.int64],
+    input_weights: npt.NDArray[np.float32],
+    size: int,
+    n: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:  # pragma: no cover - compiled
+    """(items, scores) of `ItemTransitions.top`: float32 sums in the order `_accumulate` adds them, the input
+    rows zeroed, the best ``n`` positive ones by score, ties by index."""
+    scores = np.zeros(size, dtype=np.float32)
+    touched = np.empty(len(rows) * neighbours.shape[1], dtype=np.int64)
+    count = 0
+    for k in range(len(rows)):
+        row = rows[k]
+        w = input_weights[k]
+        for c in range(neighbours.shape[1]):
+            item = neighbours[row, c]
+            if scores[item] == 0.0:
+                touched[count] = item
+                count += 1
+            scores[item] += weights[row, c] * w
+    for row in rows:
+        scores[row] = 0.0  # the user's own latest items: the rules drop them anyway
+    # The distinct positive items, then the n best: a partition finds the n-th best value, so only the items
+    # above it (and the ties at it, lowest index first) are sorted.
+    found = np.empty(count, dtype=np.int64)
+    kept = 0
+    for j in range(count):
+        item = touched[j]
+        if scores[item] > 0.0:
+            found[kept] = item
+            kept += 1
+            scores[item] = -scores[item]  # marks it taken; the sign is restored below
+    found = found[:kept]
+    values = np.empty(kept, dtype=np.float32)
+    for j in range(kept):
+        values[j] = scores[found[j]]  # negative: ascending sorts put the best first
+    if kept > n:
+        kth = np.partition(values, n - 1)[n - 1]
+        above = values < kth
+        take = np.flatnonzero(above)
+        tied = np.sort(found[values == kth])[: n - len(take)]
+        found = np.concatenate((found[take], tied))
+        values = np.concatenate((values[take], np.full(len(tied), kth, dtype=np.float32)))
+    by_index = np.argsort(found)
+    found, values = found[by_index], values[by_index]
+    order = stable_argsort(values)
+    return found[order], -values[order]
