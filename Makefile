@@ -10,6 +10,8 @@ STUBS := protos/aisle/v1/.generated
 .PHONY: install protos demo test services services-down serve serve-kafka worker sink lake-optimize bench-kafka keys certs front clean master-key
 
 install: $(STAMP) $(STUBS)
+	@# Compiles the serving path's numba kernels once (cached beside the sources) instead of in the first request.
+	@$(PY) -c 'import server.recommender'
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -49,10 +49,7 @@ class CandidateSet:
         A position proposed twice by one source gets the sum of its scores and the argument of its largest.
         Negative positions (items outside the index) are dropped.
         """
-        keep = (positions >= 0) & (scores > 0.0)
-        if not keep.all():
-            positions, scores, args = positions[keep], scores[keep], args[keep]
-        if len(positions):
+        if len(positions):  # the dropping happens once for all sources, in `finish`
             self._parts[source].append((positions, scores, args))
 
     def add_extra(self, name: str, positions: Ints, values: Floats) -> None:
@@ -114,8 +111,12 @@ def _columns(
 
     Per cell: the sum of the source's scores for the row; the argument of the row's largest single score
     (a tie goes to the later proposal); the rank within the source by summed score, best first, ties by
-    position (`ABSENT_RANK`, passed as ``absent``, where the source proposed nothing).
+    position (`ABSENT_RANK`, passed as ``absent``, where the source proposed nothing). Proposals at negative
+    positions (items outside the index) or with scores <= 0 are dropped.
     """
+    valid = np.flatnonzero((pos >= 0) & (score > 0.0))
+    if len(valid) < len(pos):
+        pos, score, arg, source = pos[valid], score[valid], arg[valid], source[valid]
     m = len(pos)
     order = np.argsort(pos)  # the order among equal positions does not matter here
     row_of = np.empty(m, dtype=np.int64)

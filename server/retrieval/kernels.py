@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 from numba import njit
 
 from server.retrieval.item_index import Floats, Ints
@@ -24,3 +25,17 @@ def stable_argsort(keys: Floats) -> Ints:  # pragma: no cover - compiled
             order[start:end] = np.sort(order[start:end])
         start = end
     return order
+
+
+@njit("b1[:](i8[:], i8[:])", cache=True, nogil=True)
+def is_in(values: Ints, members: Ints) -> npt.NDArray[np.bool_]:  # pragma: no cover - compiled
+    """``np.isin(values, members)`` for the short lists of a request (a few hundred values, a few dozen
+    members), where a plain double loop beats isin's sorting by an order of magnitude."""
+    out = np.zeros(len(values), dtype=np.bool_)
+    for i in range(len(values)):
+        v = values[i]
+        for m in members:
+            if m == v:
+                out[i] = True
+                break
+    return out

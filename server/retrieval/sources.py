@@ -30,7 +30,7 @@ from server.retrieval.candidates import (
     TRENDING,
     CandidateSet,
 )
-from server.retrieval.item_index import ItemIndex
+from server.retrieval.item_index import Floats, Ints, ItemIndex
 from server.retrieval.toplists import TopLists
 
 if TYPE_CHECKING:
@@ -156,24 +156,43 @@ def covisitation(
 
 def content(seeds: Sequence[Seed], lists: TopLists, index: ItemIndex, pool: CandidateSet) -> None:
     """Popular items of the seed items' own category, same brand first."""
+    parts: list[tuple[Ints, Floats]] = []
+    weights: list[float] = []
+    numbers: list[int] = []
     used = 0
     for number, seed in enumerate(seeds):
         p = seed.position
         if p < 0 or index.leaf[p] < 0:
             continue
+        proposal = _content_of(p, lists, index)
+        if len(proposal[0]):
+            parts.append(proposal)
+            weights.append(seed.weight)
+            numbers.append(number)
+        used += 1
+        if used >= CONTENT_SEEDS:
+            break
+    _add_seeded(pool, CONTENT, parts, weights, numbers)
+
+
+def _content_of(p: int, lists: TopLists, index: ItemIndex) -> tuple[Ints, Floats]:
+    """(positions, scores for a seed of weight 1) that `content` proposes for the seed at ``p``, memoised."""
+    key = ("content", p)
+    found = lists.memo.get(key)
+    if found is None:
         ranked = lists.popular_by_category_pos.get(index.category_names[index.leaf[p]])
-        if ranked is not None and len(ranked):
+        if ranked is None or not len(ranked):
+            found = (_NO_POSITIONS, _NO_SCORES)
+        else:
             ranked = ranked[: CONTENT_PER_SEED + 1]
             rank = np.arange(len(ranked), dtype=np.float64)
             keep = ranked != p
             ranked, rank = ranked[keep][:CONTENT_PER_SEED], rank[keep][:CONTENT_PER_SEED]
             brand = index.brand[p]
             same_brand = (index.brand[ranked] == brand) & (brand >= 0)
-            score = seed.weight / (1.0 + rank / 10.0) * np.where(same_brand, 1.0, 0.5)
-            pool.add(CONTENT, ranked, score, np.full(len(ranked), number, dtype=np.int64))
-        used += 1
-        if used >= CONTENT_SEEDS:
-            break
+            found = (ranked, 1.0 / (1.0 + rank / 10.0) * np.where(same_brand, 1.0, 0.5))
+        lists.memo[key] = found
+    return found
 
 
 def brand(
@@ -186,24 +205,56 @@ def brand(
     next is known (a shop whose sessions stay in one category) and leads where it is not (a long tail of rare
     items).
     """
-    popularity = lists.popularity_at
+    parts: list[tuple[Ints, Floats]] = []
+    weights: list[float] = []
+    numbers: list[int] = []
     used = 0
     for number, seed in enumerate(seeds):
         p = seed.position
         if p < 0 or index.brand[p] < 0:
             continue
-        full = lists.popular_by_brand_pos.get(index.brand_names[index.brand[p]])
-        if full is not None and len(full):
-            ranked = full[:BRAND_PER_SEED]
-            ranked = ranked[ranked != p]
+        proposal = _brand_of(p, lists, index)
+        if len(proposal[0]):
             covisits = sum(map(_count, features.covis.get(seed.item_id, ())))
-            best = float(popularity[full[0]]) or 1.0
-            scale = seed.weight * BRAND_SHRINKAGE / (BRAND_SHRINKAGE + covisits)
-            score = scale * (popularity[ranked] / best) ** BRAND_POPULARITY_EXPONENT
-            pool.add(BRAND, ranked, score, np.full(len(ranked), number, dtype=np.int64))
+            parts.append(proposal)
+            weights.append(seed.weight * BRAND_SHRINKAGE / (BRAND_SHRINKAGE + covisits))
+            numbers.append(number)
         used += 1
         if used >= BRAND_SEEDS:
             break
+    _add_seeded(pool, BRAND, parts, weights, numbers)
+
+
+def _brand_of(p: int, lists: TopLists, index: ItemIndex) -> tuple[Ints, Floats]:
+    """(positions, scores for a seed of weight 1 and no co-visits) that `brand` proposes for the seed at ``p``,
+    memoised."""
+    key = ("brand", p)
+    found = lists.memo.get(key)
+    if found is None:
+        full = lists.popular_by_brand_pos.get(index.brand_names[index.brand[p]])
+        if full is None or not len(full):
+            found = (_NO_POSITIONS, _NO_SCORES)
+        else:
+            popularity = lists.popularity_at
+            ranked = full[:BRAND_PER_SEED]
+            ranked = ranked[ranked != p]
+            best = float(popularity[full[0]]) or 1.0
+            found = (ranked, (popularity[ranked] / best) ** BRAND_POPULARITY_EXPONENT)
+        lists.memo[key] = found
+    return found
+
+
+def _add_seeded(
+    pool: CandidateSet, source: int, parts: list[tuple[Ints, Floats]], weights: list[float], numbers: list[int]
+) -> None:
+    """Add the proposals of several seeds at once: each part's scores times its seed's weight, the seed's number
+    as the reason argument."""
+    if not parts:
+        return
+    lengths = [len(positions) for positions, _ in parts]
+    positions = np.concatenate([positions for positions, _ in parts])
+    scores = np.concatenate([scores for _, scores in parts]) * np.repeat(np.array(weights), lengths)
+    pool.add(source, positions, scores, np.repeat(np.array(numbers, dtype=np.int64), lengths))
 
 
 def trending_in_categories(user: UserState | None, lists: TopLists, index: ItemIndex, pool: CandidateSet) -> None:
@@ -300,6 +351,8 @@ def transitions(
     pool.add(TRANSITIONS, positions, scores.astype(np.float64) / best, np.zeros(len(found), dtype=np.int64))
 
 
+_NO_POSITIONS = np.zeros(0, dtype=np.int64)
+_NO_SCORES = np.zeros(0)
 _name = itemgetter(0)
 _count = itemgetter(1)
 

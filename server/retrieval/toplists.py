@@ -44,6 +44,10 @@ class TopLists:
     trending_by_category_pos: dict[str, Ints] = field(default_factory=dict)
     popularity_at: Floats = field(default_factory=lambda: np.zeros(0))
     trending_at: Floats = field(default_factory=lambda: np.zeros(0))
+    #: What the seeded list sources propose for one seed item, (source name, seed position) -> (positions,
+    #: scores before the seed's weight): it depends only on these lists, so it is computed once per build for
+    #: the seeds requests use (`server.retrieval.sources`; written on the event loop only).
+    memo: dict[tuple[str, int], tuple[Ints, Floats]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, stats: ItemStats, catalog: Catalog, length: int = LIST_LENGTH) -> TopLists:

@@ -22,6 +22,7 @@ import numpy as np
 from feature_worker.fold import VIEW
 from server.ranking.ranker import Ranker
 from server.retrieval.item_index import ItemIndex
+from server.retrieval.kernels import is_in
 from server.retrieval.onnx_session import single_thread_session
 from server.retrieval.transitions import ItemTransitions, load_optional
 from trainer.bundles import INPUT_ITEMS, INPUT_TYPES, OUTPUT_USER, RANKER, BundleError, BundlePaths
@@ -231,7 +232,7 @@ class TwoTowerRetriever:
             positions = label_positions[labels]
             wanted: np.ndarray = positions >= 0
             if len(exclude):
-                wanted &= ~np.isin(positions, exclude)
+                wanted &= ~is_in(positions, exclude)
             return wanted
 
         labels, scores = self._nearest(vector, n, len(exclude), keep)
