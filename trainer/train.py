@@ -388,6 +388,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="HNSW index above this many items (default %(default)s)",
     )
     parser.add_argument(
+        "--ivf-above",
+        type=int,
+        default=None,
+        help="an inverted-file index (IVF) above this many items, exact search below (default 16384)",
+    )
+    parser.add_argument(
         "--strict",
         action="store_true",
         help="learn only from the training part (each user's validation and test interactions removed), "
@@ -482,6 +488,7 @@ def run(args: argparse.Namespace) -> int:
         **config.to_dict(),
         **{k: v for k, v in asdict(params).items() if k != "progress"},
         "hnsw_above": args.hnsw_above,
+        "ivf_above": args.ivf_above,
     }
     metrics: dict[str, Any] = {
         **result.metrics,
@@ -519,6 +526,7 @@ def run(args: argparse.Namespace) -> int:
             metrics=metrics,
             train_seconds=result.seconds,
             hnsw_above=args.hnsw_above,
+            ivf_above=args.ivf_above,
             seed=params.seed,
             log=lambda line: print(line, flush=True),
             started=started,

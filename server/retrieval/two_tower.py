@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 #: HNSW indexes search this wide unless the bundle's meta says otherwise (``index.ef_search``).
 DEFAULT_EF_SEARCH = 128
+#: Inverted-file indexes probe this many lists unless the bundle's meta says otherwise (``index.nprobe``).
+DEFAULT_NPROBE = 16
 #: At most this many excluded items are searched past (beyond ``n``): the request's own exclusions
 #: (the page's item and recent items) fit; a client excluding a thousand ids gets fewer learned candidates.
 MAX_EXTRA = 64
@@ -89,10 +91,15 @@ class TwoTowerRetriever:
             raise BundleError(
                 f"{paths.item_index}: {self.index.ntotal} vectors for {len(self.item_ids)} item ids"
             )
+        index_meta = meta.get("index") if isinstance(meta.get("index"), dict) else {}
         hnsw = getattr(self.index, "hnsw", None)
         if hnsw is not None:
-            ef = meta.get("index", {}).get("ef_search") if isinstance(meta.get("index"), dict) else None
+            ef = index_meta.get("ef_search")
             hnsw.efSearch = int(ef) if isinstance(ef, int) and ef > 0 else DEFAULT_EF_SEARCH
+        if isinstance(self.index, faiss.IndexIVF):
+            # The probes the export chose for its recall target (`trainer.export.build_index`).
+            nprobe = index_meta.get("nprobe")
+            self.index.nprobe = int(nprobe) if isinstance(nprobe, int) and nprobe > 0 else DEFAULT_NPROBE
 
         #: The bundle's item transitions (a candidate source), None when the bundle has none.
         self.transitions: ItemTransitions | None = load_optional(paths)
@@ -262,7 +269,7 @@ class TwoTowerRetriever:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         while True:
             scores, labels = self.index.search(vector, k)
-            found = labels[0] >= 0  # HNSW may find fewer than asked
+            found = labels[0] >= 0  # HNSW and IVF may find fewer than asked
             labels_found, scores_found = labels[0][found], scores[0][found]
             wanted = keep(labels_found)
             labels_kept, scores_kept = labels_found[wanted][:n], scores_found[wanted][:n]

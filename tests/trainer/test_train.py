@@ -217,6 +217,51 @@ def test_hnsw_that_misses_the_target_recall_falls_back_to_exact(monkeypatch: pyt
     assert isinstance(index, faiss.IndexFlatIP)
 
 
+def _clustered(n: int, dim: int, seed: int) -> np.ndarray:
+    """Vectors around a few dozen centres, as learned item embeddings are (an IVF index needs some structure)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((40, dim)) * 3
+    return (centres[rng.integers(0, 40, n)] + rng.standard_normal((n, dim))).astype(np.float32)
+
+
+def test_large_catalogues_get_an_inverted_file_that_reaches_its_recall() -> None:
+    from trainer import export
+
+    vectors, queries = _clustered(3000, 16, 2), _clustered(200, 16, 3)
+    index, meta = build_index(vectors, queries, hnsw_above=10**9, log=lambda _: None, ivf_above=1000)
+    assert meta["kind"] == "IndexIVFFlat" and isinstance(index, faiss.IndexIVFFlat)
+    assert meta["recall_at_100"] >= export.IVF_TARGET_RECALL and index.nprobe == meta["nprobe"]
+    assert meta["nlist"] == round(3000**0.5) and meta["nprobe"] in export.NPROBE_TRIED
+    _, small = build_index(vectors[:900], queries, hnsw_above=10**9, log=lambda _: None, ivf_above=1000)
+    assert small["kind"] == "IndexFlatIP"  # at or below the threshold: exact
+
+
+def test_an_inverted_file_that_misses_its_recall_falls_back_to_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainer import export
+
+    monkeypatch.setattr(export, "IVF_TARGET_RECALL", 1.01)  # unreachable
+    index, meta = build_index(_clustered(2000, 8, 4), _clustered(50, 8, 5), 10**9, lambda _: None, ivf_above=100)
+    assert isinstance(index, faiss.IndexFlatIP) and meta["kind"] == "IndexFlatIP"
+    rejected = meta["ivf_rejected"]  # every probe count up to the number of lists was tried
+    assert rejected["nprobe"] == max(p for p in export.NPROBE_TRIED if p <= rejected["nlist"])
+    assert rejected["recall_at_100"] < 1.01 and meta["recall_at_100"] == 1.0
+
+
+def test_the_server_probes_as_many_lists_as_the_export_chose(
+    trained: tuple[TwoTower, object], tmp_path: Path
+) -> None:
+    from server.retrieval.two_tower import TwoTowerRetriever
+
+    model, data = trained
+    paths = write_bundle(model, data, tmp_path, version="ivf", ivf_above=10, log=lambda _: None)  # type: ignore[arg-type]
+    meta = paths.read_meta()["index"]
+    assert meta["kind"] == "IndexIVFFlat"
+    retriever = TwoTowerRetriever.load(paths)
+    assert retriever.index.nprobe == meta["nprobe"]
+    vector = retriever.encode([(0, 1, retriever.item_ids[0])], ())
+    assert vector is not None and len(retriever.search(vector, 5, ())) == 5
+
+
 def test_write_bundle_is_complete_and_never_overwrites(
     trained: tuple[TwoTower, object], tmp_path: Path
 ) -> None:
