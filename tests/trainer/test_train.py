@@ -177,6 +177,11 @@ def test_onnx_matches_pytorch_on_real_and_edge_sequences(
     # dynamic batch: one row alone gives the same vector as within the batch
     one = onnx_user_vectors(session(path), items[3:4], types[3:4])
     np.testing.assert_allclose(one, torch_user_vectors(model, items[3:4], types[3:4]), atol=1e-5)
+    # dynamic length: the real interactions alone (as the server feeds them) give the padded row's vector
+    real = int((items[3] > 0).sum())
+    assert 0 < real < MAX_LEN
+    alone = onnx_user_vectors(session(path), items[3:4, -real:], types[3:4, -real:])
+    np.testing.assert_allclose(alone, one, atol=1e-5)
 
 
 def test_parity_failure_is_loud(trained: tuple[TwoTower, object], tmp_path: Path) -> None:
@@ -247,7 +252,7 @@ def test_an_inverted_file_that_misses_its_recall_falls_back_to_exact(monkeypatch
     assert rejected["recall_at_100"] < 1.01 and meta["recall_at_100"] == 1.0
 
 
-def test_the_server_probes_as_many_lists_as_the_export_chose(
+def test_the_server_probes_the_lists_the_export_chose_and_feeds_unpadded_sequences(
     trained: tuple[TwoTower, object], tmp_path: Path
 ) -> None:
     from server.retrieval.two_tower import TwoTowerRetriever
@@ -260,6 +265,14 @@ def test_the_server_probes_as_many_lists_as_the_export_chose(
     assert retriever.index.nprobe == meta["nprobe"]
     vector = retriever.encode([(0, 1, retriever.item_ids[0])], ())
     assert vector is not None and len(retriever.search(vector, 5, ())) == 5
+    # The tower takes any length: the server feeds a user's real interactions alone, and gets the padded vector.
+    assert retriever.dynamic_length
+    recent = [(i, 1 + i % 3, item) for i, item in enumerate(retriever.item_ids[:7])]
+    alone = retriever.encode(recent, (retriever.item_ids[9],))
+    assert alone is not None
+    alone = alone.copy()
+    retriever.dynamic_length = False
+    np.testing.assert_allclose(alone, retriever.encode(recent, (retriever.item_ids[9],)), atol=1e-5)
 
 
 def test_write_bundle_is_complete_and_never_overwrites(
