@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from sys import intern
 
 from protos.aisle.v1 import catalog_pb2
 
@@ -15,7 +16,7 @@ from protos.aisle.v1 import catalog_pb2
 def category_prefixes(path: str) -> tuple[str, ...]:
     """`"a/b/c"` -> `("a", "a/b", "a/b/c")`: every level an item belongs to, deepest last."""
     parts = [p for p in path.split("/") if p]
-    return tuple("/".join(parts[: i + 1]) for i in range(len(parts)))
+    return tuple(intern("/".join(parts[: i + 1])) for i in range(len(parts)))
 
 
 @dataclass(slots=True, frozen=True)
@@ -64,20 +65,23 @@ class Catalog:
         self._unindex(item.item_id)
         stored = catalog_pb2.Item()
         stored.CopyFrom(item)
+        # Ids and names are interned (as the fold interns the ids it stores): the serving path's lookups of them
+        # then match by identity.
+        item_id = intern(item.item_id)
         info = ItemInfo(
-            item_id=item.item_id,
+            item_id=item_id,
             category=item.category,
             categories=category_prefixes(item.category),
-            brand=item.brand,
+            brand=intern(item.brand),
             price=item.price,
             in_stock=item.in_stock,
         )
-        self._records[item.item_id] = stored
-        self.items[item.item_id] = info
+        self._records[item_id] = stored
+        self.items[item_id] = info
         for prefix in info.categories:
-            self.by_category.setdefault(prefix, set()).add(item.item_id)
+            self.by_category.setdefault(prefix, set()).add(item_id)
         if info.brand:
-            self.by_brand.setdefault(info.brand, set()).add(item.item_id)
+            self.by_brand.setdefault(info.brand, set()).add(item_id)
         self.version += 1
 
     def upsert_many(self, items: Iterable[catalog_pb2.Item]) -> int:

@@ -28,6 +28,7 @@ from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from sys import intern
 
 from feature_worker.catalog import Catalog, ItemInfo
 from feature_worker.decay import DAY_MS, encode
@@ -115,10 +116,10 @@ def acted_items(event: events_pb2.Event) -> list[str]:
     """The items an event acts on, in order, each once. Impressions and searches act on none."""
     if event.type in _NO_ITEMS:
         return []
-    items = [event.item_id] if event.item_id else []
+    items = [intern(event.item_id)] if event.item_id else []
     for item in event.item_ids:
         if item not in items:
-            items.append(item)
+            items.append(intern(item))
     return items
 
 
@@ -168,7 +169,9 @@ def fold(
         item_id = event.item_id
         if not item_id:
             return True
-        items = (item_id,)
+        # Interned: every dict the serving path looks item ids up in (the catalog's positions, the bundle's
+        # vocabulary) then finds them by identity, several times faster than comparing the strings.
+        items = (intern(item_id),)
     if interest:
         weight = interest * growth
         day = ts // DAY_MS

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass, field
+from sys import intern
 from typing import Any
 
 from protos.aisle.v1 import features_pb2
@@ -136,7 +137,8 @@ class UserState:
     def from_bytes(cls, data: bytes, applied: bytes = b"") -> UserState:
         """Parse the stored forms written by `to_bytes` and `applied_to_bytes`."""
         msg = _UserFeatures.FromString(data)
-        items = msg.items.decode().split("\0") if msg.items else []
+        # Interned, as the fold's ids are: the serving path's dict lookups of them then match by identity.
+        items = list(map(intern, msg.items.decode().split("\0"))) if msg.items else []
         recent: list[tuple[int, int, str]] = []
         ts = 0
         if msg.recent_item:

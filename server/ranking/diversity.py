@@ -6,13 +6,27 @@ import numpy as np
 from numba import njit
 
 from server.retrieval.item_index import Floats, Ints
-from server.retrieval.kernels import stable_argsort
 
 
 def best_first(scores: Floats, tiebreak: Ints) -> Ints:
     """Row numbers by score, best first; equal scores by ``tiebreak`` ascending (the item ids' order)."""
-    by_tiebreak = np.argsort(tiebreak)
-    order: Ints = by_tiebreak[stable_argsort(-scores[by_tiebreak])]
+    return _best_first(scores.astype(np.float64, copy=False), tiebreak.astype(np.int64, copy=False))
+
+
+@njit("i8[:](f8[:], i8[:])", cache=True, nogil=True)
+def _best_first(scores: Floats, tiebreak: Ints) -> Ints:  # pragma: no cover - compiled
+    # One sort by score; the (rare) runs of equal scores are then put in tiebreak order.
+    order = np.argsort(-scores)
+    start = 0
+    n = len(order)
+    while start < n:
+        end = start + 1
+        while end < n and scores[order[end]] == scores[order[start]]:
+            end += 1
+        if end - start > 1:
+            run = order[start:end]
+            order[start:end] = run[np.argsort(tiebreak[run])]
+        start = end
     return order
 
 

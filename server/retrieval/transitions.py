@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from sys import intern
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -63,7 +64,8 @@ class ItemTransitions:
             raise BundleError(f"{source}: weights are not all finite")
         if not (isinstance(window, int) and window >= 1 and decay > 0 and math.isfinite(decay)):
             raise BundleError(f"{source}: needs window >= 1 and a positive decay, got {window}, {decay}")
-        self.item_ids: list[str] = list(item_ids)
+        # Interned, as the catalog's and the fold's ids are, so `index_of` finds them by identity.
+        self.item_ids: list[str] = list(map(intern, item_ids))
         #: External id -> index in `item_ids`.
         self.index_of: dict[str, int] = {item: i for i, item in enumerate(self.item_ids)}
         if len(self.index_of) != n:

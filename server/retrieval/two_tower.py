@@ -13,6 +13,7 @@ machines (DESIGN.md), and several server processes share the cores instead.
 from __future__ import annotations
 
 import logging
+from sys import intern
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
@@ -65,7 +66,8 @@ class TwoTowerRetriever:
         #: Softmax temperature of the training loss: ``exp((s - best) / temperature)`` is the probability of
         #: an item relative to the best one (see `relative_scores`).
         self.temperature = float(temperature)
-        self.item_ids: list[str] = paths.read_item_ids()
+        # Interned, as the catalog's and the fold's ids are, so `index_of` finds them by identity.
+        self.item_ids: list[str] = list(map(intern, paths.read_item_ids()))
         #: External id -> item index (``1 + line``; 0 is padding).
         self.index_of: dict[str, int] = {item: j + 1 for j, item in enumerate(self.item_ids)}
         if len(self.index_of) != len(self.item_ids):
