@@ -1,0 +1,230 @@
+"""Exposure logging: every answer, once, off the request path.
+
+`ExposureLog.record` is all a Recommend pays: it puts one tuple into a bounded queue (`put_nowait`) and returns.
+When the queue is full the exposure is dropped and counted (`dropped`, exported as
+``aisle_exposures_dropped_total``): a slow sink never slows or fails a Recommend. A task drains the queue in
+batches (up to `batch_max`, or whatever arrived within `flush_s`), builds the `aisle.v1.Exposure` messages and
+hands each batch to every sink in turn:
+
+- `JournalExposureSink` (embedded): one `ExposureBatch` record per batch in ``<data_dir>/exposures.bin``;
+- `KafkaExposureSink` (Kafka mode): one record per exposure on ``<prefix>.exposures``, keyed by user (or session);
+- `LakeExposureSink` (when a lake is configured): the lake's `exposures` table (`server.experiments.lake`).
+
+A sink that fails is logged and its batch is lost for that sink only (counted in `failed`); the others still get
+it. `close` drains what is queued. Exposures of customers who refused analytics are never recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from protos.aisle.v1 import experiments_pb2
+from server.embedded.journal import Journal, RecordKind
+from server.experiments.lake import ExposureTable
+
+log = logging.getLogger(__name__)
+
+#: (recommendation_id, user_id, session_id, ts_ms, variant, experiments, item_ids, teams, model_version,
+#: backfilled, served_us, context_item_id): what a request hands over, turned into a message by the drain task.
+Pending = tuple[str, str, str, int, str, tuple[tuple[str, str], ...], list[str], Sequence[str], str, int, int, str]
+
+
+class ExposureSink(ABC):
+    """Where batches of exposures go."""
+
+    name: str = "sink"
+
+    @abstractmethod
+    async def write(self, exposures: Sequence[experiments_pb2.Exposure]) -> None:
+        """Store the batch (raise on failure: the log counts it)."""
+
+    async def close(self) -> None:
+        """Release what the sink holds."""
+
+
+class MemoryExposureSink(ExposureSink):
+    """Keeps every exposure in a list (tools and unit tests)."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self.exposures: list[experiments_pb2.Exposure] = []
+
+    async def write(self, exposures: Sequence[experiments_pb2.Exposure]) -> None:
+        self.exposures.extend(exposures)
+
+
+class JournalExposureSink(ExposureSink):
+    """The embedded server's exposure journal: one `ExposureBatch` record per batch, written in a worker thread."""
+
+    name = "journal"
+
+    def __init__(self, path: Path, fsync: bool = False) -> None:
+        self.journal = Journal(path, fsync=fsync)
+
+    async def write(self, exposures: Sequence[experiments_pb2.Exposure]) -> None:
+        payload = experiments_pb2.ExposureBatch(exposures=exposures).SerializeToString()
+        await asyncio.to_thread(self.journal.append, RecordKind.EXPOSURES, payload)
+
+    async def close(self) -> None:
+        self.journal.close()
+
+
+def read_journal(path: Path) -> list[experiments_pb2.Exposure]:
+    """Every exposure in an exposure journal, oldest first (tools, tests)."""
+    journal = Journal(path)
+    try:
+        out: list[experiments_pb2.Exposure] = []
+        for kind, payload in journal.replay():
+            if kind == RecordKind.EXPOSURES:
+                out.extend(experiments_pb2.ExposureBatch.FromString(payload).exposures)
+        return out
+    finally:
+        journal.close()
+
+
+class KafkaExposureSink(ExposureSink):
+    """``<prefix>.exposures``: one protobuf `Exposure` per record, keyed by user id (else session id)."""
+
+    name = "kafka"
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
+
+    async def write(self, exposures: Sequence[experiments_pb2.Exposure]) -> None:
+        sends = [
+            await self.producer.send(
+                self.topic, e.SerializeToString(), key=(e.user_id or e.session_id or e.recommendation_id).encode()
+            )
+            for e in exposures
+        ]
+        await asyncio.gather(*sends)
+
+
+class LakeExposureSink(ExposureSink):
+    """The lake's `exposures` table, appended in a worker thread."""
+
+    name = "lake"
+
+    def __init__(self, root: str | Path) -> None:
+        self.table = ExposureTable(root)
+
+    async def write(self, exposures: Sequence[experiments_pb2.Exposure]) -> None:
+        await asyncio.to_thread(self.table.append, exposures)
+
+
+class ExposureLog:
+    """The bounded queue between Recommend and the sinks, and the task that drains it."""
+
+    def __init__(
+        self, sinks: Sequence[ExposureSink], capacity: int = 10_000, batch_max: int = 1000, flush_s: float = 0.5
+    ) -> None:
+        self.sinks = list(sinks)
+        self.batch_max = batch_max
+        self.flush_s = flush_s
+        self._queue: asyncio.Queue[Pending] = asyncio.Queue(maxsize=capacity)
+        self._put = self._queue.put_nowait
+        #: Exposures recorded, dropped (queue full), written (per sink) and lost to failing sinks (per sink).
+        self.recorded = 0
+        self.dropped = 0
+        self.written: dict[str, int] = {sink.name: 0 for sink in self.sinks}
+        self.failed: dict[str, int] = {sink.name: 0 for sink in self.sinks}
+        self._task: asyncio.Task[None] | None = None
+        self._gathering: list[Pending] = []
+
+    def record(self, pending: Pending) -> None:
+        """Queue one exposure; never blocks, never raises (a full queue drops it and counts the drop)."""
+        try:
+            self._put(pending)
+            self.recorded += 1
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain_forever())
+
+    async def _drain_forever(self) -> None:
+        while True:
+            first = await self._queue.get()
+            # The batch being gathered lives on the object: `close` cancels this task and writes it.
+            batch = self._gathering = [first]
+            deadline = asyncio.get_running_loop().time() + self.flush_s
+            while len(batch) < self.batch_max:
+                try:
+                    batch.append(self._queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), left))
+                except TimeoutError:
+                    break
+            self._gathering = []
+            await self._write(batch)
+
+    async def flush(self) -> None:
+        """Write everything queued now (tests, shutdown)."""
+        while not self._queue.empty():
+            batch: list[Pending] = []
+            while len(batch) < self.batch_max and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            await self._write(batch)
+
+    async def _write(self, batch: list[Pending]) -> None:
+        messages = [_message(p) for p in batch]
+        for sink in self.sinks:
+            try:
+                await sink.write(messages)
+                self.written[sink.name] += len(messages)
+            except Exception:  # one failing sink must not stop the others nor the drain task
+                self.failed[sink.name] += len(messages)
+                log.exception("exposure sink %s failed: %d exposures lost for it", sink.name, len(messages))
+
+    async def close(self) -> None:
+        """Stop draining, write what is queued, close the sinks."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        if self._gathering:
+            batch, self._gathering = self._gathering, []
+            await self._write(batch)
+        await self.flush()
+        for sink in self.sinks:
+            await sink.close()
+
+
+def _message(p: Pending) -> experiments_pb2.Exposure:
+    rid, user, session, ts_ms, variant, experiments, items, teams, model, backfilled, served_us, context = p
+    return experiments_pb2.Exposure(
+        recommendation_id=rid,
+        user_id=user,
+        session_id=session,
+        ts_ms=ts_ms,
+        variant=variant,
+        experiments=dict(experiments),
+        item_ids=items,
+        teams=teams,
+        model_version=model,
+        backfilled=backfilled,
+        served_us=served_us,
+        context_item_id=context,
+    )
