@@ -253,3 +253,43 @@ def test_interleaving_mixes_two_variants_with_teams(exp_server: ServerProcess) -
     assert set(exposure.teams) <= {"blend", "popular"} and len(exposure.teams) == 4
     assert exposure.experiments["mix"] == "interleaved"
     _ = event  # the builders are shared with other tests
+
+
+def test_a_variant_serves_another_bundle_version_beside_the_promoted_one(
+    bundle_server: tuple[ServerProcess, Path],
+) -> None:
+    """The registry keeps a pinned version loaded beside the promoted one; each variant's answers say which."""
+    import numpy as np
+
+    from tests.bundle_factory import write_bundle
+    from trainer import bundles
+
+    process, bundles_dir = bundle_server
+    shop = Shop()
+    ids = [shop.id(f"p{i}") for i in range(6)]
+    for version in ("v1", "v2"):
+        write_bundle(bundles_dir, version, ids, np.eye(6, dtype=np.float32))
+    bundles.promote(bundles_dir, "v2")
+    with process.channel() as channel:
+        recs, admin, catalog, _ = stubs(channel)
+        catalog.UpsertItems(catalog_pb2.UpsertItemsRequest(items=[item(i) for i in ids]), timeout=10)  # type: ignore
+        deadline = time.monotonic() + 30
+        while recs.Recommend(recommendations_pb2.RecommendRequest(user_id="x"), timeout=10).model_version != "v2":  # type: ignore
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        missing = ab("old-missing", ("old", 1, E.ServingConfig(bundle_version="v9")), ("new", 1, E.ServingConfig()),
+                     state=E.DRAFT)
+        admin.CreateExperiment(E.CreateExperimentRequest(experiment=missing), timeout=10)  # type: ignore
+        with pytest.raises(grpc.RpcError) as refused:
+            admin.StartExperiment(E.ExperimentRequest(name="old-missing"), timeout=10)  # type: ignore[attr-defined]
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "v9" in (refused.value.details() or "")
+        admin.StopExperiment(E.ExperimentRequest(name="old-missing"), timeout=10)  # type: ignore[attr-defined]
+        experiment = ab("bundles", ("old", 1, E.ServingConfig(bundle_version="v1")), ("new", 1, E.ServingConfig()))
+        admin.CreateExperiment(E.CreateExperimentRequest(experiment=experiment), timeout=10)  # type: ignore
+        seen = set()
+        for i in range(30):
+            answer = recs.Recommend(recommendations_pb2.RecommendRequest(user_id=f"b{i}", k=3), timeout=10)  # type: ignore
+            expected = "v1" if answer.variant == "bundles/old" else "v2"
+            assert answer.model_version == expected
+            seen.add(answer.variant)
+        assert seen == {"bundles/old", "bundles/new"}
