@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -51,6 +52,7 @@ from server.experiments.exposures import (
     LakeExposureSink,
 )
 from server.experiments.serving import Experiments
+from server.experiments.metrics import snapshot as serving_snapshot
 from server.experiments.store import ExperimentStore
 from server.interceptors.auth import AuthInterceptor, build_auth
 from server.interceptors.errors import ErrorInterceptor
@@ -207,6 +209,7 @@ async def start(
     if metrics is not None:
         interceptors.insert(0, MetricsInterceptor(metrics))  # outermost: it sees the status errors map to
         engine.stage_observer = metrics.observe_stages
+        metrics.serving = partial(serving_snapshot, engine)
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[

@@ -95,6 +95,8 @@ class ServerSettings(Settings):
     #: The live dashboard (`server.dashboard`) on http://<dashboard_host>:<dashboard_port>/; 0: none.
     dashboard_port: int = Field(0, ge=0, le=65535)
     dashboard_host: str = "127.0.0.1"
+    #: Workers' `/metrics` URLs whose consumer lag the dashboard plots (JSON list in the environment).
+    dashboard_worker_metrics: list[str] = []
 
     @property
     def experiments_path(self) -> Path:

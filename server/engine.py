@@ -119,6 +119,8 @@ class Engine:
                 event = stamped
             good.append(event)
         duplicates = await self.ingest.events(good) if good else 0
+        if self.experiments is not None and good:
+            self.experiments.outcomes.count(good)
         if self.lists_refresh_s <= 0:
             await self.refresh_lists()
         return TrackResult(accepted=len(good), duplicates=duplicates, rejected=rejected)
@@ -254,6 +256,8 @@ class Engine:
             if self.stage_observer is not None and times is not None:
                 self.stage_observer(times)
         backfilled = experiments.counts.add(assignment.label, items, model)
+        if assignment.experiments:
+            experiments.outcomes.remember(recommendation_id, assignment.label)
         log = experiments.exposures
         if log is not None and (not query.user_id or self.users.analytics_allowed(query.user_id)):
             served_us = int((time.perf_counter() - started) * 1e6)

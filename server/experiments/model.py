@@ -155,9 +155,9 @@ def pipeline_of(config: experiments_pb2.ServingConfig) -> Pipeline | None:
         max_per_category=config.max_per_category or None,
         bundle_version=config.bundle_version or None,
     )
-    unchanged = (pipeline.use_ranker, pipeline.weights, pipeline.sources, pipeline.max_per_category,
-                 pipeline.bundle_version) == (None, None, None, None, None)
-    return None if unchanged else pipeline
+    fields = (pipeline.use_ranker, pipeline.weights, pipeline.sources, pipeline.max_per_category,
+              pipeline.bundle_version)
+    return None if all(value is None for value in fields) else pipeline
 
 
 def arms(experiment: experiments_pb2.Experiment) -> tuple[Arm, ...]:

@@ -7,10 +7,12 @@ request costs one attribute check and serves exactly as before with variant "def
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from feature_worker.stores.base import RequestFeatures
+from protos.aisle.v1 import events_pb2
 from server.experiments.assignment import Assignment
 from server.experiments.exposures import ExposureLog
 from server.experiments.interleaving import team_draft
@@ -50,6 +52,48 @@ class Counts:
         return backfilled
 
 
+#: Answers remembered for live outcome counts (`Outcomes`): about 100 bytes each.
+RECENT_ANSWERS = 200_000
+
+
+@dataclass
+class Outcomes:
+    """Live outcome counts per variant label, from events that carry a recent answer's recommendation id.
+
+    Approximate on purpose (one process, the last `RECENT_ANSWERS` answers, no window attribution): it feeds the
+    live dashboard. The experiment report (`trainer experiment-report`) attributes from the lake, exactly.
+    """
+
+    recent: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    clicks: dict[str, int] = field(default_factory=dict)
+    carts: dict[str, int] = field(default_factory=dict)
+    purchases: dict[str, int] = field(default_factory=dict)
+    revenue: dict[str, float] = field(default_factory=dict)
+
+    def remember(self, recommendation_id: str, label: str) -> None:
+        recent = self.recent
+        recent[recommendation_id] = label
+        if len(recent) > RECENT_ANSWERS:
+            recent.popitem(last=False)
+
+    def count(self, events: Sequence[events_pb2.Event]) -> None:
+        for event in events:
+            rid = event.recommendation_id
+            if not rid:
+                continue
+            label = self.recent.get(rid)
+            if label is None:
+                continue
+            if event.type == events_pb2.CLICK:
+                self.clicks[label] = self.clicks.get(label, 0) + 1
+            elif event.type == events_pb2.ADD_TO_CART:
+                self.carts[label] = self.carts.get(label, 0) + 1
+            elif event.type == events_pb2.PURCHASE:
+                self.purchases[label] = self.purchases.get(label, 0) + 1
+                amount = event.price * max(event.quantity, 1)
+                self.revenue[label] = self.revenue.get(label, 0.0) + amount
+
+
 class Experiments:
     """The experiments in force (`store`), the exposure log, and the counts the metrics read."""
 
@@ -57,6 +101,7 @@ class Experiments:
         self.store = store
         self.exposures = exposures
         self.counts = Counts()
+        self.outcomes = Outcomes()
 
     def start(self) -> None:
         self.store.watch()
