@@ -69,8 +69,11 @@ class JournalExposureSink(ExposureSink):
         self.journal = Journal(path, fsync=fsync)
 
     async def write(self, exposures: Sequence[experiments_pb2.Exposure]) -> None:
+        await asyncio.to_thread(self._append, exposures)
+
+    def _append(self, exposures: Sequence[experiments_pb2.Exposure]) -> None:
         payload = experiments_pb2.ExposureBatch(exposures=exposures).SerializeToString()
-        await asyncio.to_thread(self.journal.append, RecordKind.EXPOSURES, payload)
+        self.journal.append(RecordKind.EXPOSURES, payload)
 
     async def close(self) -> None:
         self.journal.close()
@@ -99,13 +102,13 @@ class KafkaExposureSink(ExposureSink):
         self.topic = topic
 
     async def write(self, exposures: Sequence[experiments_pb2.Exposure]) -> None:
-        sends = [
-            await self.producer.send(
-                self.topic, e.SerializeToString(), key=(e.user_id or e.session_id or e.recommendation_id).encode()
-            )
-            for e in exposures
-        ]
+        records = await asyncio.to_thread(_records, exposures)
+        sends = [await self.producer.send(self.topic, value, key=key) for key, value in records]
         await asyncio.gather(*sends)
+
+
+def _records(exposures: Sequence[experiments_pb2.Exposure]) -> list[tuple[bytes, bytes]]:
+    return [((e.user_id or e.session_id or e.recommendation_id).encode(), e.SerializeToString()) for e in exposures]
 
 
 class LakeExposureSink(ExposureSink):
@@ -124,7 +127,7 @@ class ExposureLog:
     """The bounded queue between Recommend and the sinks, and the task that drains it."""
 
     def __init__(
-        self, sinks: Sequence[ExposureSink], capacity: int = 10_000, batch_max: int = 1000, flush_s: float = 0.5
+        self, sinks: Sequence[ExposureSink], capacity: int = 10_000, batch_max: int = 500, flush_s: float = 0.5
     ) -> None:
         self.sinks = list(sinks)
         self.batch_max = batch_max
@@ -186,7 +189,9 @@ class ExposureLog:
             await self._write(batch)
 
     async def _write(self, batch: list[Pending]) -> None:
-        messages = [_message(p) for p in batch]
+        # Building the messages is the costly part: a worker thread does it (the server hands the GIL back to
+        # the event loop every millisecond), so a batch never holds up requests for its whole length.
+        messages = await asyncio.to_thread(_messages, batch)
         for sink in self.sinks:
             try:
                 await sink.write(messages)
@@ -210,6 +215,10 @@ class ExposureLog:
         await self.flush()
         for sink in self.sinks:
             await sink.close()
+
+
+def _messages(batch: list[Pending]) -> list[experiments_pb2.Exposure]:
+    return [_message(p) for p in batch]
 
 
 def _message(p: Pending) -> experiments_pb2.Exposure:

@@ -85,3 +85,30 @@ def test_the_dashboard_renders_live_data_without_console_errors(dashboard_server
             assert errors == []
         finally:
             driver.quit()
+
+
+def test_the_grafana_dashboard_only_names_exported_metrics(dashboard_server: ServerProcess, tmp_path: Path) -> None:
+    """Every metric the Grafana panels query is one a server (or, for aisle_worker_*, a worker) exports."""
+    import re
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from server.dashboard.web import STATIC
+
+    panels = json.loads((STATIC.parent / "grafana" / "aisle.json").read_text())["panels"]
+    exprs = [target["expr"] for panel in panels for target in panel["targets"]]
+    wanted = {re.sub(r"_(bucket|count|sum|total)$", "", name) for e in exprs for name in re.findall(r"aisle_\w+", e)}
+    metered = ServerProcess(tmp_path / "metered", metrics_port=free_port(), env={"AISLE_ENCRYPTION": "off"}).start()
+    try:
+        with AisleClient(ClientOptions(target=metered.target)) as client:
+            client.upsert_items([item("g1")])
+            client.recommend("someone", 3)
+        with urllib.request.urlopen(metered.metrics_url, timeout=10) as response:
+            exported = {family.name for family in text_string_to_metric_families(response.read().decode())}
+    finally:
+        metered.stop()
+    from feature_worker.metrics import WorkerMetrics
+
+    worker = {metric.describe()[0].name for metric in vars(WorkerMetrics()).values() if hasattr(metric, "describe")}
+    assert wanted - exported - worker == set()
+    assert len(panels) >= 10

@@ -36,6 +36,7 @@ from protos.aisle.v1 import catalog_pb2, events_pb2, experiments_pb2, experiment
 from trainer.experiments.customers import Customers, offline_units
 from trainer.experiments.report import analyze, build_report, markdown
 from trainer.experiments.report import _clean as clean
+from trainer.experiments.stats import compare, cuped
 
 DAY_MS = 86_400_000
 BATCH = 500
@@ -197,25 +198,30 @@ def false_positive_rates(runs: int, users: int, seed: int, alpha: float) -> dict
     return {metric: {test: count / runs for test, count in h.items()} for metric, h in hits.items()}
 
 
-def power(lift: float, seed: int, alpha: float, runs: int = 100) -> dict[str, Any]:
-    """Users per variant to detect a relative `lift` in conversion at 80 % power (statsmodels, on the simulated
-    baseline), and the detection rate of the report's raw and CUPED tests at that size by simulation."""
+def power(lift: float, seed: int, alpha: float, runs: int = 200) -> dict[str, Any]:
+    """Users per variant to detect a relative `lift` of the conversion rate at 80 % power (statsmodels'
+    `NormalIndPower` on the simulated baseline), and the share of `runs` simulated experiments of that size in
+    which the report's conversion test (raw Welch, and after CUPED) finds it."""
     rng = np.random.default_rng(seed)
     baseline = float(offline_units(200_000, rng)["converted"].mean())
+    # The lift is given to the purchase probability; find the purchase lift that lifts conversion by `lift`.
+    purchase_lift = lift
+    for _ in range(4):
+        treated = float(offline_units(200_000, rng, lift=purchase_lift)["converted"].mean())
+        purchase_lift *= lift / max(treated / baseline - 1, 1e-6)
     effect = proportion_effectsize(baseline * (1 + lift), baseline)
-    n = int(np.ceil(NormalIndPower().solve_power(effect_size=effect, power=0.8, alpha=alpha, ratio=1.0)))
-    # The lift is on the purchase probability; conversion (any purchase) rises by a little less: measure it.
-    treated = float(offline_units(200_000, rng, lift=lift)["converted"].mean())
-    conversion_lift = treated / baseline - 1
-    effect = proportion_effectsize(baseline * (1 + conversion_lift), baseline)
     n = int(np.ceil(NormalIndPower().solve_power(effect_size=effect, power=0.8, alpha=alpha, ratio=1.0)))
     detected = {"raw": 0, "cuped": 0}
     for _ in range(runs):
-        r = analyze(offline_units(n, rng, lift=lift), "control", {"control": 1, "treatment": 1}, alpha)
-        c = r["comparisons"]["treatment"]["conversion"]
-        detected["raw"] += c["significant"] and c["diff"] > 0
-        detected["cuped"] += c["cuped"]["significant"] and c["cuped"]["diff"] > 0
-    return {"baseline_conversion": baseline, "purchase_lift": lift, "conversion_lift": conversion_lift,
+        units = offline_units(n, rng, lift=purchase_lift)
+        treated_rows = (units["variant"] == "treatment").to_numpy()
+        y = units["converted"].to_numpy(dtype=float)
+        raw = compare(y[treated_rows], y[~treated_rows], alpha)
+        adjusted, _ = cuped(y, units["pre_purchases"].to_numpy(dtype=float))
+        adj = compare(adjusted[treated_rows], adjusted[~treated_rows], alpha)
+        detected["raw"] += raw["p_value"] < alpha and raw["diff"] > 0
+        detected["cuped"] += adj["p_value"] < alpha and adj["diff"] > 0
+    return {"baseline_conversion": baseline, "conversion_lift": lift, "purchase_lift": purchase_lift,
             "users_per_variant": n, "runs": runs, "power_raw": detected["raw"] / runs,
             "power_cuped": detected["cuped"] / runs}
 
