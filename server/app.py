@@ -51,8 +51,8 @@ from server.experiments.exposures import (
     KafkaExposureSink,
     LakeExposureSink,
 )
-from server.experiments.serving import Experiments
 from server.experiments.metrics import snapshot as serving_snapshot
+from server.experiments.serving import Experiments
 from server.experiments.store import ExperimentStore
 from server.interceptors.auth import AuthInterceptor, build_auth
 from server.interceptors.errors import ErrorInterceptor

@@ -25,7 +25,7 @@ _FILES = {path.name: path for path in STATIC.iterdir() if path.suffix in _TYPES}
 
 def _handler(sampler: Sampler) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path in ("/", "/index.html"):
                 self._file(_FILES["index.html"])
@@ -47,7 +47,7 @@ def _handler(sampler: Sampler) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet: no line per request
+        def log_message(self, format: str, *args: object) -> None:
             return
 
     return Handler

@@ -134,8 +134,8 @@ def check_file(spec: experiments_pb2.ExperimentsFile) -> None:
     for i, a in enumerate(running):
         for b in running[i + 1:]:
             if layer_of(a) == layer_of(b) and overlap(a, b):
-                problems.append(("experiments", f"{a.name!r} and {b.name!r} run in layer {layer_of(a)!r} on "
-                                                "overlapping traffic slices"))
+                reason = f"{a.name!r} and {b.name!r} run in layer {layer_of(a)!r} on overlapping traffic slices"
+                problems.append(("experiments", reason))
     if problems:
         raise InvalidArgument(problems)
 

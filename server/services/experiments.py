@@ -12,23 +12,23 @@ class ExperimentService(experiments_pb2_grpc.ExperimentServiceServicer):
     def __init__(self, store: ExperimentStore) -> None:
         self.store = store
 
-    async def ListExperiments(  # noqa: N802
+    async def ListExperiments(
         self, request: experiments_pb2.ListExperimentsRequest, context: grpc.aio.ServicerContext
     ) -> experiments_pb2.ListExperimentsResponse:
         spec = self.store.list()
         return experiments_pb2.ListExperimentsResponse(experiments=spec.experiments, holdout=spec.holdout)
 
-    async def CreateExperiment(  # noqa: N802
+    async def CreateExperiment(
         self, request: experiments_pb2.CreateExperimentRequest, context: grpc.aio.ServicerContext
     ) -> experiments_pb2.Experiment:
         return await self.store.create(request.experiment)
 
-    async def StartExperiment(  # noqa: N802
+    async def StartExperiment(
         self, request: experiments_pb2.ExperimentRequest, context: grpc.aio.ServicerContext
     ) -> experiments_pb2.Experiment:
         return await self.store.start(request.name)
 
-    async def StopExperiment(  # noqa: N802
+    async def StopExperiment(
         self, request: experiments_pb2.ExperimentRequest, context: grpc.aio.ServicerContext
     ) -> experiments_pb2.Experiment:
         return await self.store.stop(request.name)

@@ -12,11 +12,19 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from google.rpc import error_details_pb2
-from protos.aisle.v1 import catalog_pb2, catalog_pb2_grpc, events_pb2, events_pb2_grpc, experiments_pb2
-from protos.aisle.v1 import experiments_pb2_grpc, recommendations_pb2, recommendations_pb2_grpc
+from protos.aisle.v1 import (
+    catalog_pb2,
+    catalog_pb2_grpc,
+    events_pb2,
+    events_pb2_grpc,
+    experiments_pb2,
+    experiments_pb2_grpc,
+    recommendations_pb2,
+    recommendations_pb2_grpc,
+)
 from server.experiments.assignment import Assigner, draw, unit_of
 from server.experiments.exposures import read_journal
 from server.experiments.interleaving import team_draft
@@ -80,8 +88,8 @@ def test_team_draft_is_fair_and_complete() -> None:
     ids, teams = team_draft(a, b, 6, random.Random(7))
     assert len(ids) == len(set(ids)) == 6 and set(ids) == {"1", "2", "3", "4", "5", "6"}
     assert abs(teams.count(0) - teams.count(1)) <= 1 or len(set(a) | set(b)) < 6
-    for item, team in zip(ids, teams):
-        assert item in (a, b)[team]
+    for picked, team in zip(ids, teams):
+        assert picked in (a, b)[team]
     assert team_draft(a, b, 6, random.Random(7)) == (ids, teams)  # seeded: reproducible
     assert team_draft(["1"], [], 3, random.Random(1)) == (["1"], [0])
 

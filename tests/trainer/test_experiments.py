@@ -62,7 +62,7 @@ def test_cuped_removes_variance_explained_by_the_pre_period() -> None:
 
 def test_msprt_is_always_valid_and_finds_a_real_difference() -> None:
     rng = np.random.default_rng(1)
-    looks = lambda a, b: ([a[: n] for n in range(100, 2001, 100)], [b[: n] for n in range(100, 2001, 100)])  # noqa: E731
+    looks = lambda a, b: ([a[: n] for n in range(100, 2001, 100)], [b[: n] for n in range(100, 2001, 100)])
     same = msprt(*looks(rng.normal(size=2000), rng.normal(size=2000)), tau=0.2)
     assert same["p_value"] > 0.05 and all(a >= b for a, b in zip(same["path"], same["path"][1:]))
     shifted = msprt(*looks(rng.normal(0.3, 1, size=2000), rng.normal(size=2000)), tau=0.2)

@@ -34,8 +34,8 @@ from statsmodels.stats.proportion import proportion_effectsize
 from clients.client import AisleClient, ClientOptions
 from protos.aisle.v1 import catalog_pb2, events_pb2, experiments_pb2, experiments_pb2_grpc
 from trainer.experiments.customers import Customers, offline_units
-from trainer.experiments.report import analyze, build_report, markdown
 from trainer.experiments.report import _clean as clean
+from trainer.experiments.report import analyze, build_report, markdown
 from trainer.experiments.stats import compare, cuped
 
 DAY_MS = 86_400_000
