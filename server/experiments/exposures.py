@@ -1,10 +1,10 @@
 """Exposure logging: every answer, once, off the request path.
 
-`ExposureLog.record` is all a Recommend pays: it puts one tuple into a bounded queue (`put_nowait`) and returns.
-When the queue is full the exposure is dropped and counted (`dropped`, exported as
-``aisle_exposures_dropped_total``): a slow sink never slows or fails a Recommend. A task drains the queue in
-batches (up to `batch_max`, or whatever arrived within `flush_s`), builds the `aisle.v1.Exposure` messages and
-hands each batch to every sink in turn:
+`ExposureLog.record` is all a Recommend pays: it appends one tuple to a bounded buffer and returns. When the
+buffer is full the exposure is dropped and counted (`dropped`, exported as ``aisle_exposures_total{result=
+"dropped"}``): a slow sink never slows or fails a Recommend. A task drains the buffer every `flush_s` seconds (or
+once `batch_max` wait) in batches, builds the `aisle.v1.Exposure` messages in a worker thread and hands each batch
+to every sink in turn:
 
 - `JournalExposureSink` (embedded): one `ExposureBatch` record per batch in ``<data_dir>/exposures.bin``;
 - `KafkaExposureSink` (Kafka mode): one record per exposure on ``<prefix>.exposures``, keyed by user (or session);
@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -124,35 +125,45 @@ class LakeExposureSink(ExposureSink):
 
 
 class ExposureLog:
-    """The bounded queue between Recommend and the sinks, and the task that drains it."""
+    """The bounded buffer between Recommend and the sinks, and the task that drains it.
+
+    A plain deque, not an `asyncio.Queue`: appending wakes nobody, so a request pays for an append and a length
+    check only. The drain task wakes every `flush_s` seconds, or as soon as `batch_max` exposures wait, and
+    writes everything waiting in batches of at most `batch_max`.
+    """
 
     def __init__(
         self, sinks: Sequence[ExposureSink], capacity: int = 10_000, batch_max: int = 500, flush_s: float = 0.5
     ) -> None:
         self.sinks = list(sinks)
+        self.capacity = capacity
         self.batch_max = batch_max
         self.flush_s = flush_s
-        self._queue: asyncio.Queue[Pending] = asyncio.Queue(maxsize=capacity)
-        self._put = self._queue.put_nowait
-        #: Exposures recorded, dropped (queue full), written (per sink) and lost to failing sinks (per sink).
+        self._waiting: deque[Pending] = deque()
+        self._full = asyncio.Event()
+        #: Exposures recorded, dropped (buffer full), written (per sink) and lost to failing sinks (per sink).
         self.recorded = 0
         self.dropped = 0
         self.written: dict[str, int] = {sink.name: 0 for sink in self.sinks}
         self.failed: dict[str, int] = {sink.name: 0 for sink in self.sinks}
         self._task: asyncio.Task[None] | None = None
-        self._gathering: list[Pending] = []
+        #: The batch being written: `close` writes it if the drain task is cancelled in the middle.
+        self._writing: list[Pending] = []
 
     def record(self, pending: Pending) -> None:
-        """Queue one exposure; never blocks, never raises (a full queue drops it and counts the drop)."""
-        try:
-            self._put(pending)
-            self.recorded += 1
-        except asyncio.QueueFull:
+        """Buffer one exposure; never blocks, never raises (a full buffer drops it and counts the drop)."""
+        waiting = self._waiting
+        if len(waiting) >= self.capacity:
             self.dropped += 1
+            return
+        waiting.append(pending)
+        self.recorded += 1
+        if len(waiting) == self.batch_max:
+            self._full.set()
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize()
+        return len(self._waiting)
 
     def start(self) -> None:
         if self._task is None:
@@ -160,33 +171,21 @@ class ExposureLog:
 
     async def _drain_forever(self) -> None:
         while True:
-            first = await self._queue.get()
-            # The batch being gathered lives on the object: `close` cancels this task and writes it.
-            batch = self._gathering = [first]
-            deadline = asyncio.get_running_loop().time() + self.flush_s
-            while len(batch) < self.batch_max:
-                try:
-                    batch.append(self._queue.get_nowait())
-                    continue
-                except asyncio.QueueEmpty:
-                    pass
-                left = deadline - asyncio.get_running_loop().time()
-                if left <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), left))
-                except TimeoutError:
-                    break
-            self._gathering = []
-            await self._write(batch)
+            try:
+                await asyncio.wait_for(self._full.wait(), self.flush_s)
+            except TimeoutError:
+                pass
+            self._full.clear()
+            await self.flush()
 
     async def flush(self) -> None:
-        """Write everything queued now (tests, shutdown)."""
-        while not self._queue.empty():
-            batch: list[Pending] = []
-            while len(batch) < self.batch_max and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+        """Write everything buffered now (the drain task, tests, shutdown)."""
+        waiting = self._waiting
+        while waiting:
+            batch = [waiting.popleft() for _ in range(min(self.batch_max, len(waiting)))]
+            self._writing = batch
             await self._write(batch)
+            self._writing = []
 
     async def _write(self, batch: list[Pending]) -> None:
         # Building the messages is the costly part: a worker thread does it (the server hands the GIL back to
@@ -201,7 +200,7 @@ class ExposureLog:
                 log.exception("exposure sink %s failed: %d exposures lost for it", sink.name, len(messages))
 
     async def close(self) -> None:
-        """Stop draining, write what is queued, close the sinks."""
+        """Stop draining, write what is buffered, close the sinks."""
         if self._task is not None:
             self._task.cancel()
             try:
@@ -209,8 +208,8 @@ class ExposureLog:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        if self._gathering:
-            batch, self._gathering = self._gathering, []
+        if self._writing:  # cancelled in the middle of a batch: it may be written twice rather than lost
+            batch, self._writing = self._writing, []
             await self._write(batch)
         await self.flush()
         for sink in self.sinks:
