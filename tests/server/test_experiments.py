@@ -301,3 +301,19 @@ def test_a_variant_serves_another_bundle_version_beside_the_promoted_one(
             assert answer.model_version == expected
             seen.add(answer.variant)
         assert seen == {"bundles/old", "bundles/new"}
+
+
+def test_forgetting_a_customer_removes_their_exposures_from_the_lake(tmp_path: Path) -> None:
+    from deltalake import DeltaTable
+
+    from feature_worker.lake.maintenance import forget_user
+    from feature_worker.lake.writer import Lake, table_uri
+    from server.experiments.lake import EXPOSURES, ExposureTable
+
+    lake_dir = tmp_path / "lake"
+    table = ExposureTable(lake_dir)
+    table.append([E.Exposure(recommendation_id=f"r{i}", user_id=user, ts_ms=BASE_TS + i, variant="default",
+                             item_ids=["a", "b"]) for i, user in enumerate(["gone", "kept", "gone"])])
+    forget_user(Lake(lake_dir), "gone")
+    left = DeltaTable(table_uri(lake_dir, EXPOSURES)).to_pyarrow_table().to_pylist()
+    assert [row["user_id"] for row in left] == ["kept"]
