@@ -86,9 +86,11 @@ def recommend_request(
     category_prefix: str = "",
     explain: bool = True,
     max_per_category: int = 0,
+    session_id: str = "",
 ) -> recommendations_pb2.RecommendRequest:
     return recommendations_pb2.RecommendRequest(
         user_id=user_id,
+        session_id=session_id,
         k=k,
         context_item_id=context_item_id,
         exclude_item_ids=exclude_item_ids,
@@ -176,7 +178,8 @@ class AisleClient(_Stubs):
         return self.users.ExportUser(users_pb2.ExportUserRequest(user_id=user_id), **self._write)  # type: ignore[no-any-return]
 
     def recommend(self, user_id: str, k: int = 10, **kwargs: Any) -> recommendations_pb2.RecommendResponse:
-        """Keyword arguments: context_item_id, exclude_item_ids, category_prefix, explain, max_per_category."""
+        """Keyword arguments: context_item_id, exclude_item_ids, category_prefix, explain, max_per_category,
+        session_id."""
         return self.recs.Recommend(recommend_request(user_id, k, **kwargs), **self._read)  # type: ignore[no-any-return]
 
     def similar_items(self, item_id: str, k: int = 10, explain: bool = True) -> recommendations_pb2.SimilarItemsResponse:

@@ -15,7 +15,7 @@ import os
 for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 
-import argparse  # noqa: E402
+import argparse
 import logging
 import sys
 from pathlib import Path
@@ -25,6 +25,8 @@ import uvloop
 from feature_worker.privacy.vault import EncryptionNotConfigured
 from server.app import serve
 from server.config import ConfigError, ServerSettings
+from server.dashboard.series import Sampler
+from server.dashboard.web import Dashboard
 from server.metrics import LiveCollector, ServerMetrics, serve_metrics
 from server.workers import Supervisor
 
@@ -43,6 +45,9 @@ def parse_args(argv: list[str]) -> tuple[ServerSettings, Path | None]:
         "--metrics-port", type=int, help="serve Prometheus /metrics on this port (AISLE_METRICS_PORT, default 0: off)"
     )
     parser.add_argument("--metrics-host", help="address of /metrics (AISLE_METRICS_HOST, default 127.0.0.1)")
+    parser.add_argument(
+        "--dashboard-port", type=int, help="serve the live dashboard on this port (AISLE_DASHBOARD_PORT, default 0: off)"
+    )
     parser.add_argument("--data-dir", type=Path, help="where the embedded journal lives (AISLE_DATA_DIR)")
     parser.add_argument("--lists-refresh-s", type=float, help="rebuild popular/trending lists this often")
     parser.add_argument(
@@ -82,9 +87,13 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
     if settings.workers > 1:
         sys.exit(Supervisor(settings, lambda port: announce(settings, port, port_file)).run())
-    metrics = ServerMetrics() if settings.metrics_port else None
-    if metrics is not None:
+    metrics = ServerMetrics() if settings.metrics_port or settings.dashboard_port else None
+    if metrics is not None and settings.metrics_port:
         serve_metrics(LiveCollector(metrics), settings.metrics_host, settings.metrics_port)
+    if metrics is not None and settings.dashboard_port:
+        live = metrics
+        sampler = Sampler(lambda: [live.snapshot()], settings.dashboard_worker_metrics)
+        Dashboard(sampler, settings.dashboard_host, settings.dashboard_port).start()
     try:
         uvloop.run(serve(settings, metrics, lambda port: announce(settings, port, port_file)))
     except ConfigError as exc:  # settings that cannot work: say which, without a traceback

@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -24,13 +25,15 @@ from feature_worker.privacy.vault import Vault, load_master_key
 from feature_worker.stores.memory import MemoryFeatureStore
 from feature_worker.stores.redis import RedisFeatureStore
 from feature_worker.tables import TableFollower
-from feature_worker.topics import create_topics
+from feature_worker.topics import TopicSpec, create_topics
 from feature_worker.users import UserDirectory
 from protos.aisle.v1 import (
     catalog_pb2,
     catalog_pb2_grpc,
     events_pb2,
     events_pb2_grpc,
+    experiments_pb2,
+    experiments_pb2_grpc,
     recommendations_pb2,
     recommendations_pb2_grpc,
     users_pb2,
@@ -41,6 +44,16 @@ from server.embedded.ingest import EmbeddedIngest, JournalLake
 from server.embedded.journal import Journal
 from server.embedded.records import JournalReader
 from server.engine import Engine
+from server.experiments.exposures import (
+    ExposureLog,
+    ExposureSink,
+    JournalExposureSink,
+    KafkaExposureSink,
+    LakeExposureSink,
+)
+from server.experiments.metrics import snapshot as serving_snapshot
+from server.experiments.serving import Experiments
+from server.experiments.store import ExperimentStore
 from server.interceptors.auth import AuthInterceptor, build_auth
 from server.interceptors.errors import ErrorInterceptor
 from server.interceptors.metrics import MetricsInterceptor
@@ -52,6 +65,7 @@ from server.reflection import enable_reflection
 from server.retrieval.registry import ModelRegistry
 from server.services.catalog import CatalogService
 from server.services.events import EventService
+from server.services.experiments import ExperimentService
 from server.services.recommendations import RecommendationService
 from server.services.users import UserService
 from server.tls import bind
@@ -63,6 +77,7 @@ SERVICE_NAMES = (
     catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
     users_pb2.DESCRIPTOR.services_by_name["UserService"].full_name,
     recommendations_pb2.DESCRIPTOR.services_by_name["RecommendationService"].full_name,
+    experiments_pb2.DESCRIPTOR.services_by_name["ExperimentService"].full_name,
 )
 #: gRPC refuses larger messages outright (RESOURCE_EXHAUSTED); between max_request_bytes and this,
 #: Aisle answers INVALID_ARGUMENT naming the limit.
@@ -105,7 +120,30 @@ async def build_engine(settings: ServerSettings) -> Engine:
     else:
         engine, vault = await build_embedded_engine(settings, master)
     engine.rights = CustomerRights(engine, vault, AuditLog(settings.audit_log_path), settings.lake_dir)
+    engine.experiments = await build_experiments(settings, engine)
     return engine
+
+
+async def build_experiments(settings: ServerSettings, engine: Engine) -> Experiments:
+    """The experiments file's store (read once now) and the exposure log with its sinks: the Kafka topic
+    `<prefix>.exposures` (Kafka mode) or `<data_dir>/exposures.bin` (embedded), then the lake when one is set."""
+    store = ExperimentStore(settings.experiments_path, engine.models, settings.experiments_poll_s)
+    await store.reload()
+    if not settings.exposures:
+        return Experiments(store)
+    sinks: list[ExposureSink] = []
+    if isinstance(engine.ingest, KafkaIngest):
+        topic = f"{settings.topic_prefix}.exposures"
+        await create_topics(
+            settings.kafka_bootstrap, [TopicSpec(topic, settings.event_partitions)],
+            replication_factor=settings.replication_factor,
+        )
+        sinks.append(KafkaExposureSink(engine.ingest.producer, topic))
+    else:
+        sinks.append(JournalExposureSink(settings.data_dir / "exposures.bin", fsync=settings.journal_fsync))
+    if settings.lake_dir:
+        sinks.append(await asyncio.to_thread(LakeExposureSink, settings.lake_dir))
+    return Experiments(store, ExposureLog(sinks, capacity=settings.exposure_queue))
 
 
 async def build_kafka_engine(settings: ServerSettings, master: MasterKey | None = None) -> tuple[Engine, Vault | None]:
@@ -171,6 +209,7 @@ async def start(
     if metrics is not None:
         interceptors.insert(0, MetricsInterceptor(metrics))  # outermost: it sees the status errors map to
         engine.stage_observer = metrics.observe_stages
+        metrics.serving = partial(serving_snapshot, engine)
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
@@ -182,6 +221,10 @@ async def start(
     catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogService(engine), server)
     users_pb2_grpc.add_UserServiceServicer_to_server(UserService(engine), server)
     recommendations_pb2_grpc.add_RecommendationServiceServicer_to_server(RecommendationService(engine), server)
+    if engine.experiments is not None:
+        experiments_pb2_grpc.add_ExperimentServiceServicer_to_server(
+            ExperimentService(engine.experiments.store), server
+        )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection((*SERVICE_NAMES, health.SERVICE_NAME), server)

@@ -83,6 +83,25 @@ class ServerSettings(Settings):
     metrics_port: int = Field(0, ge=0, le=65535)
     #: Where `/metrics` listens: loopback by default; 0.0.0.0 for a Prometheus on another host.
     metrics_host: str = "127.0.0.1"
+    # -- experiments (server.experiments) -----------------------------------------------------------------
+    #: The experiments file the server watches and ExperimentService rewrites; default `<data_dir>/experiments.json`.
+    experiments_file: Path | None = None
+    #: Seconds between checks of the experiments file for changes made by hand; 0: read at start only.
+    experiments_poll_s: float = Field(1.0, ge=0)
+    #: Exposure logging (one record per answer, off the request path): on, or off (no exposures written).
+    exposures: bool = True
+    #: Exposures waiting to be written; past this, new ones are dropped and counted, never waited for.
+    exposure_queue: int = Field(10_000, ge=1)
+    #: The live dashboard (`server.dashboard`) on http://<dashboard_host>:<dashboard_port>/; 0: none.
+    dashboard_port: int = Field(0, ge=0, le=65535)
+    dashboard_host: str = "127.0.0.1"
+    #: Workers' `/metrics` URLs whose consumer lag the dashboard plots (JSON list in the environment).
+    dashboard_worker_metrics: list[str] = []
+
+    @property
+    def experiments_path(self) -> Path:
+        return self.experiments_file or self.data_dir / "experiments.json"
+
     #: Server processes sharing the port (SO_REUSEPORT), supervised by a parent process (`server.workers`).
     #: More than 1 needs the Kafka + Redis mode: the embedded journal and state live in one process.
     workers: int = Field(1, ge=1, le=256)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from feature_worker.catalog import Catalog
 from feature_worker.errors import InvalidArgument, NotFound
-from feature_worker.stores.base import FeatureStore
+from feature_worker.stores.base import FeatureStore, RequestFeatures
 from feature_worker.users import UserDirectory
 from feature_worker.validation import (
     MAX_TEXT_LEN,
@@ -26,6 +26,8 @@ from feature_worker.validation import (
     validate_user,
 )
 from protos.aisle.v1 import catalog_pb2, events_pb2, users_pb2
+from server.experiments.assignment import unit_of
+from server.experiments.serving import interleave, learned_for, with_pipeline
 from server.ingest import Ingest
 from server.profile import build_profile
 from server.recommender import DEFAULT_K, DEFAULT_MAX_PER_CATEGORY, MAX_K, Query, Recommendation, Recommender
@@ -33,6 +35,7 @@ from server.retrieval.toplists import TopLists
 from server.stages import StageTimes
 
 if TYPE_CHECKING:
+    from server.experiments.serving import Experiments
     from server.privacy.rights import CustomerRights
     from server.retrieval.registry import ModelRegistry
 
@@ -89,6 +92,9 @@ class Engine:
         self.stage_observer: Callable[[StageTimes], None] | None = None
         #: Erasure and export of customers (`server.privacy.rights`), set by the server's builder.
         self.rights: CustomerRights | None = None
+        #: Experiments in force and the exposure log (`server.experiments`), set by the server's builder; None
+        #: serves everyone the default configuration with variant "default" and logs no exposures.
+        self.experiments: Experiments | None = None
 
     # -- writes ------------------------------------------------------------------------------------
     async def track(self, events: Sequence[events_pb2.Event]) -> TrackResult:
@@ -113,6 +119,8 @@ class Engine:
                 event = stamped
             good.append(event)
         duplicates = await self.ingest.events(good) if good else 0
+        if self.experiments is not None and good:
+            self.experiments.outcomes.count(good)
         if self.lists_refresh_s <= 0:
             await self.refresh_lists()
         return TrackResult(accepted=len(good), duplicates=duplicates, rejected=rejected)
@@ -174,10 +182,13 @@ class Engine:
         category_prefix: str = "",
         max_per_category: int = 0,
         explain: bool = True,
+        session_id: str = "",
     ) -> Answer:
-        """Validate, read the user's features in one store call, rank, filter and explain."""
+        """Validate, read the user's features in one store call, rank, filter and explain; with experiments,
+        serve the variant of the user (or, without a user, of the session) and log the exposure."""
         violations: list[tuple[str, str]] = []
         check_id(user_id, "user_id", violations, required=False)
+        check_id(session_id, "session_id", violations, required=False)
         check_id(context_item_id, "context_item_id", violations, required=False)
         _check_common(k, exclude_item_ids, category_prefix, violations, max_per_category)
         if not user_id and not context_item_id:
@@ -189,7 +200,7 @@ class Engine:
         context = (context_item_id,) if context_item_id else ()
         personalize = bool(user_id) and self.users.personalization_allowed(user_id)
         observer = self.stage_observer
-        started = time.perf_counter() if observer is not None else 0.0
+        started = time.perf_counter() if observer is not None or self.experiments is not None else 0.0
         features = await self.store.read_request(user_id if personalize else "", context)
         read_done = time.perf_counter() if observer is not None else 0.0
         query = Query(
@@ -208,10 +219,52 @@ class Engine:
         # Names the user's state: the fold changes both numbers with every event it applies.
         user_key = (user_id, user.events_applied, user.last_seen_ms) if personalize and user is not None else None
         times = StageTimes(read=read_done - started) if observer is not None else None
+        if self.experiments is not None:
+            return self._experiment(query, features, user_key, times, session_id, context_item_id, started)
         items = self.recommender.recommend(query, features, learned, user_key, times)
         if observer is not None and times is not None:
             observer(times)
         return Answer(items, os.urandom(12).hex(), "default", learned.version if learned else MODEL_VERSION)
+
+    def _experiment(
+        self,
+        query: Query,
+        features: RequestFeatures,
+        user_key: object,
+        times: StageTimes | None,
+        session_id: str,
+        context_item_id: str,
+        started: float,
+    ) -> Answer:
+        """`recommend` with experiments: the unit's variant (or two, interleaved), counted and logged."""
+        experiments = self.experiments
+        if experiments is None:
+            raise RuntimeError("no experiments configured")
+        assignment = experiments.store.assigner.assign(unit_of(query.user_id, session_id))
+        recommendation_id = os.urandom(12).hex()
+        teams: list[str] = []
+        if assignment.interleave is not None:
+            items, teams, model = interleave(
+                self.recommender, query, features, self.models, user_key, assignment, recommendation_id
+            )
+        else:
+            pipeline = assignment.pipeline
+            learned = learned_for(self.models, pipeline)
+            items = self.recommender.recommend(with_pipeline(query, pipeline), features, learned, user_key, times,
+                                               pipeline)
+            model = learned.version if learned else MODEL_VERSION
+            if self.stage_observer is not None and times is not None:
+                self.stage_observer(times)
+        backfilled = experiments.counts.add(assignment.label, items, model)
+        if assignment.experiments:
+            experiments.outcomes.remember(recommendation_id, assignment.label)
+        log = experiments.exposures
+        if log is not None and (not query.user_id or self.users.analytics_allowed(query.user_id)):
+            served_us = int((time.perf_counter() - started) * 1e6)
+            log.record((recommendation_id, query.user_id, session_id, now_ms(), assignment.label,
+                        assignment.experiments, [r.item_id for r in items], teams, model, backfilled, served_us,
+                        context_item_id))
+        return Answer(items, recommendation_id, assignment.label, model)
 
     async def similar_items(
         self, item_id: str, k: int, exclude_item_ids: Sequence[str] = (), category_prefix: str = ""
@@ -266,6 +319,8 @@ class Engine:
             self._refresher = asyncio.create_task(self._refresh_forever())
         if self.models is not None:
             self.models.start()
+        if self.experiments is not None:
+            self.experiments.start()
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -280,6 +335,8 @@ class Engine:
             self._refresher.cancel()
         if self.models is not None:
             await self.models.close()
+        if self.experiments is not None:
+            await self.experiments.close()
         await self.ingest.close()
         await self.store.close()
         if self.rights is not None:

@@ -37,6 +37,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from server.experiments.metrics import families as serving_families
 from server.stages import StageTimes
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,8 @@ class ServerMetrics:
         )
         self.stages = Histogram(STAGE, "Seconds spent in each stage of Recommend", ("stage",))
         self.pid = os.getpid()
+        #: The engine's serving figures (`server.experiments.metrics.snapshot`), set once the engine is built.
+        self.serving: Callable[[], dict[str, Any]] | None = None
 
     def observe_stages(self, times: StageTimes) -> None:
         observe = self.stages.observe
@@ -108,12 +111,14 @@ class ServerMetrics:
             "cpu_seconds": time.process_time(),
             "histograms": {h.name: {"help": h.documentation, "labels": list(h.labelnames), "series": h.snapshot()}
                            for h in (self.handling, self.stages)},
+            "serving": self.serving() if self.serving is not None else None,
         }
 
 
 def families(snapshots: Iterable[dict[str, Any]], live_pids: set[int] | None = None) -> Iterator[Metric]:
     """The metric families of some processes' snapshots: histograms summed, per-process series for `live_pids`
     (every snapshot's process when None)."""
+    snapshots = list(snapshots)
     merged: dict[str, tuple[str, list[str], dict[tuple[str, ...], Series]]] = {}
     calls = CounterMetricFamily("aisle_server_process_calls", "Unary calls answered by each server process",
                                 labels=["pid"])
@@ -140,6 +145,7 @@ def families(snapshots: Iterable[dict[str, Any]], live_pids: set[int] | None = N
         yield family
     yield calls
     yield cpu
+    yield from serving_families(s["serving"] for s in snapshots if s.get("serving"))
 
 
 class LiveCollector(Collector):
@@ -162,12 +168,7 @@ class SnapshotCollector(Collector):
         self.restarts = restarts
 
     def collect(self) -> Iterator[Metric]:
-        snapshots = []
-        for path in sorted(self.directory.glob("*.json")):
-            try:
-                snapshots.append(json.loads(path.read_text()))
-            except (OSError, ValueError):  # replaced between the listing and the read: the next scrape has it
-                continue
+        snapshots = read_snapshots(self.directory)
         live = self.live_pids()
         yield from families(snapshots, live)
         workers = GaugeMetricFamily("aisle_server_workers", "Server processes running")
@@ -176,6 +177,17 @@ class SnapshotCollector(Collector):
         restarts = CounterMetricFamily("aisle_server_worker_restarts", "Server processes restarted after dying")
         restarts.add_metric([], self.restarts())
         yield restarts
+
+
+def read_snapshots(directory: Path) -> list[dict[str, Any]]:
+    """Every process's snapshot file in `directory` (a file replaced while read is skipped: the next read has it)."""
+    snapshots = []
+    for path in sorted(directory.glob("*.json")):
+        try:
+            snapshots.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    return snapshots
 
 
 def write_snapshot(metrics: ServerMetrics, directory: Path) -> None:

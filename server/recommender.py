@@ -19,6 +19,7 @@ import numpy.typing as npt
 from feature_worker.catalog import Catalog
 from feature_worker.state import UserState
 from feature_worker.stores.base import ItemStats, RequestFeatures
+from server.pipeline import Pipeline
 from server.ranking.diversity import best_first, cap_per_group
 from server.ranking.features import feature_matrix
 from server.ranking.rules import Rules
@@ -101,6 +102,8 @@ class Recommendation:
     item_id: str
     score: float
     reasons: list[str] = field(default_factory=list)
+    #: Filler after the ranked items ran out (popular or in-catalog), not a ranked candidate.
+    backfilled: bool = False
 
 
 @dataclass(slots=True)
@@ -114,6 +117,8 @@ class Retrieved:
     index: ItemIndex
     pool: CandidateSet
     rules: Rules
+    #: The variant's serving configuration (None: the default one).
+    pipeline: Pipeline | None = None
 
 
 class Recommender:
@@ -134,24 +139,28 @@ class Recommender:
         learned: TwoTowerRetriever | None = None,
         user_key: object = None,
         times: StageTimes | None = None,
+        pipeline: Pipeline | None = None,
     ) -> list[Recommendation]:
         """The top ``query.k``; ``learned`` serves that bundle's two-tower candidates and ranker (None:
         real-time sources and the blend only). ``times``, when given, gets the time of each stage.
+        ``pipeline`` (an experiment variant's configuration) overrides the ranker switch, blend weights and
+        sources; None serves the default way.
 
         The caller takes ``learned`` once per request, so one answer never mixes two bundles.
         """
         clock = time.perf_counter
         t0 = clock() if times is not None else 0.0
-        stage = self.retrieve(query, features, learned, user_key)
+        stage = self.retrieve(query, features, learned, user_key, pipeline)
         t1 = clock() if times is not None else 0.0
-        ranker = learned.ranker if learned is not None and self.use_ranker else None
+        use_ranker = self.use_ranker if pipeline is None or pipeline.use_ranker is None else pipeline.use_ranker
+        ranker = learned.ranker if learned is not None and use_ranker else None
         if ranker is not None:
             matrix = self.features(stage)
             t2 = clock() if times is not None else 0.0
             scores: Floats = ranker.score(matrix).astype(np.float64)
         else:
             t2 = t1
-            scores = self.blend(stage.pool)
+            scores = self.blend(stage.pool, pipeline.weights if pipeline is not None else None)
         t3 = clock() if times is not None else 0.0
         result = self.choose(stage, scores)
         if times is not None:
@@ -165,8 +174,9 @@ class Recommender:
         features: RequestFeatures,
         learned: TwoTowerRetriever | None = None,
         user_key: object = None,
+        pipeline: Pipeline | None = None,
     ) -> Retrieved:
-        """Every candidate source into one `CandidateSet` (finished)."""
+        """Every candidate source into one `CandidateSet` (finished); ``pipeline`` may leave some out."""
         lists, index = self._current_lists()
         user = features.user if query.personalize else None
         seeds = sources.seeds_for(user, query.context_item_ids, index)
@@ -177,21 +187,31 @@ class Recommender:
         if not query.personalize:
             features = RequestFeatures(user=None, covis=features.covis)
         pool = CandidateSet()
-        sources.covisitation(seeds, features, lists, index, pool)
-        sources.brand(seeds, features, lists, index, pool)
-        sources.content(seeds, lists, index, pool)
-        sources.trending_in_categories(user, lists, index, pool)
+        # An experiment variant may leave sources out (`Pipeline.sources`); every request else runs them all.
+        allows = pipeline.allows if pipeline is not None else _every_source
+        if allows(COVISITATION):
+            sources.covisitation(seeds, features, lists, index, pool)
+        if allows(BRAND):
+            sources.brand(seeds, features, lists, index, pool)
+        if allows(CONTENT):
+            sources.content(seeds, lists, index, pool)
+        if allows(TRENDING):
+            sources.trending_in_categories(user, lists, index, pool)
         if learned is not None:
-            sources.two_tower(learned, user, query.context_item_ids, exclude, index, pool, user_key)
-            sources.transitions(learned, user, query.context_item_ids, index, pool)
-        # A fixed number, whatever k: the answer for k is then the first k of the answer for any larger k.
-        sources.popular(lists, index, pool, rules.category_prefix, limit=POPULAR_CANDIDATES)
+            if allows(LEARNED):
+                sources.two_tower(learned, user, query.context_item_ids, exclude, index, pool, user_key)
+            if allows(TRANSITIONS):
+                sources.transitions(learned, user, query.context_item_ids, index, pool)
+        if allows(POPULAR):
+            # A fixed number, whatever k: the answer for k is then the first k of the answer for any larger k.
+            sources.popular(lists, index, pool, rules.category_prefix, limit=POPULAR_CANDIDATES)
         pool.finish()
-        return Retrieved(query, user, seeds, lists, index, pool, rules)
+        return Retrieved(query, user, seeds, lists, index, pool, rules, pipeline)
 
-    def blend(self, pool: CandidateSet) -> Floats:
-        """The blended score of every candidate (`BlendWeights`): what ranks without a learned ranker."""
-        scores: Floats = self._weights @ pool.scores
+    def blend(self, pool: CandidateSet, weights: Floats | None = None) -> Floats:
+        """The blended score of every candidate (`BlendWeights`, or ``weights`` in `SOURCES` order): what
+        ranks without a learned ranker."""
+        scores: Floats = (self._weights if weights is None else weights) @ pool.scores
         return scores
 
     def features(self, stage: Retrieved) -> npt.NDArray[np.float32]:
@@ -264,7 +284,8 @@ class Recommender:
     def _reasons(self, stage: Retrieved, rows: list[int]) -> list[list[str]]:
         """For each row: the sources that proposed it, by weighted share, rendered with their seed or category."""
         pool = stage.pool
-        shares = np.maximum(self._weights, 0.01)[:, None] * pool.scores[:, rows]  # [sources, rows]
+        weights = self._weights if stage.pipeline is None or stage.pipeline.weights is None else stage.pipeline.weights
+        shares = np.maximum(weights, 0.01)[:, None] * pool.scores[:, rows]  # [sources, rows]
         orders = np.argsort(-shares, axis=0, kind="stable").T.tolist()
         args = pool.args[:, rows].T.tolist()
         present = (shares > 0.0).T.tolist()
@@ -294,9 +315,15 @@ class Recommender:
                 continue
             taken.add(item)
             floor -= 0.01 * abs(floor) + 1e-6
-            result.append(Recommendation(item, floor, ["popular" if item in lists.popularity else "in_catalog"]))
+            result.append(
+                Recommendation(item, floor, ["popular" if item in lists.popularity else "in_catalog"], backfilled=True)
+            )
             if len(result) >= k:
                 return
+
+
+def _every_source(source: int) -> bool:
+    return True
 
 
 def _render(stage: Retrieved, source: int, arg: int, row: int) -> str:

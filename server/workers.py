@@ -36,12 +36,15 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from server.config import ServerSettings
-from server.metrics import ServerMetrics, SnapshotCollector, serve_metrics, write_snapshots
+from server.dashboard.series import Sampler
+from server.dashboard.web import Dashboard
+from server.metrics import ServerMetrics, SnapshotCollector, read_snapshots, serve_metrics, write_snapshots
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +136,9 @@ class Supervisor:
             if self.settings.metrics_port:
                 serve_metrics(SnapshotCollector(self._snapshot_dir, self.live_pids, lambda: self.restarts),
                               self.settings.metrics_host, self.settings.metrics_port)
+            if self.settings.dashboard_port:
+                sampler = Sampler(partial(read_snapshots, self._snapshot_dir), self.settings.dashboard_worker_metrics)
+                Dashboard(sampler, self.settings.dashboard_host, self.settings.dashboard_port).start()
             for slot in self._slots:
                 self._spawn(slot)
             if not self._wait_all_ready(wake_read):  # a worker died, or a signal came during start-up

@@ -25,6 +25,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "promote": ("trainer.promote", "serve a bundle: make VERSION the current one"),
     "rollback": ("trainer.promote", "undo the last promotion"),
     "bundles": ("trainer.promote", "list the bundles and which one is served"),
+    "experiment-report": (
+        "trainer.experiments.report",
+        "analyse an experiment from the lake: per-variant metrics with intervals, SRM, CUPED, sequential test",
+    ),
+    "simulate-experiment": (
+        "trainer.experiments.simulate",
+        "run simulated customers against a live server with two variants, then report",
+    ),
 }
 
 

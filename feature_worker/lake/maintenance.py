@@ -6,7 +6,8 @@ than `retention_hours` still reads (`VACUUM`). It runs beside a live sink: compa
 (it never conflicts with appends), and the recorded positions are carried over by the log. Run it daily:
 `python -m feature_worker lake-optimize --env-file .services.env`.
 
-`forget_user` deletes a customer's rows from `events` and `users`; their bytes leave the disk at the next
+`forget_user` deletes a customer's rows from `events` and `users` (and from `exposures`, the answers the server
+logged, when that table exists); their bytes leave the disk at the next
 vacuum that passes the retention (old versions still hold them until then). `optimize` first forgets every
 customer an erasure queued (`erasures.ErasureQueue`), so the erasure completes at the next maintenance.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 
 from feature_worker.lake.erasures import ErasureQueue
@@ -23,6 +25,9 @@ from feature_worker.lake.schema import EVENTS, TABLES, USERS
 from feature_worker.lake.writer import Lake, LakeUnavailable, table_uri
 
 log = logging.getLogger(__name__)
+
+#: The server's exposure table (`server.experiments.lake.EXPOSURES`), named here: the worker never imports the server.
+EXPOSURES = "exposures"
 
 #: Versions younger than this stay readable after a vacuum (trainers pin a version when they start).
 DEFAULT_RETENTION_HOURS = 168
@@ -63,6 +68,13 @@ def forget_user(lake: Lake, user_id: str) -> int:
         except DeltaError as exc:
             raise LakeUnavailable(f"cannot delete from {table_uri(lake.root, name)}: {exc}") from exc
         deleted += int(metrics.get("num_deleted_rows", 0))
+    # The answers shown to the customer (written by the server's exposure log, `server.experiments.lake`).
+    exposures = table_uri(lake.root, EXPOSURES)
+    try:
+        if DeltaTable.is_deltatable(exposures):
+            deleted += int(DeltaTable(exposures).delete(predicate).get("num_deleted_rows", 0))
+    except DeltaError as exc:
+        raise LakeUnavailable(f"cannot delete from {exposures}: {exc}") from exc
     return deleted
 
 

@@ -32,6 +32,7 @@ class RecordKind(IntEnum):
     SEALED_EVENTS = 5  # a SealedBatch: each event sealed with its customer's data key
     SEALED_USER = 6  # a SealedRecord of a User
     ERASE_USER = 7  # the UTF-8 id of a customer erased here: replay drops what it held of them
+    EXPOSURES = 8  # an ExposureBatch, only in the exposure journal (`server.experiments.exposures`)
 
 
 class Journal:

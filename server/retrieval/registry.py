@@ -6,13 +6,16 @@ Promotion (`trainer.bundles.promote`, `rollback`) rewrites ``<bundles_dir>/CURRE
 every `poll_s` seconds and, on a change, loads and checks the new bundle in a worker thread (off the event loop),
 then replaces the reference. A bundle that fails to load or to answer a test query is logged and refused: the
 previous one keeps serving, and that version is not tried again until ``CURRENT`` names another one.
+
+Experiments may serve other versions beside the promoted one (`pin`): those stay loaded, each once, until no
+running experiment names them; `get(version)` is what a variant's request reads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from server.retrieval.two_tower import TwoTowerRetriever, load
@@ -39,6 +42,8 @@ class ModelRegistry:
         #: The promoted version last acted on (served, or refused): the watcher reloads only on a change.
         self._seen: str | None = None
         self._watcher: asyncio.Task[None] | None = None
+        #: Versions experiments serve besides the promoted one (`pin`), loaded.
+        self.pinned: dict[str, TwoTowerRetriever] = {}
 
     @property
     def version(self) -> str | None:
@@ -90,6 +95,36 @@ class ModelRegistry:
             retriever.dim,
         )
         return True
+
+    def get(self, version: str | None) -> TwoTowerRetriever | None:
+        """The retriever of ``version`` when loaded (pinned or promoted); the promoted one for None, "", or a
+        version that is not loaded (a pin that failed: the answer's model version says what served)."""
+        current = self.current
+        if not version or (current is not None and current.version == version):
+            return current
+        return self.pinned.get(version, current)
+
+    async def pin(self, versions: Iterable[str]) -> dict[str, str]:
+        """Keep exactly ``versions`` loaded beside the promoted bundle (loading new ones in a worker thread,
+        dropping ones no longer named). Returns {version: why it could not be loaded} for the failures; the
+        others are loaded when this returns. Memory: one full bundle per pinned version."""
+        wanted = set(versions)
+        failures: dict[str, str] = {}
+        loaded = {version: retriever for version, retriever in self.pinned.items() if version in wanted}
+        for version in sorted(wanted - loaded.keys()):
+            current = self.current
+            if current is not None and current.version == version:
+                loaded[version] = current
+                continue
+            try:
+                loaded[version] = await asyncio.to_thread(self._loader, bundles.bundle(self.bundles_dir, version))
+            except BundleError as exc:
+                failures[version] = str(exc)
+            except Exception as exc:  # a loader bug must not take the experiments down with it
+                log.exception("pinning bundle %s failed", version)
+                failures[version] = f"loading failed: {exc}"
+        self.pinned = loaded  # one assignment: a request reads either the old or the new table
+        return failures
 
     def start(self) -> None:
         """Watch ``CURRENT`` every `poll_s` seconds in the background."""

@@ -28,6 +28,7 @@ class RecommendationService(recommendations_pb2_grpc.RecommendationServiceServic
             request.category_prefix,
             request.max_per_category,
             request.explain,
+            request.session_id,
         )
         return recommendations_pb2.RecommendResponse(
             items=_scored(answer.items, request.explain),

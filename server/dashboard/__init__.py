@@ -1,0 +1,1 @@
+"""The live dashboard: static HTML and a charting library (uPlot, vendored in `static/`) served by the server."""

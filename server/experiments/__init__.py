@@ -1,0 +1,1 @@
+"""Experiments: variants as serving configurations, sticky assignment, interleaving, exposure logging."""

@@ -1,0 +1,34 @@
+"""ExperimentService: list, create, start and stop experiments (admin scope; `server.experiments.store`)."""
+
+from __future__ import annotations
+
+import grpc
+
+from protos.aisle.v1 import experiments_pb2, experiments_pb2_grpc
+from server.experiments.store import ExperimentStore
+
+
+class ExperimentService(experiments_pb2_grpc.ExperimentServiceServicer):
+    def __init__(self, store: ExperimentStore) -> None:
+        self.store = store
+
+    async def ListExperiments(
+        self, request: experiments_pb2.ListExperimentsRequest, context: grpc.aio.ServicerContext
+    ) -> experiments_pb2.ListExperimentsResponse:
+        spec = self.store.list()
+        return experiments_pb2.ListExperimentsResponse(experiments=spec.experiments, holdout=spec.holdout)
+
+    async def CreateExperiment(
+        self, request: experiments_pb2.CreateExperimentRequest, context: grpc.aio.ServicerContext
+    ) -> experiments_pb2.Experiment:
+        return await self.store.create(request.experiment)
+
+    async def StartExperiment(
+        self, request: experiments_pb2.ExperimentRequest, context: grpc.aio.ServicerContext
+    ) -> experiments_pb2.Experiment:
+        return await self.store.start(request.name)
+
+    async def StopExperiment(
+        self, request: experiments_pb2.ExperimentRequest, context: grpc.aio.ServicerContext
+    ) -> experiments_pb2.Experiment:
+        return await self.store.stop(request.name)
