@@ -16,6 +16,7 @@ from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
+from numba import njit
 
 from feature_worker.fold import ADD_TO_CART, CLICK, PURCHASE, REMOVE_FROM_CART, VIEW
 from feature_worker.state import UserState
@@ -141,14 +142,16 @@ def covisitation(
     if not names:
         return
     pos = index.positions(names, len(names))
-    arg = np.repeat(np.array(numbers, dtype=np.int64), lengths)
-    popularity = np.where(pos >= 0, lists.popularity_at[np.maximum(pos, 0)], 0.0)
-    score = np.repeat(np.array(factors), lengths) * np.array(weights, dtype=np.float64)
-    score *= np.maximum(popularity, COVIS_POPULARITY_FLOOR) ** -COVIS_POPULARITY_EXPONENT
-    best = float(score.max())
-    if best <= 0.0:
+    score, arg = _covisitation_scores(
+        pos,
+        np.array(weights, dtype=np.float64),
+        np.array(lengths, dtype=np.int64),
+        np.array(factors),
+        np.array(numbers, dtype=np.int64),
+        lists.popularity_at.astype(np.float64, copy=False),
+    )
+    if not len(score):
         return
-    score /= best
     pool.add(COVISITATION, pos, score, arg)
     latest = arg == 0
     pool.add_extra("covis_latest", pos[latest], score[latest])
@@ -358,3 +361,29 @@ _count = itemgetter(1)
 
 #: `learned_logit` is the log relative probability plus this (items more than e**-20 below the best are at 0).
 LOGIT_FLOOR = 20.0
+
+
+@njit("Tuple((f8[:], i8[:]))(i8[:], f8[:], i8[:], f8[:], i8[:], f8[:])", cache=True, nogil=True)
+def _covisitation_scores(
+    pos: Ints, counts: Floats, lengths: Ints, factors: Floats, numbers: Ints, popularity_at: Floats
+) -> tuple[Floats, Ints]:  # pragma: no cover - compiled
+    """`covisitation`'s scores over the seeds' neighbours laid end to end (``lengths`` per seed, each seed's
+    ``factor`` and number), divided by the best; empty when no score is positive."""
+    m = len(pos)
+    score = np.empty(m)
+    arg = np.empty(m, dtype=np.int64)
+    at = 0
+    best = 0.0
+    for s in range(len(lengths)):
+        for _ in range(lengths[s]):
+            p = pos[at]
+            popularity = popularity_at[p] if p >= 0 else 0.0
+            value = factors[s] * counts[at]
+            value *= max(popularity, COVIS_POPULARITY_FLOOR) ** -COVIS_POPULARITY_EXPONENT
+            score[at] = value
+            arg[at] = numbers[s]
+            best = max(best, value)
+            at += 1
+    if not best > 0.0:
+        return np.zeros(0), np.zeros(0, dtype=np.int64)
+    return score / best, arg
