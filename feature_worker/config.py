@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     #: The sink appends when this many records are buffered, or after `sink_flush_s`, whichever comes first.
     sink_batch_max: int = Field(50_000, ge=1)
     sink_flush_s: float = Field(10.0, gt=0)
-    #: Model bundles written by `python -m trainer train` (`trainer.bundles`): the server serves the
+    #: Model bundles written by `python -m trainer train` (`server.retrieval.bundles`): the server serves the
     #: promoted one and hot-swaps when another is promoted. Empty: no learned model (real-time sources only).
     bundles_dir: str = ""
     #: Seconds between checks of which bundle is promoted.

@@ -30,8 +30,8 @@ import numpy as np
 
 from feature_worker.fold import VIEW
 from loadtest.stats import summarize_ms
+from server.retrieval.bundles import BundlePaths
 from server.retrieval.two_tower import TwoTowerRetriever
-from trainer.bundles import BundlePaths
 
 TOP = 100
 HNSW_M = 32

@@ -1,4 +1,4 @@
-"""Model bundles with chosen embeddings, in the layout of `trainer.bundles`, for tests and load tests.
+"""Model bundles with chosen embeddings, in the layout of `server.retrieval.bundles`, for tests and load tests.
 
 The user tower is a real ONNX graph honouring the bundle contract (inputs ``items`` and ``types``, int64
 ``[batch, max_len]``, left-padded with 0; output ``user``, float32 ``[batch, dim]``): a recency-weighted mean
@@ -23,8 +23,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from trainer import bundles
-from trainer.bundles import BundlePaths
+from server.retrieval import bundles
+from server.retrieval.bundles import BundlePaths
 
 #: Highest ``aisle.v1.EventType`` number the type table covers.
 MAX_EVENT_TYPE = 7

@@ -14,7 +14,7 @@ The row ``aisle`` is the serving pipeline exactly as the server builds it by def
 (``trainer.evaluation.serving``); ``aisle:…`` rows are other configurations of it. Protocols are described in
 ``trainer.evaluation.protocols``, metrics in ``trainer.evaluation.metrics``.
 
-``--bundle DIR`` (a model bundle directory, ``trainer.bundles``) serves that bundle in every ``aisle`` row,
+``--bundle DIR`` (a model bundle directory, ``server.retrieval.bundles``) serves that bundle in every ``aisle`` row,
 as a server serving it would (the learned source joins the blend), and adds the row ``two_tower``: the bundle's
 learned retrieval alone (``trainer.evaluation.two_tower``). ``--two-tower-weights`` adds a row
 ``aisle:two_tower=W`` per weight, to choose ``BlendWeights.two_tower`` on ``--split valid``. With a bundle
@@ -50,8 +50,8 @@ from functools import partial
 from pathlib import Path
 
 from server.recommender import BlendWeights
+from server.retrieval.bundles import BundleError
 from server.retrieval.two_tower import TwoTowerRetriever
-from trainer.bundles import BundleError
 from trainer.data.dataset import Dataset
 from trainer.data.errors import DataFormatError
 from trainer.data.formats import FORMATS, load

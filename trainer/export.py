@@ -8,10 +8,10 @@ Guarantees kept here:
 - Recall: the index's recall@100 against exact inner-product search is measured on real user vectors and
   recorded in ``meta.json``; HNSW's ``efSearch`` is the smallest tried that reaches ``TARGET_RECALL``.
 - Atomicity: the bundle is written into a hidden temporary directory beside its final place and renamed, so a
-  reader (``trainer.bundles.versions``, the server) never sees half a bundle; an existing version is never
+  reader (``server.retrieval.bundles.versions``, the server) never sees half a bundle; an existing version is never
   overwritten.
 
-The layout and the names come from ``trainer.bundles``.
+The layout and the names come from ``server.retrieval.bundles``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from trainer import bundles
+from server.retrieval import bundles
 from trainer.models.two_tower import ServedUserTower, TwoTower, item_matrix
 from trainer.train import Prepared, peak_rss_bytes
 

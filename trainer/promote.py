@@ -6,7 +6,7 @@
 
 The three commands share this module (``trainer.__main__`` maps each name to a module); ``configure`` tells them
 apart by the sub-command's name, the last word of ``parser.prog``. The pointer files and their atomic
-replacement are ``trainer.bundles``'s; this module never imports torch.
+replacement are ``server.retrieval.bundles``'s; this module never imports torch.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from trainer import bundles
+from server.retrieval import bundles
 
 
 def _command(parser: argparse.ArgumentParser) -> str:

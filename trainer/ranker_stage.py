@@ -23,8 +23,8 @@ import numpy as np
 
 from protos.aisle.v1 import events_pb2
 from server.ranking.features import FEATURES
+from server.retrieval.bundles import BundlePaths
 from server.retrieval.two_tower import TwoTowerRetriever
-from trainer.bundles import BundlePaths
 from trainer.data.dataset import Dataset
 from trainer.evaluation.protocols import StaticSplit, leave_one_out, time_split
 from trainer.models.ranker import RankerParams, export_ranker, fit_ranker, ranker_meta

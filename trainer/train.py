@@ -419,7 +419,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     import torch
 
-    from trainer import bundles
+    from server.retrieval import bundles
     from trainer.export import ExportError, write_bundle
     from trainer.models.two_tower import TowerConfig, TwoTower
 

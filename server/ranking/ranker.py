@@ -16,8 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 from server.ranking.features import FEATURES
+from server.retrieval.bundles import RANKER_INPUT, RANKER_OUTPUT, BundleError
 from server.retrieval.onnx_session import single_thread_session
-from trainer.bundles import RANKER_INPUT, RANKER_OUTPUT, BundleError
 
 
 class Ranker:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from trainer.bundles import BundleError
+from server.retrieval.bundles import BundleError
 
 
 def single_thread_session(path: Path, what: str) -> ort.InferenceSession:

@@ -2,7 +2,7 @@
 
 `ModelRegistry.current` is the one reference requests read: a request takes it once, at its start, and uses
 that retriever throughout, so one answer never mixes two bundles and a swap never waits for requests.
-Promotion (`trainer.bundles.promote`, `rollback`) rewrites ``<bundles_dir>/CURRENT``; the watcher reads it
+Promotion (`server.retrieval.bundles.promote`, `rollback`) rewrites ``<bundles_dir>/CURRENT``; the watcher reads it
 every `poll_s` seconds and, on a change, loads and checks the new bundle in a worker thread (off the event loop),
 then replaces the reference. A bundle that fails to load or to answer a test query is logged and refused: the
 previous one keeps serving, and that version is not tried again until ``CURRENT`` names another one.
@@ -18,9 +18,9 @@ import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from server.retrieval import bundles
+from server.retrieval.bundles import BundleError, BundlePaths
 from server.retrieval.two_tower import TwoTowerRetriever, load
-from trainer import bundles
-from trainer.bundles import BundleError, BundlePaths
 
 log = logging.getLogger(__name__)
 

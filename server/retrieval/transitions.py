@@ -1,7 +1,7 @@
 """Item-transition candidates: what tends to come next after the user's latest items, from ``transitions.npz``.
 
 The file is written by ``trainer.models.transitions`` (a closed-form SLIST-style model: see its docstring) into a
-model bundle (``trainer.bundles.TRANSITIONS``; optional: a bundle without it serves without this source). It
+model bundle (``server.retrieval.bundles.TRANSITIONS``; optional: a bundle without it serves without this source). It
 holds, for each item the model knows, its strongest followers and their weights. A user's score for item ``j``
 is ``sum_k exp(-k / decay) * B[i_k, j]`` over the user's latest ``window`` known items ``i_0`` (newest),
 ``i_1``, ...: the same weighting the model was fitted with (the parameters come from the file itself).
@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import json
 import math
-from sys import intern
 from collections.abc import Sequence
 from pathlib import Path
+from sys import intern
 
 import numpy as np
 import numpy.typing as npt
 from numba import njit
 
+from server.retrieval.bundles import BundleError, BundlePaths
 from server.retrieval.kernels import stable_argsort
-from trainer.bundles import BundleError, BundlePaths
 
 #: The layout version of ``transitions.npz`` this module reads.
 FORMAT_VERSION = 1

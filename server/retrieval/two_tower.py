@@ -1,7 +1,7 @@
 """Learned retrieval from one model bundle: the user tower in ONNX Runtime, then the item index in FAISS; and the
 bundle's re-ranker (`server.ranking.ranker`), loaded and swapped with them.
 
-A `TwoTowerRetriever` is loaded once from a bundle directory (`trainer.bundles`) and never changes; the
+A `TwoTowerRetriever` is loaded once from a bundle directory (`server.retrieval.bundles`) and never changes; the
 server swaps whole retrievers when another bundle is promoted (`server.retrieval.registry`). The tower reads
 the user's latest interactions exactly as the fold keeps them (`UserState.recent`), so a click folded a
 millisecond ago changes the very next vector: no retraining, no batch job.
@@ -13,8 +13,8 @@ machines (DESIGN.md), and several server processes share the cores instead.
 from __future__ import annotations
 
 import logging
-from sys import intern
 from collections.abc import Callable, Collection, Sequence
+from sys import intern
 from typing import Any
 
 import faiss
@@ -22,11 +22,11 @@ import numpy as np
 
 from feature_worker.fold import VIEW
 from server.ranking.ranker import Ranker
+from server.retrieval.bundles import INPUT_ITEMS, INPUT_TYPES, OUTPUT_USER, RANKER, BundleError, BundlePaths
 from server.retrieval.item_index import ItemIndex
 from server.retrieval.kernels import is_in
 from server.retrieval.onnx_session import single_thread_session
 from server.retrieval.transitions import ItemTransitions, load_optional
-from trainer.bundles import INPUT_ITEMS, INPUT_TYPES, OUTPUT_USER, RANKER, BundleError, BundlePaths
 
 log = logging.getLogger(__name__)
 

@@ -269,8 +269,8 @@ def test_a_variant_serves_another_bundle_version_beside_the_promoted_one(
     """The registry keeps a pinned version loaded beside the promoted one; each variant's answers say which."""
     import numpy as np
 
+    from server.retrieval import bundles
     from tests.bundle_factory import write_bundle
-    from trainer import bundles
 
     process, bundles_dir = bundle_server
     shop = Shop()

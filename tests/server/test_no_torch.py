@@ -9,7 +9,7 @@ PROBE = """
 import sys
 import server.__main__, server.app, server.retrieval.two_tower, server.retrieval.registry
 import feature_worker.__main__, feature_worker.lake.sink
-import trainer.bundles, trainer.evaluation.two_tower
+import server.retrieval.bundles, trainer.evaluation.two_tower
 loaded = sorted(name for name in sys.modules if name == "torch" or name.startswith("torch."))
 print(",".join(loaded))
 """

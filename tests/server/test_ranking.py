@@ -21,12 +21,12 @@ from server.ranking.diversity import cap_per_group
 from server.ranking.features import FEATURES, feature_matrix
 from server.ranking.ranker import Ranker
 from server.recommender import Query
+from server.retrieval import bundles
+from server.retrieval.bundles import BundleError
 from server.retrieval.two_tower import TwoTowerRetriever
 from tests.bundle_factory import add_ranker, one_hot, write_bundle
 from tests.server.test_two_tower import wait_for_version
 from tests.shop import BASE_TS, Shop, event, item, unique, view
-from trainer import bundles
-from trainer.bundles import BundleError
 from trainer.evaluation.serving import ServingPipeline
 
 MIN = 60_000

@@ -20,15 +20,14 @@ from feature_worker.state import UserState
 from protos.aisle.v1 import events_pb2
 from server.engine import MODEL_VERSION
 from server.process import ServerProcess
-from server.retrieval import sources
+from server.retrieval import bundles, sources
+from server.retrieval.bundles import BundleError
 from server.retrieval.candidates import LEARNED, CandidateSet
 from server.retrieval.item_index import ItemIndex
 from server.retrieval.two_tower import TwoTowerRetriever
 from tests.bundle_factory import corrupt, one_hot, write_bundle
 from tests.kafka_stack import AppliedClient, KafkaStack
 from tests.shop import BASE_TS, Shop, event, item, unique, view
-from trainer import bundles
-from trainer.bundles import BundleError
 
 MIN = 60_000
 PAIRS = 5  # p_i leads to q_i

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer import bundles
+from server.retrieval import bundles
 from trainer.__main__ import main
 
 

@@ -12,8 +12,8 @@ import pytest
 from protos.aisle.v1 import catalog_pb2, events_pb2
 from server.ranking.features import FEATURES
 from server.ranking.ranker import Ranker
+from server.retrieval import bundles
 from server.retrieval.two_tower import TwoTowerRetriever
-from trainer import bundles
 from trainer.data.dataset import Dataset
 from trainer.evaluation.protocols import acted_items, new_item
 from trainer.ranker_data import build_lists, list_metrics

@@ -16,7 +16,7 @@ from feature_worker.catalog import Catalog
 from feature_worker.fold import ItemDeltas, fold
 from feature_worker.state import UserState
 from protos.aisle.v1 import catalog_pb2, events_pb2
-from trainer import bundles
+from server.retrieval import bundles
 from trainer.data.dataset import Dataset
 from trainer.models.sequences import build_vocabulary, left_pad, training_windows, user_streams
 

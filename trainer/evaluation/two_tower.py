@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from protos.aisle.v1 import catalog_pb2
+from server.retrieval.bundles import BundlePaths
 from server.retrieval.two_tower import TwoTowerRetriever
-from trainer.bundles import BundlePaths
 from trainer.evaluation.protocols import Case
 from trainer.evaluation.serving import ServingPipeline
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from trainer.bundles import RANKER_INPUT, RANKER_OUTPUT
+from server.retrieval.bundles import RANKER_INPUT, RANKER_OUTPUT
 from trainer.ranker_data import RankerLists, list_metrics
 
 if TYPE_CHECKING:

@@ -2,13 +2,15 @@
 
 A bundle is one directory, ``<bundles_dir>/<version>/``, written once and never changed afterwards:
 
-- ``user_tower.onnx``: the user tower. Inputs ``items`` and ``types``, both int64 ``[batch, max_len]``: the
-  user's latest interactions, oldest first and **left-padded** with 0 so the newest is always in the last
-  column. ``items`` holds item indices (``1 + row`` of ``item_ids.txt``; 0 is padding, and an item unknown to
+- ``user_tower.onnx``: the user tower. Inputs ``items`` and ``types``, both int64 ``[batch, max_len]`` (or
+  ``[batch, length]``: towers exported since the length became dynamic take any length up to ``max_len``, and
+  the server then feeds only the real interactions): the user's latest interactions, oldest first and
+  **left-padded** with 0 so the newest is always in the last column. ``items`` holds item indices (``1 + row`` of ``item_ids.txt``; 0 is padding, and an item unknown to
   the bundle is dropped from the sequence, not padded), ``types`` the ``aisle.v1.EventType`` numbers (0 with
   padding). Output ``user``: float32 ``[batch, dim]``.
-- ``items.faiss``: the item tower's embeddings in a FAISS index (inner product), FAISS label ``j`` being line
-  ``j`` of ``item_ids.txt`` (item index ``j + 1``).
+- ``items.faiss``: the item tower's embeddings in a FAISS index (inner product: exact, an inverted file whose
+  ``nprobe`` is in ``meta.json``'s ``index``, or HNSW with its ``ef_search``), FAISS label ``j`` being line ``j``
+  of ``item_ids.txt`` (item index ``j + 1``).
 - ``item_ids.txt``: the external item ids, one per line (UTF-8).
 - ``ranker.onnx`` (optional): the learned re-ranker, input ``features`` float32 ``[rows, n]`` (the columns named by
   ``meta.json``'s ``ranker.features``, from ``server.ranking.features.FEATURES``), output ``scores`` float32
@@ -21,7 +23,7 @@ A bundle is one directory, ``<bundles_dir>/<version>/``, written once and never 
 
 Which bundle is served is the file ``<bundles_dir>/CURRENT`` (one version name), replaced atomically; the
 promotions so far are ``<bundles_dir>/HISTORY`` (one version per line, oldest first), so ``rollback`` can go
-back one promotion at a time. This module never imports torch: the server reads bundles through it.
+back one promotion at a time. This module never imports torch and lives with its reader, the server; the trainer imports it to write.
 """
 
 from __future__ import annotations
