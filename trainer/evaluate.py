@@ -140,7 +140,7 @@ def model_factories(
         elif name == TRANSITIONS:
             out.append(partial(TransitionsEval, items, name))
         elif name == TRANSITIONS_TRAIN_ONLY:
-            from trainer.train import training_split  # no torch at module level
+            from trainer.preparation import training_split  # no torch at module level
 
             train = training_split(dataset, protocol if protocol != "replay" else "time-split").train
             out.append(partial(TransitionsEval, items, name, train))

@@ -34,7 +34,7 @@ import torch
 
 from server.retrieval import bundles
 from trainer.models.two_tower import ServedUserTower, TwoTower, item_matrix
-from trainer.train import Prepared, peak_rss_bytes
+from trainer.preparation import Prepared, peak_rss_bytes
 
 PARITY_TOLERANCE = 1e-4
 TARGET_RECALL = 0.95

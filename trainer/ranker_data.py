@@ -1,6 +1,6 @@
 """The re-ranker's training lists, made by the serving path itself.
 
-For each case of the protocol's training split (``trainer.train.training_split``: each user's next new item
+For each case of the protocol's training split (``trainer.preparation.training_split``: each user's next new item
 after the events the first stage learned from), the events before it are folded exactly as the server folds
 them, and the server's `Recommender.retrieve` and `Recommender.features` produce the request's candidate
 matrix, as they would for that user at that moment. The target event and everything after it are never folded

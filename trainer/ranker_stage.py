@@ -29,8 +29,8 @@ from trainer.data.dataset import Dataset
 from trainer.evaluation.protocols import StaticSplit, leave_one_out, time_split
 from trainer.models.ranker import RankerParams, export_ranker, fit_ranker, ranker_meta
 from trainer.models.transitions import fit as fit_transitions
+from trainer.preparation import training_split
 from trainer.ranker_data import RankerLists, build_lists
-from trainer.train import training_split
 
 Log = Callable[[str], None]
 #: Share of users whose lists validate the ranker (early stopping, the figures in meta.json).

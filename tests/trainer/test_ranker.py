@@ -16,14 +16,14 @@ from server.retrieval import bundles
 from server.retrieval.two_tower import TwoTowerRetriever
 from trainer.data.dataset import Dataset
 from trainer.evaluation.protocols import acted_items, new_item
+from trainer.preparation import training_split
 from trainer.ranker_data import build_lists, list_metrics
 from trainer.ranker_stage import split_by_user
-from trainer.train import training_split
 
 torch = pytest.importorskip("torch")
 
-from tests.trainer.test_train import chain_shop  # noqa: E402
-from trainer.models.ranker import RankerError, RankerParams, export_ranker, fit_ranker, ranker_meta  # noqa: E402
+from tests.trainer.test_train import chain_shop
+from trainer.models.ranker import RankerError, RankerParams, export_ranker, fit_ranker, ranker_meta
 
 FRESH = 40  # items z0.. that only the mutated data set uses
 

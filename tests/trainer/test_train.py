@@ -34,7 +34,8 @@ from trainer.export import (
     write_bundle,
 )
 from trainer.models.two_tower import TowerConfig, TwoTower
-from trainer.train import TrainParams, fit, prepare, rank_targets
+from trainer.preparation import prepare
+from trainer.train import TrainParams, fit, rank_targets
 
 N_ITEMS = 24
 MAX_LEN = 8

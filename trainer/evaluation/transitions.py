@@ -8,7 +8,7 @@ history excluded; fewer when fewer items follow the user's items (the rest count
 
 * ``transitions`` fits on every event the protocol lets the models learn: for ``loo --split test`` that includes
   each user's validation interaction (as the serving path's real-time sources count it).
-* ``transitions:train-only`` fits on the training part only (``trainer.train.training_split``: what
+* ``transitions:train-only`` fits on the training part only (``trainer.preparation.training_split``: what
   ``trainer train`` learns from); the events after it still enter each user's own history (``recent``), never
   the model: the published models' conditions for ``loo``.
 """

@@ -332,8 +332,8 @@ def fit(events: Sequence[events_pb2.Event], params: TransitionParams | None = No
 
 
 def fit_dataset(dataset: Dataset, protocol: str, params: TransitionParams | None = None) -> TransitionModel:
-    """Fit on the events ``protocol`` learns from (``trainer.train.training_split``: the validation split's)."""
-    from trainer.train import training_split  # imports no torch at module level
+    """Fit on the events ``protocol`` learns from (``trainer.preparation.training_split``: the validation split's)."""
+    from trainer.preparation import training_split  # imports no torch at module level
 
     return fit(training_split(dataset, protocol).train, params)
 
