@@ -72,6 +72,9 @@ from server.tls import bind
 
 log = logging.getLogger(__name__)
 
+#: The collector's thresholds while serving (see `serve`).
+GC_THRESHOLDS = (20_000, 20, 100)
+
 SERVICE_NAMES = (
     events_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
     catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
@@ -277,6 +280,11 @@ async def serve(
     # What start-up built (catalog, users, replayed state, modules) lives as long as the process: keep the
     # collector from scanning it again and again, which otherwise costs tens of ms per full collection.
     gc.freeze()
+    # A request allocates a few hundred short-lived containers: with CPython's default (a young collection every
+    # 700 allocations, an older one every 10 of those) objects of requests still running get promoted and old
+    # generations are scanned often. Collecting less often took the in-process p99 of a 100k-user shop from
+    # 1.6 to 1.4 ms (p99.9 2.2 to 1.7 ms).
+    gc.set_threshold(*GC_THRESHOLDS)
     # Background work in threads (the popular/trending rebuild) hands the GIL back to the event loop
     # every millisecond instead of every five, so requests wait less behind it.
     sys.setswitchinterval(0.001)
