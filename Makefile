@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PROTOS := $(wildcard protos/aisle/v1/*.proto)
 STUBS := protos/aisle/v1/.generated
 
-.PHONY: install protos demo test services services-down serve serve-kafka worker sink lake-optimize bench-kafka keys certs front clean master-key
+.PHONY: install protos proto-check proto-release demo test services services-down serve serve-kafka worker sink lake-optimize bench-kafka keys certs front clean master-key
 
 install: $(STAMP) $(STUBS)
 
@@ -19,10 +19,36 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # Python stubs are generated from protos/ (never committed): import them as protos.aisle.v1.*_pb2.
+# protos/ is the include root (the files import "aisle/v1/..."), so protoc writes `from aisle.v1 import ...`;
+# sed points those imports at the package they live in, protos.aisle.v1.
 protos: $(STUBS)
 $(STUBS): $(PROTOS) $(STAMP)
-	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+	$(PY) -m grpc_tools.protoc -I protos --python_out=protos --pyi_out=protos --grpc_python_out=protos \
+	  $(PROTOS:protos/%=%)
+	sed -i -E 's/^from aisle\.v1 import /from protos.aisle.v1 import /' protos/aisle/v1/*_pb2*.py protos/aisle/v1/*_pb2.pyi
 	touch $@
+
+# The contract's checks. buf comes from the Go module proxy, built into .tools/ (the module and build caches
+# are Go's own, outside the clone, so a fresh clone rebuilds it in seconds); protos/releases/ holds an image of
+# each released contract, and every change is checked against the newest (see the README, "The contract").
+GO ?= go
+BUF_VERSION := v1.75.0
+BUF := .tools/buf-$(BUF_VERSION)/buf
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+CONTRACT_BASELINE = $(shell ls protos/releases/*.binpb | sort -V | tail -n 1)
+
+$(BUF):
+	GOBIN=$(abspath $(dir $(BUF))) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+
+proto-check: $(BUF)
+	$(BUF) format --diff --exit-code
+	$(BUF) lint
+	$(BUF) breaking --against $(CONTRACT_BASELINE)
+
+# At a release: record the contract as released (never overwrites an existing image).
+proto-release: $(BUF)
+	test ! -e protos/releases/v$(VERSION).binpb
+	$(BUF) build --exclude-source-info -o protos/releases/v$(VERSION).binpb
 
 # A development master key for encryption at rest (AISLE_MASTER_KEY_FILE); never overwritten.
 MASTER_KEY := .keys/master.key
@@ -35,7 +61,7 @@ WITH_KEY := AISLE_MASTER_KEY_FILE=$${AISLE_MASTER_KEY_FILE:-$(MASTER_KEY)}
 demo: install master-key
 	$(PY) -m clients.demo --data-dir .demo $(DEMO_ARGS)
 
-test: install
+test: install proto-check
 	$(PY) -m pytest -q
 
 # Development services (Kafka in KRaft mode, Redis); addresses go to .services.env.
@@ -95,5 +121,5 @@ bench-kafka: install $(BENCH_SHOP)/meta.json
 	$(PY) -m loadtest.redis_memory --shop $(BENCH_SHOP) --copies 10
 
 clean:
-	rm -rf $(VENV) .demo .data .lake .bench .pytest_cache .hypothesis  # .keys is kept: data sealed with it
+	rm -rf $(VENV) .tools .demo .data .lake .bench .pytest_cache .hypothesis  # .keys is kept: data sealed with it
 	find protos -name '*_pb2*.py*' -delete; rm -f $(STUBS)
