@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PROTOS := $(wildcard protos/aisle/v1/*.proto)
 STUBS := protos/aisle/v1/.generated
 
-.PHONY: install protos proto-check proto-release demo test services services-down serve serve-kafka worker sink lake-optimize bench-kafka keys certs front clean master-key
+.PHONY: install protos proto-check proto-release clients-go clients-node demo test services services-down serve serve-kafka worker sink lake-optimize bench-kafka keys certs front clean master-key
 
 install: $(STAMP) $(STUBS)
 
@@ -44,6 +44,27 @@ proto-check: $(BUF)
 	$(BUF) format --diff --exit-code
 	$(BUF) lint
 	$(BUF) breaking --against $(CONTRACT_BASELINE)
+
+# Go stubs (protoc-gen-go, protoc-gen-go-grpc from the Go module proxy, via buf.gen.yaml) and the Go example.
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+GO_PLUGINS := .tools/bin/.go-plugins-$(PROTOC_GEN_GO_VERSION)-$(PROTOC_GEN_GO_GRPC_VERSION)
+GO_EXAMPLE := clients/go/bin/aisle-example
+$(GO_PLUGINS):
+	GOBIN=$(abspath .tools/bin) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(abspath .tools/bin) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	touch $@
+clients-go: $(GO_EXAMPLE)
+$(GO_EXAMPLE): $(PROTOS) buf.gen.yaml $(BUF) $(GO_PLUGINS) clients/go/go.mod clients/go/go.sum $(wildcard clients/go/cmd/*/*.go)
+	PATH="$(abspath .tools/bin):$$PATH" $(BUF) generate
+	cd clients/go && $(GO) build -o bin/aisle-example ./cmd/aisle-example
+
+# The Node example: @grpc/grpc-js and @grpc/proto-loader (the stubs are built from protos/ at run time), from npm's
+# cache (~/.npm) by the lock file.
+NODE_EXAMPLE := clients/node/node_modules/.package-lock.json
+clients-node: $(NODE_EXAMPLE)
+$(NODE_EXAMPLE): clients/node/package.json clients/node/package-lock.json
+	cd clients/node && npm ci --prefer-offline --no-audit --no-fund --loglevel=error
 
 # At a release: record the contract as released (never overwrites an existing image).
 proto-release: $(BUF)
