@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PROTOS := $(wildcard protos/aisle/v1/*.proto)
 STUBS := protos/aisle/v1/.generated
 
-.PHONY: install protos proto-check proto-release clients-go clients-node demo test services services-down serve serve-kafka worker sink lake-optimize bench-kafka keys certs front clean master-key
+.PHONY: install protos proto-check proto-release clients-go clients-node clients-java demo test services services-down serve serve-kafka worker sink lake-optimize bench-kafka keys certs front clean master-key
 
 install: $(STAMP) $(STUBS)
 
@@ -65,6 +65,13 @@ NODE_EXAMPLE := clients/node/node_modules/.package-lock.json
 clients-node: $(NODE_EXAMPLE)
 $(NODE_EXAMPLE): clients/node/package.json clients/node/package-lock.json
 	cd clients/node && npm ci --prefer-offline --no-audit --no-fund --loglevel=error
+
+# The Java example: protoc and grpc-java's plugin (protobuf-maven-plugin) and the libraries, from Maven Central
+# into ~/.m2; one runnable jar.
+JAVA_EXAMPLE := clients/java/target/aisle-example.jar
+clients-java: $(JAVA_EXAMPLE)
+$(JAVA_EXAMPLE): $(PROTOS) clients/java/pom.xml $(shell find clients/java/src -name '*.java')
+	cd clients/java && mvn -q -B -Dstyle.color=never package
 
 # At a release: record the contract as released (never overwrites an existing image).
 proto-release: $(BUF)

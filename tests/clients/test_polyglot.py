@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: Per language: the Makefile target that builds the example, and the command that runs it.
 EXAMPLES: dict[str, tuple[str, list[str]]] = {
     "go": ("clients-go", [str(ROOT / "clients/go/bin/aisle-example")]),
+    "java": ("clients-java", ["java", "-jar", str(ROOT / "clients/java/target/aisle-example.jar")]),
     "node": ("clients-node", ["node", str(ROOT / "clients/node/example.js")]),
 }
 
