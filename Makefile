@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PROTOS := $(wildcard protos/aisle/v1/*.proto)
 STUBS := protos/aisle/v1/.generated
+# The contract's descriptors with their comments, for the HTTP gateway's OpenAPI document (never committed).
+DESCRIPTORS := protos/aisle/v1/descriptors.binpb
 
 .PHONY: install protos proto-check proto-release clients-go clients-node clients-java demo test services services-down serve serve-kafka worker sink lake-optimize bench-kafka keys certs front clean master-key
 
@@ -18,13 +20,14 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# Python stubs are generated from protos/ (never committed): import them as protos.aisle.v1.*_pb2.
+# Python stubs are generated from protos/aisle/v1 (never committed): import them as protos.aisle.v1.*_pb2; the
+# googleapis files under protos/google are only compiled against (googleapis-common-protos has their stubs).
 # protos/ is the include root (the files import "aisle/v1/..."), so protoc writes `from aisle.v1 import ...`;
 # sed points those imports at the package they live in, protos.aisle.v1.
 protos: $(STUBS)
 $(STUBS): $(PROTOS) $(STAMP)
 	$(PY) -m grpc_tools.protoc -I protos --python_out=protos --pyi_out=protos --grpc_python_out=protos \
-	  $(PROTOS:protos/%=%)
+	  --include_imports --include_source_info --descriptor_set_out=$(DESCRIPTORS) $(PROTOS:protos/%=%)
 	sed -i -E 's/^from aisle\.v1 import /from protos.aisle.v1 import /' protos/aisle/v1/*_pb2*.py protos/aisle/v1/*_pb2.pyi
 	touch $@
 
@@ -56,7 +59,7 @@ $(GO_PLUGINS):
 	touch $@
 clients-go: $(GO_EXAMPLE)
 $(GO_EXAMPLE): $(PROTOS) buf.gen.yaml $(BUF) $(GO_PLUGINS) clients/go/go.mod clients/go/go.sum $(wildcard clients/go/cmd/*/*.go)
-	PATH="$(abspath .tools/bin):$$PATH" $(BUF) generate
+	PATH="$(abspath .tools/bin):$$PATH" $(BUF) generate --path protos/aisle
 	cd clients/go && $(GO) build -o bin/aisle-example ./cmd/aisle-example
 
 # The Node example: @grpc/grpc-js and @grpc/proto-loader (the stubs are built from protos/ at run time), from npm's
@@ -150,4 +153,4 @@ bench-kafka: install $(BENCH_SHOP)/meta.json
 
 clean:
 	rm -rf $(VENV) .tools .demo .data .lake .bench .pytest_cache .hypothesis  # .keys is kept: data sealed with it
-	find protos -name '*_pb2*.py*' -delete; rm -f $(STUBS)
+	find protos -name '*_pb2*.py*' -delete; rm -f $(STUBS) $(DESCRIPTORS)
