@@ -9,7 +9,7 @@ STUBS := protos/aisle/v1/.generated
 # The contract's descriptors with their comments, for the HTTP gateway's OpenAPI document (never committed).
 DESCRIPTORS := protos/aisle/v1/descriptors.binpb
 
-.PHONY: install protos proto-check proto-release clients-go clients-node clients-java demo test services services-down serve serve-kafka worker sink lake-optimize bench-kafka keys certs front clean master-key
+.PHONY: install protos proto-check proto-release clients-go clients-node clients-java gateway openapi demo test services services-down serve serve-kafka worker sink lake-optimize bench-kafka keys certs front clean master-key
 
 install: $(STAMP) $(STUBS)
 
@@ -130,6 +130,15 @@ front: install
 	$(PY) -m server.front --listen 0.0.0.0:$(FRONT_PORT) --backend $(BACKEND) --dir .front \
 	  --cert $${AISLE_TLS_CERT_FILE:-.certs/server.pem} --key $${AISLE_TLS_KEY_FILE:-.certs/server.key} \
 	  $${AISLE_TLS_CLIENT_CA_FILE:+--client-ca $$AISLE_TLS_CLIENT_CA_FILE}
+
+# The HTTP/JSON gateway (server/gateway) on GATEWAY_PORT before the gRPC server on BACKEND; CORS origins from
+# AISLE_GATEWAY_CORS_ORIGINS (a JSON list). `make openapi` writes the OpenAPI document generated from the contract.
+GATEWAY_PORT ?= 8080
+gateway: install
+	$(PY) -m server.gateway --host 127.0.0.1 --port $(GATEWAY_PORT) --backend $(BACKEND)
+
+openapi: install
+	$(PY) -m server.gateway openapi --out openapi.json
 
 # The batch sink: every event and catalog change into the Delta tables under AISLE_LAKE_DIR (default .lake).
 LAKE_DIR ?= .lake
