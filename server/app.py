@@ -33,6 +33,8 @@ from protos.aisle.v1 import (
     events_pb2_grpc,
     recommendations_pb2,
     recommendations_pb2_grpc,
+    segments_pb2,
+    segments_pb2_grpc,
     users_pb2,
     users_pb2_grpc,
 )
@@ -53,6 +55,7 @@ from server.retrieval.registry import ModelRegistry
 from server.services.catalog import CatalogService
 from server.services.events import EventService
 from server.services.recommendations import RecommendationService
+from server.services.segments import SegmentService
 from server.services.users import UserService
 from server.tls import bind
 
@@ -63,6 +66,7 @@ SERVICE_NAMES = (
     catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
     users_pb2.DESCRIPTOR.services_by_name["UserService"].full_name,
     recommendations_pb2.DESCRIPTOR.services_by_name["RecommendationService"].full_name,
+    segments_pb2.DESCRIPTOR.services_by_name["SegmentService"].full_name,
 )
 #: gRPC refuses larger messages outright (RESOURCE_EXHAUSTED); between max_request_bytes and this,
 #: Aisle answers INVALID_ARGUMENT naming the limit.
@@ -182,6 +186,7 @@ async def start(
     catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogService(engine), server)
     users_pb2_grpc.add_UserServiceServicer_to_server(UserService(engine), server)
     recommendations_pb2_grpc.add_RecommendationServiceServicer_to_server(RecommendationService(engine), server)
+    segments_pb2_grpc.add_SegmentServiceServicer_to_server(SegmentService(engine), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection((*SERVICE_NAMES, health.SERVICE_NAME), server)
