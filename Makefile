@@ -163,3 +163,4 @@ bench-kafka: install $(BENCH_SHOP)/meta.json
 clean:
 	rm -rf $(VENV) .tools .demo .data .lake .bench .pytest_cache .hypothesis  # .keys is kept: data sealed with it
 	find protos -name '*_pb2*.py*' -delete; rm -f $(STUBS) $(DESCRIPTORS)
+	rm -rf clients/go/aislev1 clients/go/bin clients/java/target clients/node/node_modules
