@@ -152,12 +152,13 @@ def _scalar(field: FieldDescriptor, text: str) -> object:
         return number
     if kind in (FieldDescriptor.CPPTYPE_DOUBLE, FieldDescriptor.CPPTYPE_FLOAT):
         try:
-            number = float(text)
+            real = float(text)
         except ValueError as exc:
             raise ValueError(f"is not a number: {text[:32]!r}") from exc
-        if not math.isfinite(number) and text not in ("NaN", "Infinity", "-Infinity"):
+        # proto3 JSON spells the special values NaN, Infinity, -Infinity; Python's "inf", "nan" are not numbers there.
+        if not math.isfinite(real) and text not in ("NaN", "Infinity", "-Infinity"):
             raise ValueError(f"is not a number: {text[:32]!r}")
-        return number
+        return real
     if kind == FieldDescriptor.CPPTYPE_BOOL:
         if text in ("true", "1"):
             return True
