@@ -6,8 +6,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PROTOS := $(wildcard protos/aisle/v1/*.proto)
 STUBS := protos/aisle/v1/.generated
+# The contract's descriptors with their comments, for the HTTP gateway's OpenAPI document (never committed).
+DESCRIPTORS := protos/aisle/v1/descriptors.binpb
 
-.PHONY: install protos demo test services services-down serve serve-kafka worker sink lake-optimize bench-kafka keys certs front clean master-key
+.PHONY: install protos proto-check proto-release clients-go clients-node clients-java gateway openapi demo test services services-down serve serve-kafka worker sink lake-optimize bench-kafka keys certs front clean master-key
 
 install: $(STAMP) $(STUBS)
 	@# Compiles the serving path's numba kernels once (cached beside the sources) instead of in the first request.
@@ -20,11 +22,66 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# Python stubs are generated from protos/ (never committed): import them as protos.aisle.v1.*_pb2.
+# Python stubs are generated from protos/aisle/v1 (never committed): import them as protos.aisle.v1.*_pb2; the
+# googleapis files under protos/google are only compiled against (googleapis-common-protos has their stubs).
+# protos/ is the include root (the files import "aisle/v1/..."), so protoc writes `from aisle.v1 import ...`;
+# sed points those imports at the package they live in, protos.aisle.v1.
 protos: $(STUBS)
 $(STUBS): $(PROTOS) $(STAMP)
-	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+	$(PY) -m grpc_tools.protoc -I protos --python_out=protos --pyi_out=protos --grpc_python_out=protos \
+	  --include_imports --include_source_info --descriptor_set_out=$(DESCRIPTORS) $(PROTOS:protos/%=%)
+	sed -i -E 's/^from aisle\.v1 import /from protos.aisle.v1 import /' protos/aisle/v1/*_pb2*.py protos/aisle/v1/*_pb2.pyi
 	touch $@
+
+# The contract's checks. buf comes from the Go module proxy, built into .tools/ (the module and build caches
+# are Go's own, outside the clone, so a fresh clone rebuilds it in seconds); protos/releases/ holds an image of
+# each released contract, and every change is checked against the newest (see the README, "The contract").
+GO ?= go
+BUF_VERSION := v1.75.0
+BUF := .tools/buf-$(BUF_VERSION)/buf
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+CONTRACT_BASELINE = $(shell ls protos/releases/*.binpb | sort -V | tail -n 1)
+
+$(BUF):
+	GOBIN=$(abspath $(dir $(BUF))) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+
+proto-check: $(BUF)
+	$(BUF) format --diff --exit-code
+	$(BUF) lint
+	$(BUF) breaking --against $(CONTRACT_BASELINE)
+
+# Go stubs (protoc-gen-go, protoc-gen-go-grpc from the Go module proxy, via buf.gen.yaml) and the Go example.
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+GO_PLUGINS := .tools/bin/.go-plugins-$(PROTOC_GEN_GO_VERSION)-$(PROTOC_GEN_GO_GRPC_VERSION)
+GO_EXAMPLE := clients/go/bin/aisle-example
+$(GO_PLUGINS):
+	GOBIN=$(abspath .tools/bin) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(abspath .tools/bin) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	touch $@
+clients-go: $(GO_EXAMPLE)
+$(GO_EXAMPLE): $(PROTOS) buf.gen.yaml $(BUF) $(GO_PLUGINS) clients/go/go.mod clients/go/go.sum $(wildcard clients/go/cmd/*/*.go)
+	PATH="$(abspath .tools/bin):$$PATH" $(BUF) generate --path protos/aisle
+	cd clients/go && $(GO) build -o bin/aisle-example ./cmd/aisle-example
+
+# The Node example: @grpc/grpc-js and @grpc/proto-loader (the stubs are built from protos/ at run time), from npm's
+# cache (~/.npm) by the lock file.
+NODE_EXAMPLE := clients/node/node_modules/.package-lock.json
+clients-node: $(NODE_EXAMPLE)
+$(NODE_EXAMPLE): clients/node/package.json clients/node/package-lock.json
+	cd clients/node && npm ci --prefer-offline --no-audit --no-fund --loglevel=error
+
+# The Java example: protoc and grpc-java's plugin (protobuf-maven-plugin) and the libraries, from Maven Central
+# into ~/.m2; one runnable jar.
+JAVA_EXAMPLE := clients/java/target/aisle-example.jar
+clients-java: $(JAVA_EXAMPLE)
+$(JAVA_EXAMPLE): $(PROTOS) clients/java/pom.xml $(shell find clients/java/src -name '*.java')
+	cd clients/java && mvn -q -B -Dstyle.color=never package
+
+# At a release: record the contract as released (never overwrites an existing image).
+proto-release: $(BUF)
+	test ! -e protos/releases/v$(VERSION).binpb
+	$(BUF) build --exclude-source-info -o protos/releases/v$(VERSION).binpb
 
 # A development master key for encryption at rest (AISLE_MASTER_KEY_FILE); never overwritten.
 MASTER_KEY := .keys/master.key
@@ -37,7 +94,7 @@ WITH_KEY := AISLE_MASTER_KEY_FILE=$${AISLE_MASTER_KEY_FILE:-$(MASTER_KEY)}
 demo: install master-key
 	$(PY) -m clients.demo --data-dir .demo $(DEMO_ARGS)
 
-test: install
+test: install proto-check
 	$(PY) -m pytest -q
 
 # Development services (Kafka in KRaft mode, Redis); addresses go to .services.env.
@@ -76,6 +133,15 @@ front: install
 	  --cert $${AISLE_TLS_CERT_FILE:-.certs/server.pem} --key $${AISLE_TLS_KEY_FILE:-.certs/server.key} \
 	  $${AISLE_TLS_CLIENT_CA_FILE:+--client-ca $$AISLE_TLS_CLIENT_CA_FILE}
 
+# The HTTP/JSON gateway (server/gateway) on GATEWAY_PORT before the gRPC server on BACKEND; CORS origins from
+# AISLE_GATEWAY_CORS_ORIGINS (a JSON list). `make openapi` writes the OpenAPI document generated from the contract.
+GATEWAY_PORT ?= 8080
+gateway: install
+	$(PY) -m server.gateway --host 127.0.0.1 --port $(GATEWAY_PORT) --backend $(BACKEND)
+
+openapi: install
+	$(PY) -m server.gateway openapi --out openapi.json
+
 # The batch sink: every event and catalog change into the Delta tables under AISLE_LAKE_DIR (default .lake).
 LAKE_DIR ?= .lake
 sink: install master-key
@@ -97,5 +163,6 @@ bench-kafka: install $(BENCH_SHOP)/meta.json
 	$(PY) -m loadtest.redis_memory --shop $(BENCH_SHOP) --copies 10
 
 clean:
-	rm -rf $(VENV) .demo .data .lake .bench .pytest_cache .hypothesis  # .keys is kept: data sealed with it
-	find protos -name '*_pb2*.py*' -delete; rm -f $(STUBS)
+	rm -rf $(VENV) .tools .demo .data .lake .bench .pytest_cache .hypothesis  # .keys is kept: data sealed with it
+	find protos -name '*_pb2*.py*' -delete; rm -f $(STUBS) $(DESCRIPTORS)
+	rm -rf clients/go/aislev1 clients/go/bin clients/java/target clients/node/node_modules

@@ -10,6 +10,7 @@
     python -m clients token --scope "recommendations:read" [--user U]   # a development access token
     python -m clients --token "$TOKEN" [--ca-file ca.pem] recommend --user u1
     python -m clients export --user u1      # everything held about u1, as JSON
+    python -m clients export --segment loyalty_tier=gold --segment active_days:30 --k 10 --format csv
     python -m clients erase --user u1       # erase u1 everywhere; prints the receipt
 """
 
@@ -23,7 +24,7 @@ from pathlib import Path
 import grpc
 from google.protobuf.json_format import MessageToJson
 
-from clients import certs, tokens
+from clients import certs, export, tokens
 from clients.client import AisleClient, ClientOptions
 from protos.aisle.v1 import events_pb2
 
@@ -81,8 +82,23 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=float, default=3600.0, help="seconds until it expires")
     token.add_argument("--issuer", default=tokens.DEV_ISSUER)
     token.add_argument("--audience", default=tokens.DEV_AUDIENCE)
-    export = sub.add_parser("export", help="everything held about a customer, as JSON")
-    export.add_argument("--user", required=True)
+    export = sub.add_parser(
+        "export",
+        help="everything held about a customer (--user), or a segment's recommendations (--segment)",
+        description="--user U: everything held about U, as JSON. --segment TERM...: every customer of the segment "
+        "with their recommendations (terms: KEY=VALUE, active_days:N, min_events:N, category:PATH, buyers; "
+        "see clients/export.py).",
+    )
+    who = export.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="the customer whose data to export")
+    who.add_argument("--segment", action="append", help="a segment term; repeat for more (all must hold)")
+    export.add_argument("--k", "-k", type=int, default=10, help="items per customer (segment export)")
+    export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    export.add_argument("--out", type=Path, help="write here instead of stdout")
+    export.add_argument("--explain", action="store_true", help="include each item's reasons (jsonl)")
+    export.add_argument("--consented-only", action="store_true",
+                        help="leave out customers without consent to personalization")
+    export.add_argument("--category", default="", help="only items under this category prefix")
 
     erase = sub.add_parser("erase", help="erase a customer from every store; prints the receipt")
     erase.add_argument("--user", required=True)
@@ -156,6 +172,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(MessageToJson(client.similar_items(args.item, args.k), indent=2))
             elif args.command == "item":
                 print(MessageToJson(client.get_item(args.item), indent=2))
+            elif args.command == "export" and args.segment:
+                if args.out is None:
+                    return export.run(client, args.segment, args.k, args.format, sys.stdout, args.explain,
+                                      args.consented_only, args.category)
+                with open(args.out, "w", encoding="utf-8", newline="") as out:
+                    return export.run(client, args.segment, args.k, args.format, out, args.explain,
+                                      args.consented_only, args.category)
             elif args.command == "export":
                 print(client.export_user(args.user).json)
             elif args.command == "erase":

@@ -17,6 +17,10 @@ class UserDirectory:
     def get(self, user_id: str) -> users_pb2.User | None:
         return self._users.get(user_id)
 
+    def ids(self) -> list[str]:
+        """Every user id with a record, sorted: a snapshot, safe to walk while records change."""
+        return sorted(self._users)
+
     def upsert(self, user: users_pb2.User) -> None:
         stored = users_pb2.User()
         stored.CopyFrom(user)

@@ -36,6 +36,8 @@ from protos.aisle.v1 import (
     experiments_pb2_grpc,
     recommendations_pb2,
     recommendations_pb2_grpc,
+    segments_pb2,
+    segments_pb2_grpc,
     users_pb2,
     users_pb2_grpc,
 )
@@ -67,6 +69,7 @@ from server.services.catalog import CatalogService
 from server.services.events import EventService
 from server.services.experiments import ExperimentService
 from server.services.recommendations import RecommendationService
+from server.services.segments import SegmentService
 from server.services.users import UserService
 from server.tls import bind
 
@@ -81,6 +84,7 @@ SERVICE_NAMES = (
     users_pb2.DESCRIPTOR.services_by_name["UserService"].full_name,
     recommendations_pb2.DESCRIPTOR.services_by_name["RecommendationService"].full_name,
     experiments_pb2.DESCRIPTOR.services_by_name["ExperimentService"].full_name,
+    segments_pb2.DESCRIPTOR.services_by_name["SegmentService"].full_name,
 )
 #: gRPC refuses larger messages outright (RESOURCE_EXHAUSTED); between max_request_bytes and this,
 #: Aisle answers INVALID_ARGUMENT naming the limit.
@@ -228,6 +232,7 @@ async def start(
         experiments_pb2_grpc.add_ExperimentServiceServicer_to_server(
             ExperimentService(engine.experiments.store), server
         )
+    segments_pb2_grpc.add_SegmentServiceServicer_to_server(SegmentService(engine), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection((*SERVICE_NAMES, health.SERVICE_NAME), server)

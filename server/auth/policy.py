@@ -29,6 +29,8 @@ METHOD_SCOPES: dict[str, str] = {
     "/aisle.v1.UserService/ExportUser": PRIVACY,
     "/aisle.v1.RecommendationService/Recommend": "recommendations:read",
     "/aisle.v1.RecommendationService/SimilarItems": "recommendations:read",
+    # Every matching customer's recommendations at once: a scope of its own, never a user-bound token.
+    "/aisle.v1.SegmentService/ExportRecommendations": "recommendations:export",
 }
 
 #: Services anyone may call without a token: load balancers probe health, tools list services.

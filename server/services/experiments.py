@@ -20,15 +20,15 @@ class ExperimentService(experiments_pb2_grpc.ExperimentServiceServicer):
 
     async def CreateExperiment(
         self, request: experiments_pb2.CreateExperimentRequest, context: grpc.aio.ServicerContext
-    ) -> experiments_pb2.Experiment:
-        return await self.store.create(request.experiment)
+    ) -> experiments_pb2.CreateExperimentResponse:
+        return experiments_pb2.CreateExperimentResponse(experiment=await self.store.create(request.experiment))
 
     async def StartExperiment(
-        self, request: experiments_pb2.ExperimentRequest, context: grpc.aio.ServicerContext
-    ) -> experiments_pb2.Experiment:
-        return await self.store.start(request.name)
+        self, request: experiments_pb2.StartExperimentRequest, context: grpc.aio.ServicerContext
+    ) -> experiments_pb2.StartExperimentResponse:
+        return experiments_pb2.StartExperimentResponse(experiment=await self.store.start(request.name))
 
     async def StopExperiment(
-        self, request: experiments_pb2.ExperimentRequest, context: grpc.aio.ServicerContext
-    ) -> experiments_pb2.Experiment:
-        return await self.store.stop(request.name)
+        self, request: experiments_pb2.StopExperimentRequest, context: grpc.aio.ServicerContext
+    ) -> experiments_pb2.StopExperimentResponse:
+        return experiments_pb2.StopExperimentResponse(experiment=await self.store.stop(request.name))

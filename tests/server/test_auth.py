@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from clients.client import AisleClient, AsyncAisleClient, ClientOptions
 from clients.tokens import PrivateKey
-from protos.aisle.v1 import catalog_pb2, events_pb2, recommendations_pb2, users_pb2
+from protos.aisle.v1 import catalog_pb2, events_pb2, recommendations_pb2, segments_pb2, users_pb2
 from server.auth.policy import METHOD_SCOPES
 from server.process import ServerProcess
 from tests.auth_keys import (
@@ -116,6 +116,9 @@ def requests(shop: Shop, user: str) -> dict[str, Any]:
         "/aisle.v1.RecommendationService/Recommend": recommendations_pb2.RecommendRequest(user_id=user, k=3),
         "/aisle.v1.RecommendationService/SimilarItems": recommendations_pb2.SimilarItemsRequest(
             item_id=shop.id("a"), k=3),
+        # Server-streaming; a segment nobody is in streams exactly one (empty, final) message.
+        "/aisle.v1.SegmentService/ExportRecommendations": segments_pb2.ExportRecommendationsRequest(
+            segment=segments_pb2.Segment(attributes={"nobody": "x"}), k=3),
     }
 
 

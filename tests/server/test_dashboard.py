@@ -55,8 +55,7 @@ def test_the_dashboard_renders_live_data_without_console_errors(dashboard_server
                     client.track([click])
 
         traffic(60)
-        driver = headless_chromium()
-        try:
+        with headless_chromium() as driver:
             driver.get(url)
             wait = WebDriverWait(driver, 60, poll_frequency=0.2)
             deadline = time.monotonic() + 60
@@ -83,8 +82,6 @@ def test_the_dashboard_renders_live_data_without_console_errors(dashboard_server
             assert answers >= 60 and clicks >= 20
             errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
             assert errors == []
-        finally:
-            driver.quit()
 
 
 def test_the_grafana_dashboard_only_names_exported_metrics(dashboard_server: ServerProcess, tmp_path: Path) -> None:

@@ -171,7 +171,7 @@ def test_variants_serve_their_configuration_and_log_exposures(exp_server: Server
 
         listed = admin.ListExperiments(E.ListExperimentsRequest(), timeout=10)  # type: ignore[attr-defined]
         assert [e.name for e in listed.experiments] == ["sources"]
-        admin.StopExperiment(E.ExperimentRequest(name="sources"), timeout=10)  # type: ignore[attr-defined]
+        admin.StopExperiment(E.StopExperimentRequest(name="sources"), timeout=10)  # type: ignore[attr-defined]
         stopped = recs.Recommend(recommendations_pb2.RecommendRequest(user_id=f"{shop.prefix}-u0"), timeout=10)  # type: ignore
         assert stopped.variant == "default"
 
@@ -205,23 +205,23 @@ def test_admin_service_create_start_stop_and_bad_input(exp_server: ServerProcess
         # The layer "default" is taken whole by the running experiment "sources": a second one cannot start there.
         draft = ab("ranker", ("on", 1, E.ServingConfig()), ("off", 1, E.ServingConfig(use_ranker=False)),
                    state=E.DRAFT)
-        created = admin.CreateExperiment(E.CreateExperimentRequest(experiment=draft), timeout=10)  # type: ignore
+        created = admin.CreateExperiment(E.CreateExperimentRequest(experiment=draft), timeout=10).experiment  # type: ignore
         assert created.state == E.DRAFT
         with pytest.raises(grpc.RpcError) as taken:
-            admin.StartExperiment(E.ExperimentRequest(name="ranker"), timeout=10)  # type: ignore[attr-defined]
+            admin.StartExperiment(E.StartExperimentRequest(name="ranker"), timeout=10)  # type: ignore[attr-defined]
         assert taken.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         with pytest.raises(grpc.RpcError) as exists:
             admin.CreateExperiment(E.CreateExperimentRequest(experiment=draft), timeout=10)  # type: ignore
         assert exists.value.code() == grpc.StatusCode.ALREADY_EXISTS
         with pytest.raises(grpc.RpcError) as missing:
-            admin.StartExperiment(E.ExperimentRequest(name="nothing"), timeout=10)  # type: ignore[attr-defined]
+            admin.StartExperiment(E.StartExperimentRequest(name="nothing"), timeout=10)  # type: ignore[attr-defined]
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
         # In another layer it runs beside "sources"; the answer names both.
         other = ab("ui", ("tight", 1, E.ServingConfig(max_per_category=1)), ("loose", 1, E.ServingConfig()),
                    layer="ui", state=E.DRAFT)
         admin.CreateExperiment(E.CreateExperimentRequest(experiment=other), timeout=10)  # type: ignore
-        started = admin.StartExperiment(E.ExperimentRequest(name="ui"), timeout=10)  # type: ignore[attr-defined]
+        started = admin.StartExperiment(E.StartExperimentRequest(name="ui"), timeout=10).experiment  # type: ignore[attr-defined]
         assert started.state == E.RUNNING and started.started_ms > 0
         variant = recs.Recommend(recommendations_pb2.RecommendRequest(user_id="someone", k=2), timeout=10).variant  # type: ignore
         assert variant.startswith("sources/") and ";ui/" in variant
@@ -238,7 +238,7 @@ def test_admin_service_create_start_stop_and_bad_input(exp_server: ServerProcess
             assert time.monotonic() < deadline
             time.sleep(0.05)
         with pytest.raises(grpc.RpcError) as restart:
-            admin.StartExperiment(E.ExperimentRequest(name="ui"), timeout=10)  # type: ignore[attr-defined]
+            admin.StartExperiment(E.StartExperimentRequest(name="ui"), timeout=10)  # type: ignore[attr-defined]
         assert restart.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
@@ -246,7 +246,7 @@ def test_interleaving_mixes_two_variants_with_teams(exp_server: ServerProcess) -
     with exp_server.channel() as channel:
         recs, admin, _, events = stubs(channel)
         shop = seed_shop(channel)
-        admin.StopExperiment(E.ExperimentRequest(name="sources"), timeout=10)  # type: ignore[attr-defined]
+        admin.StopExperiment(E.StopExperimentRequest(name="sources"), timeout=10)  # type: ignore[attr-defined]
         experiment = ab("mix", ("blend", 0, E.ServingConfig()), ("popular", 0, E.ServingConfig(sources=["popular"])))
         experiment.mode = E.INTERLEAVING
         admin.CreateExperiment(E.CreateExperimentRequest(experiment=experiment), timeout=10)  # type: ignore
@@ -289,9 +289,9 @@ def test_a_variant_serves_another_bundle_version_beside_the_promoted_one(
                      state=E.DRAFT)
         admin.CreateExperiment(E.CreateExperimentRequest(experiment=missing), timeout=10)  # type: ignore
         with pytest.raises(grpc.RpcError) as refused:
-            admin.StartExperiment(E.ExperimentRequest(name="old-missing"), timeout=10)  # type: ignore[attr-defined]
+            admin.StartExperiment(E.StartExperimentRequest(name="old-missing"), timeout=10)  # type: ignore[attr-defined]
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "v9" in (refused.value.details() or "")
-        admin.StopExperiment(E.ExperimentRequest(name="old-missing"), timeout=10)  # type: ignore[attr-defined]
+        admin.StopExperiment(E.StopExperimentRequest(name="old-missing"), timeout=10)  # type: ignore[attr-defined]
         experiment = ab("bundles", ("old", 1, E.ServingConfig(bundle_version="v1")), ("new", 1, E.ServingConfig()))
         admin.CreateExperiment(E.CreateExperimentRequest(experiment=experiment), timeout=10)  # type: ignore
         seen = set()

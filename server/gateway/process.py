@@ -1,0 +1,44 @@
+"""Running `python -m server.gateway` as a child process (tests, benchmarks), on a free port."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from feature_worker.child import ChildProcess
+
+
+@dataclass
+class GatewayProcess(ChildProcess):
+    """One gateway before the gRPC server at `backend`; `args` are extra command-line flags."""
+
+    directory: Path
+    backend: str
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "gateway.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 60.0) -> GatewayProcess:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        port_file = self.directory / "port"
+        port_file.unlink(missing_ok=True)
+        self._launch(
+            ["-m", "server.gateway", "--host", "127.0.0.1", "--port", str(self.port), "--backend", self.backend,
+             "--port-file", str(port_file), *self.args],
+            self.env,
+            lambda: port_file.exists() and bool(port_file.read_text().strip()),
+            timeout_s,
+            "gateway",
+        )
+        self.port = int(port_file.read_text())
+        return self

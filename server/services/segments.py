@@ -1,0 +1,46 @@
+"""SegmentService: thin translation between the streamed messages and `server.segments`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from feature_worker.errors import AisleError
+from protos.aisle.v1 import recommendations_pb2, segments_pb2, segments_pb2_grpc
+from server.engine import Engine
+from server.interceptors.errors import to_status
+from server.segments import export
+
+
+class SegmentService(segments_pb2_grpc.SegmentServiceServicer):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def ExportRecommendations(  # noqa: N802
+        self, request: segments_pb2.ExportRecommendationsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[segments_pb2.ExportRecommendationsResponse]:
+        # The error interceptor wraps unary calls only: a streaming call maps its domain errors here.
+        try:
+            async for chunk in export(self.engine, request):
+                yield segments_pb2.ExportRecommendationsResponse(
+                    customers=[
+                        segments_pb2.CustomerRecommendations(
+                            user_id=row.user_id,
+                            items=[
+                                recommendations_pb2.ScoredItem(
+                                    item_id=r.item_id, score=r.score, reasons=r.reasons if request.explain else ()
+                                )
+                                for r in row.items
+                            ],
+                            recommendation_id=row.recommendation_id,
+                            personalized=row.personalized,
+                        )
+                        for row in chunk.rows
+                    ],
+                    scanned=chunk.scanned,
+                    total=chunk.total,
+                    model_version=chunk.model_version,
+                )
+        except AisleError as exc:
+            await context.abort_with_status(to_status(exc))
