@@ -22,7 +22,7 @@ from feature_worker.privacy.keystores.redis import RedisKeyStore
 from feature_worker.privacy.sealing import MasterKey
 from feature_worker.privacy.vault import Vault, load_master_key
 from feature_worker.stores.memory import MemoryFeatureStore
-from feature_worker.stores.redis import RedisFeatureStore
+from feature_worker.stores.redis_cluster import redis_store_from_url
 from feature_worker.tables import TableFollower
 from feature_worker.topics import create_topics
 from feature_worker.users import UserDirectory
@@ -115,7 +115,7 @@ async def build_kafka_engine(settings: ServerSettings, master: MasterKey | None 
     """
     topics = settings.topics
     await create_topics(settings.kafka_bootstrap, topics.specs(), replication_factor=settings.replication_factor)
-    store = RedisFeatureStore.from_url(settings.redis_url.get_secret_value(), policy=settings.key_policy)
+    store = redis_store_from_url(settings.redis_url.get_secret_value(), policy=settings.key_policy)
     vault = None
     if master is not None:
         vault = store.vault = Vault(master, RedisKeyStore(store.client), settings.key_cache_size)

@@ -1,7 +1,8 @@
 """The Redis feature store: the same interface as the in-process store, over `redis.asyncio`.
 
 Key names come from `feature_worker.keys` (the layout, versioned, with its TTLs and the Redis Cluster
-notes); two Lua scripts do the work, so that each side needs one round trip:
+notes); two Lua scripts do the work, so that each side needs one round trip (on a Redis Cluster,
+`stores.redis_cluster` splits them by node):
 
 - `commit` writes a whole batch in one script: every user's features and applied ids (SET with TTL)
   and every item increment (popularity, trending, co-visitation with its trim, the stream clock).
@@ -101,7 +102,7 @@ return 1
 # The user's recent items are fields 1 (item dictionary, "\\0"-joined) and 2 (packed indices, oldest first)
 # of aisle.v1.UserFeatures, which deterministic serialization writes first; sealed features (first byte 0)
 # cannot be read here, and the caller names the seeds.
-_READ = """
+_READ_SEEDS = """
 local function varint(s, pos)
   local result, mul = 0, 1
   while true do
@@ -162,6 +163,8 @@ if blob and string.byte(blob, 1) ~= 0 then
     end
   end
 end
+"""
+_NEIGHBOURS_OF_SEEDS = """
 local out = {blob, wrapped}
 for _, item in ipairs(seeds) do
   local key = prefix .. item
@@ -179,6 +182,7 @@ for _, item in ipairs(seeds) do
 end
 return out
 """
+_READ = _READ_SEEDS + _NEIGHBOURS_OF_SEEDS
 
 
 @contextmanager
@@ -270,7 +274,7 @@ class RedisFeatureStore(FeatureStore):
         if vault is not None:
             names += [keys.data_key(u) for u in ids]
         with reachable("loading users"):
-            values = await self.client.mget(names)
+            values = await self._get_many(names)
         n = len(ids)
         users = {}
         if vault is None:
@@ -294,6 +298,10 @@ class RedisFeatureStore(FeatureStore):
                     blob = None  # sealed with a key destroyed since (an erasure): nothing of it is readable
             users[user_id] = UserState.from_bytes(blob, applied or b"") if blob is not None else UserState()
         return users
+
+    async def _get_many(self, names: list[str]) -> list[Any]:
+        """MGET: one round trip (the Cluster store splits it per slot)."""
+        return cast(list[Any], await self.client.mget(names))
 
     async def commit(self, users: Mapping[str, UserState], deltas: ItemDeltas) -> None:
         """Write the users and add the item deltas in one atomic script (see the module docstring)."""

@@ -15,6 +15,7 @@ from collections.abc import Collection, Mapping
 from typing import cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from feature_worker import keys
 from feature_worker.privacy.keystores.base import KeyStore
@@ -34,7 +35,7 @@ return out
 class RedisKeyStore(KeyStore):
     """Wrapped keys in Redis, beside the features they seal."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis | RedisCluster) -> None:
         self.client = client
         self._create = client.register_script(_CREATE)
 
@@ -42,8 +43,12 @@ class RedisKeyStore(KeyStore):
         ids = list(user_ids)
         if not ids:
             return {}
+        names = [keys.data_key(u) for u in ids]
         with reachable("reading data keys"):
-            values = await self.client.mget([keys.data_key(u) for u in ids])
+            if isinstance(self.client, RedisCluster):
+                values = await self.client.mget_nonatomic(names)
+            else:
+                values = await self.client.mget(names)
         return {u: cast(bytes, v) for u, v in zip(ids, values, strict=True) if v is not None}
 
     async def create_many(self, wrapped: Mapping[str, bytes]) -> dict[str, bytes]:
@@ -51,6 +56,13 @@ class RedisKeyStore(KeyStore):
         if not ids:
             return {}
         with reachable("creating data keys"):
+            if isinstance(self.client, RedisCluster):
+                # SET NX GET: the key already there (another process was first), or None when ours was set.
+                pipe = self.client.pipeline(transaction=False)
+                for u in ids:
+                    pipe.set(keys.data_key(u), wrapped[u], nx=True, get=True)
+                before = await pipe.execute()
+                return {u: old if old is not None else wrapped[u] for u, old in zip(ids, before, strict=True)}
             values = await self._create(keys=[keys.data_key(u) for u in ids], args=[wrapped[u] for u in ids])
         return dict(zip(ids, values, strict=True))
 
