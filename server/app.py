@@ -141,7 +141,8 @@ async def build_embedded_engine(
     journal = Journal(settings.data_dir / "journal.bin", fsync=settings.journal_fsync)
     keys = FileKeyStore(settings.data_dir / "keys.txt") if master is not None else None
     vault = Vault(master, keys, settings.key_cache_size) if master is not None and keys is not None else None
-    ingest = EmbeddedIngest(journal, catalog, users, store, vault, keys)
+    ingest = EmbeddedIngest(journal, catalog, users, store, vault, keys, snapshot_path=settings.data_dir / "snapshot.bin",
+                            snapshot_every_bytes=settings.snapshot_every_mb << 20)
     await ingest.recover()
     if settings.lake_dir:  # the batch store, appended from the journal off the request path
         ingest.lake = await asyncio.to_thread(
