@@ -56,6 +56,7 @@ from itertools import count
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from feature_worker.decay import DAY_MS
+from feature_worker.stores.bounds import COVIS_CAP
 
 VERSION = 1
 
@@ -153,7 +154,7 @@ class KeyPolicy:
     #: Trending reads today and yesterday (stream time); a day's hash goes two days after its last write.
     trend_ttl_ms: int = 2 * DAY_MS
     #: Neighbours kept per item; the commit trims back to this when a set grows past 1.25 times it.
-    covis_cap: int = 200
+    covis_cap: int = COVIS_CAP
     #: How long a Cluster node remembers that an outbox entry was applied there: longer than any entry stays
     #: pending (a worker applies its entries at once; a crashed worker's, at the next worker's start).
     marker_ttl_ms: int = 7 * DAY_MS

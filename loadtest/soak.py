@@ -267,7 +267,7 @@ class Soak:
         self.redis.start()
         await asyncio.to_thread(self.server.start, 120)
         await asyncio.to_thread(self.worker.start, 120)
-        options = ClientOptions(target=self.server.target, read_timeout_s=2.0, write_timeout_s=10.0)
+        options = ClientOptions(target=self.server.target, read_timeout_s=5.0, write_timeout_s=10.0)
         async with AsyncAisleClient(options) as client:
             self.items = {i.item_id: i for i in (self._item(f"i{n}") for n in range(args.items))}
             await client.upsert_items(self.items.values())

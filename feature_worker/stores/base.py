@@ -73,6 +73,13 @@ class FeatureStore(ABC):
     async def delete_user(self, user_id: str) -> bool:
         """Forget a user's features; True when there were any."""
 
+    @property
+    def version(self) -> int | None:
+        """A counter that grows with every commit, by which readers cache views derived from the store (the
+        server's top lists); None when the store cannot tell (Redis: other processes write it), and readers
+        rebuild on their own schedule instead."""
+        return None
+
     async def recover(self) -> None:
         """Finish what a writer killed mid-commit left half-done (a writer calls it once, before its first
         batch); nothing to do for a store whose commit is one atomic step, which is all but the Redis Cluster's."""

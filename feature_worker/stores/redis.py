@@ -43,16 +43,20 @@ from feature_worker.fold import FoldConfig, ItemDeltas
 from feature_worker.privacy.sealing import FEATURES, Unreadable, is_sealed, open_sealed, seal
 from feature_worker.state import UserState
 from feature_worker.stores.base import FeatureStore, ItemStats, RequestFeatures
+from feature_worker.stores.bounds import (
+    NEIGHBOURS_PER_SEED,
+    RECENT_SEEDS,
+    by_weight_desc,
+    covis_trim_at,
+    recent_seeds,
+    yesterday_share,
+)
 
 if TYPE_CHECKING:
     from feature_worker.privacy.vault import Vault
 
 log = logging.getLogger(__name__)
 
-#: How many of the user's latest distinct items seed co-visitation candidates (as the memory store).
-RECENT_SEEDS = 10
-#: Neighbours returned per seed item.
-NEIGHBOURS_PER_SEED = 50
 #: Connections per process; a request waits for a free one (Redis answers one command at a time anyway).
 MAX_CONNECTIONS = 32
 #: Users whose co-visitation seeds a server process remembers (encryption on; see `read_request`).
@@ -332,7 +336,7 @@ class RedisFeatureStore(FeatureStore):
             "trend_ttl": str(policy.trend_ttl_ms),
             "covis": [[prefix + item, inc] for item, inc in covis.items()],
             "covis_cap": policy.covis_cap,
-            "covis_trim": policy.covis_cap * 5 // 4,
+            "covis_trim": covis_trim_at(policy.covis_cap),
             "covis_ttl": str(policy.covis_ttl_ms),
             "clock": str(deltas.clock_ms),
             "clock_key": keys.CLOCK,
@@ -456,20 +460,15 @@ def _item_stats(
     with np.errstate(all="ignore"):  # an overflow gives inf, as Python floats would, without a warning
         weights = np.fromiter(map(float, raw_pop.values()), dtype=np.float64, count=len(raw_pop)) * scale
     popularity = dict(zip(map(bytes.decode, raw_pop), weights.tolist()))
-    # A sliding 24 hours: all of today plus the part of yesterday still inside the window.
-    yesterday_share = 1.0 - (clock - (clock // DAY_MS) * DAY_MS) / DAY_MS
+    share = yesterday_share(clock)
     trending = dict(zip(map(bytes.decode, raw_today), map(float, raw_today.values())))
     shares = np.fromiter(map(float, raw_yesterday.values()), dtype=np.float64, count=len(raw_yesterday))
     get = trending.get
     with np.errstate(all="ignore"):
-        shares *= yesterday_share
+        shares *= share
     for name, share in zip(map(bytes.decode, raw_yesterday), shares.tolist()):
         trending[name] = get(name, 0.0) + share
     return ItemStats(popularity=popularity, trending=trending, clock_ms=clock)
-
-
-def _by_weight_desc(pair: tuple[str, float]) -> tuple[float, str]:
-    return (-pair[1], pair[0])
 
 
 def _neighbours(out: list[Any]) -> dict[str, list[tuple[str, float]]]:
@@ -481,22 +480,6 @@ def _neighbours(out: list[Any]) -> dict[str, list[tuple[str, float]]]:
         if ties:
             last = ranked[-1][1]
             ranked = [pair for pair in ranked if pair[1] > last] + [(_decoded(t), last) for t in ties]
-        ranked.sort(key=_by_weight_desc)
+        ranked.sort(key=by_weight_desc)
         covis[_decoded(out[i])] = ranked[:NEIGHBOURS_PER_SEED]
     return covis
-
-
-def recent_seeds(user: UserState, context_item_ids: Sequence[str]) -> list[str]:
-    """The context items, then the user's latest distinct items up to `RECENT_SEEDS` more: what the read
-    script finds in clear features (and the memory store in its states)."""
-    seeds = list(context_item_ids)
-    limit = RECENT_SEEDS + len(seeds)
-    seen = set(seeds)
-    for _, _, item in reversed(user.recent):
-        if len(seeds) >= limit:
-            break
-        if item not in seen:
-            seen.add(item)
-            seeds.append(item)
-    return seeds
-

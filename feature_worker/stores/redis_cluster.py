@@ -57,15 +57,13 @@ from feature_worker.fold import FoldConfig, ItemDeltas
 from feature_worker.privacy.sealing import FEATURES, Unreadable, is_sealed, open_sealed, seal
 from feature_worker.state import UserState
 from feature_worker.stores.base import ItemStats, RequestFeatures
+from feature_worker.stores.bounds import NEIGHBOURS_PER_SEED, RECENT_SEEDS, covis_trim_at, recent_seeds
 from feature_worker.stores.redis import (
     MAX_CONNECTIONS,
-    NEIGHBOURS_PER_SEED,
-    RECENT_SEEDS,
     RedisFeatureStore,
     _neighbours,
     _READ_SEEDS,
     reachable,
-    recent_seeds,
 )
 
 log = logging.getLogger(__name__)
@@ -397,7 +395,7 @@ class RedisClusterFeatureStore(RedisFeatureStore):
                 out.append(e)
         meta_base = {"pop_ttl": str(policy.pop_ttl_ms), "trend_ttl": str(policy.trend_ttl_ms),
                      "covis_ttl": str(policy.covis_ttl_ms), "covis_cap": policy.covis_cap,
-                     "covis_trim": policy.covis_cap * 5 // 4, "marker_ttl": str(policy.marker_ttl_ms),
+                     "covis_trim": covis_trim_at(policy.covis_cap), "marker_ttl": str(policy.marker_ttl_ms),
                      "clock_member": keys.CLOCK_MEMBER}
         calls = []
         for node, names, _, out in per_node.values():

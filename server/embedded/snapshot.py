@@ -171,7 +171,7 @@ def load(path: Path, catalog: Catalog, users: UserDirectory, store: MemoryFeatur
     store.covis = {item: neighbours for item, neighbours in zip(items, _read_blob_of_weights(names_blob, weights_blob),
                                                                 strict=True)}
     store.clock_ms = _U64.unpack(next(it))[0]
-    store.version += 1
+    store.changed()
     return int(offset)
 
 
