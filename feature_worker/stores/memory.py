@@ -7,6 +7,7 @@ through the same fold on start (see `server.embedded.journal`).
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 
 from feature_worker.decay import DAY_MS, scale_at
 from feature_worker.fold import FoldConfig, ItemDeltas
@@ -24,6 +25,17 @@ from feature_worker.stores.bounds import (
 _TRIM_AT = covis_trim_at(COVIS_CAP)
 
 
+@dataclass(frozen=True, slots=True)
+class Frozen:
+    """The store's state at one moment, which later commits leave as it is (`MemoryFeatureStore.freeze`)."""
+
+    users: dict[str, UserState]
+    popularity: dict[str, float]
+    trend: dict[int, dict[str, float]]
+    covis: dict[str, dict[str, float]]
+    clock_ms: int
+
+
 class MemoryFeatureStore(FeatureStore):
     """Features in process memory. `load_users` hands out the live states, so the fold writes in place."""
 
@@ -37,14 +49,38 @@ class MemoryFeatureStore(FeatureStore):
         self._covis_sorted: dict[str, list[tuple[str, float]]] = {}
         self.clock_ms = 0
         self._version = 0
+        self._frozen: Frozen | None = None
+
+    def freeze(self) -> Frozen:
+        """The state now, for a reader in another thread (a snapshot being written), until `thaw`.
+
+        Copy on write: the dicts of the whole shop are copied now (milliseconds); a user's state is copied
+        when a commit is about to change it (`load_users_now`), and an item's co-visitation neighbours when
+        a commit is about to change them, so what `Frozen` holds never changes under its reader.
+        """
+        self._frozen = Frozen(dict(self.users), dict(self.popularity),
+                              {day: dict(weights) for day, weights in self.trend.items()}, dict(self.covis),
+                              self.clock_ms)
+        return self._frozen
+
+    def thaw(self) -> None:
+        """The frozen view is no longer read: commits write in place again."""
+        self._frozen = None
 
     # -- writer side -------------------------------------------------------------------------------
     def load_users_now(self, user_ids: Collection[str]) -> dict[str, UserState]:
         users = self.users
+        frozen = self._frozen
+        if frozen is not None:
+            for uid in user_ids:
+                state = users.get(uid)
+                if state is not None and frozen.users.get(uid) is state:  # the fold would write into the view
+                    users[uid] = UserState.from_bytes(state.to_bytes(), state.applied_to_bytes())
         return {uid: users.get(uid) or UserState() for uid in user_ids}
 
     def commit_now(self, users: Mapping[str, UserState], deltas: ItemDeltas) -> None:
         self.users.update(users)
+        frozen_covis = self._frozen.covis if self._frozen is not None else None
         popularity = self.popularity
         for item, weight in deltas.popularity.items():
             popularity[item] = popularity.get(item, 0.0) + weight
@@ -58,6 +94,8 @@ class MemoryFeatureStore(FeatureStore):
             neighbours = covis.get(item)
             if neighbours is None:
                 neighbours = covis[item] = {}
+            elif frozen_covis is not None and frozen_covis.get(item) is neighbours:
+                neighbours = covis[item] = dict(neighbours)
             neighbours[other] = neighbours.get(other, 0.0) + count
             if len(neighbours) > _TRIM_AT:
                 _prune(neighbours, COVIS_CAP)

@@ -34,7 +34,7 @@ from feature_worker.users import UserDirectory
 from protos.aisle.v1 import catalog_pb2, events_pb2, sealed_pb2, users_pb2
 from server.embedded.journal import Journal, RecordKind, records
 from server.embedded.records import JournalReader
-from server.embedded.snapshot import Sealer, SnapshotDamaged, capture, covered, load, write
+from server.embedded.snapshot import Sealer, SnapshotDamaged, capture, covered, freeze, load, write
 from server.ingest import Ingest
 
 log = logging.getLogger(__name__)
@@ -124,17 +124,23 @@ class EmbeddedIngest(Ingest):
         self._snapshotting = asyncio.get_running_loop().create_task(self.snapshot())
 
     async def snapshot(self) -> None:
-        """Capture the state now (synchronously: nothing changes meanwhile) and write it in a thread."""
-        if self.snapshot_path is None:
+        """Freeze the state now (on the loop, between two changes: milliseconds), then encode and write it in a
+        thread while requests go on (the store copies what they change: `MemoryFeatureStore.freeze`)."""
+        path = self.snapshot_path
+        if path is None:
             return
         offset = self.journal.size
         started = time.perf_counter()
-        sections = capture(offset, self.catalog, self.users, self.store, self._sealer)
-        captured = time.perf_counter() - started
-        size = await asyncio.to_thread(write, self.snapshot_path, sections)
+        state = freeze(offset, self.catalog, self.users, self.store)
+        frozen = time.perf_counter() - started
+        sealer = self._sealer
+        try:
+            size = await asyncio.to_thread(lambda: write(path, capture(state, sealer)))
+        finally:
+            self.store.thaw()
         self.snapshot_offset = offset
-        log.info("snapshot of the state at journal byte %d: %d bytes (captured in %.2f s, written in %.2f s)",
-                 offset, size, captured, time.perf_counter() - started - captured)
+        log.info("snapshot of the state at journal byte %d: %d bytes (frozen in %.3f s on the loop, encoded and "
+                 "written in %.2f s in a thread)", offset, size, frozen, time.perf_counter() - started - frozen)
 
     async def upsert_user(self, user: users_pb2.User) -> None:
         vault = self.vault

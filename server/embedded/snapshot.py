@@ -34,7 +34,7 @@ from feature_worker.privacy.keystores.file import FileKeyStore
 from feature_worker.privacy.sealing import FEATURES, USER, Unreadable, open_sealed, seal
 from feature_worker.privacy.vault import Vault
 from feature_worker.state import UserState
-from feature_worker.stores.memory import MemoryFeatureStore
+from feature_worker.stores.memory import Frozen, MemoryFeatureStore
 from feature_worker.users import UserDirectory
 from protos.aisle.v1 import catalog_pb2, users_pb2
 
@@ -73,17 +73,30 @@ class Sealer:
             return None
 
 
-def capture(journal_offset: int, catalog: Catalog, users: UserDirectory, store: MemoryFeatureStore,
-            sealer: Sealer | None) -> list[bytes]:
-    """The sections of a snapshot of the state after `journal_offset` bytes of journal.
+@dataclass(frozen=True, slots=True)
+class State:
+    """What a snapshot holds, as it was after `journal_offset` bytes of journal; later changes leave it alone."""
 
-    Runs on the event loop, between two changes (the state must not change while it is read); the file is
-    written by `write`, which may run in a thread.
-    """
-    sections = [_U64.pack(journal_offset)]
-    sections.append(catalog_pb2.UpsertItemsRequest(items=list(catalog.records())).SerializeToString())
+    journal_offset: int
+    items: list[catalog_pb2.Item]
+    records: list[users_pb2.User]
+    features: Frozen
+
+
+def freeze(journal_offset: int, catalog: Catalog, users: UserDirectory, store: MemoryFeatureStore) -> State:
+    """The state now, taken on the event loop between two changes (milliseconds: lists of references and the
+    store's copy-on-write view); `store.thaw()` once the snapshot is written. Catalog items and customer
+    records are replaced whole on change, never changed in place, so references to them stay as they are."""
+    return State(journal_offset, list(catalog.records()), list(users.records()), store.freeze())
+
+
+def capture(state: State, sealer: Sealer | None) -> list[bytes]:
+    """The sections of a snapshot of `state` (seconds for a large shop: run it in a thread)."""
+    store = state.features
+    sections = [_U64.pack(state.journal_offset)]
+    sections.append(catalog_pb2.UpsertItemsRequest(items=state.items).SerializeToString())
     ids, records = [], []
-    for user in users.records():
+    for user in state.records:
         data = user.SerializeToString()
         if sealer is not None:
             sealed = sealer.seal(user.user_id, USER, data)

@@ -15,6 +15,7 @@ from feature_worker.users import UserDirectory
 from protos.aisle.v1 import events_pb2, users_pb2
 from server.embedded.ingest import EmbeddedIngest
 from server.embedded.journal import Journal
+from server.embedded.snapshot import capture, freeze, load, write
 from tests.sealing import dev_master_key
 from tests.shop import BASE_TS, event, item
 
@@ -23,6 +24,7 @@ TYPES = [events_pb2.VIEW] * 6 + [events_pb2.CLICK, events_pb2.ADD_TO_CART, event
 
 
 def open_ingest(data: Path, sealed: bool, snapshots: bool, every: int = 16_384) -> EmbeddedIngest:
+    data.mkdir(parents=True, exist_ok=True)
     """An embedded ingest on `data` (journal, keys, snapshot), as `server.app.build_embedded_engine` makes it."""
     keys = FileKeyStore(data / "keys.txt") if sealed else None
     vault = Vault(dev_master_key(), keys) if keys is not None else None
@@ -62,7 +64,8 @@ async def erase(ingest: EmbeddedIngest, user_id: str) -> None:
 def state(ingest: EmbeddedIngest) -> dict[str, object]:
     store = ingest.store
     return {
-        "users": list(store.users.items()),  # in order: dict order is part of the state
+        # In order (dict order is part of the state), and as bytes: the live states change in place.
+        "users": [(u, s.to_bytes(), s.applied_to_bytes()) for u, s in store.users.items()],
         "popularity": list(store.popularity.items()),
         "trend": [(day, list(weights.items())) for day, weights in store.trend.items()],
         "covis": [(item_id, list(neighbours.items())) for item_id, neighbours in store.covis.items()],
@@ -142,4 +145,22 @@ async def test_a_clean_stop_leaves_nothing_to_replay(tmp_path: Path) -> None:
     await replayed.recover()
     assert state(restarted) == state(replayed)
     for ingest in (restarted, replayed):
+        await ingest.close()
+
+
+async def test_a_snapshot_holds_the_moment_it_was_frozen_while_changes_go_on(tmp_path: Path) -> None:
+    writer = open_ingest(tmp_path / "a", sealed=False, snapshots=True, every=0)
+    await writer.recover()
+    await write_shop(writer, erasures=False)
+    then = state(writer)
+    frozen = freeze(writer.journal.size, writer.catalog, writer.users, writer.store)
+    await write_shop(writer, seed=4)  # while the snapshot is being written: users, items, counters all change
+    assert state(writer) != then
+    write(tmp_path / "snapshot.bin", capture(frozen, None))
+    writer.store.thaw()
+
+    loaded = open_ingest(tmp_path / "b", sealed=False, snapshots=False)
+    assert load(tmp_path / "snapshot.bin", loaded.catalog, loaded.users, loaded.store, None) == frozen.journal_offset
+    assert state(loaded) == then
+    for ingest in (writer, loaded):
         await ingest.close()
