@@ -29,46 +29,14 @@ import uuid
 from pathlib import Path
 
 import grpc
-import redis
-
 from clients.client import AsyncAisleClient, ClientOptions
 from feature_worker.lag import LagProbe
 from feature_worker.process import WorkerProcess
 from feature_worker.topics import Topics, create_topics
+from loadtest import redis_target
 from loadtest.kafka_throughput import cpu_seconds, produce_catalog, producer_process, producer_result
 from server.process import ServerProcess
 from trainer.data.generated import read_meta, read_users
-
-
-def redis_url_of(base_url: str, db: int) -> tuple[str, bool]:
-    """The run's database: `db` on one Redis; the whole (flushed) Cluster when the URL names a Cluster node."""
-    with redis.Redis.from_url(base_url) as client:
-        cluster = bool(client.info("cluster").get("cluster_enabled"))
-    return (base_url if cluster else f"{base_url.rsplit('/', 1)[0]}/{db}"), cluster
-
-
-def redis_nodes(url: str, cluster: bool) -> list[str]:
-    if not cluster:
-        return [url]
-    with redis.Redis.from_url(url) as client:
-        text = client.execute_command("CLUSTER", "NODES")
-    text = text.decode() if isinstance(text, bytes) else str(text)
-    return [f"redis://{line.split()[1].split('@')[0]}/0" for line in text.splitlines() if "master" in line]
-
-
-def flush(nodes: list[str], cluster: bool) -> None:
-    for node in nodes:
-        with redis.Redis.from_url(node) as client:
-            client.flushall() if cluster else client.flushdb()
-
-
-def redis_cpu(nodes: list[str]) -> float:
-    total = 0.0
-    for node in nodes:
-        with redis.Redis.from_url(node) as client:
-            info = client.info("cpu")
-            total += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-    return total
 
 
 def process_tree(pid: int) -> list[int]:
@@ -119,9 +87,9 @@ async def drive(target: str, users: list[str], rate: float, seconds: float, chan
 
 async def run(args: argparse.Namespace) -> None:
     bootstrap, base_url = args.bootstrap, args.redis_url
-    redis_url, cluster = redis_url_of(base_url, args.redis_db)
-    nodes = redis_nodes(redis_url, cluster)
-    flush(nodes, cluster)
+    redis_url, cluster = redis_target.run_database(base_url, args.redis_db)
+    nodes = redis_target.primaries(redis_url, cluster)
+    redis_target.flush(nodes, cluster)
     tag = uuid.uuid4().hex[:8]
     topics = Topics(f"scale{tag}", args.partitions)
     await create_topics(bootstrap, topics.specs())
@@ -153,11 +121,11 @@ async def run(args: argparse.Namespace) -> None:
             idle0, i0 = sum(cpu_seconds(p) for p in pids), time.monotonic()
             await asyncio.sleep(args.idle_seconds)
             idle = (sum(cpu_seconds(p) for p in pids) - idle0) / (time.monotonic() - i0)
-            cpu0, redis0, t0 = sum(cpu_seconds(p) for p in pids), redis_cpu(nodes), time.monotonic()
+            cpu0, redis0, t0 = sum(cpu_seconds(p) for p in pids), redis_target.cpu_seconds(nodes), time.monotonic()
             ok, failed, latencies = await drive(server.target, users, args.rate, args.seconds, 4 * n)
             elapsed = time.monotonic() - t0
             cpu = sum(cpu_seconds(p) for p in pids) - cpu0
-            rcpu = redis_cpu(nodes) - redis0
+            rcpu = redis_target.cpu_seconds(nodes) - redis0
             lat = sorted(latencies)
             net = (cpu - idle * elapsed) / max(ok, 1)
             print(f"| {n} | {idle:.3f} | {ok / elapsed:,.0f} | {failed} | {cpu / max(ok, 1) * 1000:.2f} ms "
