@@ -19,10 +19,12 @@ then started again on its AOF) at 50 %. Then the traffic stops, the worker catch
 1. no Recommend failed outside the restart windows (from the disruption until `--grace-s` after the process is back);
 2. no event lost or applied twice: every user's features in Redis equal those of the embedded fold replaying the
    same events (the same function `tests/feature_worker/test_worker.py` uses: features, applied counts, item
-   counters, co-visitation), and the applied counts add up to the number of distinct events;
-3. the memory (RSS) of every process is flat after warm-up: for the server and each incarnation of the worker and Redis,
+   counters, the co-visitation of every item whose neighbours never reached their cap, which each store trims at
+   its own batch boundaries), and the applied counts add up to the number of distinct events;
+3. the memory (RSS) of Aisle's processes is flat after warm-up: for the server and each incarnation of the worker,
    the mean RSS of the last tenth of its life is within `--rss-growth` (10 %, plus 8 MiB) of the mean of the tenth
-   after its warm-up (the first 20 % of its life).
+   after its warm-up (the first 20 % of its life). Redis's is reported beside its dataset, which grows with the
+   events (applied ids are kept per user up to 2,000, new neighbours), not judged.
 
 Prints the figures and exits 1 if a check fails. Leaves nothing running (the broker is not its own).
 """
@@ -133,7 +135,8 @@ class Soak:
     items: dict[str, catalog_pb2.Item] = field(default_factory=dict)
     usable: list[str] = field(default_factory=list)
     recommends: list[tuple[float, str]] = field(default_factory=list)
-    latencies: list[float] = field(default_factory=list)
+    latencies: list[tuple[float, float]] = field(default_factory=list)
+    capped: tuple[int, int] = (0, 0)
     track_retries: int = 0
     disruptions: list[Disruption] = field(default_factory=list)
     rss: dict[str, list[tuple[float, int]]] = field(default_factory=lambda: defaultdict(list))
@@ -173,7 +176,7 @@ class Soak:
         try:
             await client.recommend(user, k=10)
             self.recommends.append((sent, "OK"))
-            self.latencies.append(self.now() - sent)
+            self.latencies.append((sent, self.now() - sent))
         except grpc.aio.AioRpcError as exc:
             self.recommends.append((sent, exc.code().name))
 
@@ -298,9 +301,10 @@ class Soak:
         outside = [(t, code) for t, code in self.recommends if code != "OK"
                    and not any(d.started <= t <= d.ended for d in self.disruptions)]
         inside = sum(1 for _, code in self.recommends if code != "OK") - len(outside)
-        lat = sorted(self.latencies)
+        lat = sorted(latency for sent, latency in self.latencies
+                     if not any(d.started <= sent <= d.ended for d in self.disruptions))
         print(f"Recommend: {len(self.recommends):,} sent, {len(lat):,} OK, {inside} failed inside the restart "
-              f"windows, {len(outside)} outside; latency p50 {1000 * lat[len(lat) // 2]:.1f} ms, "
+              f"windows, {len(outside)} outside; latency outside the windows p50 {1000 * lat[len(lat) // 2]:.1f} ms, "
               f"p99 {1000 * lat[int(len(lat) * 0.99)]:.1f} ms")
         for d in self.disruptions:
             print(f"  window {d.what}: {d.started:.1f} s to {d.ended:.1f} s")
@@ -315,7 +319,10 @@ class Soak:
             failed += 1
             print("  FAIL: " + "; ".join(problems))
         else:
-            print(f"  Redis equals the embedded replay of the same {distinct:,} events: none lost, none applied twice")
+            capped, items = self.capped
+            print(f"  Redis equals the embedded replay of the same {distinct:,} events: none lost, none applied twice "
+                  f"(features of every user, applied counts, popularity, trending, the co-visitation of {items - capped:,} "
+                  f"of {items:,} items; {capped} reached the cap of neighbours)")
         # 3. RSS flat after warm-up.
         print("RSS (MiB): after warm-up -> at the end")
         for name, samples in self.rss.items():
@@ -325,9 +332,18 @@ class Soak:
                 continue
             start, end = growth
             flat = end <= start * (1 + self.args.rss_growth) + 8 * 2**20
+            if name.startswith("redis"):
+                # Redis holds the data, which grows with every event (applied ids, up to 2,000 per user; new
+                # neighbours): its RSS is reported beside the dataset, not judged.
+                print(f"  {name}: {start / 2**20:,.1f} -> {end / 2**20:,.1f} (the data it holds grows)")
+                continue
             print(f"  {name}: {start / 2**20:,.1f} -> {end / 2**20:,.1f} ({'flat' if flat else 'GROWING'})")
             if not flat:
                 failed += 1
+        with redis.Redis.from_url(self.redis.url) as client:
+            memory = client.info("memory")
+            print(f"  redis at the end: used_memory {memory['used_memory'] / 2**20:,.1f} MiB (dataset "
+                  f"{memory['used_memory_dataset'] / 2**20:,.1f} MiB), {client.dbsize():,} keys")
         print("PASS" if not failed else "FAIL")
         return 0 if not failed else 1
 
@@ -355,11 +371,19 @@ class Soak:
                 off = [i for i in wanted if not math.isclose(got.get(i, 0.0), wanted[i], rel_tol=1e-9)]
                 if off or got.keys() != wanted.keys():
                     problems.append(f"{name} of {off[:3]} differs")
+            # A neighbour set that reached its cap was trimmed, by each store at its own batch boundaries (and
+            # Redis breaks ties the other way): only sets that never did compare exactly. One with fewer than
+            # `covis_cap` neighbours in the replay never reached it there, nor in Redis (which has the same ones).
+            capped = 0
             for item_id, neighbours in expected.covis.items():
+                if len(neighbours) >= keys.KeyPolicy().covis_cap:
+                    capped += 1
+                    continue
                 raw = await store.client.zrange(keys.covis(item_id), 0, -1, withscores=True)
                 if {k.decode(): v for k, v in raw} != neighbours:
                     problems.append(f"co-visitation of {item_id} differs")
                     break
+            self.capped = (capped, len(expected.covis))
         finally:
             await store.close()
         return problems
@@ -407,7 +431,7 @@ def main() -> None:
     parser.add_argument("--track-rate", type=float, default=100.0, help="events per second, all producers")
     parser.add_argument("--producers", type=int, default=4)
     parser.add_argument("--users", type=int, default=3000)
-    parser.add_argument("--items", type=int, default=400)
+    parser.add_argument("--items", type=int, default=3000)
     parser.add_argument("--catalog-every-s", type=float, default=5.0)
     parser.add_argument("--grace-s", type=float, default=3.0, help="a restart window ends this long after the restart")
     parser.add_argument("--rss-growth", type=float, default=0.10, help="allowed RSS growth after warm-up")
