@@ -273,7 +273,9 @@ class Soak:
         options = ClientOptions(target=self.server.target, read_timeout_s=5.0, write_timeout_s=10.0)
         async with AsyncAisleClient(options) as client:
             self.items = {i.item_id: i for i in (self._item(f"i{n}") for n in range(args.items))}
-            await client.upsert_items(self.items.values())
+            catalog = list(self.items.values())
+            for start in range(0, len(catalog), 1000):  # UpsertItems takes 1 to 1,000 items
+                await client.upsert_items(catalog[start : start + 1000])
             self.usable = sorted(self.items)
             print(f"soak: {args.duration_s:.0f} s, Recommend {args.recommend_rate}/s, Track {args.track_rate} "
                   f"events/s from {args.producers} producers, {args.users:,} users, {args.items} items; "

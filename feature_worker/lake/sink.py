@@ -47,7 +47,7 @@ from aiokafka import (
 )
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from feature_worker.codec import decode
+from feature_worker.changes import decode_item, decode_user
 from feature_worker.config import Settings
 from feature_worker.dead_letters import DeadLetter, produce_dead_letters, record_events
 from feature_worker.errors import InvalidArgument, StoreUnavailable
@@ -64,10 +64,7 @@ from feature_worker.lake.schema import (
 )
 from feature_worker.lake.writer import Lake, LakeConflict, LakeUnavailable
 from feature_worker.privacy.events import EventOpener
-from feature_worker.privacy.sealing import USER, is_sealed
 from feature_worker.tables import TableFollower
-from feature_worker.validation import validate_item, validate_user
-from protos.aisle.v1 import catalog_pb2, users_pb2
 
 log = logging.getLogger(__name__)
 
@@ -252,21 +249,11 @@ class BatchSink:
                 continue
             try:
                 if isinstance(rows, ItemRows):
-                    item = decode(record.value, catalog_pb2.Item)
-                    _check(validate_item(item))
-                    rows.upsert(item, ts, record.partition, record.offset)
+                    rows.upsert(decode_item(record.value), ts, record.partition, record.offset)
                 else:
-                    value = record.value
-                    if is_sealed(value):
-                        if self.opener is None:
-                            raise InvalidArgument([("value", "sealed, but this sink has no master key")])
-                        opened = self.opener.open(key, value, USER)
-                        if opened is None:
-                            continue  # an erased customer's record: their key is gone
-                        value = opened
-                    user = decode(value, users_pb2.User)
-                    _check(validate_user(user))
-                    rows.upsert(user, ts, record.partition, record.offset)
+                    user = decode_user(key, record.value, self.opener, "sink")
+                    if user is not None:  # None: an erased customer's record (their key is gone)
+                        rows.upsert(user, ts, record.partition, record.offset)
             except InvalidArgument as exc:
                 dead.append(DeadLetter(record, "; ".join(f"{f}: {r}" for f, r in exc.violations)))
         self._dead_letters(dead)
@@ -356,7 +343,3 @@ class BatchSink:
             self._start.pop(tp, None)
             self._end.pop(tp, None)
 
-
-def _check(problems: list[tuple[str, str]]) -> None:
-    if problems:
-        raise InvalidArgument(problems)
