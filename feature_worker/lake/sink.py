@@ -62,7 +62,7 @@ from feature_worker.lake.schema import (
     UserRows,
     rows_for,
 )
-from feature_worker.lake.writer import Lake, LakeConflict, LakeUnavailable
+from feature_worker.lake.writer import Lake, LakeConflict, append_retrying
 from feature_worker.privacy.events import EventOpener
 from feature_worker.tables import TableFollower
 
@@ -284,23 +284,15 @@ class BatchSink:
         data = rows.table()
         positions = {app_id(tp): end for tp, end in covered.items()}
         expected = {app_id(tp): self._start[tp] for tp in covered}
-        backoff = 0.1
-        while True:
-            try:
-                version = await asyncio.to_thread(
-                    self.lake.append, table, data, positions, expected, f"sink:{self.settings.sink_group_id}"
-                )
-                break
-            except LakeConflict as exc:
-                log.error("%s; dropping %d buffered rows and re-reading from the recorded offsets", exc, len(rows))
-                await self.seek_to_lake(list(covered))
-                return
-            except LakeUnavailable as exc:
-                if self._stopping.is_set():
-                    raise  # not recorded: the records are read again by whoever runs next
-                log.warning("%s; retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+        stopping = self._stopping
+        try:
+            # Stopping, an append that cannot be written is given up: the records are read again by whoever runs next.
+            version = await asyncio.to_thread(append_retrying, self.lake, table, data, positions, expected,
+                                              f"sink:{self.settings.sink_group_id}", lambda _: stopping.is_set())
+        except LakeConflict as exc:
+            log.error("%s; dropping %d buffered rows and re-reading from the recorded offsets", exc, len(rows))
+            await self.seek_to_lake(list(covered))
+            return
         for tp, end in covered.items():
             self._start[tp] = end
         self.appended[table] += len(rows)

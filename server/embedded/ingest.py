@@ -25,7 +25,7 @@ from feature_worker.lake.schema import (
     UserRows,
     now_ms,
 )
-from feature_worker.lake.writer import Lake, LakeConflict, LakeUnavailable
+from feature_worker.lake.writer import MAX_BACKOFF_S, Lake, append_retrying
 from feature_worker.privacy.keystores.file import FileKeyStore
 from feature_worker.privacy.sealing import EVENT, USER, seal
 from feature_worker.privacy.vault import Vault
@@ -423,20 +423,13 @@ class JournalLake:
 
     def _append(self, name: str, rows: Rows, position: int) -> None:
         start = self.recorded[name]
-        backoff = 0.1
-        while True:
-            try:
-                self.lake.append(name, rows.table(), {JOURNAL_APP_ID: position},
-                                 {JOURNAL_APP_ID: None if start < 0 else start}, "embedded-server")
-                break
-            except LakeConflict:
-                raise  # another server writes this lake from its own journal: not a state to write through
-            except LakeUnavailable as exc:
-                if self._closing.is_set() and backoff >= 2.0:
-                    raise  # the journal keeps the records: the next start appends them
-                log.warning("%s; retrying in %.1fs", exc, backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+        closing = self._closing
+        # A LakeConflict is raised: another server writes this lake from its own journal, not a state to write
+        # through. Closing, an append that still cannot be written after the longest wait is given up: the journal
+        # keeps the records, and the next start appends them.
+        append_retrying(self.lake, name, rows.table(), {JOURNAL_APP_ID: position},
+                        {JOURNAL_APP_ID: None if start < 0 else start}, "embedded-server",
+                        lambda backoff: closing.is_set() and backoff >= MAX_BACKOFF_S)
         self.recorded[name] = self._have[name] = position
         self.appended[name] += len(rows)
 
