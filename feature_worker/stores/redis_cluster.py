@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -198,14 +199,23 @@ class _Entry:
     blob: str
 
 
-def is_cluster(url: str) -> bool:
-    """Whether the Redis at `url` is a node of a Redis Cluster (`INFO cluster`); one blocking round trip."""
-    try:
-        with redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=5.0) as client:
-            info = cast(dict[str, Any], client.info("cluster"))
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        raise StoreUnavailable(f"Redis is unavailable (connecting to {url.split('@')[-1]}): {exc}") from exc
-    return bool(info.get("cluster_enabled"))
+def is_cluster(url: str, wait_s: float = 30.0) -> bool:
+    """Whether the Redis at `url` is a node of a Redis Cluster (`INFO cluster`): one blocking round trip, tried
+    again for `wait_s` while Redis cannot be reached (a worker started with Redis is restarting), then
+    `StoreUnavailable`."""
+    deadline = time.monotonic() + wait_s
+    backoff = 0.1
+    while True:
+        try:
+            with redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=5.0) as client:
+                info = cast(dict[str, Any], client.info("cluster"))
+            return bool(info.get("cluster_enabled"))
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            if time.monotonic() + backoff > deadline:
+                raise StoreUnavailable(f"Redis is unavailable (connecting to {url.split('@')[-1]}): {exc}") from exc
+            log.warning("Redis is unavailable (%s); retrying in %.1fs", exc, backoff)
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
 
 
 def redis_store_from_url(
