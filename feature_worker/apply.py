@@ -53,11 +53,13 @@ def fold_batch(
     changed: dict[str, UserState] = {}
     applied = 0
     if group is not None:
-        groups = deltas.groups
+        groups, group_of = deltas.groups, deltas.group_of
         for event in events:
             user_id = event.user_id
             state = users[user_id]
-            name = group(user_id)
+            name = group_of.get(user_id)
+            if name is None:
+                name = group_of[user_id] = group(user_id)
             part = groups.get(name)
             if part is None:
                 part = groups[name] = ItemDeltas()

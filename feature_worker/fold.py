@@ -105,6 +105,8 @@ class ItemDeltas:
     #: group of the user whose events made them (`apply.fold_batch` with `group`); the fields above are then
     #: left empty.
     groups: dict[str, ItemDeltas] = field(default_factory=dict)
+    #: With `groups`: user id -> the group their increments were put in (the store checks it still holds).
+    group_of: dict[str, str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.popularity or self.trend or self.covis or any(self.groups.values()))

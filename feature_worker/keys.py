@@ -42,7 +42,7 @@ in parallel): two round trips.
 | `o1{<slot tag>}`   | hash   | entry id -> a committed batch's item increments (Cluster) | deleted once applied / none        |
 | `m1:<entry>{<tag>}`| string | an entry's increments were applied on this node (Cluster) | one per entry and node / `marker_ttl` |
 
-A slot tag (`slot_tag`) is the shortest string that hashes to a slot: it puts a key on a chosen slot.
+A slot tag (`slot_tag`) is a short string that hashes to a given slot: it puts a key on a chosen slot.
 
 Memory: see `loadtest/redis_memory.py` and BENCHMARKS.md for the measured bytes per user.
 """

@@ -300,8 +300,14 @@ class RedisClusterFeatureStore(RedisFeatureStore):
         await."""
         by_group: dict[str, list[str]] = {}
         group = self._node_of_user
+        folded_in = deltas.group_of
         for user_id in users:
-            by_group.setdefault(group(user_id), []).append(user_id)
+            name = group(user_id)
+            if folded_in.get(user_id, name) != name:
+                # Its slot moved to another node since the fold (failover, resharding): its increments were
+                # grouped with another node's users. Nothing is written; the worker folds the batch again.
+                raise StoreUnavailable("users of the batch moved to another Redis Cluster node since it was folded")
+            by_group.setdefault(name, []).append(user_id)
         batch = uuid.uuid4().hex[:16]
         calls = [self._users_call(batch, name, ids, users, deltas.groups.get(name)) for name, ids in by_group.items()]
         await self._initialize()
@@ -361,9 +367,7 @@ class RedisClusterFeatureStore(RedisFeatureStore):
 
     async def _write_users(self, group: str, names: list[str], args: list[Any], entry: _Entry | None) -> None:
         node = self._node_of_slot(keys.slot(names[0]))
-        moved = [n for n in names if n.startswith(keys.USER_PREFIX + "{")
-                 and self._node_of_slot(keys.slot(n)).name != group]
-        if node.name != group or moved:
+        if node.name != group:
             raise StoreUnavailable("users of the batch moved to another Redis Cluster node since it was folded")
         with cluster_reachable("committing a batch's users"):
             await self._eval(node, _USERS, names, args)

@@ -12,8 +12,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from feature_worker import keys
-from feature_worker.apply import apply_events
+from feature_worker.apply import apply_events, fold_batch
 from feature_worker.catalog import Catalog
+from feature_worker.errors import StoreUnavailable
 from feature_worker.stores.base import FeatureStore
 from feature_worker.stores.memory import MemoryFeatureStore
 from feature_worker.stores.redis import RedisFeatureStore
@@ -162,3 +163,28 @@ async def test_a_cut_cluster_commit_is_finished_once_by_recover(
 
 test_a_cut_cluster_commit_is_finished_once_by_recover = pytest.mark.integration(
     test_a_cut_cluster_commit_is_finished_once_by_recover)
+
+
+async def test_a_cluster_batch_folded_for_another_node_layout_is_refused_whole(
+    redis_cluster_url: str, catalog: Catalog
+) -> None:
+    """As after a failover between fold and commit: a user's increments were grouped for a node that no longer
+    holds the user's slot. Nothing is written (the worker folds the batch again)."""
+    await asyncio.to_thread(flush, redis_cluster_url)
+    store = RedisClusterFeatureStore.from_url(redis_cluster_url)
+    try:
+        users = await store.load_users(["u1", "u2"])
+        assert store.delta_group is not None
+        changed, deltas, applied = fold_batch(users, catalog, [view("u1", "a", BASE_TS), view("u2", "b", BASE_TS)],
+                                              group=store.delta_group)
+        assert applied == 2 and len(deltas.groups) >= 1
+        deltas.group_of["u1"] = "127.0.0.1:1"  # a node that is not u1's now
+        with pytest.raises(StoreUnavailable):
+            await store.commit(changed, deltas)
+        assert (await store.read_request("u2", ())).user is None and (await store.item_stats()).popularity == {}
+    finally:
+        await store.close()
+
+
+test_a_cluster_batch_folded_for_another_node_layout_is_refused_whole = pytest.mark.integration(
+    test_a_cluster_batch_folded_for_another_node_layout_is_refused_whole)
