@@ -20,7 +20,8 @@ per node, with the layout of
   items (the context items, then the latest distinct items of clear features); then one script per node
   holding seeds' co-visitation keys reads their neighbours, in parallel. Two round trips (one when there is
   no seed), the same answer as on one Redis.
-- `load_users`: one MGET per slot, pipelined per node (`mget_nonatomic`); `item_stats`: as on one Redis.
+- `load_users` (and the key store's reads and creations, `NodeScripts`): one script per node for the keys it
+  holds, the nodes in parallel; `item_stats`: as on one Redis.
 
 Differences from one Redis: a batch's increments reach each item key in one addition per user node instead
 of one (float sums may differ in the last bits), and a co-visitation set is trimmed after each of them.
@@ -156,6 +157,30 @@ return out
 """
 
 
+# K: string keys of one node. Returns their values (false for a missing key), in order.
+_GET_MANY_BODY = """#!lua flags=allow-cross-slot-keys,no-writes
+local nk = tonumber(ARGV[1])
+local K = {KEYS[1]}
+for i = 1, nk do K[i + 1] = ARGV[i + 1] end
+local out = {}
+for i, key in ipairs(K) do out[i] = redis.call('GET', key) end
+return out
+"""
+
+# K: string keys of one node; A: a value for each. SET NX each, then returns the value each key has now.
+_CREATE_MANY_BODY = """#!lua flags=allow-cross-slot-keys
+local nk = tonumber(ARGV[1])
+local K = {KEYS[1]}
+for i = 1, nk do K[i + 1] = ARGV[i + 1] end
+local out = {}
+for i, key in ipairs(K) do
+  redis.call('SET', key, ARGV[nk + 1 + i], 'NX')
+  out[i] = redis.call('GET', key)
+end
+return out
+"""
+
+
 @contextmanager
 def cluster_reachable(what: str) -> Iterator[None]:
     """As `stores.redis.reachable`, plus what a Cluster says while it is changing (down, moved, try again)."""
@@ -197,6 +222,70 @@ class _Entry:
     #: JSON: {"pop": [item, w, ...], "trend": [[day, [item, w, ...]], ...], "covis": [[item, [other, n, ...]],
     #: ...], "clock": ms}.
     blob: str
+
+
+class NodeScripts:
+    """Scripts (and reads) run per node of a Redis Cluster: the Cluster store's and the Cluster key store's."""
+
+    def __init__(self, client: RedisCluster) -> None:
+        self.client = client
+        self._ready = False
+
+    async def ready(self) -> None:
+        """Read the slot map once (what `node_of` answers from)."""
+        if not self._ready:
+            with cluster_reachable("reading the slot map"):
+                await self.client.initialize()
+            self._ready = True
+
+    def node_of(self, slot: int) -> ClusterNode:
+        """The primary serving `slot` now."""
+        return self.client.nodes_manager.get_node_from_slot(slot)
+
+    def by_node(self, names: Sequence[str]) -> list[tuple[ClusterNode, list[int]]]:
+        """The positions in `names` of the keys each node holds."""
+        groups: dict[str, tuple[ClusterNode, list[int]]] = {}
+        for i, name in enumerate(names):
+            node = self.node_of(keys.slot(name))
+            groups.setdefault(node.name, (node, []))[1].append(i)
+        return list(groups.values())
+
+    async def eval(self, node: ClusterNode, script: _Script, keys_: Sequence[str], args: Sequence[Any]) -> Any:
+        """EVALSHA on `node` (loading the script there first when it does not know it)."""
+        if script.cross_slot:
+            command: tuple[Any, ...] = ("EVALSHA", script.sha, 1, keys_[0], len(keys_) - 1, *keys_[1:], *args)
+        else:
+            command = ("EVALSHA", script.sha, len(keys_), *keys_, *args)
+        try:
+            return await self.client.execute_command(*command, target_nodes=node)
+        except (NoScriptError, ClusterCrossSlotError):
+            # A node reads a script's flags (`allow-cross-slot-keys`) from the script it knows by that sha: for
+            # one it does not know yet, it refuses keys of several slots before saying NOSCRIPT.
+            await self.client.execute_command("SCRIPT LOAD", script.body, target_nodes=node)
+            return await self.client.execute_command(*command, target_nodes=node)
+
+    async def per_node(self, script: _Script, names: Sequence[str], values: Sequence[Any] = ()) -> list[Any]:
+        """`script` once per node over the keys it holds (with the `values` at their positions, when given),
+        the nodes in parallel; the replies' elements put back in the order of `names`."""
+        await self.ready()
+        groups = self.by_node(names)
+        replies = await asyncio.gather(*(
+            self.eval(node, script, [names[i] for i in positions], [values[i] for i in positions] if values else [])
+            for node, positions in groups))
+        out: list[Any] = [None] * len(names)
+        for (_, positions), reply in zip(groups, replies, strict=True):
+            for i, value in zip(positions, reply, strict=True):
+                out[i] = value
+        return out
+
+    async def get_many(self, names: Sequence[str]) -> list[Any]:
+        """GET of every key (None when missing): one script per node instead of an MGET per slot (the keys of
+        a batch's users are spread over about as many slots as there are users)."""
+        return await self.per_node(GET_MANY, names)
+
+    async def create_many(self, names: Sequence[str], values: Sequence[bytes]) -> list[Any]:
+        """SET NX of every key, then its value now (another process may have been first): one script per node."""
+        return await self.per_node(CREATE_MANY, names, values)
 
 
 def is_cluster(url: str, wait_s: float = 30.0) -> bool:
@@ -242,12 +331,12 @@ class RedisClusterFeatureStore(RedisFeatureStore):
         policy: keys.KeyPolicy = keys.KeyPolicy(),
     ) -> None:
         super().__init__(client, config, policy)  # type: ignore[arg-type]
+        self.nodes = NodeScripts(client)
         self.delta_group = self._node_of_user
         #: Entries written to outboxes (step 1) and not yet applied and deleted (steps 2 and 3).
         self._pending: list[_Entry] = []
         #: Entries whose step-1 script failed: written if the script ran before the connection broke.
         self._unsure: list[_Entry] = []
-        self._ready = False
 
     @classmethod
     def from_url(
@@ -259,36 +348,21 @@ class RedisClusterFeatureStore(RedisFeatureStore):
         return cls(client, config, policy)
 
     async def _initialize(self) -> None:
-        if not self._ready:
-            with cluster_reachable("reading the slot map"):
-                await self.client.initialize()
-            self._ready = True
+        await self.nodes.ready()
 
     def _node_of_slot(self, slot: int) -> ClusterNode:
-        return self.client.nodes_manager.get_node_from_slot(slot)
+        return self.nodes.node_of(slot)
 
     def _node_of_user(self, user_id: str) -> str:
         return str(self._node_of_slot(keys.slot(keys.user(user_id))).name)
 
     async def _eval(self, node: ClusterNode, script: _Script, keys_: Sequence[str], args: Sequence[Any]) -> Any:
-        """EVALSHA on `node` (loading the script there first when it does not know it)."""
-        if script.cross_slot:
-            command: tuple[Any, ...] = ("EVALSHA", script.sha, 1, keys_[0], len(keys_) - 1, *keys_[1:], *args)
-        else:
-            command = ("EVALSHA", script.sha, len(keys_), *keys_, *args)
-        try:
-            return await self.client.execute_command(*command, target_nodes=node)
-        except (NoScriptError, ClusterCrossSlotError):
-            # A node reads a script's flags (`allow-cross-slot-keys`) from the script it knows by that sha: for
-            # one it does not know yet, it refuses keys of several slots before saying NOSCRIPT.
-            await self.client.execute_command("SCRIPT LOAD", script.body, target_nodes=node)
-            return await self.client.execute_command(*command, target_nodes=node)
+        return await self.nodes.eval(node, script, keys_, args)
 
     # -- writer side -------------------------------------------------------------------------------
     async def _get_many(self, names: list[str]) -> list[Any]:
-        await self._initialize()
         with cluster_reachable("loading users"):
-            return await self.client.mget_nonatomic(names)
+            return await self.nodes.get_many(names)
 
     async def load_users(self, user_ids: Collection[str]) -> dict[str, UserState]:
         with cluster_reachable("loading users"):
@@ -503,6 +577,8 @@ _USERS = _Script(_COMMIT_USERS, cross_slot=True)
 _ITEMS = _Script(_APPLY_ITEMS, cross_slot=True)
 _USER = _Script(_READ_USER)
 _NEIGHBOURS = _Script(_READ_NEIGHBOURS, cross_slot=True)
+GET_MANY = _Script(_GET_MANY_BODY, cross_slot=True)
+CREATE_MANY = _Script(_CREATE_MANY_BODY, cross_slot=True)
 
 
 def _decoded(value: bytes | str) -> str:

@@ -19,7 +19,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from feature_worker import keys
 from feature_worker.privacy.keystores.base import KeyStore
-from feature_worker.stores.redis import reachable
+from feature_worker.stores.redis_cluster import NodeScripts, cluster_reachable
 
 # KEYS: the customers' key names; ARGV: their new wrapped keys. Returns the key each one has now.
 _CREATE = """
@@ -38,15 +38,17 @@ class RedisKeyStore(KeyStore):
     def __init__(self, client: aioredis.Redis | RedisCluster) -> None:
         self.client = client
         self._create = client.register_script(_CREATE)
+        #: On a Redis Cluster a call's keys live in many slots: one script per node instead.
+        self._nodes = NodeScripts(client) if isinstance(client, RedisCluster) else None
 
     async def get_many(self, user_ids: Collection[str]) -> dict[str, bytes]:
         ids = list(user_ids)
         if not ids:
             return {}
         names = [keys.data_key(u) for u in ids]
-        with reachable("reading data keys"):
-            if isinstance(self.client, RedisCluster):
-                values = await self.client.mget_nonatomic(names)
+        with cluster_reachable("reading data keys"):
+            if self._nodes is not None:
+                values = await self._nodes.get_many(names)
             else:
                 values = await self.client.mget(names)
         return {u: cast(bytes, v) for u, v in zip(ids, values, strict=True) if v is not None}
@@ -55,17 +57,14 @@ class RedisKeyStore(KeyStore):
         ids = list(wrapped)
         if not ids:
             return {}
-        with reachable("creating data keys"):
-            if isinstance(self.client, RedisCluster):
-                # SET NX GET: the key already there (another process was first), or None when ours was set.
-                pipe = self.client.pipeline(transaction=False)
-                for u in ids:
-                    pipe.set(keys.data_key(u), wrapped[u], nx=True, get=True)
-                before = await pipe.execute()
-                return {u: old if old is not None else wrapped[u] for u, old in zip(ids, before, strict=True)}
+        with cluster_reachable("creating data keys"):
+            if self._nodes is not None:
+                names = [keys.data_key(u) for u in ids]
+                values = await self._nodes.create_many(names, [wrapped[u] for u in ids])
+                return dict(zip(ids, values, strict=True))
             values = await self._create(keys=[keys.data_key(u) for u in ids], args=[wrapped[u] for u in ids])
         return dict(zip(ids, values, strict=True))
 
     async def delete_user(self, user_id: str) -> bool:
-        with reachable("destroying a data key"):
+        with cluster_reachable("destroying a data key"):
             return bool(await self.client.delete(keys.data_key(user_id)))
