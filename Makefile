@@ -97,9 +97,9 @@ demo: install master-key
 test: install proto-check
 	$(PY) -m pytest -q
 
-# Development services (Kafka in KRaft mode, Redis); addresses go to .services.env.
+# Development services (Kafka in KRaft mode, Redis; CLUSTER=1: a Redis Cluster of three); addresses go to .services.env.
 services: install
-	$(PY) -m tests.services up
+	$(PY) -m tests.services up $(if $(CLUSTER),--cluster)
 
 services-down:
 	$(PY) -m tests.services down

@@ -30,7 +30,7 @@ from feature_worker.metrics import WorkerMetrics
 from feature_worker.privacy.events import EventOpener
 from feature_worker.privacy.keystores.redis import RedisKeyStore
 from feature_worker.privacy.vault import EncryptionNotConfigured, Vault, load_master_key
-from feature_worker.stores.redis import RedisFeatureStore
+from feature_worker.stores.redis_cluster import redis_store_from_url
 from feature_worker.tables import TableFollower
 from feature_worker.topics import create_topics
 from feature_worker.users import UserDirectory
@@ -50,7 +50,7 @@ async def run(settings: Settings, ready_file: Path | None = None) -> None:
     stopping = _stopping_on_signals()
     topics = settings.topics
     await create_topics(settings.kafka_bootstrap, topics.specs(), replication_factor=settings.replication_factor)
-    store = RedisFeatureStore.from_url(settings.redis_url.get_secret_value(), policy=settings.key_policy)
+    store = redis_store_from_url(settings.redis_url.get_secret_value(), policy=settings.key_policy)
     opener = tables_opener = None
     master = load_master_key(settings.encryption, settings.master_key_file)
     if master is not None:
@@ -58,6 +58,7 @@ async def run(settings: Settings, ready_file: Path | None = None) -> None:
         opener, tables_opener = EventOpener(store.vault), EventOpener(store.vault)
     else:
         log.warning("AISLE_ENCRYPTION=off: customers' features are stored in clear")
+    await store.recover()  # what a worker killed mid-commit left half-done (Redis Cluster)
     catalog, users = Catalog(), UserDirectory()
     tables = TableFollower(settings.kafka_bootstrap, topics, catalog, users, tables_opener)
     await tables.start()
@@ -85,7 +86,7 @@ async def run_sink(settings: Settings, ready_file: Path | None = None) -> None:
     if master is not None:
         if not settings.redis_url.get_secret_value():
             raise EncryptionNotConfigured("the sink opens sealed events with keys kept in Redis: set AISLE_REDIS_URL")
-        client = RedisFeatureStore.from_url(settings.redis_url.get_secret_value()).client
+        client = redis_store_from_url(settings.redis_url.get_secret_value()).client
         vault = Vault(master, RedisKeyStore(client), settings.key_cache_size)
         opener, tables_opener = EventOpener(vault), EventOpener(vault)
     await create_topics(settings.kafka_bootstrap, settings.topics.specs(),

@@ -236,7 +236,8 @@ class FeatureWorker:
         loaded = await self.store.load_users(wanted - carried.keys())
         await catching_up
         states = {user: carried[user] if user in carried else loaded[user] for user in wanted}
-        batch.states, batch.deltas, applied = fold_batch(states, self.catalog, batch.events, self.config)
+        batch.states, batch.deltas, applied = fold_batch(states, self.catalog, batch.events, self.config,
+                                                              self.store.delta_group)
         batch.result = BatchResult(applied, len(batch.events) - applied)
 
     async def _finish(self, batch: _Batch) -> bool:

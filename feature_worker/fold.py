@@ -102,9 +102,15 @@ class ItemDeltas:
     covis: defaultdict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     #: The newest event time seen: the stream clock that trending and decay are read at.
     clock_ms: int = 0
+    #: For a store that commits per group of users (Redis Cluster: per node), the increments split by the
+    #: group of the user whose events made them (`apply.fold_batch` with `group`); the fields above are then
+    #: left empty.
+    groups: dict[str, ItemDeltas] = field(default_factory=dict)
+    #: With `groups`: user id -> the group their increments were put in (the store checks it still holds).
+    group_of: dict[str, str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.popularity or self.trend or self.covis)
+        return bool(self.popularity or self.trend or self.covis or any(self.groups.values()))
 
 
 def event_key(event_id: str) -> int:

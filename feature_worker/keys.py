@@ -26,15 +26,23 @@ Every TTL is refreshed by each write, so a key lives while it is used and goes s
 silent for `user_ttl` is forgotten; duplicates are recognised for `applied_ttl` after a user's last
 event (the redelivery window of a crash is seconds, a client's retry window minutes).
 
-Redis Cluster: the three keys of a user carry the user id as their hash tag (`{<user>}`), so one user's
-keys share a slot and a user's write is atomic on any deployment. What needs a single Redis is the
-batch: the worker's commit script writes the users and the item keys of a whole batch at once, and the
-recommend script reads the user's key and then the co-visitation keys of the user's recent items,
-which live in other slots. On a Cluster, both split by node: the commit becomes one script per node
-(a batch is then atomic per node, which is still safe, since user and applied ids stay together and
-item increments are only made for events whose user write commits in the same script — group each
-event's item increments with its user's node) and Recommend reads the user, then the neighbours (two
-round trips). This module already names keys so that this works; the scripts assume one Redis.
+Redis Cluster (`stores.redis_cluster`): the three keys of a user carry the user id as their hash tag
+(`{<user>}`), so one user's keys share a slot. A batch's commit splits by node: one script per node writes
+that node's users together with the item increments their events made, as an entry of the node's outbox
+(`o1{<slot tag>}`, field = entry id); then one script per node applies each pending entry's increments to
+the item keys it holds, once (a marker `m1:<entry>{<slot tag>}` on that node, set in the same script); then
+the entries are deleted. A worker that dies between the steps leaves entries behind, and the next worker
+(or the same one, at its next commit) applies them: every event's increments are made exactly once, with
+the user write that recognises a redelivered event. A Recommend reads the user (one script on the user's
+slot, which also finds the seed items), then the neighbours of the seeds (one script per node holding some,
+in parallel): two round trips.
+
+| key                | type   | holds                                                     | bounded by / TTL                   |
+|--------------------|--------|-----------------------------------------------------------|------------------------------------|
+| `o1{<slot tag>}`   | hash   | entry id -> a committed batch's item increments (Cluster) | deleted once applied / none        |
+| `m1:<entry>{<tag>}`| string | an entry's increments were applied on this node (Cluster) | one per entry and node / `marker_ttl` |
+
+A slot tag (`slot_tag`) is a short string that hashes to a given slot: it puts a key on a chosen slot.
 
 Memory: see `loadtest/redis_memory.py` and BENCHMARKS.md for the measured bytes per user.
 """
@@ -42,8 +50,13 @@ Memory: see `loadtest/redis_memory.py` and BENCHMARKS.md for the measured bytes 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
+from itertools import count
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from feature_worker.decay import DAY_MS
+from feature_worker.stores.bounds import COVIS_CAP
 
 VERSION = 1
 
@@ -55,6 +68,8 @@ TREND_PREFIX = f"t{VERSION}:"
 POPULARITY = f"p{VERSION}"
 CLOCK = f"k{VERSION}"
 DATA_KEY_PREFIX = f"x{VERSION}"
+OUTBOX_PREFIX = f"o{VERSION}"
+MARKER_PREFIX = f"m{VERSION}:"
 #: The one member of `CLOCK`.
 CLOCK_MEMBER = "c"
 
@@ -83,6 +98,51 @@ def trend(day: int) -> str:
     return f"{TREND_PREFIX}{day}"
 
 
+def outbox(slot: int) -> str:
+    """The Cluster outbox of `slot`: `o1{<slot tag>}`."""
+    return f"{OUTBOX_PREFIX}{{{slot_tag(slot)}}}"
+
+
+def marker(entry: str, slot: int) -> str:
+    """That outbox entry `entry` was applied on the node of `slot`: `m1:<entry>{<slot tag>}`."""
+    return f"{MARKER_PREFIX}{entry}{{{slot_tag(slot)}}}"
+
+
+def slot(key: str) -> int:
+    """The Redis Cluster hash slot of a key name (its hash tag's, when it has one)."""
+    return key_slot(key.encode())
+
+
+def slot_tag(slot: int) -> str:
+    """The first string of `0, 1, ..., z, 10, ...` (base 36) that hashes to `slot`."""
+    return _slot_tags()[slot]
+
+
+@cache
+def _slot_tags() -> tuple[str, ...]:
+    # About 170,000 CRC16s (every slot is hit after n ln n tries): a fraction of a second, once per process.
+    tags: list[str | None] = [None] * REDIS_CLUSTER_HASH_SLOTS
+    missing = REDIS_CLUSTER_HASH_SLOTS
+    for n in count():
+        tag = _base36(n)
+        s = key_slot(tag.encode())
+        if tags[s] is None:
+            tags[s] = tag
+            missing -= 1
+            if not missing:
+                return tuple(t for t in tags if t is not None)
+    raise AssertionError("unreachable")
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = digits[n % 36]
+    while n >= 36:
+        n //= 36
+        out = digits[n % 36] + out
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class KeyPolicy:
     """TTLs (milliseconds) and caps of the item-level keys: the bounds promised in the table above."""
@@ -94,4 +154,7 @@ class KeyPolicy:
     #: Trending reads today and yesterday (stream time); a day's hash goes two days after its last write.
     trend_ttl_ms: int = 2 * DAY_MS
     #: Neighbours kept per item; the commit trims back to this when a set grows past 1.25 times it.
-    covis_cap: int = 200
+    covis_cap: int = COVIS_CAP
+    #: How long a Cluster node remembers that an outbox entry was applied there: longer than any entry stays
+    #: pending (a worker applies its entries at once; a crashed worker's, at the next worker's start).
+    marker_ttl_ms: int = 7 * DAY_MS

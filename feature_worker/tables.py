@@ -26,14 +26,11 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from feature_worker.catalog import Catalog
-from feature_worker.codec import decode
+from feature_worker.changes import decode_item, decode_user
 from feature_worker.errors import InvalidArgument, StoreUnavailable
 from feature_worker.privacy.events import EventOpener
-from feature_worker.privacy.sealing import USER, is_sealed
 from feature_worker.topics import Topics
 from feature_worker.users import UserDirectory
-from feature_worker.validation import validate_item, validate_user
-from protos.aisle.v1 import catalog_pb2, users_pb2
 
 log = logging.getLogger(__name__)
 
@@ -150,27 +147,14 @@ class TableFollower:
                 if value is None:
                     self.catalog.delete([key])
                     return
-                item = decode(value, catalog_pb2.Item)
-                problems = validate_item(item)
-                if problems:
-                    raise InvalidArgument(problems)
-                self.catalog.upsert(item)
+                self.catalog.upsert(decode_item(value))
             else:
                 if value is None:
                     self.users.delete_user(key)
                     return
-                if is_sealed(value):
-                    if self.opener is None:
-                        raise InvalidArgument([("value", "sealed, but this process has no master key")])
-                    opened = self.opener.open(key, value, USER)
-                    if opened is None:
-                        return  # an erased customer's record: their key is gone
-                    value = opened
-                user = decode(value, users_pb2.User)
-                problems = validate_user(user)
-                if problems:
-                    raise InvalidArgument(problems)
-                self.users.upsert(user)
+                user = decode_user(key, value, self.opener, "process")
+                if user is not None:  # None: an erased customer's record (their key is gone)
+                    self.users.upsert(user)
         except InvalidArgument as exc:
             self.skipped += 1
             log.warning("skipping %s record at %d/%d (key %r): %s", topic, record.partition, record.offset,

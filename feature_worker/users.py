@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from protos.aisle.v1 import users_pb2
 
 
@@ -13,6 +15,10 @@ class UserDirectory:
 
     def __len__(self) -> int:
         return len(self._users)
+
+    def records(self) -> Iterator[users_pb2.User]:
+        """Every record, in the order they were first upserted."""
+        return iter(self._users.values())
 
     def get(self, user_id: str) -> users_pb2.User | None:
         return self._users.get(user_id)

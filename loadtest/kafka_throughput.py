@@ -35,6 +35,7 @@ from pathlib import Path
 import redis
 
 from feature_worker.lag import LagProbe
+from loadtest import redis_target
 from feature_worker.process import WorkerProcess
 from feature_worker.topics import Topics, create_topics
 from trainer.data.generated import read_items, read_meta
@@ -77,11 +78,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def redis_cpu_seconds(client: redis.Redis) -> float:
-    info = client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-
 async def follow(probe: LagProbe, total: int, timeout_s: float) -> list[tuple[float, int]]:
     """(time, committed) samples every 0.1 s until `total` events are committed."""
     samples: list[tuple[float, int]] = []
@@ -118,9 +114,9 @@ async def run(args: argparse.Namespace) -> None:
     base_url = args.redis_url or os.environ.get("AISLE_REDIS_URL", "")
     if not bootstrap or not base_url:
         sys.exit("set AISLE_KAFKA_BOOTSTRAP and AISLE_REDIS_URL (make services; source .services.env)")
-    redis_url = f"{base_url.rsplit('/', 1)[0]}/{args.redis_db}"
-    with redis.Redis.from_url(redis_url) as r:
-        r.flushdb()
+    redis_url, cluster = redis_target.run_database(base_url, args.redis_db)
+    nodes = redis_target.primaries(redis_url, cluster)
+    redis_target.flush(nodes, cluster)
     total = min(args.events, read_meta(args.shop)["events"])
     tag = uuid.uuid4().hex[:8]
     topics = Topics(f"bench{tag}", args.partitions)
@@ -149,25 +145,23 @@ async def run(args: argparse.Namespace) -> None:
         return pids, cpu
 
     try:
-        redis_client = redis.Redis.from_url(redis_url)
         if args.mode == "drain":
             produced = producer_result(producer_process(args.shop, bootstrap, topics.events, total))
             print(f"producer: {produced['events_per_s']:,.0f} events/s (backlog written)")
-            redis0 = redis_cpu_seconds(redis_client)
+            redis0 = redis_target.cpu_seconds(nodes)
             pids, cpu0 = start_workers()
             await probe.start()
             samples = await follow(probe, total, args.timeout)
         else:
             pids, cpu0 = start_workers()
-            redis0 = redis_cpu_seconds(redis_client)
+            redis0 = redis_target.cpu_seconds(nodes)
             await probe.start()
             proc = producer_process(args.shop, bootstrap, topics.events, total)
             samples = await follow(probe, total, args.timeout)
             produced = producer_result(proc)
             print(f"producer: {produced['events_per_s']:,.0f} events/s (concurrently)")
         worker_cpu = sum(cpu_seconds(pid) for pid in pids) - cpu0
-        redis_cpu = redis_cpu_seconds(redis_client) - redis0
-        redis_client.close()
+        redis_cpu = redis_target.cpu_seconds(nodes) - redis0
         print(f"CPU per event: worker{'s' if len(pids) > 1 else ''} {worker_cpu / total * 1e6:.1f} us, "
               f"Redis {redis_cpu / total * 1e6:.1f} us (a core each: at most "
               f"{total / max(worker_cpu / len(pids), redis_cpu):,.0f} events/s)")
@@ -175,8 +169,9 @@ async def run(args: argparse.Namespace) -> None:
         print(f"{len(pids)} worker{'s' if len(pids) > 1 else ''} ({args.mode}): {total:,} events in "
               f"{figures['seconds']:.1f} s = {figures['events_per_s']:,.0f} events/s "
               f"(median 1-s window {figures['median_1s_window']:,.0f}/s), batch_max {args.batch_max}")
-        with redis.Redis.from_url(redis_url) as r:
-            print(f"redis: {r.dbsize():,} keys, used_memory {r.info('memory')['used_memory_human']}")
+        if not cluster:
+            with redis.Redis.from_url(redis_url) as r:
+                print(f"redis: {r.dbsize():,} keys, used_memory {r.info('memory')['used_memory_human']}")
     finally:
         for worker in workers:
             worker.stop()
@@ -196,7 +191,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker processes in the group")
     parser.add_argument("--batch-max", type=int, default=2000)
     parser.add_argument("--bootstrap", help="default: $AISLE_KAFKA_BOOTSTRAP")
-    parser.add_argument("--redis-url", help="default: $AISLE_REDIS_URL (the database number is replaced)")
+    parser.add_argument("--redis-url", help="default: $AISLE_REDIS_URL (the database number is replaced; a Redis "
+                        "Cluster node: the whole Cluster is the run's, and flushed)")
     parser.add_argument("--redis-db", type=int, default=14, help="database of the run; flushed first")
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--profile", action="store_true", help="run the worker under cProfile")

@@ -23,7 +23,7 @@ from feature_worker.privacy.keystores.redis import RedisKeyStore
 from feature_worker.privacy.sealing import MasterKey
 from feature_worker.privacy.vault import Vault, load_master_key
 from feature_worker.stores.memory import MemoryFeatureStore
-from feature_worker.stores.redis import RedisFeatureStore
+from feature_worker.stores.redis_cluster import redis_store_from_url
 from feature_worker.tables import TableFollower
 from feature_worker.topics import TopicSpec, create_topics
 from feature_worker.users import UserDirectory
@@ -160,7 +160,7 @@ async def build_kafka_engine(settings: ServerSettings, master: MasterKey | None 
     """
     topics = settings.topics
     await create_topics(settings.kafka_bootstrap, topics.specs(), replication_factor=settings.replication_factor)
-    store = RedisFeatureStore.from_url(settings.redis_url.get_secret_value(), policy=settings.key_policy)
+    store = redis_store_from_url(settings.redis_url.get_secret_value(), policy=settings.key_policy)
     vault = None
     if master is not None:
         vault = store.vault = Vault(master, RedisKeyStore(store.client), settings.key_cache_size)
@@ -186,7 +186,8 @@ async def build_embedded_engine(
     journal = Journal(settings.data_dir / "journal.bin", fsync=settings.journal_fsync)
     keys = FileKeyStore(settings.data_dir / "keys.txt") if master is not None else None
     vault = Vault(master, keys, settings.key_cache_size) if master is not None and keys is not None else None
-    ingest = EmbeddedIngest(journal, catalog, users, store, vault, keys)
+    ingest = EmbeddedIngest(journal, catalog, users, store, vault, keys, snapshot_path=settings.data_dir / "snapshot.bin",
+                            snapshot_every_bytes=settings.snapshot_every_mb << 20)
     await ingest.recover()
     if settings.lake_dir:  # the batch store, appended from the journal off the request path
         ingest.lake = await asyncio.to_thread(

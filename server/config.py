@@ -29,6 +29,9 @@ class ServerSettings(Settings):
     #: fsync the journal on every write: survives machine crashes, costs latency. Flush-only survives
     #: process crashes.
     journal_fsync: bool = False
+    #: Embedded mode: snapshot the in-process state each time the journal grows by this many MiB (and on a
+    #: clean stop), so that a start replays at most that much journal after loading it; 0: never.
+    snapshot_every_mb: int = 64
     #: How often popular/trending lists are rebuilt; 0 rebuilds on every request that finds them stale
     #: (deterministic, for tests and evaluation).
     lists_refresh_s: float = Field(1.0, ge=0)

@@ -302,8 +302,8 @@ class Engine:
         whole catalog, tens of milliseconds that would otherwise hold up every request on the event
         loop. A catalog change racing the build at worst fails this build; the next one catches up.
         """
-        version = getattr(self.store, "version", None)
-        key = (self.catalog.version, version if isinstance(version, int) else time.monotonic_ns())
+        version = self.store.version
+        key = (self.catalog.version, version if version is not None else time.monotonic_ns())
         if key == self._lists_key:
             return
         stats = await self.store.item_stats()

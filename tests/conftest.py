@@ -22,7 +22,7 @@ pytest_plugins = ["tests.services.fixtures"]
 
 @pytest.fixture(scope="session")
 def server_mode(request: pytest.FixtureRequest) -> str:
-    """`embedded` (the default) or `kafka`, when a module parametrizes it (`tests.modes.SERVER_MODES`)."""
+    """`embedded` (the default), `kafka` or `kafka-cluster`, when a module parametrizes it (`tests.modes.SERVER_MODES`)."""
     return str(getattr(request, "param", "embedded"))
 
 
@@ -37,11 +37,26 @@ def kafka_stack(
 
 
 @pytest.fixture(scope="session")
+def kafka_cluster_stack(
+    tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, redis_cluster_url: str
+) -> Iterator[KafkaStack]:
+    """As `kafka_stack`, on the session's Redis Cluster."""
+    stack = KafkaStack(tmp_path_factory.mktemp("kafka-cluster-stack"), kafka_bootstrap, redis_cluster_url).start()
+    yield stack
+    stack.stop()
+
+
+def _stack_of(server_mode: str, request: pytest.FixtureRequest) -> KafkaStack:
+    name = "kafka_cluster_stack" if server_mode == "kafka-cluster" else "kafka_stack"
+    stack: KafkaStack = request.getfixturevalue(name)
+    return stack
+
+
+@pytest.fixture(scope="session")
 def server(server_mode: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server for the session and mode; tests keep apart by using unique ids (`tests.shop`)."""
-    if server_mode == "kafka":
-        stack: KafkaStack = request.getfixturevalue("kafka_stack")
-        yield stack.server
+    if server_mode != "embedded":
+        yield _stack_of(server_mode, request).server
         return
     process = ServerProcess(tmp_path_factory.mktemp("server")).start()
     yield process
@@ -52,8 +67,8 @@ def server(server_mode: str, request: pytest.FixtureRequest, tmp_path_factory: p
 def client(server: ServerProcess, server_mode: str, request: pytest.FixtureRequest) -> Iterator[AisleClient]:
     """A client of `server`; in Kafka mode its `track` returns once the worker has folded the events."""
     options = ClientOptions(target=server.target, read_timeout_s=10, write_timeout_s=30)
-    if server_mode == "kafka":
-        with AppliedClient(options, request.getfixturevalue("kafka_stack")) as c:
+    if server_mode != "embedded":
+        with AppliedClient(options, _stack_of(server_mode, request)) as c:
             yield c
         return
     with AisleClient(options) as c:

@@ -10,6 +10,7 @@ from feature_worker.privacy.keystores.redis import RedisKeyStore
 from feature_worker.privacy.sealing import MasterKey
 from feature_worker.privacy.vault import Vault
 from feature_worker.stores.redis import RedisFeatureStore
+from feature_worker.stores.redis_cluster import redis_store_from_url
 
 
 def dev_master_key() -> MasterKey:
@@ -17,7 +18,8 @@ def dev_master_key() -> MasterKey:
 
 
 def sealed_store(url: str) -> RedisFeatureStore:
-    """A Redis feature store that seals and opens with the development key, as the test processes do."""
-    store = RedisFeatureStore.from_url(url)
+    """A Redis (or Redis Cluster) feature store that seals and opens with the development key, as the test
+    processes do."""
+    store = redis_store_from_url(url)
     store.vault = Vault(dev_master_key(), RedisKeyStore(store.client))
     return store

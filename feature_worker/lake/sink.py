@@ -47,7 +47,7 @@ from aiokafka import (
 )
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from feature_worker.codec import decode
+from feature_worker.changes import decode_item, decode_user
 from feature_worker.config import Settings
 from feature_worker.dead_letters import DeadLetter, produce_dead_letters, record_events
 from feature_worker.errors import InvalidArgument, StoreUnavailable
@@ -62,12 +62,9 @@ from feature_worker.lake.schema import (
     UserRows,
     rows_for,
 )
-from feature_worker.lake.writer import Lake, LakeConflict, LakeUnavailable
+from feature_worker.lake.writer import Lake, LakeConflict, append_retrying
 from feature_worker.privacy.events import EventOpener
-from feature_worker.privacy.sealing import USER, is_sealed
 from feature_worker.tables import TableFollower
-from feature_worker.validation import validate_item, validate_user
-from protos.aisle.v1 import catalog_pb2, users_pb2
 
 log = logging.getLogger(__name__)
 
@@ -252,21 +249,11 @@ class BatchSink:
                 continue
             try:
                 if isinstance(rows, ItemRows):
-                    item = decode(record.value, catalog_pb2.Item)
-                    _check(validate_item(item))
-                    rows.upsert(item, ts, record.partition, record.offset)
+                    rows.upsert(decode_item(record.value), ts, record.partition, record.offset)
                 else:
-                    value = record.value
-                    if is_sealed(value):
-                        if self.opener is None:
-                            raise InvalidArgument([("value", "sealed, but this sink has no master key")])
-                        opened = self.opener.open(key, value, USER)
-                        if opened is None:
-                            continue  # an erased customer's record: their key is gone
-                        value = opened
-                    user = decode(value, users_pb2.User)
-                    _check(validate_user(user))
-                    rows.upsert(user, ts, record.partition, record.offset)
+                    user = decode_user(key, record.value, self.opener, "sink")
+                    if user is not None:  # None: an erased customer's record (their key is gone)
+                        rows.upsert(user, ts, record.partition, record.offset)
             except InvalidArgument as exc:
                 dead.append(DeadLetter(record, "; ".join(f"{f}: {r}" for f, r in exc.violations)))
         self._dead_letters(dead)
@@ -297,23 +284,15 @@ class BatchSink:
         data = rows.table()
         positions = {app_id(tp): end for tp, end in covered.items()}
         expected = {app_id(tp): self._start[tp] for tp in covered}
-        backoff = 0.1
-        while True:
-            try:
-                version = await asyncio.to_thread(
-                    self.lake.append, table, data, positions, expected, f"sink:{self.settings.sink_group_id}"
-                )
-                break
-            except LakeConflict as exc:
-                log.error("%s; dropping %d buffered rows and re-reading from the recorded offsets", exc, len(rows))
-                await self.seek_to_lake(list(covered))
-                return
-            except LakeUnavailable as exc:
-                if self._stopping.is_set():
-                    raise  # not recorded: the records are read again by whoever runs next
-                log.warning("%s; retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+        stopping = self._stopping
+        try:
+            # Stopping, an append that cannot be written is given up: the records are read again by whoever runs next.
+            version = await asyncio.to_thread(append_retrying, self.lake, table, data, positions, expected,
+                                              f"sink:{self.settings.sink_group_id}", lambda _: stopping.is_set())
+        except LakeConflict as exc:
+            log.error("%s; dropping %d buffered rows and re-reading from the recorded offsets", exc, len(rows))
+            await self.seek_to_lake(list(covered))
+            return
         for tp, end in covered.items():
             self._start[tp] = end
         self.appended[table] += len(rows)
@@ -356,7 +335,3 @@ class BatchSink:
             self._start.pop(tp, None)
             self._end.pop(tp, None)
 
-
-def _check(problems: list[tuple[str, str]]) -> None:
-    if problems:
-        raise InvalidArgument(problems)

@@ -17,7 +17,8 @@ same application id won in between (`CommitFailedError`). Both raise `LakeConfli
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pyarrow as pa
@@ -38,6 +39,38 @@ class LakeConflict(AisleError):
 
 class LakeUnavailable(StoreUnavailable):
     """The batch store cannot be read or written (disk, object store); retrying the same append is safe."""
+
+
+#: Longest wait between two tries of an append while the store cannot be written.
+MAX_BACKOFF_S = 2.0
+
+
+def append_retrying(
+    lake: Lake,
+    name: str,
+    rows: pa.Table,
+    positions: Mapping[str, int],
+    expected: Mapping[str, int | None],
+    writer: str,
+    give_up: Callable[[float], bool],
+) -> int:
+    """`lake.append`, tried again while the store cannot be written: the one append path of the batch sink and
+    of the embedded server's journal tail. Blocking (call it from a thread).
+
+    Waits 0.1 s after a `LakeUnavailable`, doubling up to `MAX_BACKOFF_S`, and raises it instead once
+    `give_up(the next wait)` is true (the caller is stopping; nothing was recorded, so whoever runs next appends
+    the rows again). A `LakeConflict` is raised at once: what to do then is the caller's.
+    """
+    backoff = 0.1
+    while True:
+        try:
+            return lake.append(name, rows, positions, expected, writer)
+        except LakeUnavailable as exc:
+            if give_up(backoff):
+                raise
+            log.warning("%s; retrying in %.1fs", exc, backoff)
+            time.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
 
 
 def table_uri(root: str | Path, name: str) -> str:

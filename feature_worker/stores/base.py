@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from feature_worker.fold import ItemDeltas
@@ -41,6 +41,10 @@ class FeatureStore(ABC):
     so load-fold-commit per user needs no locks.
     """
 
+    #: user id -> the group whose commit writes that user, for a store that commits per group (Redis Cluster:
+    #: per node), so that the fold splits the item deltas by group (`apply.fold_batch`); None: all at once.
+    delta_group: Callable[[str], str] | None = None
+
     @abstractmethod
     async def load_users(self, user_ids: Collection[str]) -> dict[str, UserState]:
         """The current state of each user, a fresh empty state for users never seen."""
@@ -68,6 +72,17 @@ class FeatureStore(ABC):
     @abstractmethod
     async def delete_user(self, user_id: str) -> bool:
         """Forget a user's features; True when there were any."""
+
+    @property
+    def version(self) -> int | None:
+        """A counter that grows with every commit, by which readers cache views derived from the store (the
+        server's top lists); None when the store cannot tell (Redis: other processes write it), and readers
+        rebuild on their own schedule instead."""
+        return None
+
+    async def recover(self) -> None:
+        """Finish what a writer killed mid-commit left half-done (a writer calls it once, before its first
+        batch); nothing to do for a store whose commit is one atomic step, which is all but the Redis Cluster's."""
 
     async def close(self) -> None:
         """Release connections."""

@@ -7,18 +7,33 @@ through the same fold on start (see `server.embedded.journal`).
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 
 from feature_worker.decay import DAY_MS, scale_at
 from feature_worker.fold import FoldConfig, ItemDeltas
 from feature_worker.state import UserState
 from feature_worker.stores.base import FeatureStore, ItemStats, RequestFeatures
+from feature_worker.stores.bounds import (
+    COVIS_CAP,
+    NEIGHBOURS_PER_SEED,
+    by_weight_desc,
+    covis_trim_at,
+    recent_seeds,
+    yesterday_share,
+)
 
-#: Co-visitation neighbours kept per item; pruned back to this when it grows past 1.25 times it.
-COVIS_CAP = 200
-#: How many of the user's latest distinct items seed co-visitation candidates.
-RECENT_SEEDS = 10
-#: Neighbours returned per seed item.
-NEIGHBOURS_PER_SEED = 50
+_TRIM_AT = covis_trim_at(COVIS_CAP)
+
+
+@dataclass(frozen=True, slots=True)
+class Frozen:
+    """The store's state at one moment, which later commits leave as it is (`MemoryFeatureStore.freeze`)."""
+
+    users: dict[str, UserState]
+    popularity: dict[str, float]
+    trend: dict[int, dict[str, float]]
+    covis: dict[str, dict[str, float]]
+    clock_ms: int
 
 
 class MemoryFeatureStore(FeatureStore):
@@ -33,16 +48,39 @@ class MemoryFeatureStore(FeatureStore):
         #: item -> its strongest neighbours, sorted; dropped when the item's neighbours change.
         self._covis_sorted: dict[str, list[tuple[str, float]]] = {}
         self.clock_ms = 0
-        #: Grows with every commit: readers cache derived views (top lists) by it.
-        self.version = 0
+        self._version = 0
+        self._frozen: Frozen | None = None
+
+    def freeze(self) -> Frozen:
+        """The state now, for a reader in another thread (a snapshot being written), until `thaw`.
+
+        Copy on write: the dicts of the whole shop are copied now (milliseconds); a user's state is copied
+        when a commit is about to change it (`load_users_now`), and an item's co-visitation neighbours when
+        a commit is about to change them, so what `Frozen` holds never changes under its reader.
+        """
+        self._frozen = Frozen(dict(self.users), dict(self.popularity),
+                              {day: dict(weights) for day, weights in self.trend.items()}, dict(self.covis),
+                              self.clock_ms)
+        return self._frozen
+
+    def thaw(self) -> None:
+        """The frozen view is no longer read: commits write in place again."""
+        self._frozen = None
 
     # -- writer side -------------------------------------------------------------------------------
     def load_users_now(self, user_ids: Collection[str]) -> dict[str, UserState]:
         users = self.users
+        frozen = self._frozen
+        if frozen is not None:
+            for uid in user_ids:
+                state = users.get(uid)
+                if state is not None and frozen.users.get(uid) is state:  # the fold would write into the view
+                    users[uid] = UserState.from_bytes(state.to_bytes(), state.applied_to_bytes())
         return {uid: users.get(uid) or UserState() for uid in user_ids}
 
     def commit_now(self, users: Mapping[str, UserState], deltas: ItemDeltas) -> None:
         self.users.update(users)
+        frozen_covis = self._frozen.covis if self._frozen is not None else None
         popularity = self.popularity
         for item, weight in deltas.popularity.items():
             popularity[item] = popularity.get(item, 0.0) + weight
@@ -56,15 +94,26 @@ class MemoryFeatureStore(FeatureStore):
             neighbours = covis.get(item)
             if neighbours is None:
                 neighbours = covis[item] = {}
+            elif frozen_covis is not None and frozen_covis.get(item) is neighbours:
+                neighbours = covis[item] = dict(neighbours)
             neighbours[other] = neighbours.get(other, 0.0) + count
-            if len(neighbours) > COVIS_CAP * 5 // 4:
+            if len(neighbours) > _TRIM_AT:
                 _prune(neighbours, COVIS_CAP)
         if deltas.clock_ms > self.clock_ms:
             self.clock_ms = deltas.clock_ms
             today = self.clock_ms // DAY_MS
             for day in [d for d in self.trend if d < today - 1]:
                 del self.trend[day]
-        self.version += 1
+        self._version += 1
+
+    @property
+    def version(self) -> int:
+        """Grows with every commit (and every load of a snapshot)."""
+        return self._version
+
+    def changed(self) -> None:
+        """Count a change made to the state other than by `commit` (a snapshot loaded into it)."""
+        self._version += 1
 
     async def load_users(self, user_ids: Collection[str]) -> dict[str, UserState]:
         return self.load_users_now(user_ids)
@@ -75,13 +124,7 @@ class MemoryFeatureStore(FeatureStore):
     # -- reader side -------------------------------------------------------------------------------
     def read_request_now(self, user_id: str, context_item_ids: Sequence[str]) -> RequestFeatures:
         user = self.users.get(user_id)
-        seeds = list(context_item_ids)
-        if user is not None:
-            for _, _, item in reversed(user.recent):
-                if item not in seeds:
-                    seeds.append(item)
-                    if len(seeds) >= RECENT_SEEDS + len(context_item_ids):
-                        break
+        seeds = recent_seeds(user, context_item_ids) if user is not None else list(context_item_ids)
         covis = {}
         cache = self._covis_sorted
         for item in seeds:
@@ -90,7 +133,7 @@ class MemoryFeatureStore(FeatureStore):
                 neighbours = self.covis.get(item)
                 if not neighbours:
                     continue
-                ranked = cache[item] = sorted(neighbours.items(), key=_by_weight_desc)[:NEIGHBOURS_PER_SEED]
+                ranked = cache[item] = sorted(neighbours.items(), key=by_weight_desc)[:NEIGHBOURS_PER_SEED]
             covis[item] = ranked
         return RequestFeatures(user=user, covis=covis)
 
@@ -99,11 +142,10 @@ class MemoryFeatureStore(FeatureStore):
         scale = scale_at(clock, self.config.half_life_ms)
         popularity = {item: weight * scale for item, weight in self.popularity.items()}
         today = clock // DAY_MS
-        # A sliding 24 hours: all of today plus the part of yesterday still inside the window.
-        yesterday_share = 1.0 - (clock - today * DAY_MS) / DAY_MS
+        share = yesterday_share(clock)
         trending = dict(self.trend.get(today, {}))
         for item, weight in self.trend.get(today - 1, {}).items():
-            trending[item] = trending.get(item, 0.0) + weight * yesterday_share
+            trending[item] = trending.get(item, 0.0) + weight * share
         return ItemStats(popularity=popularity, trending=trending, clock_ms=clock)
 
     async def read_request(self, user_id: str, context_item_ids: Sequence[str]) -> RequestFeatures:
@@ -116,12 +158,7 @@ class MemoryFeatureStore(FeatureStore):
         return self.users.pop(user_id, None) is not None
 
 
-def _by_weight_desc(pair: tuple[str, float]) -> tuple[float, str]:
-    # Ties broken by id so answers are deterministic.
-    return (-pair[1], pair[0])
-
-
 def _prune(neighbours: dict[str, float], cap: int) -> None:
-    keep = sorted(neighbours.items(), key=_by_weight_desc)[:cap]
+    keep = sorted(neighbours.items(), key=by_weight_desc)[:cap]
     neighbours.clear()
     neighbours.update(keep)

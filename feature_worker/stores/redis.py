@@ -1,7 +1,8 @@
 """The Redis feature store: the same interface as the in-process store, over `redis.asyncio`.
 
 Key names come from `feature_worker.keys` (the layout, versioned, with its TTLs and the Redis Cluster
-notes); two Lua scripts do the work, so that each side needs one round trip:
+notes); two Lua scripts do the work, so that each side needs one round trip (on a Redis Cluster,
+`stores.redis_cluster` splits them by node):
 
 - `commit` writes a whole batch in one script: every user's features and applied ids (SET with TTL)
   and every item increment (popularity, trending, co-visitation with its trim, the stream clock).
@@ -42,16 +43,20 @@ from feature_worker.fold import FoldConfig, ItemDeltas
 from feature_worker.privacy.sealing import FEATURES, Unreadable, is_sealed, open_sealed, seal
 from feature_worker.state import UserState
 from feature_worker.stores.base import FeatureStore, ItemStats, RequestFeatures
+from feature_worker.stores.bounds import (
+    NEIGHBOURS_PER_SEED,
+    RECENT_SEEDS,
+    by_weight_desc,
+    covis_trim_at,
+    recent_seeds,
+    yesterday_share,
+)
 
 if TYPE_CHECKING:
     from feature_worker.privacy.vault import Vault
 
 log = logging.getLogger(__name__)
 
-#: How many of the user's latest distinct items seed co-visitation candidates (as the memory store).
-RECENT_SEEDS = 10
-#: Neighbours returned per seed item.
-NEIGHBOURS_PER_SEED = 50
 #: Connections per process; a request waits for a free one (Redis answers one command at a time anyway).
 MAX_CONNECTIONS = 32
 #: Users whose co-visitation seeds a server process remembers (encryption on; see `read_request`).
@@ -101,7 +106,7 @@ return 1
 # The user's recent items are fields 1 (item dictionary, "\\0"-joined) and 2 (packed indices, oldest first)
 # of aisle.v1.UserFeatures, which deterministic serialization writes first; sealed features (first byte 0)
 # cannot be read here, and the caller names the seeds.
-_READ = """
+_READ_SEEDS = """
 local function varint(s, pos)
   local result, mul = 0, 1
   while true do
@@ -162,6 +167,8 @@ if blob and string.byte(blob, 1) ~= 0 then
     end
   end
 end
+"""
+_NEIGHBOURS_OF_SEEDS = """
 local out = {blob, wrapped}
 for _, item in ipairs(seeds) do
   local key = prefix .. item
@@ -179,6 +186,7 @@ for _, item in ipairs(seeds) do
 end
 return out
 """
+_READ = _READ_SEEDS + _NEIGHBOURS_OF_SEEDS
 
 
 @contextmanager
@@ -270,7 +278,7 @@ class RedisFeatureStore(FeatureStore):
         if vault is not None:
             names += [keys.data_key(u) for u in ids]
         with reachable("loading users"):
-            values = await self.client.mget(names)
+            values = await self._get_many(names)
         n = len(ids)
         users = {}
         if vault is None:
@@ -294,6 +302,10 @@ class RedisFeatureStore(FeatureStore):
                     blob = None  # sealed with a key destroyed since (an erasure): nothing of it is readable
             users[user_id] = UserState.from_bytes(blob, applied or b"") if blob is not None else UserState()
         return users
+
+    async def _get_many(self, names: list[str]) -> list[Any]:
+        """MGET: one round trip (the Cluster store splits it per slot)."""
+        return cast(list[Any], await self.client.mget(names))
 
     async def commit(self, users: Mapping[str, UserState], deltas: ItemDeltas) -> None:
         """Write the users and add the item deltas in one atomic script (see the module docstring)."""
@@ -324,7 +336,7 @@ class RedisFeatureStore(FeatureStore):
             "trend_ttl": str(policy.trend_ttl_ms),
             "covis": [[prefix + item, inc] for item, inc in covis.items()],
             "covis_cap": policy.covis_cap,
-            "covis_trim": policy.covis_cap * 5 // 4,
+            "covis_trim": covis_trim_at(policy.covis_cap),
             "covis_ttl": str(policy.covis_ttl_ms),
             "clock": str(deltas.clock_ms),
             "clock_key": keys.CLOCK,
@@ -448,20 +460,15 @@ def _item_stats(
     with np.errstate(all="ignore"):  # an overflow gives inf, as Python floats would, without a warning
         weights = np.fromiter(map(float, raw_pop.values()), dtype=np.float64, count=len(raw_pop)) * scale
     popularity = dict(zip(map(bytes.decode, raw_pop), weights.tolist()))
-    # A sliding 24 hours: all of today plus the part of yesterday still inside the window.
-    yesterday_share = 1.0 - (clock - (clock // DAY_MS) * DAY_MS) / DAY_MS
+    share = yesterday_share(clock)
     trending = dict(zip(map(bytes.decode, raw_today), map(float, raw_today.values())))
     shares = np.fromiter(map(float, raw_yesterday.values()), dtype=np.float64, count=len(raw_yesterday))
     get = trending.get
     with np.errstate(all="ignore"):
-        shares *= yesterday_share
+        shares *= share
     for name, share in zip(map(bytes.decode, raw_yesterday), shares.tolist()):
         trending[name] = get(name, 0.0) + share
     return ItemStats(popularity=popularity, trending=trending, clock_ms=clock)
-
-
-def _by_weight_desc(pair: tuple[str, float]) -> tuple[float, str]:
-    return (-pair[1], pair[0])
 
 
 def _neighbours(out: list[Any]) -> dict[str, list[tuple[str, float]]]:
@@ -473,22 +480,6 @@ def _neighbours(out: list[Any]) -> dict[str, list[tuple[str, float]]]:
         if ties:
             last = ranked[-1][1]
             ranked = [pair for pair in ranked if pair[1] > last] + [(_decoded(t), last) for t in ties]
-        ranked.sort(key=_by_weight_desc)
+        ranked.sort(key=by_weight_desc)
         covis[_decoded(out[i])] = ranked[:NEIGHBOURS_PER_SEED]
     return covis
-
-
-def recent_seeds(user: UserState, context_item_ids: Sequence[str]) -> list[str]:
-    """The context items, then the user's latest distinct items up to `RECENT_SEEDS` more: what the read
-    script finds in clear features (and the memory store in its states)."""
-    seeds = list(context_item_ids)
-    limit = RECENT_SEEDS + len(seeds)
-    seen = set(seeds)
-    for _, _, item in reversed(user.recent):
-        if len(seeds) >= limit:
-            break
-        if item not in seen:
-            seen.add(item)
-            seeds.append(item)
-    return seeds
-

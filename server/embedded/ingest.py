@@ -25,7 +25,7 @@ from feature_worker.lake.schema import (
     UserRows,
     now_ms,
 )
-from feature_worker.lake.writer import Lake, LakeConflict, LakeUnavailable
+from feature_worker.lake.writer import MAX_BACKOFF_S, Lake, append_retrying
 from feature_worker.privacy.keystores.file import FileKeyStore
 from feature_worker.privacy.sealing import EVENT, USER, seal
 from feature_worker.privacy.vault import Vault
@@ -34,6 +34,7 @@ from feature_worker.users import UserDirectory
 from protos.aisle.v1 import catalog_pb2, events_pb2, sealed_pb2, users_pb2
 from server.embedded.journal import Journal, RecordKind, records
 from server.embedded.records import JournalReader
+from server.embedded.snapshot import Sealer, SnapshotDamaged, capture, covered, freeze, load, write
 from server.ingest import Ingest
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,11 @@ class EmbeddedIngest(Ingest):
     With a `vault` (encryption on) events and customer records are journaled sealed with their customer's
     data key, kept in `keys` (a file beside the journal; a new customer's key is on disk before the record
     that needs it). Erasing a customer destroys the key: replay can no longer open what they sent.
+
+    With a `snapshot_path`, the state is also written there (`server.embedded.snapshot`) each time the journal
+    has grown by `snapshot_every_bytes` since the last snapshot, after a start that replayed more than that, and
+    on `close`; `recover` then loads it and replays only the journal after it. A snapshot is captured between
+    two changes, on the event loop (the state must not move while it is read), and written in a thread.
     """
 
     erasure_step = ("journal", "marked", "erasure record journaled: replay drops the customer, and their sealed "
@@ -62,8 +68,16 @@ class EmbeddedIngest(Ingest):
         store: MemoryFeatureStore,
         vault: Vault | None = None,
         keys: FileKeyStore | None = None,
+        snapshot_path: Path | None = None,
+        snapshot_every_bytes: int = 64 << 20,
     ) -> None:
         self.journal = journal
+        self.snapshot_path = snapshot_path
+        self.snapshot_every_bytes = snapshot_every_bytes
+        self._sealer = Sealer(vault, keys) if vault is not None and keys is not None else None
+        #: The journal offset the newest snapshot covers (0: none).
+        self.snapshot_offset = 0
+        self._snapshotting: asyncio.Task[None] | None = None
         self.catalog = catalog
         self.users = users
         self.store = store
@@ -87,15 +101,46 @@ class EmbeddedIngest(Ingest):
             ])
             self.journal.append(RecordKind.SEALED_EVENTS, batch.SerializeToString())
         result = await apply_events(self.store, self.catalog, events)
+        self._maybe_snapshot()
         return result.duplicates
 
     async def upsert_items(self, items: Sequence[catalog_pb2.Item]) -> None:
         self.journal.append(RecordKind.UPSERT_ITEMS, catalog_pb2.UpsertItemsRequest(items=items).SerializeToString())
         self.catalog.upsert_many(items)
+        self._maybe_snapshot()
 
     async def delete_items(self, item_ids: Sequence[str]) -> int:
         self.journal.append(RecordKind.DELETE_ITEMS, catalog_pb2.DeleteItemsRequest(item_ids=item_ids).SerializeToString())
-        return self.catalog.delete(item_ids)
+        deleted = self.catalog.delete(item_ids)
+        self._maybe_snapshot()
+        return deleted
+
+    def _maybe_snapshot(self) -> None:
+        """Start a snapshot when the journal has grown by `snapshot_every_bytes` since the last one."""
+        if (self.snapshot_path is None or self.snapshot_every_bytes <= 0
+                or self.journal.size - self.snapshot_offset < self.snapshot_every_bytes
+                or (self._snapshotting is not None and not self._snapshotting.done())):
+            return
+        self._snapshotting = asyncio.get_running_loop().create_task(self.snapshot())
+
+    async def snapshot(self) -> None:
+        """Freeze the state now (on the loop, between two changes: milliseconds), then encode and write it in a
+        thread while requests go on (the store copies what they change: `MemoryFeatureStore.freeze`)."""
+        path = self.snapshot_path
+        if path is None:
+            return
+        offset = self.journal.size
+        started = time.perf_counter()
+        state = freeze(offset, self.catalog, self.users, self.store)
+        frozen = time.perf_counter() - started
+        sealer = self._sealer
+        try:
+            size = await asyncio.to_thread(lambda: write(path, capture(state, sealer)))
+        finally:
+            self.store.thaw()
+        self.snapshot_offset = offset
+        log.info("snapshot of the state at journal byte %d: %d bytes (frozen in %.3f s on the loop, encoded and "
+                 "written in %.2f s in a thread)", offset, size, frozen, time.perf_counter() - started - frozen)
 
     async def upsert_user(self, user: users_pb2.User) -> None:
         vault = self.vault
@@ -108,6 +153,7 @@ class EmbeddedIngest(Ingest):
             )
             self.journal.append(RecordKind.SEALED_USER, record.SerializeToString())
         self.users.upsert(user)
+        self._maybe_snapshot()
 
     async def delete_user(self, user_id: str) -> bool:
         """Journal the erasure: at replay it drops whatever clear records (written with encryption off) held of
@@ -136,12 +182,14 @@ class EmbeddedIngest(Ingest):
         return held
 
     async def recover(self) -> int:
-        """Replay the journal into the (empty) in-process state; returns the records replayed."""
+        """Load the snapshot, if any, then replay the journal after it into the in-process state (empty before);
+        returns the journal records replayed."""
+        start = self._load_snapshot()
         count = 0
-        size = self.journal.path.stat().st_size if self.journal.path.exists() else 0
+        size = self.journal.size - start
         with tqdm(total=size, unit="B", unit_scale=True, desc="replaying journal", disable=size < 1 << 20) as bar:
             reader = self.reader
-            for kind, payload in self.journal.replay():
+            for kind, payload in self.journal.replay(start):
                 if kind is RecordKind.EVENTS or kind is RecordKind.SEALED_EVENTS:
                     events = reader.events(kind, payload)
                     if events:
@@ -161,11 +209,37 @@ class EmbeddedIngest(Ingest):
                 count += 1
                 bar.update(len(payload) + 9)
         if count:
-            log.info("replayed %d journal records from %s (%d sealed payloads of erased customers skipped)",
-                     count, self.journal.path, self.reader.shredded)
+            log.info("replayed %d journal records from %s from byte %d (%d sealed payloads of erased customers "
+                     "skipped)", count, self.journal.path, start, self.reader.shredded)
+        if self.snapshot_path is not None and self.snapshot_every_bytes > 0 and size >= self.snapshot_every_bytes:
+            await self.snapshot()  # the next start need not replay this stretch again
         return count
 
+    def _load_snapshot(self) -> int:
+        """The journal offset to replay from: the snapshot's, once loaded; 0 without a usable snapshot."""
+        path = self.snapshot_path
+        if path is None or not path.exists():
+            return 0
+        try:
+            if covered(path) > self.journal.size:
+                # The journal lost its end (a machine crash without fsync) or is a new one: it is the truth, and
+                # records appended to it from now on would hide behind the snapshot's offset. Replay it whole.
+                log.warning("the snapshot %s covers %d bytes of journal but the journal has %d: replaying the "
+                            "whole journal", path, covered(path), self.journal.size)
+                return 0
+            offset = load(path, self.catalog, self.users, self.store, self._sealer)
+        except SnapshotDamaged as exc:
+            log.warning("ignoring the snapshot %s (%s): replaying the whole journal", path, exc)
+            return 0
+        self.snapshot_offset = offset
+        log.info("loaded the snapshot %s (journal byte %d)", path, offset)
+        return offset
+
     async def close(self) -> None:
+        if self._snapshotting is not None:
+            await self._snapshotting
+        if self.snapshot_path is not None and self.snapshot_every_bytes > 0 and self.journal.size > self.snapshot_offset:
+            await self.snapshot()  # a clean stop: the next start replays nothing
         self.journal.close()
         if self.lake is not None:
             await asyncio.to_thread(self.lake.close)
@@ -349,20 +423,13 @@ class JournalLake:
 
     def _append(self, name: str, rows: Rows, position: int) -> None:
         start = self.recorded[name]
-        backoff = 0.1
-        while True:
-            try:
-                self.lake.append(name, rows.table(), {JOURNAL_APP_ID: position},
-                                 {JOURNAL_APP_ID: None if start < 0 else start}, "embedded-server")
-                break
-            except LakeConflict:
-                raise  # another server writes this lake from its own journal: not a state to write through
-            except LakeUnavailable as exc:
-                if self._closing.is_set() and backoff >= 2.0:
-                    raise  # the journal keeps the records: the next start appends them
-                log.warning("%s; retrying in %.1fs", exc, backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+        closing = self._closing
+        # A LakeConflict is raised: another server writes this lake from its own journal, not a state to write
+        # through. Closing, an append that still cannot be written after the longest wait is given up: the journal
+        # keeps the records, and the next start appends them.
+        append_retrying(self.lake, name, rows.table(), {JOURNAL_APP_ID: position},
+                        {JOURNAL_APP_ID: None if start < 0 else start}, "embedded-server",
+                        lambda backoff: closing.is_set() and backoff >= MAX_BACKOFF_S)
         self.recorded[name] = self._have[name] = position
         self.appended[name] += len(rows)
 

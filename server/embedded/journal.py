@@ -59,9 +59,15 @@ class Journal:
         except OSError as exc:
             raise StoreUnavailable(f"cannot write the journal {self.path}: {exc}") from exc
 
-    def replay(self) -> Iterator[tuple[RecordKind, bytes]]:
-        """Every complete record, oldest first."""
+    @property
+    def size(self) -> int:
+        """The offset just past the last record written: what a snapshot taken now covers."""
+        return self._file.tell()
+
+    def replay(self, start: int = 0) -> Iterator[tuple[RecordKind, bytes]]:
+        """Every complete record from byte `start` (a record boundary), oldest first."""
         with open(self.path, "rb") as f:
+            f.seek(start)
             for kind, payload, _ in records(f):
                 yield kind, payload
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 from collections.abc import AsyncIterator
@@ -11,13 +12,16 @@ import pytest
 import redis.asyncio as aioredis
 
 from feature_worker import keys
-from feature_worker.apply import apply_events
+from feature_worker.apply import apply_events, fold_batch
 from feature_worker.catalog import Catalog
+from feature_worker.errors import StoreUnavailable
 from feature_worker.stores.base import FeatureStore
 from feature_worker.stores.memory import MemoryFeatureStore
 from feature_worker.stores.redis import RedisFeatureStore
+from feature_worker.stores.redis_cluster import RedisClusterFeatureStore, redis_store_from_url
 from protos.aisle.v1 import events_pb2
 from tests.sealing import sealed_store
+from tests.services.redis import flush
 from tests.shop import BASE_TS, event, item, view
 
 MIN = 60_000
@@ -31,18 +35,20 @@ def catalog() -> Catalog:
     return c
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration),
-                        pytest.param("redis-sealed", marks=pytest.mark.integration)])
+@pytest.fixture(params=["memory", *(pytest.param(name, marks=pytest.mark.integration)
+                                    for name in ("redis", "redis-sealed", "redis-cluster", "redis-cluster-sealed"))])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[FeatureStore]:
-    """Every backend; `redis-sealed` is Redis with encryption at rest (features sealed per customer)."""
+    """Every backend; `-sealed` is with encryption at rest (features sealed per customer), `redis-cluster` is
+    a Redis Cluster of three primaries."""
     if request.param == "memory":
         yield MemoryFeatureStore()
         return
-    url = request.getfixturevalue("redis_url").rsplit("/", 1)[0] + "/4"
-    client = aioredis.Redis.from_url(url)
-    await client.flushdb()
-    await client.aclose()
-    redis_store = sealed_store(url) if request.param == "redis-sealed" else RedisFeatureStore.from_url(url)
+    if request.param.startswith("redis-cluster"):
+        url = request.getfixturevalue("redis_cluster_url")
+    else:
+        url = request.getfixturevalue("redis_url").rsplit("/", 1)[0] + "/4"
+    await asyncio.to_thread(flush, url)
+    redis_store = sealed_store(url) if request.param.endswith("-sealed") else redis_store_from_url(url)
     yield redis_store
     await redis_store.close()
 
@@ -104,3 +110,81 @@ async def test_redis_keys_all_have_a_ttl(redis_url: str, catalog: Catalog) -> No
 
 
 test_redis_keys_all_have_a_ttl = pytest.mark.integration(test_redis_keys_all_have_a_ttl)
+
+
+class _KilledAfterUserWrites(RedisClusterFeatureStore):
+    """A Cluster store whose commits stop after their first step, as a worker killed right then leaves them:
+    users written, their increments only in the outboxes."""
+
+    async def _drain(self) -> None:
+        self._pending.clear()
+
+
+class _KilledBeforeDeleting(RedisClusterFeatureStore):
+    """A Cluster store whose commits stop before their last step: increments made, outbox entries left."""
+
+    async def _drain(self) -> None:
+        await self._apply(self._pending)
+        self._pending.clear()
+
+
+@pytest.mark.parametrize("killed", [_KilledAfterUserWrites, _KilledBeforeDeleting])
+async def test_a_cut_cluster_commit_is_finished_once_by_recover(
+    redis_cluster_url: str, catalog: Catalog, killed: type[RedisClusterFeatureStore]
+) -> None:
+    await asyncio.to_thread(flush, redis_cluster_url)
+    rng = random.Random(8)
+    events = [view(f"u{rng.randrange(40)}", f"i{rng.randrange(30)}", BASE_TS + i * 30_000) for i in range(600)]
+    expected = MemoryFeatureStore()
+    await apply_events(expected, catalog, events)
+    cut = killed.from_url(redis_cluster_url)
+    store = RedisClusterFeatureStore.from_url(redis_cluster_url)
+    try:
+        assert (await apply_events(cut, catalog, events[:300])).applied == 300
+        if killed is _KilledAfterUserWrites:
+            assert (await store.item_stats()).popularity == {}  # the increments wait in the outboxes
+        # The redelivered batch is recognised by the users' applied ids: no increment is made twice...
+        assert (await apply_events(store, catalog, events[:300])).duplicates == 300
+        await store.recover()  # ...and the waiting ones are made once, however often recovery runs.
+        await store.recover()
+        await apply_events(store, catalog, events[300:])
+        stats, want = await store.item_stats(), expected.item_stats_now()
+        assert stats.popularity.keys() == want.popularity.keys()
+        assert all(math.isclose(stats.popularity[i], want.popularity[i], rel_tol=1e-9) for i in want.popularity)
+        assert all(math.isclose(stats.trending[i], want.trending[i], rel_tol=1e-9) for i in want.trending)
+        for item_id, neighbours in expected.covis.items():
+            raw = await store.client.zrange(keys.covis(item_id), 0, -1, withscores=True)
+            assert {k.decode(): v for k, v in raw} == neighbours
+        assert await store.load_users(expected.users) == expected.users
+    finally:
+        await cut.close()
+        await store.close()
+
+
+test_a_cut_cluster_commit_is_finished_once_by_recover = pytest.mark.integration(
+    test_a_cut_cluster_commit_is_finished_once_by_recover)
+
+
+async def test_a_cluster_batch_folded_for_another_node_layout_is_refused_whole(
+    redis_cluster_url: str, catalog: Catalog
+) -> None:
+    """As after a failover between fold and commit: a user's increments were grouped for a node that no longer
+    holds the user's slot. Nothing is written (the worker folds the batch again)."""
+    await asyncio.to_thread(flush, redis_cluster_url)
+    store = RedisClusterFeatureStore.from_url(redis_cluster_url)
+    try:
+        users = await store.load_users(["u1", "u2"])
+        assert store.delta_group is not None
+        changed, deltas, applied = fold_batch(users, catalog, [view("u1", "a", BASE_TS), view("u2", "b", BASE_TS)],
+                                              group=store.delta_group)
+        assert applied == 2 and len(deltas.groups) >= 1
+        deltas.group_of["u1"] = "127.0.0.1:1"  # a node that is not u1's now
+        with pytest.raises(StoreUnavailable):
+            await store.commit(changed, deltas)
+        assert (await store.read_request("u2", ())).user is None and (await store.item_stats()).popularity == {}
+    finally:
+        await store.close()
+
+
+test_a_cluster_batch_folded_for_another_node_layout_is_refused_whole = pytest.mark.integration(
+    test_a_cluster_batch_folded_for_another_node_layout_is_refused_whole)

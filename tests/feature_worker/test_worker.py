@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Self
 
 import pytest
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from feature_worker import keys
@@ -31,7 +30,7 @@ from protos.aisle.v1 import catalog_pb2, events_pb2
 from tests.kafka_stack import stack_env
 from tests.sealing import sealed_store
 from tests.services.kafka import ExternalKafka, KafkaService
-from tests.services.redis import RedisService
+from tests.services.redis import RedisService, flush
 from tests.shop import BASE_TS, event, item
 
 pytestmark = pytest.mark.integration
@@ -76,9 +75,7 @@ class Rig:
                                          request_timeout_ms=60_000)
         await self.producer.start()
         await self.probe.start()
-        client = aioredis.Redis.from_url(self.redis_url)
-        await client.flushdb()
-        await client.aclose()
+        await asyncio.to_thread(flush, self.redis_url)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -186,10 +183,18 @@ async def run_with_disruption(
     return items, events
 
 
+@pytest.fixture(params=["redis", "redis-cluster"])
+def worker_redis_url(request: pytest.FixtureRequest) -> str:
+    """A Redis database of the test's own (emptied by `Rig`): on the session's Redis, or its Redis Cluster."""
+    if request.param == "redis-cluster":
+        return str(request.getfixturevalue("redis_cluster_url"))
+    return str(request.getfixturevalue("redis_url")).rsplit("/", 1)[0] + "/1"
+
+
 async def test_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(
-    tmp_path: Path, kafka_bootstrap: str, redis_url: str
+    tmp_path: Path, kafka_bootstrap: str, worker_redis_url: str
 ) -> None:
-    url = redis_url.rsplit("/", 1)[0] + "/1"
+    url = worker_redis_url
     async with Rig(tmp_path, kafka_bootstrap, url, AISLE_BATCH_MAX="500") as rig:
         async def crash_and_restart() -> None:
             await asyncio.to_thread(rig.worker.kill)

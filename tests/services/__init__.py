@@ -11,13 +11,14 @@ No containers and no mocks: Kafka runs from jars that Maven fetches (`pom.xml` h
 
 from tests.services.kafka import AISLE_TOPICS, ExternalKafka, KafkaService, TopicSpec, create_topics
 from tests.services.process import ServiceError, ServiceNotManaged, ServiceStartError
-from tests.services.redis import ExternalRedis, RedisService
+from tests.services.redis import ExternalRedis, RedisClusterService, RedisService
 
 __all__ = [
     "AISLE_TOPICS",
     "ExternalKafka",
     "ExternalRedis",
     "KafkaService",
+    "RedisClusterService",
     "RedisService",
     "ServiceError",
     "ServiceNotManaged",

@@ -3,7 +3,8 @@
 `up` starts both in the background under `.services/` (they outlive the command), writes their addresses to
 `.services.env` (`source .services.env` or an env file for the server and worker) and prints them; running it
 again while they run changes nothing. `down` stops them, deletes their data and removes `.services.env`.
-`status` says what runs and exits 1 if something does not. A server named by a reachable
+`status` says what runs and exits 1 if something does not. `up --cluster` (`make services CLUSTER=1`) starts a
+Redis Cluster of three primaries instead of one Redis (`AISLE_REDIS_URL` names its first node). A server named by a reachable
 `AISLE_KAFKA_BOOTSTRAP` / `AISLE_REDIS_URL` is used as is and never started or stopped here.
 """
 
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 
 from tests.services.kafka import BOOTSTRAP_VARIABLE, ExternalKafka, KafkaService
 from tests.services.process import REPO_ROOT, STATE_ROOT, ExternalService, ManagedProcess, ServiceError
-from tests.services.redis import URL_VARIABLE, ExternalRedis, RedisService
+from tests.services.redis import URL_VARIABLE, ExternalRedis, RedisClusterService, RedisService
 
 ENV_FILE = REPO_ROOT / ".services.env"
 
@@ -30,7 +31,11 @@ def _redis() -> RedisService:
     return RedisService(STATE_ROOT / "redis", die_with_parent=False)
 
 
-def _start(service: ManagedProcess) -> bool:
+def _redis_cluster() -> RedisClusterService:
+    return RedisClusterService(STATE_ROOT / "redis-cluster", die_with_parent=False)
+
+
+def _start(service: ManagedProcess | RedisClusterService) -> bool:
     """Start `service` unless it already runs; returns whether this call started it.
 
     A workdir left by a server that died (or a machine that rebooted) is wiped first: a fresh start on fresh
@@ -47,11 +52,11 @@ def _start(service: ManagedProcess) -> bool:
     return True
 
 
-def up() -> int:
+def up(cluster: bool = False) -> int:
     """Start what is not running yet, write `.services.env` and print the addresses."""
     kafka_bootstrap: str
     redis_url: str
-    started: list[ManagedProcess] = []
+    started: list[ManagedProcess | RedisClusterService] = []
     try:
         external_kafka = ExternalKafka.from_env(os.environ)
         if external_kafka is not None:
@@ -68,7 +73,7 @@ def up() -> int:
             print(f"redis: using ${URL_VARIABLE}")
             redis_url = external_redis.url
         else:
-            redis = _redis()
+            redis = _redis_cluster() if cluster else _redis()
             if _start(redis):
                 started.append(redis)
             redis_url = redis.url
@@ -95,7 +100,7 @@ def up() -> int:
 
 def down() -> int:
     """Stop what `up` started, delete its data and remove `.services.env`."""
-    for service in (_kafka(), _redis()):
+    for service in (_kafka(), _redis(), _redis_cluster()):
         pid = service.pid
         service.wipe()
         if pid is not None:
@@ -106,7 +111,9 @@ def down() -> int:
 
 def status() -> int:
     """Print what runs; exit 1 unless both services are available."""
-    kafka, redis = _kafka(), _redis()
+    kafka, redis, cluster = _kafka(), _redis(), _redis_cluster()
+    if cluster.is_running():
+        redis = cluster  # type: ignore[assignment]
     available = [
         _report(kafka, kafka.bootstrap if kafka.ports else "", ExternalKafka.from_env(os.environ)),
         _report(redis, redis.url if redis.ports else "", ExternalRedis.from_env(os.environ)),
@@ -116,7 +123,7 @@ def status() -> int:
     return 0 if all(available) else 1
 
 
-def _report(service: ManagedProcess, address: str, external: ExternalService | None) -> bool:
+def _report(service: ManagedProcess | RedisClusterService, address: str, external: ExternalService | None) -> bool:
     if service.is_running():
         print(f"{service.name}: running, pid {service.pid}, {address}, log {service.log_path}")
     elif external is not None:
@@ -131,9 +138,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and run one command."""
     parser = argparse.ArgumentParser(prog="python -m tests.services", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("--cluster", action="store_true", help="up: a Redis Cluster of three primaries")
     args = parser.parse_args(argv)
-    command = {"up": up, "down": down, "status": status}[args.command]
-    return command()
+    if args.command == "up":
+        return up(cluster=args.cluster)
+    return {"down": down, "status": status}[args.command]()
 
 
 if __name__ == "__main__":

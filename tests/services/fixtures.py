@@ -9,6 +9,9 @@ Register it from `tests/conftest.py` with `pytest_plugins = ["tests.services.fix
   keeps its topics and offsets; Redis, with persistence off, comes back empty). When `AISLE_KAFKA_BOOTSTRAP`
   / `AISLE_REDIS_URL` name reachable servers those are used instead and `.managed` is False: such tests
   skip.
+- `redis_cluster_service`: a Redis Cluster of three primaries (`RedisClusterService`), started by the first
+  test that asks; `redis_cluster_url` names its first node (clients find the others). A Cluster has one
+  database: a test that needs it empty calls `.flush()` and must not rely on keys of earlier tests.
 - `kafka_bootstrap` -> `"127.0.0.1:PORT"`, `redis_url` -> `"redis://127.0.0.1:PORT/0"`.
 
 Both are session-wide and shared: a test that needs isolation uses its own topic names, consumer group ids
@@ -23,7 +26,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.services.kafka import ExternalKafka, KafkaService
-from tests.services.redis import ExternalRedis, RedisService
+from tests.services.redis import ExternalRedis, RedisClusterService, RedisService
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +58,23 @@ def redis_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSer
         yield service
     finally:
         service.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterService]:
+    """The session's Redis Cluster (three primaries)."""
+    service = RedisClusterService(tmp_path_factory.mktemp("redis-cluster"), die_with_parent=True)
+    try:
+        service.start()
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(redis_cluster_service: RedisClusterService) -> str:
+    """`"redis://127.0.0.1:PORT/0"` of the session's Redis Cluster's first node."""
+    return redis_cluster_service.url
 
 
 @pytest.fixture(scope="session")

@@ -61,6 +61,16 @@ async def test_kafka_has_the_aisle_topics(kafka_bootstrap: str) -> None:
     }
 
 
+def test_the_redis_cluster_has_three_primaries_serving_every_slot(redis_cluster_url: str) -> None:
+    with redis.RedisCluster.from_url(redis_cluster_url) as cluster:
+        assert len(cluster.get_primaries()) == 3
+        names = [f"test:{uuid.uuid4().hex}:{n}" for n in range(60)]  # keys of many slots, so of every node
+        assert len({cluster.get_node_from_key(name).name for name in names}) == 3
+        for name in names:
+            cluster.set(name, name, ex=60)
+        assert [cluster.get(name) for name in names] == [name.encode() for name in names]
+
+
 def test_redis_set_get(redis_url: str) -> None:
     with redis.Redis.from_url(redis_url) as client:
         key = f"test:{uuid.uuid4().hex}"
