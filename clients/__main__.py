@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     track = sub.add_parser("track", help="send one event")
     track.add_argument("--user", required=True)
-    track.add_argument("--type", required=True, choices=[n for n in events_pb2.EventType.keys() if n != "EVENT_TYPE_UNSPECIFIED"])
+    types = [n for n in events_pb2.EventType.keys() if n != "EVENT_TYPE_UNSPECIFIED"]  # noqa: SIM118 - an enum wrapper
+    track.add_argument("--type", required=True, choices=types)
     track.add_argument("--item", default="")
     track.add_argument("--items", nargs="*", default=[], help="several items (IMPRESSION, PURCHASE)")
     track.add_argument("--query", default="")
@@ -119,7 +120,7 @@ def offline(args: argparse.Namespace) -> int:
         return 0
     try:
         key = tokens.load_private_key(args.key)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, TypeError) as error:
         print(f"cannot use {args.key}: {error} (run `make keys` first)", file=sys.stderr)
         return 1
     print(tokens.mint(key, args.scope.split(), subject=args.sub, user=args.user, issuer=args.issuer,

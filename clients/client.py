@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import grpc
 
@@ -142,7 +142,7 @@ class AisleClient(_Stubs):
     def __init__(self, options: ClientOptions = ClientOptions()) -> None:
         super().__init__(_channel(options, aio=False), options)
 
-    def __enter__(self) -> AisleClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -193,7 +193,7 @@ class AsyncAisleClient(_Stubs):
     def __init__(self, options: ClientOptions = ClientOptions()) -> None:
         super().__init__(_channel(options, aio=True), options)
 
-    async def __aenter__(self) -> AsyncAisleClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

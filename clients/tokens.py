@@ -89,7 +89,7 @@ def private_pem(key: PrivateKey) -> bytes:
 def load_private_key(path: Path) -> PrivateKey:
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
-        raise ValueError(f"{path} holds a {type(key).__name__}; RSA, P-256 or Ed25519 keys sign Aisle tokens")
+        raise TypeError(f"{path} holds a {type(key).__name__}; RSA, P-256 or Ed25519 keys sign Aisle tokens")
     return key
 
 

@@ -153,10 +153,8 @@ def fold(
     etype = event.type
     ts = event.ts_ms
     state.events_applied += 1
-    if ts > state.last_seen_ms:
-        state.last_seen_ms = ts
-    if ts > deltas.clock_ms:
-        deltas.clock_ms = ts
+    state.last_seen_ms = max(state.last_seen_ms, ts)
+    deltas.clock_ms = max(deltas.clock_ms, ts)
     engagement = ENGAGEMENT_WEIGHT.get(etype, 0.0)
     interest = INTEREST_WEIGHT.get(etype, 0.0)
     # encode(w, ts) == w * encode(1.0, ts) exactly: one power of two per event serves every weight.

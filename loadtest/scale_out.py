@@ -29,6 +29,7 @@ import uuid
 from pathlib import Path
 
 import grpc
+
 from clients.client import AsyncAisleClient, ClientOptions
 from feature_worker.lag import LagProbe
 from feature_worker.process import WorkerProcess
@@ -73,7 +74,7 @@ async def drive(target: str, users: list[str], rate: float, seconds: float, chan
     tasks = set()
     n = 0
     start = time.monotonic()
-    while (now := time.monotonic()) - start < seconds:
+    while time.monotonic() - start < seconds:
         task = asyncio.create_task(one(clients[n % channels], rng.choice(users)))
         tasks.add(task)
         task.add_done_callback(tasks.discard)

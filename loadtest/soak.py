@@ -54,10 +54,10 @@ import grpc
 import redis
 
 from clients.client import AsyncAisleClient, ClientOptions
+from feature_worker import keys
 from feature_worker.apply import apply_events
 from feature_worker.catalog import Catalog
 from feature_worker.child import DEV_MASTER_KEY
-from feature_worker import keys
 from feature_worker.lag import LagProbe
 from feature_worker.privacy.keystores.redis import RedisKeyStore
 from feature_worker.privacy.sealing import MasterKey

@@ -56,9 +56,9 @@ class ServerSettings(Settings):
     #: Refuse to start without a key source (production), instead of serving open.
     auth_required: bool = False
     #: Accepted `typ` headers: RFC 9068 access tokens; add "JWT" for issuers that do not set `at+jwt`.
-    auth_token_types: list[str] = ["at+jwt"]
+    auth_token_types: list[str] = Field(default_factory=lambda: ["at+jwt"])
     #: Signature algorithms accepted; only asymmetric ones may be named (`none` and HS* refuse to start).
-    auth_algorithms: list[str] = ["RS256", "ES256", "EdDSA"]
+    auth_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256", "EdDSA"])
     #: Clock skew tolerated on `exp`, `nbf` and `iat`, seconds.
     auth_leeway_s: float = Field(30.0, ge=0, le=300)
     #: Verified tokens remembered (until their expiry) so that a repeated token costs a dict lookup.
@@ -68,7 +68,7 @@ class ServerSettings(Settings):
     #: environment) overrides the rate for named partners.
     auth_rate_limit_rps: float = Field(0.0, ge=0)
     auth_rate_limit_burst: float = Field(0.0, ge=0)
-    auth_rate_limits: dict[str, float] = {}
+    auth_rate_limits: dict[str, float] = Field(default_factory=dict)
 
     # -- TLS (server.tls): with a certificate the server serves TLS only, no plaintext port ------------------
     tls_cert_file: Path | None = None
@@ -99,7 +99,7 @@ class ServerSettings(Settings):
     dashboard_port: int = Field(0, ge=0, le=65535)
     dashboard_host: str = "127.0.0.1"
     #: Workers' `/metrics` URLs whose consumer lag the dashboard plots (JSON list in the environment).
-    dashboard_worker_metrics: list[str] = []
+    dashboard_worker_metrics: list[str] = Field(default_factory=list)
 
     @property
     def experiments_path(self) -> Path:

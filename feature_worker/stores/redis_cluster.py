@@ -61,10 +61,10 @@ from feature_worker.state import UserState
 from feature_worker.stores.base import ItemStats, RequestFeatures
 from feature_worker.stores.bounds import NEIGHBOURS_PER_SEED, RECENT_SEEDS, covis_trim_at, recent_seeds
 from feature_worker.stores.redis import (
+    _READ_SEEDS,
     MAX_CONNECTIONS,
     RedisFeatureStore,
     _neighbours,
-    _READ_SEEDS,
     reachable,
 )
 

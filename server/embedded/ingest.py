@@ -56,8 +56,11 @@ class EmbeddedIngest(Ingest):
     two changes, on the event loop (the state must not move while it is read), and written in a thread.
     """
 
-    erasure_step = ("journal", "marked", "erasure record journaled: replay drops the customer, and their sealed "
-                    "records cannot be opened")
+    erasure_step = (
+        "journal",
+        "marked",
+        "erasure record journaled: replay drops the customer, and their sealed records cannot be opened",
+    )
     events_held_in = "journal"
 
     def __init__(

@@ -107,8 +107,8 @@ def capture(state: State, sealer: Sealer | None) -> list[bytes]:
         records.append(data)
     sections += [_strings(ids), _blobs(records)]
     ids, features, applied = [], [], []
-    for user_id, state in store.users.items():
-        data = state.to_bytes()
+    for user_id, user_state in store.users.items():
+        data = user_state.to_bytes()
         if sealer is not None:
             sealed = sealer.seal(user_id, FEATURES, data)
             if sealed is None:
@@ -116,7 +116,7 @@ def capture(state: State, sealer: Sealer | None) -> list[bytes]:
             data = sealed
         ids.append(user_id)
         features.append(data)
-        applied.append(state.applied_to_bytes())
+        applied.append(user_state.applied_to_bytes())
     sections += [_strings(ids), _blobs(features), _blobs(applied)]
     sections += _weights(store.popularity)
     days = list(store.trend)

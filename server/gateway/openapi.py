@@ -51,29 +51,48 @@ def comments(path: Path = DESCRIPTOR_SET) -> dict[str, str]:
             for loc in file.source_code_info.location
         }
         prefix = f"{file.package}." if file.package else ""
-
-        def messages(items: Iterable[descriptor_pb2.DescriptorProto], scope: str, at: tuple[int, ...]) -> None:
-            for i, message in enumerate(items):
-                name = f"{scope}{message.name}"
-                found[name] = by_path.get((*at, i), "")
-                for j, field in enumerate(message.field):
-                    found[f"{name}.{field.name}"] = by_path.get((*at, i, 2, j), "")
-                messages(message.nested_type, f"{name}.", (*at, i, 3))
-                enums(message.enum_type, f"{name}.", (*at, i, 4))
-
-        def enums(items: Iterable[descriptor_pb2.EnumDescriptorProto], scope: str, at: tuple[int, ...]) -> None:
-            for i, enum in enumerate(items):
-                found[f"{scope}{enum.name}"] = by_path.get((*at, i), "")
-                for j, value in enumerate(enum.value):
-                    found[f"{scope}{enum.name}.{value.name}"] = by_path.get((*at, i, 2, j), "")
-
-        messages(file.message_type, prefix, (4,))
-        enums(file.enum_type, prefix, (5,))
+        _message_comments(found, by_path, file.message_type, prefix, (4,))
+        _enum_comments(found, by_path, file.enum_type, prefix, (5,))
         for i, service in enumerate(file.service):
             found[f"{prefix}{service.name}"] = by_path.get((6, i), "")
             for j, method in enumerate(service.method):
                 found[f"{prefix}{service.name}.{method.name}"] = by_path.get((6, i, 2, j), "")
     return {name: text for name, text in found.items() if text}
+
+
+#: Source locations (descriptor paths) -> their leading comment, for one file.
+_Comments = dict[tuple[int, ...], str]
+
+
+def _message_comments(
+    found: dict[str, str],
+    by_path: _Comments,
+    items: Iterable[descriptor_pb2.DescriptorProto],
+    scope: str,
+    at: tuple[int, ...],
+) -> None:
+    """The comments of ``items`` (messages at descriptor path ``at``), their fields, nested messages and enums."""
+    for i, message in enumerate(items):
+        name = f"{scope}{message.name}"
+        found[name] = by_path.get((*at, i), "")
+        for j, field in enumerate(message.field):
+            found[f"{name}.{field.name}"] = by_path.get((*at, i, 2, j), "")
+        _message_comments(found, by_path, message.nested_type, f"{name}.", (*at, i, 3))
+        _enum_comments(found, by_path, message.enum_type, f"{name}.", (*at, i, 4))
+
+
+def _enum_comments(
+    found: dict[str, str],
+    by_path: _Comments,
+    items: Iterable[descriptor_pb2.EnumDescriptorProto],
+    scope: str,
+    at: tuple[int, ...],
+) -> None:
+    """The comments of ``items`` (enums at descriptor path ``at``) and their values."""
+    for i, enum in enumerate(items):
+        found[f"{scope}{enum.name}"] = by_path.get((*at, i), "")
+        for j, value in enumerate(enum.value):
+            found[f"{scope}{enum.name}.{value.name}"] = by_path.get((*at, i, 2, j), "")
 
 
 def document(routes: list[Route], version: str, notes: dict[str, str] | None = None) -> dict[str, Any]:

@@ -45,8 +45,11 @@ FOLLOW_TIMEOUT_S = 30.0
 class KafkaIngest(Ingest):
     """Produces to Kafka; see the module docstring for what an answer means."""
 
-    erasure_step = ("users_topic", "tombstoned", "customer record tombstoned: every server and worker drops it, "
-                    "and compaction removes it from the topic")
+    erasure_step = (
+        "users_topic",
+        "tombstoned",
+        "customer record tombstoned: every server and worker drops it, and compaction removes it from the topic",
+    )
     events_held_in = "event topic"
 
     def __init__(

@@ -44,9 +44,7 @@ class Rules:
         if item_id in self.exclude or item_id in self.just_bought:
             return False
         prefix = self.category_prefix
-        if prefix and not (info.category == prefix or info.category.startswith(prefix + "/")):
-            return False
-        return True
+        return not prefix or info.category == prefix or info.category.startswith(prefix + "/")
 
     def allowed(self, index: ItemIndex, positions: Ints) -> npt.NDArray[np.bool_]:
         """`allows` for every position at once (``positions``: a `CandidateSet`'s, ascending and distinct)."""

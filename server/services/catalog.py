@@ -10,17 +10,17 @@ class CatalogService(catalog_pb2_grpc.CatalogServiceServicer):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    async def UpsertItems(  # noqa: N802
+    async def UpsertItems(
         self, request: catalog_pb2.UpsertItemsRequest, context: grpc.aio.ServicerContext
     ) -> catalog_pb2.UpsertItemsResponse:
         return catalog_pb2.UpsertItemsResponse(upserted=await self.engine.upsert_items(request.items))
 
-    async def GetItem(  # noqa: N802
+    async def GetItem(
         self, request: catalog_pb2.GetItemRequest, context: grpc.aio.ServicerContext
     ) -> catalog_pb2.Item:
         return self.engine.get_item(request.item_id)
 
-    async def DeleteItems(  # noqa: N802
+    async def DeleteItems(
         self, request: catalog_pb2.DeleteItemsRequest, context: grpc.aio.ServicerContext
     ) -> catalog_pb2.DeleteItemsResponse:
         return catalog_pb2.DeleteItemsResponse(deleted=await self.engine.delete_items(request.item_ids))

@@ -10,7 +10,7 @@ class EventService(events_pb2_grpc.EventServiceServicer):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    async def Track(  # noqa: N802 - gRPC method name
+    async def Track(
         self, request: events_pb2.TrackRequest, context: grpc.aio.ServicerContext
     ) -> events_pb2.TrackResponse:
         result = await self.engine.track(request.events)

@@ -17,7 +17,7 @@ class RecommendationService(recommendations_pb2_grpc.RecommendationServiceServic
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    async def Recommend(  # noqa: N802
+    async def Recommend(
         self, request: recommendations_pb2.RecommendRequest, context: grpc.aio.ServicerContext
     ) -> recommendations_pb2.RecommendResponse:
         answer = await self.engine.recommend(
@@ -37,7 +37,7 @@ class RecommendationService(recommendations_pb2_grpc.RecommendationServiceServic
             model_version=answer.model_version,
         )
 
-    async def SimilarItems(  # noqa: N802
+    async def SimilarItems(
         self, request: recommendations_pb2.SimilarItemsRequest, context: grpc.aio.ServicerContext
     ) -> recommendations_pb2.SimilarItemsResponse:
         answer = await self.engine.similar(

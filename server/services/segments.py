@@ -17,7 +17,7 @@ class SegmentService(segments_pb2_grpc.SegmentServiceServicer):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    async def ExportRecommendations(  # noqa: N802
+    async def ExportRecommendations(
         self, request: segments_pb2.ExportRecommendationsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[segments_pb2.ExportRecommendationsResponse]:
         # The error interceptor wraps unary calls only: a streaming call maps its domain errors here.

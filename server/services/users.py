@@ -17,23 +17,23 @@ class UserService(users_pb2_grpc.UserServiceServicer):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    async def UpsertUser(  # noqa: N802
+    async def UpsertUser(
         self, request: users_pb2.UpsertUserRequest, context: grpc.aio.ServicerContext
     ) -> users_pb2.UpsertUserResponse:
         await self.engine.upsert_user(request.user)
         return users_pb2.UpsertUserResponse()
 
-    async def GetProfile(  # noqa: N802
+    async def GetProfile(
         self, request: users_pb2.GetProfileRequest, context: grpc.aio.ServicerContext
     ) -> users_pb2.Profile:
         return await self.engine.profile(request.user_id)
 
-    async def EraseUser(  # noqa: N802
+    async def EraseUser(
         self, request: users_pb2.EraseUserRequest, context: grpc.aio.ServicerContext
     ) -> users_pb2.EraseUserResponse:
         return await self._rights().erase(request.user_id, caller(), context.peer())
 
-    async def ExportUser(  # noqa: N802
+    async def ExportUser(
         self, request: users_pb2.ExportUserRequest, context: grpc.aio.ServicerContext
     ) -> users_pb2.ExportUserResponse:
         return await self._rights().export(request.user_id, caller(), context.peer())

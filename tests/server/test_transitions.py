@@ -158,7 +158,7 @@ def test_the_bundles_transitions_join_the_candidates_as_a_source(model: Transiti
     pool = CandidateSet()
     sources.transitions(retriever, user, (), index, pool)
     pool.finish()
-    found, values = retriever.transitions.top(user.recent, (), sources.TRANSITION_CANDIDATES)  # type: ignore[union-attr]
+    found, _ = retriever.transitions.top(user.recent, (), sources.TRANSITION_CANDIDATES)  # type: ignore[union-attr]
     proposed = dict(zip(index.names(pool.positions), pool.scores[SOURCE].tolist()))
     assert set(proposed) == {ids[i] for i in found.tolist()}
     best = ids[int(found[0])]

@@ -9,7 +9,8 @@ No containers and no mocks: Kafka runs from jars that Maven fetches (`pom.xml` h
 `redis-server`.
 """
 
-from tests.services.kafka import AISLE_TOPICS, ExternalKafka, KafkaService, TopicSpec, create_topics
+from feature_worker.topics import TopicSpec
+from tests.services.kafka import AISLE_TOPICS, ExternalKafka, KafkaService, create_topics
 from tests.services.process import ServiceError, ServiceNotManaged, ServiceStartError
 from tests.services.redis import ExternalRedis, RedisClusterService, RedisService
 

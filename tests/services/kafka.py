@@ -29,8 +29,7 @@ from typing import ClassVar
 
 from aiokafka.errors import KafkaError
 
-from feature_worker.topics import AISLE_TOPICS, TopicSpec, create_topics
-
+from feature_worker.topics import AISLE_TOPICS, create_topics
 from tests.services.process import (
     LOOPBACK,
     STATE_ROOT,
@@ -99,6 +98,7 @@ def ensure_kafka_libs(libs: Path = KAFKA_LIBS) -> Path:
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
+            check=False,
         )
         if result.returncode != 0 or not any(staging.glob("kafka_2.13-*.jar")):
             output = (result.stdout + result.stderr)[-4000:]
@@ -235,6 +235,7 @@ group.initial.rebalance.delay.ms=0
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
+            check=False,
         )
         if result.returncode != 0:
             raise ServiceStartError(f"Kafka storage format failed:\n{result.stdout}{result.stderr}")
@@ -261,7 +262,7 @@ group.initial.rebalance.delay.ms=0
                         warm_group_coordinator=True,
                     )
                     return
-                except Exception as exc:  # any client error means "not yet"; the deadline bounds it
+                except Exception as exc:  # noqa: BLE001 - any client error means "not yet"; the deadline bounds it
                     last_error[:] = [exc]
                 if time.monotonic() > deadline:
                     raise ServiceStartError(

@@ -97,7 +97,7 @@ def run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     def target() -> None:
         try:
             result.append(asyncio.run(factory()))
-        except BaseException as exc:  # handed to the caller's thread below
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
             error.append(exc)
 
     thread = threading.Thread(target=target, name="aisle-services-check", daemon=True)
@@ -281,7 +281,8 @@ class ManagedProcess(ABC):
             if self.die_with_parent:
                 preexec = _die_with_parent(os.getpid())
                 popen = _spawner.submit(
-                    lambda: subprocess.Popen(self._command(), preexec_fn=preexec, **popen_kwargs)
+                    # Spawned from one dedicated thread (`_spawner`), which is what makes preexec_fn safe here.
+                    lambda: subprocess.Popen(self._command(), preexec_fn=preexec, **popen_kwargs)  # noqa: PLW1509
                 ).result()
             else:
                 popen = subprocess.Popen(self._command(), **popen_kwargs)

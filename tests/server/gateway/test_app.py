@@ -186,8 +186,8 @@ def test_openapi_document_covers_every_route(gateway: GatewayProcess) -> None:
     assert ("/v1/users/{user_id}/recommendations", "post") in operations
     assert ("/v1/events:track", "post") in operations
     assert len(operations) == 11
-    for path, item in document["paths"].items():
-        for verb, operation in item.items():
+    for path, path_item in document["paths"].items():
+        for verb, operation in path_item.items():
             assert operation["description"], (path, verb)  # the .proto comments
     refs = set()
 
