@@ -9,7 +9,7 @@ STUBS := protos/aisle/v1/.generated
 # The contract's descriptors with their comments, for the HTTP gateway's OpenAPI document (never committed).
 DESCRIPTORS := protos/aisle/v1/descriptors.binpb
 
-.PHONY: install protos proto-check proto-release clients-go clients-node clients-java gateway openapi demo test services services-down serve serve-kafka worker sink lake-optimize bench-kafka keys certs front clean master-key
+.PHONY: install lint protos proto-check proto-release clients-go clients-node clients-java gateway openapi demo test services services-down serve serve-kafka worker sink lake-optimize bench-kafka keys certs front clean master-key
 
 install: $(STAMP) $(STUBS)
 	@# Compiles the serving path's numba kernels once (cached beside the sources) instead of in the first request.
@@ -94,8 +94,13 @@ WITH_KEY := AISLE_MASTER_KEY_FILE=$${AISLE_MASTER_KEY_FILE:-$(MASTER_KEY)}
 demo: install master-key
 	$(PY) -m clients.demo --data-dir .demo $(DEMO_ARGS)
 
-test: install proto-check
+test: install proto-check lint
 	$(PY) -m pytest -q
+
+# ruff's lint rules and its formatter over every hand-written Python file (generated stubs are excluded).
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 # Development services (Kafka in KRaft mode, Redis; CLUSTER=1: a Redis Cluster of three); addresses go to .services.env.
 services: install

@@ -1,17 +1,17 @@
 """`python -m clients`: send events and ask for recommendations from the command line.
 
-    python -m clients track --user u1 --type VIEW --item i42
-    python -m clients recommend --user u1 -k 5
-    python -m clients profile --user u1
-    python -m clients similar --item i42
-    python -m clients item --item i42
-    python -m clients keys [--dir .keys] [--alg RS256]          # a development key pair and its JWKS
-    python -m clients certs [--dir .certs]                       # a development CA, server and client certs
-    python -m clients token --scope "recommendations:read" [--user U]   # a development access token
-    python -m clients --token "$TOKEN" [--ca-file ca.pem] recommend --user u1
-    python -m clients export --user u1      # everything held about u1, as JSON
-    python -m clients export --segment loyalty_tier=gold --segment active_days:30 --k 10 --format csv
-    python -m clients erase --user u1       # erase u1 everywhere; prints the receipt
+python -m clients track --user u1 --type VIEW --item i42
+python -m clients recommend --user u1 -k 5
+python -m clients profile --user u1
+python -m clients similar --item i42
+python -m clients item --item i42
+python -m clients keys [--dir .keys] [--alg RS256]          # a development key pair and its JWKS
+python -m clients certs [--dir .certs]                       # a development CA, server and client certs
+python -m clients token --scope "recommendations:read" [--user U]   # a development access token
+python -m clients --token "$TOKEN" [--ca-file ca.pem] recommend --user u1
+python -m clients export --user u1      # everything held about u1, as JSON
+python -m clients export --segment loyalty_tier=gold --segment active_days:30 --k 10 --format csv
+python -m clients erase --user u1       # erase u1 everywhere; prints the receipt
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ from protos.aisle.v1 import events_pb2
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m clients", description="Aisle command-line client")
-    parser.add_argument("--target", default="localhost:50051", help="server address (default localhost:50051)")
+    parser.add_argument(
+        "--target", default="localhost:50051", help="server address (default localhost:50051)"
+    )
     parser.add_argument("--token", help="JWT bearer token, for servers that require one")
     parser.add_argument("--ca-file", type=Path, help="PEM CA bundle: talk TLS, trusting these roots")
     parser.add_argument("--cert-file", type=Path, help="PEM client certificate (mutual TLS)")
@@ -76,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     cert.add_argument("--dir", type=Path, default=certs.DEV_CERTS_DIR)
 
     token = sub.add_parser("token", help="print a development access token signed with a local key")
-    token.add_argument("--key", type=Path, default=tokens.DEV_KEYS_DIR / "private.pem", help="PEM private key")
+    token.add_argument(
+        "--key", type=Path, default=tokens.DEV_KEYS_DIR / "private.pem", help="PEM private key"
+    )
     token.add_argument("--scope", default="admin", help='space-separated scopes (default "admin")')
     token.add_argument("--sub", default="dev-partner", help="the partner (sub and client_id)")
     token.add_argument("--user", help="bind the token to this customer (claim aisle_user)")
@@ -97,8 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     export.add_argument("--out", type=Path, help="write here instead of stdout")
     export.add_argument("--explain", action="store_true", help="include each item's reasons (jsonl)")
-    export.add_argument("--consented-only", action="store_true",
-                        help="leave out customers without consent to personalization")
+    export.add_argument(
+        "--consented-only", action="store_true", help="leave out customers without consent to personalization"
+    )
     export.add_argument("--category", default="", help="only items under this category prefix")
 
     erase = sub.add_parser("erase", help="erase a customer from every store; prints the receipt")
@@ -110,7 +115,9 @@ def offline(args: argparse.Namespace) -> int:
     """The commands that need no server: `keys`, `certs` and `token`."""
     if args.command == "certs":
         files = certs.write_dev_certs(args.dir)
-        print(f"wrote {files.ca}, {files.server_cert} + key (localhost) and {files.client_cert} + key under {args.dir}")
+        print(
+            f"wrote {files.ca}, {files.server_cert} + key (localhost) and {files.client_cert} + key under {args.dir}"
+        )
         return 0
     if args.command == "keys":
         pem, jwks = tokens.write_dev_keys(args.dir, args.alg)
@@ -123,8 +130,17 @@ def offline(args: argparse.Namespace) -> int:
     except (OSError, ValueError, TypeError) as error:
         print(f"cannot use {args.key}: {error} (run `make keys` first)", file=sys.stderr)
         return 1
-    print(tokens.mint(key, args.scope.split(), subject=args.sub, user=args.user, issuer=args.issuer,
-                      audience=args.audience, ttl_s=args.ttl))
+    print(
+        tokens.mint(
+            key,
+            args.scope.split(),
+            subject=args.sub,
+            user=args.user,
+            issuer=args.issuer,
+            audience=args.audience,
+            ttl_s=args.ttl,
+        )
+    )
     return 0
 
 
@@ -175,11 +191,27 @@ def main(argv: list[str] | None = None) -> int:
                 print(MessageToJson(client.get_item(args.item), indent=2))
             elif args.command == "export" and args.segment:
                 if args.out is None:
-                    return export.run(client, args.segment, args.k, args.format, sys.stdout, args.explain,
-                                      args.consented_only, args.category)
+                    return export.run(
+                        client,
+                        args.segment,
+                        args.k,
+                        args.format,
+                        sys.stdout,
+                        args.explain,
+                        args.consented_only,
+                        args.category,
+                    )
                 with open(args.out, "w", encoding="utf-8", newline="") as out:
-                    return export.run(client, args.segment, args.k, args.format, out, args.explain,
-                                      args.consented_only, args.category)
+                    return export.run(
+                        client,
+                        args.segment,
+                        args.k,
+                        args.format,
+                        out,
+                        args.explain,
+                        args.consented_only,
+                        args.category,
+                    )
             elif args.command == "export":
                 print(client.export_user(args.user).json)
             elif args.command == "erase":

@@ -155,13 +155,17 @@ class AisleClient(_Stubs):
         return self.events.Track(events_pb2.TrackRequest(events=list(events)), **self._write)  # type: ignore[no-any-return]
 
     def upsert_items(self, items: Iterable[catalog_pb2.Item]) -> int:
-        return self.catalog.UpsertItems(catalog_pb2.UpsertItemsRequest(items=list(items)), **self._write).upserted  # type: ignore[no-any-return]
+        return self.catalog.UpsertItems(
+            catalog_pb2.UpsertItemsRequest(items=list(items)), **self._write
+        ).upserted  # type: ignore[no-any-return]
 
     def get_item(self, item_id: str) -> catalog_pb2.Item:
         return self.catalog.GetItem(catalog_pb2.GetItemRequest(item_id=item_id), **self._read)  # type: ignore[no-any-return]
 
     def delete_items(self, item_ids: Iterable[str]) -> int:
-        return self.catalog.DeleteItems(catalog_pb2.DeleteItemsRequest(item_ids=list(item_ids)), **self._write).deleted  # type: ignore[no-any-return]
+        return self.catalog.DeleteItems(
+            catalog_pb2.DeleteItemsRequest(item_ids=list(item_ids)), **self._write
+        ).deleted  # type: ignore[no-any-return]
 
     def upsert_user(self, user: users_pb2.User) -> None:
         self.users.UpsertUser(users_pb2.UpsertUserRequest(user=user), **self._write)
@@ -182,7 +186,9 @@ class AisleClient(_Stubs):
         session_id."""
         return self.recs.Recommend(recommend_request(user_id, k, **kwargs), **self._read)  # type: ignore[no-any-return]
 
-    def similar_items(self, item_id: str, k: int = 10, explain: bool = True) -> recommendations_pb2.SimilarItemsResponse:
+    def similar_items(
+        self, item_id: str, k: int = 10, explain: bool = True
+    ) -> recommendations_pb2.SimilarItemsResponse:
         request = recommendations_pb2.SimilarItemsRequest(item_id=item_id, k=k, explain=explain)
         return self.recs.SimilarItems(request, **self._read)  # type: ignore[no-any-return]
 
@@ -206,14 +212,18 @@ class AsyncAisleClient(_Stubs):
         return await self.events.Track(events_pb2.TrackRequest(events=list(events)), **self._write)  # type: ignore[no-any-return]
 
     async def upsert_items(self, items: Iterable[catalog_pb2.Item]) -> int:
-        response = await self.catalog.UpsertItems(catalog_pb2.UpsertItemsRequest(items=list(items)), **self._write)
+        response = await self.catalog.UpsertItems(
+            catalog_pb2.UpsertItemsRequest(items=list(items)), **self._write
+        )
         return response.upserted  # type: ignore[no-any-return]
 
     async def get_item(self, item_id: str) -> catalog_pb2.Item:
         return await self.catalog.GetItem(catalog_pb2.GetItemRequest(item_id=item_id), **self._read)  # type: ignore[no-any-return]
 
     async def delete_items(self, item_ids: Iterable[str]) -> int:
-        response = await self.catalog.DeleteItems(catalog_pb2.DeleteItemsRequest(item_ids=list(item_ids)), **self._write)
+        response = await self.catalog.DeleteItems(
+            catalog_pb2.DeleteItemsRequest(item_ids=list(item_ids)), **self._write
+        )
         return response.deleted  # type: ignore[no-any-return]
 
     async def upsert_user(self, user: users_pb2.User) -> None:
@@ -228,7 +238,9 @@ class AsyncAisleClient(_Stubs):
     async def export_user(self, user_id: str) -> users_pb2.ExportUserResponse:
         return await self.users.ExportUser(users_pb2.ExportUserRequest(user_id=user_id), **self._write)  # type: ignore[no-any-return]
 
-    async def recommend(self, user_id: str, k: int = 10, **kwargs: Any) -> recommendations_pb2.RecommendResponse:
+    async def recommend(
+        self, user_id: str, k: int = 10, **kwargs: Any
+    ) -> recommendations_pb2.RecommendResponse:
         return await self.recs.Recommend(recommend_request(user_id, k, **kwargs), **self._read)  # type: ignore[no-any-return]
 
     async def similar_items(

@@ -36,8 +36,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--items", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--no-serve", action="store_true", help="stop after the walkthrough")
-    parser.add_argument("--auth", action="store_true",
-                        help="require JWTs: a development key under DATA_DIR/keys signs the demo's tokens")
+    parser.add_argument(
+        "--auth",
+        action="store_true",
+        help="require JWTs: a development key under DATA_DIR/keys signs the demo's tokens",
+    )
     return parser.parse_args()
 
 
@@ -63,12 +66,31 @@ def train_and_promote(shop: Path, data_dir: Path, target: str, user: str, token:
     out = bundles_dir(data_dir)
     shutil.rmtree(out, ignore_errors=True)  # a clean shop each run
     version = "demo-1"
-    print(f"\nTraining on the shop's events: a two-tower model (PyTorch, a few epochs), item transitions and a "
-          f"re-ranker over the server's own candidates; exporting ONNX + FAISS to {out}/{version} and promoting it…",
-          flush=True)
-    command = [sys.executable, "-m", "trainer", "train", "--data", str(shop), "--format", "generated",
-               "--protocol", "none", "--out", str(out), "--version", version, "--epochs", "4",
-               "--promote", "--no-progress"]
+    print(
+        f"\nTraining on the shop's events: a two-tower model (PyTorch, a few epochs), item transitions and a "
+        f"re-ranker over the server's own candidates; exporting ONNX + FAISS to {out}/{version} and promoting it…",
+        flush=True,
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "trainer",
+        "train",
+        "--data",
+        str(shop),
+        "--format",
+        "generated",
+        "--protocol",
+        "none",
+        "--out",
+        str(out),
+        "--version",
+        version,
+        "--epochs",
+        "4",
+        "--promote",
+        "--no-progress",
+    ]
     done = subprocess.run(command, check=False)
     if done.returncode != 0:
         print("training failed (see above); the server keeps serving the real-time sources")
@@ -79,8 +101,10 @@ def train_and_promote(shop: Path, data_dir: Path, target: str, user: str, token:
                 break
             time.sleep(0.1)
         show(f"Recommendations with bundle {version} hot-swapped in (no restart):", client, user)
-    print("Items marked `learned` come from the user tower (ONNX Runtime) and the FAISS index, `often_next_after` "
-          "from the item transitions, on the same real-time features; the bundle's ranker (ONNX) ordered them all.")
+    print(
+        "Items marked `learned` come from the user tower (ONNX Runtime) and the FAISS index, `often_next_after` "
+        "from the item transitions, on the same real-time features; the bundle's ranker (ONNX) ordered them all."
+    )
 
 
 def show(title: str, client: AisleClient, user: str, before: set[str] | None = None) -> set[str]:
@@ -89,8 +113,10 @@ def show(title: str, client: AisleClient, user: str, before: set[str] | None = N
     for rank, scored in enumerate(answer.items, 1):
         item = client.get_item(scored.item_id)
         new = "  NEW" if before is not None and scored.item_id not in before else ""
-        print(f"  {rank}. {scored.item_id:<7} {item.category:<40.40} {item.brand:<14.14} "
-              f"{scored.score:6.3f}  {', '.join(scored.reasons)}{new}")
+        print(
+            f"  {rank}. {scored.item_id:<7} {item.category:<40.40} {item.brand:<14.14} "
+            f"{scored.score:6.3f}  {', '.join(scored.reasons)}{new}"
+        )
     return {s.item_id for s in answer.items}
 
 
@@ -103,8 +129,10 @@ def walkthrough(target: str, shop: Path, token: str | None = None) -> str:
         user = max(users[:300], key=lambda u: client.profile(u).events_applied)
         profile = client.profile(user)
         top = [a.key for a in profile.category_affinities[:3]]
-        print(f"\nCustomer {user}: {profile.events_applied} events, favourite categories {top}, "
-              f"loyalty {profile.loyalty.score:.2f}")
+        print(
+            f"\nCustomer {user}: {profile.events_applied} events, favourite categories {top}, "
+            f"loyalty {profile.loyalty.score:.2f}"
+        )
         before = show("Recommendations now:", client, user)
 
         departments = {a.key for a in profile.category_affinities if "/" not in a.key}
@@ -114,10 +142,14 @@ def walkthrough(target: str, shop: Path, token: str | None = None) -> str:
         print(f"\n{user} now looks at {len(clicked)} items in {leaf}, a department they never visited:")
         for item in clicked:
             print(f"  VIEW  {item.item_id}  {item.title}")
-        client.track(events_pb2.Event(event_id=uuid.uuid4().hex, type=events_pb2.VIEW, user_id=user,
-                                      item_id=i.item_id) for i in clicked)
+        client.track(
+            events_pb2.Event(event_id=uuid.uuid4().hex, type=events_pb2.VIEW, user_id=user, item_id=i.item_id)
+            for i in clicked
+        )
         show("Recommendations on the very next call:", client, user, before)
-        print("\nNo retraining, no batch job: the events were folded into the customer's features as they came in.")
+        print(
+            "\nNo retraining, no batch job: the events were folded into the customer's features as they came in."
+        )
     return user
 
 
@@ -133,12 +165,22 @@ def main() -> None:
     env, token = auth_setup(args.data_dir) if args.auth else ({}, None)
     server = start_server(args.data_dir, args.port, env)
     try:
+
         async def load() -> None:
-            async with AsyncAisleClient(ClientOptions(target=target, write_timeout_s=60, token=token)) as client:
-                report = await replay(client, list(read_items(shop)), list(read_users(shop)), read_events(shop),
-                                      total_events=meta["events"])
-            print(f"Replayed {report.events} events ({report.rejected} rejected) for {report.users} users and "
-                  f"{report.items} items in {report.seconds:.1f} s: {report.events_per_s:,.0f} events/s over gRPC")
+            async with AsyncAisleClient(
+                ClientOptions(target=target, write_timeout_s=60, token=token)
+            ) as client:
+                report = await replay(
+                    client,
+                    list(read_items(shop)),
+                    list(read_users(shop)),
+                    read_events(shop),
+                    total_events=meta["events"],
+                )
+            print(
+                f"Replayed {report.events} events ({report.rejected} rejected) for {report.users} users and "
+                f"{report.items} items in {report.seconds:.1f} s: {report.events_per_s:,.0f} events/s over gRPC"
+            )
 
         asyncio.run(load())
         user = walkthrough(target, shop, token)
@@ -148,10 +190,11 @@ def main() -> None:
         if token is not None:
             print(f"""
 Auth is on: every aisle.v1 call needs a token. Mint one (here: admin, an hour) and pass it along:
-  export TOKEN=$(.venv/bin/python -m clients token --key {args.data_dir / 'keys' / 'private.pem'} --scope admin)
+  export TOKEN=$(.venv/bin/python -m clients token --key {args.data_dir / "keys" / "private.pem"} --scope admin)
   .venv/bin/python -m clients --token "$TOKEN" recommend --user demo-user -k 5
   .venv/bin/python -m clients recommend --user demo-user -k 5     # no token: UNAUTHENTICATED""")
-        print(f"""
+        print(
+            f"""
 Aisle keeps serving on {target} (Ctrl-C to stop). Try:
   .venv/bin/python -m clients recommend --user {read_users_first(shop)} -k 5
   .venv/bin/python -m clients track --user demo-user --type VIEW --item {next(read_items(shop)).item_id}
@@ -159,7 +202,9 @@ Aisle keeps serving on {target} (Ctrl-C to stop). Try:
   .venv/bin/python -m clients profile --user demo-user
   grpcurl -plaintext -d '{{"user_id": "demo-user", "k": 5, "explain": true}}' {target} aisle.v1.RecommendationService/Recommend
   grpcurl -plaintext {target} list
-""", flush=True)
+""",
+            flush=True,
+        )
         if server.proc is not None:
             server.proc.wait()
     except KeyboardInterrupt:

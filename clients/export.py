@@ -76,32 +76,55 @@ class Summary:
         return self.customers / self.seconds if self.seconds > 0 else 0.0
 
 
-def stream(client: AisleClient, request: segments_pb2.ExportRecommendationsRequest,
-           timeout_s: float | None = None) -> Iterator[segments_pb2.ExportRecommendationsResponse]:
+def stream(
+    client: AisleClient, request: segments_pb2.ExportRecommendationsRequest, timeout_s: float | None = None
+) -> Iterator[segments_pb2.ExportRecommendationsResponse]:
     """The export's chunks as the server streams them (the client's token and TLS settings apply)."""
     stub = segments_pb2_grpc.SegmentServiceStub(client.channel)
     yield from stub.ExportRecommendations(request, timeout=timeout_s, metadata=client.options.metadata())
 
 
-def write(chunks: Iterable[segments_pb2.ExportRecommendationsResponse], out: IO[str], fmt: str, k: int) -> Summary:
+def write(
+    chunks: Iterable[segments_pb2.ExportRecommendationsResponse], out: IO[str], fmt: str, k: int
+) -> Summary:
     """Write every customer of `chunks` to `out` as `fmt` ("jsonl" or "csv"); returns what was written."""
     summary = Summary()
     started = time.perf_counter()
     writer: Any = None
     if fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["user_id", "recommendation_id", "personalized", *(f"item_{n}" for n in range(1, k + 1))])
+        writer.writerow(
+            ["user_id", "recommendation_id", "personalized", *(f"item_{n}" for n in range(1, k + 1))]
+        )
     for chunk in chunks:
         for row in chunk.customers:
             if writer is not None:
                 ids = [item.item_id for item in row.items][:k]
-                writer.writerow([row.user_id, row.recommendation_id, str(row.personalized).lower(), *ids,
-                                 *([""] * (k - len(ids)))])
+                writer.writerow(
+                    [
+                        row.user_id,
+                        row.recommendation_id,
+                        str(row.personalized).lower(),
+                        *ids,
+                        *([""] * (k - len(ids))),
+                    ]
+                )
             else:
-                items = [{"item_id": i.item_id, "score": round(float(i.score), 6), "reasons": list(i.reasons)}
-                         for i in row.items]
-                out.write(json.dumps({"user_id": row.user_id, "recommendation_id": row.recommendation_id,
-                                      "personalized": row.personalized, "items": items}, ensure_ascii=False))
+                items = [
+                    {"item_id": i.item_id, "score": round(float(i.score), 6), "reasons": list(i.reasons)}
+                    for i in row.items
+                ]
+                out.write(
+                    json.dumps(
+                        {
+                            "user_id": row.user_id,
+                            "recommendation_id": row.recommendation_id,
+                            "personalized": row.personalized,
+                            "items": items,
+                        },
+                        ensure_ascii=False,
+                    )
+                )
                 out.write("\n")
         summary.customers += len(chunk.customers)
         summary.scanned, summary.total = chunk.scanned, chunk.total
@@ -109,8 +132,17 @@ def write(chunks: Iterable[segments_pb2.ExportRecommendationsResponse], out: IO[
     return summary
 
 
-def run(client: AisleClient, terms: list[str], k: int, fmt: str, out: IO[str], explain: bool = False,
-        consented_only: bool = False, category_prefix: str = "", max_per_category: int = 0) -> int:
+def run(
+    client: AisleClient,
+    terms: list[str],
+    k: int,
+    fmt: str,
+    out: IO[str],
+    explain: bool = False,
+    consented_only: bool = False,
+    category_prefix: str = "",
+    max_per_category: int = 0,
+) -> int:
     """The `export --segment` command: stream, write, report on stderr; the exit status."""
     try:
         segment = parse_segment(terms)
@@ -118,7 +150,11 @@ def run(client: AisleClient, terms: list[str], k: int, fmt: str, out: IO[str], e
         print(f"--segment {error}", file=sys.stderr)
         return 2
     request = segments_pb2.ExportRecommendationsRequest(
-        segment=segment, k=k, explain=explain, consented_only=consented_only, category_prefix=category_prefix,
+        segment=segment,
+        k=k,
+        explain=explain,
+        consented_only=consented_only,
+        category_prefix=category_prefix,
         max_per_category=max_per_category,
     )
     try:
@@ -126,6 +162,9 @@ def run(client: AisleClient, terms: list[str], k: int, fmt: str, out: IO[str], e
     except grpc.RpcError as error:
         print(f"{error.code().name}: {error.details()}", file=sys.stderr)
         return 1
-    print(f"exported {summary.customers:,} customers ({summary.scanned:,} of {summary.total:,} scanned) in "
-          f"{summary.seconds:.1f} s: {summary.per_second:,.0f} customers/s", file=sys.stderr)
+    print(
+        f"exported {summary.customers:,} customers ({summary.scanned:,} of {summary.total:,} scanned) in "
+        f"{summary.seconds:.1f} s: {summary.per_second:,.0f} customers/s",
+        file=sys.stderr,
+    )
     return 0

@@ -73,4 +73,3 @@ async def replay(
         for response in await asyncio.gather(*pending):
             rejected += len({r.index for r in response.rejected})
     return ReplayReport(len(items), len(users), sent, rejected, time.perf_counter() - started)
-

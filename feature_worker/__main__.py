@@ -49,7 +49,9 @@ def _stopping_on_signals() -> asyncio.Event:
 async def run(settings: Settings, ready_file: Path | None = None) -> None:
     stopping = _stopping_on_signals()
     topics = settings.topics
-    await create_topics(settings.kafka_bootstrap, topics.specs(), replication_factor=settings.replication_factor)
+    await create_topics(
+        settings.kafka_bootstrap, topics.specs(), replication_factor=settings.replication_factor
+    )
     store = redis_store_from_url(settings.redis_url.get_secret_value(), policy=settings.key_policy)
     opener = tables_opener = None
     master = load_master_key(settings.encryption, settings.master_key_file)
@@ -85,13 +87,18 @@ async def run_sink(settings: Settings, ready_file: Path | None = None) -> None:
     master = load_master_key(settings.encryption, settings.master_key_file)
     if master is not None:
         if not settings.redis_url.get_secret_value():
-            raise EncryptionNotConfigured("the sink opens sealed events with keys kept in Redis: set AISLE_REDIS_URL")
+            raise EncryptionNotConfigured(
+                "the sink opens sealed events with keys kept in Redis: set AISLE_REDIS_URL"
+            )
         client = redis_store_from_url(settings.redis_url.get_secret_value()).client
         vault = Vault(master, RedisKeyStore(client), settings.key_cache_size)
         opener, tables_opener = EventOpener(vault), EventOpener(vault)
-    await create_topics(settings.kafka_bootstrap, settings.topics.specs(),
-                        replication_factor=settings.replication_factor)
-    tables = TableFollower(settings.kafka_bootstrap, settings.topics, Catalog(), UserDirectory(), tables_opener)
+    await create_topics(
+        settings.kafka_bootstrap, settings.topics.specs(), replication_factor=settings.replication_factor
+    )
+    tables = TableFollower(
+        settings.kafka_bootstrap, settings.topics, Catalog(), UserDirectory(), tables_opener
+    )
     await tables.start()
     lake = await asyncio.to_thread(Lake, settings.lake_dir)
     try:
@@ -104,13 +111,26 @@ async def run_sink(settings: Settings, ready_file: Path | None = None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m feature_worker", description=__doc__.splitlines()[0])
-    parser.add_argument("command", nargs="?", default="fold", choices=("fold", "sink", "lake-optimize"),
-                        help="fold (default): the feature worker; sink: the batch sink; lake-optimize: "
-                             "compact and vacuum the batch store")
-    parser.add_argument("--env-file", type=Path, help="read AISLE_* settings from this file too (default .env)")
-    parser.add_argument("--ready-file", type=Path, help="written once the worker has its partitions (for tools)")
-    parser.add_argument("--retention-hours", type=int, default=168,
-                        help="lake-optimize: keep files that versions this recent still read (default 168)")
+    parser.add_argument(
+        "command",
+        nargs="?",
+        default="fold",
+        choices=("fold", "sink", "lake-optimize"),
+        help="fold (default): the feature worker; sink: the batch sink; lake-optimize: "
+        "compact and vacuum the batch store",
+    )
+    parser.add_argument(
+        "--env-file", type=Path, help="read AISLE_* settings from this file too (default .env)"
+    )
+    parser.add_argument(
+        "--ready-file", type=Path, help="written once the worker has its partitions (for tools)"
+    )
+    parser.add_argument(
+        "--retention-hours",
+        type=int,
+        default=168,
+        help="lake-optimize: keep files that versions this recent still read (default 168)",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     settings = Settings(_env_file=args.env_file) if args.env_file else Settings()  # type: ignore[call-arg]
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

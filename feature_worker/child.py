@@ -48,7 +48,10 @@ class ChildProcess(ABC):
         """
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, *args], cwd=ROOT, env=with_master_key({**os.environ, **env}), stdout=log,
+                [sys.executable, *args],
+                cwd=ROOT,
+                env=with_master_key({**os.environ, **env}),
+                stdout=log,
                 stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout_s

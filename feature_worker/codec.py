@@ -33,7 +33,9 @@ def decode(value: bytes, message_type: type[M]) -> M:
         try:
             return json_format.Parse(text, message_type())
         except json_format.ParseError as exc:
-            raise InvalidArgument([("value", f"not a JSON {message_type.DESCRIPTOR.name}: {exc}"[:500])]) from exc
+            raise InvalidArgument(
+                [("value", f"not a JSON {message_type.DESCRIPTOR.name}: {exc}"[:500])]
+            ) from exc
     try:
         return message_type.FromString(value)
     except DecodeError as exc:

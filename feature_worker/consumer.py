@@ -181,9 +181,14 @@ class FeatureWorker:
             gc.set_threshold(*thresholds)
             await consumer.stop()
             await self._producer.stop()
-            log.info("feature worker stopped: %d applied, %d duplicates, %d dead-lettered, %d sealed events of "
-                     "erased customers skipped", self.metrics.applied, self.metrics.duplicates, self.metrics.dead,
-                     self.opener.shredded if self.opener is not None else 0)
+            log.info(
+                "feature worker stopped: %d applied, %d duplicates, %d dead-lettered, %d sealed events of "
+                "erased customers skipped",
+                self.metrics.applied,
+                self.metrics.duplicates,
+                self.metrics.dead,
+                self.opener.shredded if self.opener is not None else 0,
+            )
 
     async def _next(self, records: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         """Fold a new batch while the previous one's commit runs, then finish that one, then commit this."""
@@ -226,7 +231,9 @@ class FeatureWorker:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
 
-    async def _load_and_fold(self, batch: _Batch, previous: _Batch | None, catching_up: asyncio.Future[None]) -> None:
+    async def _load_and_fold(
+        self, batch: _Batch, previous: _Batch | None, catching_up: asyncio.Future[None]
+    ) -> None:
         """Users of the batch in flight carry on from its fold; the others come from the store.
 
         The users load while the catalog catches up; the fold waits for both.
@@ -236,8 +243,9 @@ class FeatureWorker:
         loaded = await self.store.load_users(wanted - carried.keys())
         await catching_up
         states = {user: carried[user] if user in carried else loaded[user] for user in wanted}
-        batch.states, batch.deltas, applied = fold_batch(states, self.catalog, batch.events, self.config,
-                                                              self.store.delta_group)
+        batch.states, batch.deltas, applied = fold_batch(
+            states, self.catalog, batch.events, self.config, self.store.delta_group
+        )
         batch.result = BatchResult(applied, len(batch.events) - applied)
 
     async def _finish(self, batch: _Batch) -> bool:

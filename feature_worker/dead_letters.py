@@ -92,7 +92,9 @@ def record_events(
                 dead.append(DeadLetter(record, "value: is empty"))
                 continue
             if len(value) > max_bytes:
-                dead.append(DeadLetter(record, f"value: is {len(value)} bytes; the limit is {max_bytes} bytes"))
+                dead.append(
+                    DeadLetter(record, f"value: is {len(value)} bytes; the limit is {max_bytes} bytes")
+                )
                 continue
             if is_sealed(value):
                 if opener is None:
@@ -131,8 +133,13 @@ async def produce_dead_letters(producer: AIOKafkaProducer, topic: str, dead: Seq
             ]
             await asyncio.gather(*futures)
             for d in dead:
-                log.warning("dead-lettered %s/%d/%d: %s", d.record.topic, d.record.partition, d.record.offset,
-                            d.reason[:200])
+                log.warning(
+                    "dead-lettered %s/%d/%d: %s",
+                    d.record.topic,
+                    d.record.partition,
+                    d.record.offset,
+                    d.reason[:200],
+                )
             return
         except KafkaError as exc:
             log.warning("cannot write dead letters (%r); retrying in %.1fs", exc, backoff)

@@ -282,7 +282,9 @@ def _set_cart_line(state: UserState, item: str, ts: int, in_cart: bool, cap: int
         del state.cart[oldest]
 
 
-def _apply_purchase(state: UserState, event: events_pb2.Event, items: Sequence[str], config: FoldConfig) -> None:
+def _apply_purchase(
+    state: UserState, event: events_pb2.Event, items: Sequence[str], config: FoldConfig
+) -> None:
     ts = event.ts_ms
     for item in items:
         last_ts, count = state.purchases.get(item, (0, 0))

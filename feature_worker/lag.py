@@ -28,7 +28,9 @@ class LagProbe:
 
     async def start(self) -> None:
         """Connect (inside the event loop that will use the probe)."""
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False
+        )
         self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
         await self._consumer.start()
         await self._admin.start()
@@ -73,11 +75,17 @@ class LagProbe:
                     raise
                 await asyncio.sleep(0.2)
                 continue
-            behind = {tp.partition: end - committed.get(tp, 0) for tp, end in ends.items() if committed.get(tp, 0) < end}
+            behind = {
+                tp.partition: end - committed.get(tp, 0)
+                for tp, end in ends.items()
+                if committed.get(tp, 0) < end
+            }
             if not behind:
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"group {self.group_id} still behind on {self.topic} after {timeout_s}s: {behind}")
+                raise TimeoutError(
+                    f"group {self.group_id} still behind on {self.topic} after {timeout_s}s: {behind}"
+                )
             await asyncio.sleep(poll_s)
 
     async def close(self) -> None:

@@ -30,14 +30,20 @@ class WorkerMetrics:
         self.events = Counter("aisle_worker_events", "Events consumed, by outcome", ["outcome"], registry=r)
         self.batches = Counter("aisle_worker_batches", "Batches folded and committed", registry=r)
         self.batch_seconds = Histogram(
-            "aisle_worker_batch_seconds", "Seconds per batch, fetch to commit", registry=r,
+            "aisle_worker_batch_seconds",
+            "Seconds per batch, fetch to commit",
+            registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
-        self.lag = Gauge("aisle_worker_consumer_lag", "Records not yet folded, per partition", ["partition"],
-                         registry=r)
-        self.committed = Gauge("aisle_worker_committed_offset", "Last committed offset", ["partition"], registry=r)
-        self.store_retries = Counter("aisle_worker_store_retries", "Batches retried: Redis unreachable",
-                                     registry=r)
+        self.lag = Gauge(
+            "aisle_worker_consumer_lag", "Records not yet folded, per partition", ["partition"], registry=r
+        )
+        self.committed = Gauge(
+            "aisle_worker_committed_offset", "Last committed offset", ["partition"], registry=r
+        )
+        self.store_retries = Counter(
+            "aisle_worker_store_retries", "Batches retried: Redis unreachable", registry=r
+        )
         self.applied = 0
         self.duplicates = 0
         self.dead = 0
@@ -76,7 +82,10 @@ class WorkerMetrics:
         rate = (self.applied - self._last_applied) / (now - self._last_log)
         log.info(
             "applied %d events (%.0f/s), %d duplicates, %d dead-lettered; lag %s",
-            self.applied, rate, self.duplicates, self.dead,
+            self.applied,
+            rate,
+            self.duplicates,
+            self.dead,
             ", ".join(f"p{p}={lag}" for p, lag in sorted(self._lags.items())) or "-",
         )
         self._last_log, self._last_applied = now, self.applied

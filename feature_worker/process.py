@@ -38,7 +38,14 @@ class WorkerProcess(ChildProcess):
         ready = self.workdir / "ready"
         ready.unlink(missing_ok=True)
         profiler = ["-m", "cProfile", "-o", str(self.profile)] if self.profile else []
-        command = [*profiler, "-m", "feature_worker", *([self.role] if self.role else []), "--ready-file", str(ready)]
+        command = [
+            *profiler,
+            "-m",
+            "feature_worker",
+            *([self.role] if self.role else []),
+            "--ready-file",
+            str(ready),
+        ]
         self._launch(command, self.env, ready.exists, timeout_s, f"feature worker {self.role}".strip())
         return self
 

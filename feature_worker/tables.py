@@ -79,8 +79,13 @@ class TableFollower:
             self._applied[tp] = await consumer.position(tp)
         self._task = asyncio.create_task(self._follow(), name="aisle-table-follower")
         await self.catch_up()
-        log.info("catalog: %d items, %d users from %s/%s", len(self.catalog), len(self.users),
-                 self.topics.items, self.topics.users)
+        log.info(
+            "catalog: %d items, %d users from %s/%s",
+            len(self.catalog),
+            len(self.users),
+            self.topics.items,
+            self.topics.users,
+        )
 
     async def catch_up(self) -> None:
         """Return once every record the broker held when this was called has been applied.
@@ -157,8 +162,14 @@ class TableFollower:
                     self.users.upsert(user)
         except InvalidArgument as exc:
             self.skipped += 1
-            log.warning("skipping %s record at %d/%d (key %r): %s", topic, record.partition, record.offset,
-                        key[:64], exc)
+            log.warning(
+                "skipping %s record at %d/%d (key %r): %s",
+                topic,
+                record.partition,
+                record.offset,
+                key[:64],
+                exc,
+            )
 
     async def stop(self) -> None:
         if self._task is not None:

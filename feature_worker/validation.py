@@ -26,7 +26,13 @@ Problem = tuple[str, str]
 
 _EVENT_TYPES = frozenset(events_pb2.EventType.values())
 _ITEM_TYPES = frozenset(
-    {events_pb2.VIEW, events_pb2.CLICK, events_pb2.ADD_TO_CART, events_pb2.REMOVE_FROM_CART, events_pb2.PURCHASE}
+    {
+        events_pb2.VIEW,
+        events_pb2.CLICK,
+        events_pb2.ADD_TO_CART,
+        events_pb2.REMOVE_FROM_CART,
+        events_pb2.PURCHASE,
+    }
 )
 #: Every type that an event with an `item_id` may have: all but unspecified.
 _ITEM_EVENT_TYPES = _EVENT_TYPES - {events_pb2.EVENT_TYPE_UNSPECIFIED}
@@ -80,7 +86,12 @@ def _event_problems(event: events_pb2.Event, now_ms: int) -> list[Problem]:
         check_id(event.recommendation_id, "recommendation_id", problems, required=False)
     etype = event.type
     if etype == events_pb2.EVENT_TYPE_UNSPECIFIED or etype not in _EVENT_TYPES:
-        problems.append(("type", "must be one of VIEW, CLICK, SEARCH, ADD_TO_CART, REMOVE_FROM_CART, PURCHASE, IMPRESSION"))
+        problems.append(
+            (
+                "type",
+                "must be one of VIEW, CLICK, SEARCH, ADD_TO_CART, REMOVE_FROM_CART, PURCHASE, IMPRESSION",
+            )
+        )
     item_id = event.item_id
     if item_id:
         check_id(item_id, "item_id", problems, required=False)

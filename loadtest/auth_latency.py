@@ -53,16 +53,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         key_file, jwks_file = tokens.write_dev_keys(Path(tmp) / "keys")
         key = tokens.load_private_key(key_file)
-        admin, reader = tokens.mint(key, ["admin"]), tokens.mint(key, ["recommendations:read"], subject="bench")
+        admin, reader = (
+            tokens.mint(key, ["admin"]),
+            tokens.mint(key, ["recommendations:read"], subject="bench"),
+        )
         refresh = ["--lists-refresh-s", "1"]
         open_server = ServerProcess(Path(tmp) / "open", args=refresh).start()
-        auth_server = ServerProcess(Path(tmp) / "auth", env=tokens.dev_settings(jwks_file), args=refresh).start()
+        auth_server = ServerProcess(
+            Path(tmp) / "auth", env=tokens.dev_settings(jwks_file), args=refresh
+        ).start()
         try:
+
             async def load(target: str) -> None:
                 options = ClientOptions(target=target, write_timeout_s=120, token=admin)
                 async with AsyncAisleClient(options) as client:
-                    await replay(client, list(read_items(args.shop)), list(read_users(args.shop)),
-                                 read_events(args.shop), total_events=read_meta(args.shop)["events"])
+                    await replay(
+                        client,
+                        list(read_items(args.shop)),
+                        list(read_users(args.shop)),
+                        read_events(args.shop),
+                        total_events=read_meta(args.shop)["events"],
+                    )
 
             for server in (open_server, auth_server):
                 asyncio.run(load(server.target))

@@ -87,12 +87,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest.auth_verify")
     parser.add_argument("--calls", type=int, default=20_000)
     args = parser.parse_args()
-    print(f"{'alg':<6} {'token bytes':>11} {'cached verify':>14} {'uncached verify':>16} {'interceptor (cached)':>21}")
+    print(
+        f"{'alg':<6} {'token bytes':>11} {'cached verify':>14} {'uncached verify':>16} {'interceptor (cached)':>21}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for alg in sorted(ASYMMETRIC):
             result = asyncio.run(measure(alg, args.calls, Path(tmp)))
-            print(f"{alg:<6} {result['token_bytes']:>11.0f} {result['cached_us']:>11.2f} µs "
-                  f"{result['uncached_us']:>13.1f} µs {result['interceptor_us']:>18.2f} µs")
+            print(
+                f"{alg:<6} {result['token_bytes']:>11.0f} {result['cached_us']:>11.2f} µs "
+                f"{result['uncached_us']:>13.1f} µs {result['interceptor_us']:>18.2f} µs"
+            )
 
 
 if __name__ == "__main__":

@@ -41,9 +41,16 @@ BATCH = 500
 def ingest_on(data: Path, master: MasterKey | None, snapshots: bool, every_mb: int = 0) -> EmbeddedIngest:
     keys = FileKeyStore(data / "keys.txt") if master is not None else None
     vault = Vault(master, keys) if master is not None and keys is not None else None
-    return EmbeddedIngest(Journal(data / "journal.bin"), Catalog(), UserDirectory(), MemoryFeatureStore(), vault, keys,
-                          snapshot_path=data / "snapshot.bin" if snapshots else None,
-                          snapshot_every_bytes=every_mb << 20)
+    return EmbeddedIngest(
+        Journal(data / "journal.bin"),
+        Catalog(),
+        UserDirectory(),
+        MemoryFeatureStore(),
+        vault,
+        keys,
+        snapshot_path=data / "snapshot.bin" if snapshots else None,
+        snapshot_every_bytes=every_mb << 20,
+    )
 
 
 async def timed_start(data: Path, master: MasterKey | None, snapshots: bool) -> tuple[float, int, int]:
@@ -79,8 +86,10 @@ async def run(shop: Path, n_events: int, sealed: bool, tail_mb: int) -> None:
             await writer.events(batch)
             written += len(batch)
         journal_bytes = writer.journal.size
-        print(f"journal: {written:,} events, {journal_bytes / 2**20:,.1f} MiB, written in "
-              f"{time.perf_counter() - started:.1f} s ({'sealed' if sealed else 'clear'})")
+        print(
+            f"journal: {written:,} events, {journal_bytes / 2**20:,.1f} MiB, written in "
+            f"{time.perf_counter() - started:.1f} s ({'sealed' if sealed else 'clear'})"
+        )
 
         # The snapshot a clean stop takes, and one taken `tail_mb` earlier (copied aside first).
         tail_at = max(0, journal_bytes - (tail_mb << 20))
@@ -89,8 +98,10 @@ async def run(shop: Path, n_events: int, sealed: bool, tail_mb: int) -> None:
             await writer.reader.keys.close()
 
         whole_s, replayed, users = await timed_start(data, master, snapshots=False)
-        print(f"start, whole journal replayed: {whole_s:.1f} s ({replayed:,} records, {users:,} users, "
-              f"{written / whole_s:,.0f} events/s)")
+        print(
+            f"start, whole journal replayed: {whole_s:.1f} s ({replayed:,} records, {users:,} users, "
+            f"{written / whole_s:,.0f} events/s)"
+        )
 
         # A snapshot covering the journal up to `tail_at`: a journal cut there, snapshotted, then the rest put back.
         early = Path(tmp) / "early"
@@ -123,8 +134,10 @@ async def run(shop: Path, n_events: int, sealed: bool, tail_mb: int) -> None:
         full.store.thaw()
         full.snapshot_every_bytes = 0
         await full.close()
-        print(f"snapshot of everything: frozen on the loop in {1000 * frozen_s:.0f} ms, encoded and written in "
-              f"{written_s:.1f} s (a thread), {size / 2**20:,.1f} MiB")
+        print(
+            f"snapshot of everything: frozen on the loop in {1000 * frozen_s:.0f} ms, encoded and written in "
+            f"{written_s:.1f} s (a thread), {size / 2**20:,.1f} MiB"
+        )
 
         empty_s, none, _ = await timed_start(data, master, snapshots=True)
         print(f"start, snapshot + empty tail: {empty_s:.1f} s ({none} records replayed)")
@@ -146,11 +159,17 @@ def _record_boundary(path: Path, at_most: int) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.embedded_restart", description=__doc__.splitlines()[0])
-    parser.add_argument("--shop", type=Path, required=True, help="a generated shop (python -m trainer generate)")
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.embedded_restart", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--shop", type=Path, required=True, help="a generated shop (python -m trainer generate)"
+    )
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--sealed", action="store_true", help="encryption on (per-customer keys)")
-    parser.add_argument("--tail-mb", type=int, default=16, help="journal after the snapshot in the worst case")
+    parser.add_argument(
+        "--tail-mb", type=int, default=16, help="journal after the snapshot in the worst case"
+    )
     args = parser.parse_args()
     asyncio.run(run(args.shop, args.events, args.sealed, args.tail_mb))
 

@@ -33,25 +33,37 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(Path(tmp) / "server", args=["--lists-refresh-s", "1"]).start()
         try:
+
             async def load() -> None:
                 options = ClientOptions(target=server.target, write_timeout_s=120)
                 async with AsyncAisleClient(options) as client:
-                    report = await replay(client, list(read_items(args.shop)), list(read_users(args.shop)),
-                                          read_events(args.shop), total_events=read_meta(args.shop)["events"])
-                print(f"loaded {report.events:,} events, {report.users:,} users, {report.items:,} items in "
-                      f"{report.seconds:.1f} s")
+                    report = await replay(
+                        client,
+                        list(read_items(args.shop)),
+                        list(read_users(args.shop)),
+                        read_events(args.shop),
+                        total_events=read_meta(args.shop)["events"],
+                    )
+                print(
+                    f"loaded {report.events:,} events, {report.users:,} users, {report.items:,} items in "
+                    f"{report.seconds:.1f} s"
+                )
 
             asyncio.run(load())
             time.sleep(2)  # let the background refresh build popular/trending lists
             request = segments_pb2.ExportRecommendationsRequest(segment=parse_segment(args.segment), k=args.k)
-            with AisleClient(ClientOptions(target=server.target)) as client, \
-                    open(Path(tmp) / f"export.{args.format}", "w") as out:
+            with (
+                AisleClient(ClientOptions(target=server.target)) as client,
+                open(Path(tmp) / f"export.{args.format}", "w") as out,
+            ):
                 started = time.perf_counter()
                 summary = write(stream(client, request), out, args.format, args.k)
                 seconds = time.perf_counter() - started
-            print(f"segment {' '.join(args.segment) or '(everyone)'}: {summary.customers:,} customers of "
-                  f"{summary.total:,} in {seconds:.1f} s = {summary.customers / seconds:,.0f} customers/s "
-                  f"(k={args.k}, {args.format})")
+            print(
+                f"segment {' '.join(args.segment) or '(everyone)'}: {summary.customers:,} customers of "
+                f"{summary.total:,} in {seconds:.1f} s = {summary.customers / seconds:,.0f} customers/s "
+                f"(k={args.k}, {args.format})"
+            )
         finally:
             server.stop()
 

@@ -39,8 +39,10 @@ async def run(shop: Path, limit: int) -> None:
     for batch in batches:
         await apply_events(store, catalog, batch)
     fold_s = time.perf_counter() - started
-    print(f"fold only:      {len(events):,} events in {fold_s:.2f} s = {len(events) / fold_s:,.0f} events/s "
-          f"({len(store.users):,} users)")
+    print(
+        f"fold only:      {len(events):,} events in {fold_s:.2f} s = {len(events) / fold_s:,.0f} events/s "
+        f"({len(store.users):,} users)"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         catalog, store = Catalog(), MemoryFeatureStore()
@@ -52,13 +54,17 @@ async def run(shop: Path, limit: int) -> None:
             await engine.track(batch)
         track_s = time.perf_counter() - started
         await ingest.close()
-    print(f"Engine.track:   {len(events):,} events in {track_s:.2f} s = {len(events) / track_s:,.0f} events/s "
-          f"(validation + journal + fold, batches of {BATCH})")
+    print(
+        f"Engine.track:   {len(events):,} events in {track_s:.2f} s = {len(events) / track_s:,.0f} events/s "
+        f"(validation + journal + fold, batches of {BATCH})"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest.fold_throughput")
-    parser.add_argument("--shop", type=Path, required=True, help="a generated shop (python -m trainer generate)")
+    parser.add_argument(
+        "--shop", type=Path, required=True, help="a generated shop (python -m trainer generate)"
+    )
     parser.add_argument("--limit", type=int, default=2_000_000, help="fold at most this many events")
     args = parser.parse_args()
     asyncio.run(run(args.shop, args.limit))

@@ -73,7 +73,9 @@ class Probes:
 
     async def once(self, timeout_s: float = 30.0) -> float:
         user = f"fresh-{uuid.uuid4().hex[:12]}"
-        event = events_pb2.Event(event_id=uuid.uuid4().hex, type=events_pb2.VIEW, user_id=user, item_id=self.item)
+        event = events_pb2.Event(
+            event_id=uuid.uuid4().hex, type=events_pb2.VIEW, user_id=user, item_id=self.item
+        )
         request = recommendations_pb2.RecommendRequest(user_id=user, k=10, explain=True)
         profile_request = users_pb2.GetProfileRequest(user_id=user)
         started = time.perf_counter()
@@ -107,7 +109,10 @@ async def measure(
             probes = Probes(
                 recommendations_pb2_grpc.RecommendationServiceStub(channel),  # type: ignore[no-untyped-call]
                 users_pb2_grpc.UserServiceStub(channel),  # type: ignore[no-untyped-call]
-                producer, topics.events, item, args.poll_ms / 1000,
+                producer,
+                topics.events,
+                item,
+                args.poll_ms / 1000,
                 aioredis.Redis.from_url(redis_url) if args.breakdown else None,
             )
             for _ in range(20):  # warm the channel and the server's code paths
@@ -137,8 +142,9 @@ async def warm_up(bootstrap: str, topics: Topics, shop: Path, events: int, group
     await producer.start()
     views: collections.Counter[str] = collections.Counter()
     try:
-        await send_all(producer, topics.items,
-                       [(i.item_id.encode(), i.SerializeToString()) for i in read_items(shop)])
+        await send_all(
+            producer, topics.items, [(i.item_id.encode(), i.SerializeToString()) for i in read_items(shop)]
+        )
         records: list[tuple[bytes, bytes]] = []
         for event in read_events(shop):
             if len(records) >= events:
@@ -160,15 +166,22 @@ async def warm_up(bootstrap: str, topics: Topics, shop: Path, events: int, group
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest.freshness", description=__doc__.splitlines()[0])
-    parser.add_argument("--shop", type=Path, required=True, help="a generated shop (python -m trainer generate)")
+    parser.add_argument(
+        "--shop", type=Path, required=True, help="a generated shop (python -m trainer generate)"
+    )
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--rate", type=float, default=100.0, help="probe events per second")
     parser.add_argument("--poll-ms", type=float, default=2.0)
     parser.add_argument("--warm-up", type=int, default=50_000, help="shop events loaded before measuring")
     parser.add_argument("--redis-db", type=int, default=12, help="database of the run; flushed first")
-    parser.add_argument("--lists-refresh-s", type=float, default=1.0, help="the server's popular/trending refresh")
-    parser.add_argument("--breakdown", action="store_true",
-                        help="also poll Redis directly, to tell the worker's part from the server's")
+    parser.add_argument(
+        "--lists-refresh-s", type=float, default=1.0, help="the server's popular/trending refresh"
+    )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also poll Redis directly, to tell the worker's part from the server's",
+    )
     args = parser.parse_args()
     bootstrap = os.environ.get("AISLE_KAFKA_BOOTSTRAP", "")
     base_url = os.environ.get("AISLE_REDIS_URL", "")
@@ -180,8 +193,13 @@ def main() -> None:
     tag = uuid.uuid4().hex[:8]
     topics = Topics(f"fresh{tag}")
     group = f"fresh-{tag}"
-    env = {"AISLE_KAFKA_BOOTSTRAP": bootstrap, "AISLE_REDIS_URL": redis_url, "AISLE_TOPIC_PREFIX": topics.prefix,
-           "AISLE_GROUP_ID": group, "AISLE_LOG_EVERY_S": "10"}
+    env = {
+        "AISLE_KAFKA_BOOTSTRAP": bootstrap,
+        "AISLE_REDIS_URL": redis_url,
+        "AISLE_TOPIC_PREFIX": topics.prefix,
+        "AISLE_GROUP_ID": group,
+        "AISLE_LOG_EVERY_S": "10",
+    }
     workdir = Path(tempfile.mkdtemp(prefix="aisle-fresh-"))
     # Popular/trending lists rebuild every second in the background, as in production.
     server = ServerProcess(workdir / "server", env=env, args=["--lists-refresh-s", str(args.lists_refresh_s)])
@@ -191,7 +209,9 @@ def main() -> None:
         worker.start()
         item = asyncio.run(warm_up(bootstrap, topics, args.shop, args.warm_up, group))
         time.sleep(2.5)  # let the server's background refresh build the lists from the warm-up
-        print(f"warm-up: {args.warm_up:,} events; probes view {item}; {args.events:,} probes at {args.rate:.0f}/s")
+        print(
+            f"warm-up: {args.warm_up:,} events; probes view {item}; {args.events:,} probes at {args.rate:.0f}/s"
+        )
         probes = asyncio.run(measure(args, bootstrap, topics, server.target, item, redis_url))
         print(f"freshness (send -> visible in Recommend): {format_ms(summarize_ms(probes.samples))}")
         print(f"  of which: send -> broker ack:        {format_ms(summarize_ms(probes.acked))}")

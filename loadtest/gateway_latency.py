@@ -61,8 +61,9 @@ def http_block(port: int, users: list[str], token: str) -> list[float]:
     try:
         for n, user in enumerate(users):
             started = time.perf_counter()
-            connection.request("GET", f"/v1/users/{quote(user, safe='')}/recommendations?k=10&explain=true",
-                               headers=headers)
+            connection.request(
+                "GET", f"/v1/users/{quote(user, safe='')}/recommendations?k=10&explain=true", headers=headers
+            )
             response = connection.getresponse()
             body = response.read()
             elapsed = time.perf_counter() - started
@@ -87,15 +88,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         key_file, jwks_file = tokens.write_dev_keys(Path(tmp) / "keys")
         key = tokens.load_private_key(key_file)
-        server = ServerProcess(Path(tmp) / "server", env=tokens.dev_settings(jwks_file),
-                               args=["--lists-refresh-s", "1"]).start()
+        server = ServerProcess(
+            Path(tmp) / "server", env=tokens.dev_settings(jwks_file), args=["--lists-refresh-s", "1"]
+        ).start()
         gateway = GatewayProcess(Path(tmp) / "gateway", server.target).start()
         try:
+
             async def load() -> None:
-                options = ClientOptions(target=server.target, write_timeout_s=120, token=tokens.mint(key, ["admin"]))
+                options = ClientOptions(
+                    target=server.target, write_timeout_s=120, token=tokens.mint(key, ["admin"])
+                )
                 async with AsyncAisleClient(options) as client:
-                    report = await replay(client, list(read_items(args.shop)), list(read_users(args.shop)),
-                                          read_events(args.shop), total_events=read_meta(args.shop)["events"])
+                    report = await replay(
+                        client,
+                        list(read_items(args.shop)),
+                        list(read_users(args.shop)),
+                        read_events(args.shop),
+                        total_events=read_meta(args.shop)["events"],
+                    )
                 print(f"loaded {report.events:,} events, {report.users:,} users, {report.items:,} items")
 
             asyncio.run(load())

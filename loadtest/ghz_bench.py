@@ -52,8 +52,11 @@ def find_ghz(explicit: str | None) -> str:
         sys.exit(f"ghz not found and no Go toolchain to install it: install ghz {GHZ_VERSION} and pass --ghz")
     print(f"installing ghz {GHZ_VERSION} into {GHZ_CACHE}", flush=True)
     GHZ_CACHE.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["go", "install", f"github.com/bojand/ghz/cmd/ghz@{GHZ_VERSION}"], check=True,
-                   env={**os.environ, "GOBIN": str(GHZ_CACHE)})
+    subprocess.run(
+        ["go", "install", f"github.com/bojand/ghz/cmd/ghz@{GHZ_VERSION}"],
+        check=True,
+        env={**os.environ, "GOBIN": str(GHZ_CACHE)},
+    )
     return str(GHZ_CACHE / "ghz")
 
 
@@ -85,11 +88,26 @@ class Ghz:
         self.binary, self.target, self.users, self.connections = binary, target, users, connections
 
     def run(self, call: str, *options: str) -> Run:
-        user = "u{{randomInt 1 %s}}".replace("%s", str(self.users + 1))  # a ghz template: a random user per call
+        user = "u{{randomInt 1 %s}}".replace(
+            "%s", str(self.users + 1)
+        )  # a ghz template: a random user per call
         data = json.dumps({"user_id": user, "k": 10, "explain": True}) if call == RECOMMEND else "{}"
         result = subprocess.run(
-            [self.binary, "--insecure", "--call", call, "--data", data, "--format", "json", *options, self.target],
-            capture_output=True, text=True, check=False,
+            [
+                self.binary,
+                "--insecure",
+                "--call",
+                call,
+                "--data",
+                data,
+                "--format",
+                "json",
+                *options,
+                self.target,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if not result.stdout.strip():
             sys.exit(f"ghz failed ({result.returncode}): {result.stderr.strip()}")
@@ -103,15 +121,35 @@ class Ghz:
 
     def closed(self, call: str, calls: int, skip: int) -> Run:
         """One connection, one call at a time."""
-        return self.run(call, "--connections", "1", "--concurrency", "1", "--total", str(calls + skip),
-                        "--skipFirst", str(skip))
+        return self.run(
+            call,
+            "--connections",
+            "1",
+            "--concurrency",
+            "1",
+            "--total",
+            str(calls + skip),
+            "--skipFirst",
+            str(skip),
+        )
 
     def open_loop(self, rps: int, duration_s: float) -> Run:
         """Recommend offered at `rps` calls/s whatever the answers do, over `self.connections` connections."""
         # Calls in flight when the duration ends are waited for and counted ("wait"), not cancelled as errors.
-        return self.run(RECOMMEND, "--async", "--rps", str(rps), "--duration", f"{duration_s}s",
-                        "--duration-stop", "wait", "--connections", str(self.connections),
-                        "--concurrency", str(self.connections))
+        return self.run(
+            RECOMMEND,
+            "--async",
+            "--rps",
+            str(rps),
+            "--duration",
+            f"{duration_s}s",
+            "--duration-stop",
+            "wait",
+            "--connections",
+            str(self.connections),
+            "--concurrency",
+            str(self.connections),
+        )
 
 
 def server_view(metrics: str | None, before: Scrape | None) -> None:
@@ -120,11 +158,14 @@ def server_view(metrics: str | None, before: Scrape | None) -> None:
 
 
 def ratio_phase(ghz: Ghz, rounds: int, calls: int, metrics: str | None) -> None:
-    print(f"\n## Recommend against the empty call: one client, {rounds} rounds of {calls:,} calls each", flush=True)
+    print(
+        f"\n## Recommend against the empty call: one client, {rounds} rounds of {calls:,} calls each",
+        flush=True,
+    )
     latencies: dict[str, list[np.ndarray]] = {RECOMMEND: [], HEALTH: []}
     before = scrape(metrics) if metrics else None
     for r in range(rounds):
-        for call in ((HEALTH, RECOMMEND) if r % 2 == 0 else (RECOMMEND, HEALTH)):
+        for call in (HEALTH, RECOMMEND) if r % 2 == 0 else (RECOMMEND, HEALTH):
             run = ghz.closed(call, calls, skip=200)
             if run.errors:
                 sys.exit(f"{run.errors} failed calls of {call}")
@@ -141,24 +182,35 @@ def ratio_phase(ghz: Ghz, rounds: int, calls: int, metrics: str | None) -> None:
 
 
 def open_phase(ghz: Ghz, rps: int, duration_s: float, metrics: str | None) -> None:
-    print(f"\n## Open loop: Recommend offered {rps}/s for {duration_s:g} s over {ghz.connections} connections",
-          flush=True)
+    print(
+        f"\n## Open loop: Recommend offered {rps}/s for {duration_s:g} s over {ghz.connections} connections",
+        flush=True,
+    )
     before = scrape(metrics) if metrics else None
     run = ghz.open_loop(rps, duration_s)
-    print(f"achieved {run.rate:,.0f} calls/s answered OK ({run.count:,} calls; failed: {run.failures()}): "
-          f"p50 {run.p(50):.3f} ms, p90 {run.p(90):.3f} ms, p99 {run.p(99):.3f} ms", flush=True)
+    print(
+        f"achieved {run.rate:,.0f} calls/s answered OK ({run.count:,} calls; failed: {run.failures()}): "
+        f"p50 {run.p(50):.3f} ms, p90 {run.p(90):.3f} ms, p99 {run.p(99):.3f} ms",
+        flush=True,
+    )
     server_view(metrics, before)
 
 
 def sweep_phase(ghz: Ghz, start: int, duration_s: float, p99_ms: float) -> None:
-    print(f"\n## Rate sweep: highest offered rate with p99 <= {p99_ms:g} ms ({duration_s:g} s per rate)", flush=True)
+    print(
+        f"\n## Rate sweep: highest offered rate with p99 <= {p99_ms:g} ms ({duration_s:g} s per rate)",
+        flush=True,
+    )
     print("| offered/s | achieved/s | failed | p50 ms | p99 ms | within |\n|---:|---:|---:|---:|---:|---|")
 
     def passes(rate: int) -> bool:
         run = ghz.open_loop(rate, duration_s)
         ok = run.errors == 0 and run.rate >= 0.95 * rate and run.p(99) <= p99_ms
-        print(f"| {rate:,} | {run.rate:,.0f} | {run.errors} | {run.p(50):.3f} | {run.p(99):.3f} | "
-              f"{'yes' if ok else 'no'} |", flush=True)
+        print(
+            f"| {rate:,} | {run.rate:,.0f} | {run.errors} | {run.p(50):.3f} | {run.p(99):.3f} | "
+            f"{'yes' if ok else 'no'} |",
+            flush=True,
+        )
         return ok
 
     best, failed = 0, start
@@ -183,8 +235,12 @@ def sweep_phase(ghz: Ghz, start: int, duration_s: float, p99_ms: float) -> None:
             best = middle
         else:
             failed = middle
-    print(f"\nhighest rate within p99 {p99_ms:g} ms: {best:,}/s" if best
-          else f"\nno rate tried kept p99 within {p99_ms:g} ms (the lowest: {failed}/s)", flush=True)
+    print(
+        f"\nhighest rate within p99 {p99_ms:g} ms: {best:,}/s"
+        if best
+        else f"\nno rate tried kept p99 within {p99_ms:g} ms (the lowest: {failed}/s)",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -200,7 +256,9 @@ def main() -> None:
     parser.add_argument("--p99-ms", type=float, default=10.0)
     parser.add_argument("--sweep-start", type=int, default=200)
     parser.add_argument("--sweep-duration-s", type=float, default=10.0)
-    parser.add_argument("--connections", type=int, default=4, help="open loop: connections (spread over --workers)")
+    parser.add_argument(
+        "--connections", type=int, default=4, help="open loop: connections (spread over --workers)"
+    )
     parser.add_argument("--ghz", help="path of the ghz binary")
     args = parser.parse_args()
     host = args.target.rsplit(":", 1)[0]

@@ -33,8 +33,14 @@ def load(shop: Path, limit: int) -> list[tuple[bytes, bytes]]:
 
 
 async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], rate: float) -> float:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
-                                max_batch_size=512 * 1024, request_timeout_ms=60_000)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=512 * 1024,
+        request_timeout_ms=60_000,
+    )
     await producer.start()
     try:
         started = time.perf_counter()
@@ -56,8 +62,12 @@ async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.kafka_producer", description=__doc__.splitlines()[0])
-    parser.add_argument("--shop", type=Path, required=True, help="a generated shop (python -m trainer generate)")
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.kafka_producer", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--shop", type=Path, required=True, help="a generated shop (python -m trainer generate)"
+    )
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topic", default="aisle.events")
     parser.add_argument("--limit", type=int, default=10**9)
@@ -66,8 +76,10 @@ def main() -> None:
     records = load(args.shop, args.limit)
     print(f"producing {len(records):,} events", flush=True)
     seconds = uvloop.run(produce(args.bootstrap, args.topic, records, args.rate))
-    print(json.dumps({"events": len(records), "seconds": seconds, "events_per_s": len(records) / seconds}),
-          flush=True)
+    print(
+        json.dumps({"events": len(records), "seconds": seconds, "events_per_s": len(records) / seconds}),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -49,7 +49,10 @@ async def produce_catalog(bootstrap: str, topic: str, shop: Path) -> int:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
     await producer.start()
     try:
-        futures = [await producer.send(topic, i.SerializeToString(), key=i.item_id.encode()) for i in read_items(shop)]
+        futures = [
+            await producer.send(topic, i.SerializeToString(), key=i.item_id.encode())
+            for i in read_items(shop)
+        ]
         await asyncio.gather(*futures)
         return len(futures)
     finally:
@@ -58,9 +61,22 @@ async def produce_catalog(bootstrap: str, topic: str, shop: Path) -> int:
 
 def producer_process(shop: Path, bootstrap: str, topic: str, events: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "loadtest.kafka_producer", "--shop", str(shop), "--bootstrap", bootstrap,
-         "--topic", topic, "--limit", str(events)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "loadtest.kafka_producer",
+            "--shop",
+            str(shop),
+            "--bootstrap",
+            bootstrap,
+            "--topic",
+            topic,
+            "--limit",
+            str(events),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -122,16 +138,24 @@ async def run(args: argparse.Namespace) -> None:
     topics = Topics(f"bench{tag}", args.partitions)
     await create_topics(bootstrap, topics.specs())
     items = await produce_catalog(bootstrap, topics.items, args.shop)
-    print(f"{items:,} items in {topics.items}; {total:,} events to {topics.events} ({args.partitions} partitions)")
+    print(
+        f"{items:,} items in {topics.items}; {total:,} events to {topics.events} ({args.partitions} partitions)"
+    )
     env = {
-        "AISLE_KAFKA_BOOTSTRAP": bootstrap, "AISLE_REDIS_URL": redis_url, "AISLE_TOPIC_PREFIX": topics.prefix,
-        "AISLE_EVENT_PARTITIONS": str(args.partitions), "AISLE_GROUP_ID": f"bench-{tag}",
-        "AISLE_BATCH_MAX": str(args.batch_max), "AISLE_LOG_EVERY_S": "5",
+        "AISLE_KAFKA_BOOTSTRAP": bootstrap,
+        "AISLE_REDIS_URL": redis_url,
+        "AISLE_TOPIC_PREFIX": topics.prefix,
+        "AISLE_EVENT_PARTITIONS": str(args.partitions),
+        "AISLE_GROUP_ID": f"bench-{tag}",
+        "AISLE_BATCH_MAX": str(args.batch_max),
+        "AISLE_LOG_EVERY_S": "5",
     }
     workdir = Path(tempfile.mkdtemp(prefix="aisle-bench-"))
     profile = workdir / "worker.prof" if args.profile else None
-    workers = [WorkerProcess(workdir / f"worker{n}", env=env, profile=profile if n == 0 else None)
-               for n in range(args.workers)]
+    workers = [
+        WorkerProcess(workdir / f"worker{n}", env=env, profile=profile if n == 0 else None)
+        for n in range(args.workers)
+    ]
     probe = LagProbe(bootstrap, f"bench-{tag}", topics.events)
 
     def start_workers() -> tuple[list[int], float]:
@@ -162,13 +186,17 @@ async def run(args: argparse.Namespace) -> None:
             print(f"producer: {produced['events_per_s']:,.0f} events/s (concurrently)")
         worker_cpu = sum(cpu_seconds(pid) for pid in pids) - cpu0
         redis_cpu = redis_target.cpu_seconds(nodes) - redis0
-        print(f"CPU per event: worker{'s' if len(pids) > 1 else ''} {worker_cpu / total * 1e6:.1f} us, "
-              f"Redis {redis_cpu / total * 1e6:.1f} us (a core each: at most "
-              f"{total / max(worker_cpu / len(pids), redis_cpu):,.0f} events/s)")
+        print(
+            f"CPU per event: worker{'s' if len(pids) > 1 else ''} {worker_cpu / total * 1e6:.1f} us, "
+            f"Redis {redis_cpu / total * 1e6:.1f} us (a core each: at most "
+            f"{total / max(worker_cpu / len(pids), redis_cpu):,.0f} events/s)"
+        )
         figures = rates(samples, total)
-        print(f"{len(pids)} worker{'s' if len(pids) > 1 else ''} ({args.mode}): {total:,} events in "
-              f"{figures['seconds']:.1f} s = {figures['events_per_s']:,.0f} events/s "
-              f"(median 1-s window {figures['median_1s_window']:,.0f}/s), batch_max {args.batch_max}")
+        print(
+            f"{len(pids)} worker{'s' if len(pids) > 1 else ''} ({args.mode}): {total:,} events in "
+            f"{figures['seconds']:.1f} s = {figures['events_per_s']:,.0f} events/s "
+            f"(median 1-s window {figures['median_1s_window']:,.0f}/s), batch_max {args.batch_max}"
+        )
         if not cluster:
             with redis.Redis.from_url(redis_url) as r:
                 print(f"redis: {r.dbsize():,} keys, used_memory {r.info('memory')['used_memory_human']}")
@@ -183,16 +211,23 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.kafka_throughput", description=__doc__.splitlines()[0])
-    parser.add_argument("--shop", type=Path, required=True, help="a generated shop (python -m trainer generate)")
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.kafka_throughput", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--shop", type=Path, required=True, help="a generated shop (python -m trainer generate)"
+    )
     parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument("--mode", choices=["drain", "live"], default="drain")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--workers", type=int, default=1, help="worker processes in the group")
     parser.add_argument("--batch-max", type=int, default=2000)
     parser.add_argument("--bootstrap", help="default: $AISLE_KAFKA_BOOTSTRAP")
-    parser.add_argument("--redis-url", help="default: $AISLE_REDIS_URL (the database number is replaced; a Redis "
-                        "Cluster node: the whole Cluster is the run's, and flushed)")
+    parser.add_argument(
+        "--redis-url",
+        help="default: $AISLE_REDIS_URL (the database number is replaced; a Redis "
+        "Cluster node: the whole Cluster is the run's, and flushed)",
+    )
     parser.add_argument("--redis-db", type=int, default=14, help="database of the run; flushed first")
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--profile", action="store_true", help="run the worker under cProfile")

@@ -57,7 +57,9 @@ class _FakeRedis:
 _FIRST_USER_ARG = [1]
 
 
-def records(shop: Path, limit: int, batch_max: int, partitions: int = 4) -> list[dict[TopicPartition, list[Any]]]:
+def records(
+    shop: Path, limit: int, batch_max: int, partitions: int = 4
+) -> list[dict[TopicPartition, list[Any]]]:
     """The shop's events as fetched batches of consumer records, keyed by user, spread over partitions."""
     tps = [TopicPartition("events", p) for p in range(partitions)]
     batches: list[dict[TopicPartition, list[Any]]] = []
@@ -68,8 +70,19 @@ def records(shop: Path, limit: int, batch_max: int, partitions: int = 4) -> list
             break
         key = event.user_id.encode()
         tp = tps[hash(key) % partitions]
-        record = ConsumerRecord(tp.topic, tp.partition, offset, event.ts_ms, 0, key, event.SerializeToString(),
-                                None, len(key), 0, ())
+        record = ConsumerRecord(
+            tp.topic,
+            tp.partition,
+            offset,
+            event.ts_ms,
+            0,
+            key,
+            event.SerializeToString(),
+            None,
+            len(key),
+            0,
+            (),
+        )
         current.setdefault(tp, []).append(record)
         n += 1
         if n == batch_max:
@@ -80,7 +93,9 @@ def records(shop: Path, limit: int, batch_max: int, partitions: int = 4) -> list
     return batches
 
 
-async def run(batches: list[dict[TopicPartition, list[Any]]], catalog: Catalog, store: RedisFeatureStore) -> dict[str, float]:
+async def run(
+    batches: list[dict[TopicPartition, list[Any]]], catalog: Catalog, store: RedisFeatureStore
+) -> dict[str, float]:
     clock = time.process_time
     spent = {"decode+validate": 0.0, "load": 0.0, "fold": 0.0, "commit": 0.0}
     for batch in batches:
@@ -101,13 +116,20 @@ async def run(batches: list[dict[TopicPartition, list[Any]]], catalog: Catalog, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.kafka_worker_cpu", description=__doc__.splitlines()[0])
-    parser.add_argument("--shop", type=Path, required=True, help="a generated shop (python -m trainer generate)")
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.kafka_worker_cpu", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--shop", type=Path, required=True, help="a generated shop (python -m trainer generate)"
+    )
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batch-max", type=int, default=2000)
     parser.add_argument("--profile", action="store_true", help="print where the time went (cProfile)")
-    parser.add_argument("--redis-url", help="commit to this Redis (a database of its own: it is flushed) and "
-                        "report its CPU per event too; default: a stand-in in this process")
+    parser.add_argument(
+        "--redis-url",
+        help="commit to this Redis (a database of its own: it is flushed) and "
+        "report its CPU per event too; default: a stand-in in this process",
+    )
     args = parser.parse_args()
     catalog = Catalog()
     catalog.upsert_many(read_items(args.shop))
@@ -131,8 +153,10 @@ def main() -> None:
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
     parts = ", ".join(f"{k} {v / total * 1e6:.2f}" for k, v in spent.items())
-    print(f"{total:,} events, batch_max {args.batch_max}: {took / total * 1e6:.2f} us CPU/event ({parts})"
-          + (f"; commit arguments {fake.arg_bytes / total:.0f} B/event" if server is None else ""))
+    print(
+        f"{total:,} events, batch_max {args.batch_max}: {took / total * 1e6:.2f} us CPU/event ({parts})"
+        + (f"; commit arguments {fake.arg_bytes / total:.0f} B/event" if server is None else "")
+    )
     if server is not None:
         print(f"Redis: {(_redis_cpu(server) - redis_cpu) / total * 1e6:.2f} us CPU/event")
 

@@ -60,8 +60,12 @@ class Shopper(User):
         self.channel.close()
 
     def _track(self, etype: int, item_id: str) -> None:
-        event = events_pb2.Event(event_id=uuid.uuid4().hex, type=etype, user_id=self.user_id,  # type: ignore[arg-type]
-                                 item_id=item_id)
+        event = events_pb2.Event(
+            event_id=uuid.uuid4().hex,
+            type=etype,
+            user_id=self.user_id,  # type: ignore[arg-type]
+            item_id=item_id,
+        )
         timed("Track", self.events.Track, events_pb2.TrackRequest(events=[event]))
 
     @task(3)

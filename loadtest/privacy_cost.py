@@ -73,14 +73,15 @@ async def timed_reads(store: RedisFeatureStore, users: list[str]) -> list[float]
     return out
 
 
-async def paired_reads(clear: RedisFeatureStore, sealed: RedisFeatureStore, users: list[str],
-                       rounds: int) -> tuple[list[float], list[float], list[float], list[float]]:
+async def paired_reads(
+    clear: RedisFeatureStore, sealed: RedisFeatureStore, users: list[str], rounds: int
+) -> tuple[list[float], list[float], list[float], list[float]]:
     """Each customer read from both stores back to back (which goes first alternates): wall and CPU seconds."""
     wall: dict[bool, list[float]] = {False: [], True: []}
     cpu: dict[bool, list[float]] = {False: [], True: []}
     for r in range(rounds):
         for n, user in enumerate(users):
-            for is_sealed in ((False, True) if (n + r) % 2 else (True, False)):
+            for is_sealed in (False, True) if (n + r) % 2 else (True, False):
                 store = sealed if is_sealed else clear
                 c0, w0 = time.thread_time(), time.perf_counter()
                 await store.read_request(user, ())
@@ -109,7 +110,10 @@ async def read_path(shop: Path, redis_url: str, n_users: int, rounds: int) -> No
     assert sealed.vault is not None
     blobs = await sealed.client.mget([f"u1{{{u}}}" for u in users])
     wrapped = await sealed.client.mget([f"x1{{{u}}}" for u in users])
-    plain = [open_sealed(sealed.vault.cipher(u, w), u, FEATURES, b) for u, w, b in zip(users, wrapped, blobs, strict=True)]
+    plain = [
+        open_sealed(sealed.vault.cipher(u, w), u, FEATURES, b)
+        for u, w, b in zip(users, wrapped, blobs, strict=True)
+    ]
     t0 = time.perf_counter()
     for u, w, b in zip(users, wrapped, blobs, strict=True):
         UserState.from_bytes(open_sealed(sealed.vault.cipher(u, w), u, FEATURES, b))
@@ -118,8 +122,10 @@ async def read_path(shop: Path, redis_url: str, n_users: int, rounds: int) -> No
         UserState.from_bytes(p)
     t2 = time.perf_counter()
     size = statistics.mean(len(b) for b in blobs)
-    print(f"open + decode {(t1 - t0) / len(users) * 1e6:.1f} µs vs decode {(t2 - t1) / len(users) * 1e6:.1f} µs "
-          f"per customer (sealed features {size:.0f} bytes on average)")
+    print(
+        f"open + decode {(t1 - t0) / len(users) * 1e6:.1f} µs vs decode {(t2 - t1) / len(users) * 1e6:.1f} µs "
+        f"per customer (sealed features {size:.0f} bytes on average)"
+    )
 
     # Cold: a fresh process (no cached keys, no seed hints): unwrap + a second script call.
     cold_store = sealed_store(sealed_url)
@@ -134,10 +140,14 @@ async def read_path(shop: Path, redis_url: str, n_users: int, rounds: int) -> No
     c, s = summarize_ms(clear_t), summarize_ms(sealed_t)
     diffs = [b - a for a, b in zip(clear_t, sealed_t, strict=True)]
     print(f"clear  reads: {format_ms(c)}; client CPU {statistics.mean(clear_cpu) * 1e6:.1f} µs/read")
-    print(f"sealed reads: {format_ms(s)}; client CPU {statistics.mean(sealed_cpu) * 1e6:.1f} µs/read; "
-          f"second calls {sealed.second_reads - calls_before}")
-    print(f"added per Recommend read: median of paired differences {statistics.median(diffs) * 1e6:+.1f} µs wall, "
-          f"{(statistics.mean(sealed_cpu) - statistics.mean(clear_cpu)) * 1e6:+.1f} µs client CPU")
+    print(
+        f"sealed reads: {format_ms(s)}; client CPU {statistics.mean(sealed_cpu) * 1e6:.1f} µs/read; "
+        f"second calls {sealed.second_reads - calls_before}"
+    )
+    print(
+        f"added per Recommend read: median of paired differences {statistics.median(diffs) * 1e6:+.1f} µs wall, "
+        f"{(statistics.mean(sealed_cpu) - statistics.mean(clear_cpu)) * 1e6:+.1f} µs client CPU"
+    )
     await clear.close()
     await sealed.close()
 
@@ -150,7 +160,9 @@ def erasures(shop: Path, n: int, workdir: Path) -> None:
 
         async def load() -> None:
             async with AsyncAisleClient(ClientOptions(target=server.target, write_timeout_s=60)) as loader:
-                await replay(loader, list(read_items(shop)), list(read_users(shop)), read_events(shop), progress=False)
+                await replay(
+                    loader, list(read_items(shop)), list(read_users(shop)), read_events(shop), progress=False
+                )
 
         asyncio.run(load())
         with AisleClient(ClientOptions(target=server.target, write_timeout_s=60)) as client:
@@ -162,7 +174,9 @@ def erasures(shop: Path, n: int, workdir: Path) -> None:
                 client.erase_user(user)
                 latencies.append(time.perf_counter() - t0)
             keys = sum(1 for line in (server.data_dir / "keys.txt").read_text().splitlines() if line.strip())
-            print(f"EraseUser (embedded, {keys:,} keys left in the key file): {format_ms(summarize_ms(latencies))}")
+            print(
+                f"EraseUser (embedded, {keys:,} keys left in the key file): {format_ms(summarize_ms(latencies))}"
+            )
     finally:
         server.stop()
 
@@ -179,16 +193,25 @@ def kafka_erasures(redis_url: str, n: int, workdir: Path) -> None:
         broker.start()
         bootstrap = broker.bootstrap
     url = asyncio.run(fresh_db(redis_url, 13))
-    env = {"AISLE_KAFKA_BOOTSTRAP": bootstrap, "AISLE_REDIS_URL": url,
-           "AISLE_TOPIC_PREFIX": f"privacybench{int(time.time())}"}
+    env = {
+        "AISLE_KAFKA_BOOTSTRAP": bootstrap,
+        "AISLE_REDIS_URL": url,
+        "AISLE_TOPIC_PREFIX": f"privacybench{int(time.time())}",
+    }
     server = ServerProcess(workdir / "kafka-server", env=env).start()
     try:
         with AisleClient(ClientOptions(target=server.target, write_timeout_s=60)) as client:
             users = [f"kb-u{i}" for i in range(n)]
             for user in users:
                 client.upsert_user(users_pb2.User(user_id=user, attributes={"tier": "gold"}))
-                client.track([events_pb2.Event(event_id=f"{user}-e{j}", type=events_pb2.VIEW, user_id=user,
-                                               item_id=f"i{j}") for j in range(5)])
+                client.track(
+                    [
+                        events_pb2.Event(
+                            event_id=f"{user}-e{j}", type=events_pb2.VIEW, user_id=user, item_id=f"i{j}"
+                        )
+                        for j in range(5)
+                    ]
+                )
             latencies = []
             for user in users:
                 t0 = time.perf_counter()
@@ -202,7 +225,9 @@ def kafka_erasures(redis_url: str, n: int, workdir: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.privacy_cost", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.privacy_cost", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--shop", type=Path, required=True)
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)

@@ -36,8 +36,15 @@ from server.process import ServerProcess, free_port
 from trainer.data.generated import read_events, read_items, read_meta, read_users
 
 
-def measure(target: str, users: list[str], requests: int, seed: int, metrics_url: str | None = None,
-            warmup: int = 500, token: str | None = None) -> str:
+def measure(
+    target: str,
+    users: list[str],
+    requests: int,
+    seed: int,
+    metrics_url: str | None = None,
+    warmup: int = 500,
+    token: str | None = None,
+) -> str:
     """The client's summary, and the server's breakdown of the same calls when `metrics_url` is given."""
     rng = random.Random(seed)
     metadata = [("authorization", f"Bearer {token}")] if token else None
@@ -70,7 +77,9 @@ def main() -> None:
     parser.add_argument("--target", help="an already loaded server; default: start and load one")
     parser.add_argument("--metrics", help="that server's /metrics URL, for the server-side breakdown")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--bundles", type=Path, help="serve the bundle promoted in this directory (learned retrieval)")
+    parser.add_argument(
+        "--bundles", type=Path, help="serve the bundle promoted in this directory (learned retrieval)"
+    )
     parser.add_argument("--auth", action="store_true", help="require JWTs and send one with every call")
     parser.add_argument("--token", help="with --target: the bearer token to send")
     args = parser.parse_args()
@@ -89,16 +98,28 @@ def main() -> None:
             key = tokens.load_private_key(key_file)
             admin = tokens.mint(key, ["admin"])
             reader = tokens.mint(key, ["recommendations:read"], subject="bench-partner")
-        server = ServerProcess(Path(tmp) / "server", env=env, metrics_port=free_port(),
-                               args=["--lists-refresh-s", "1", *bundle_args]).start()
+        server = ServerProcess(
+            Path(tmp) / "server",
+            env=env,
+            metrics_port=free_port(),
+            args=["--lists-refresh-s", "1", *bundle_args],
+        ).start()
         try:
+
             async def load() -> None:
                 options = ClientOptions(target=server.target, write_timeout_s=120, token=admin)
                 async with AsyncAisleClient(options) as client:
-                    report = await replay(client, list(read_items(args.shop)), list(read_users(args.shop)),
-                                          read_events(args.shop), total_events=read_meta(args.shop)["events"])
-                print(f"loaded {report.events:,} events, {report.users:,} users, {report.items:,} items in "
-                      f"{report.seconds:.1f} s ({report.events_per_s:,.0f} events/s over gRPC)")
+                    report = await replay(
+                        client,
+                        list(read_items(args.shop)),
+                        list(read_users(args.shop)),
+                        read_events(args.shop),
+                        total_events=read_meta(args.shop)["events"],
+                    )
+                print(
+                    f"loaded {report.events:,} events, {report.users:,} users, {report.items:,} items in "
+                    f"{report.seconds:.1f} s ({report.events_per_s:,.0f} events/s over gRPC)"
+                )
 
             asyncio.run(load())
             time.sleep(2)  # let the background refresh build popular/trending lists

@@ -81,9 +81,11 @@ async def run(args: argparse.Namespace) -> None:
     users, deltas, events = fold_shop(args.shop)
     values = [len(s.to_bytes()) for s in users.values()]
     applied = [len(s.applied_to_bytes()) for s in users.values()]
-    print(f"folded {events:,} events of {len(users):,} users in {time.perf_counter() - started:.0f} s "
-          f"({events / len(users):.1f} events per user); stored features {sum(values) / len(values):.0f} B "
-          f"mean, {sorted(values)[len(values) // 2]} B median; applied ids {sum(applied) / len(applied):.0f} B mean")
+    print(
+        f"folded {events:,} events of {len(users):,} users in {time.perf_counter() - started:.0f} s "
+        f"({events / len(users):.1f} events per user); stored features {sum(values) / len(values):.0f} B "
+        f"mean, {sorted(values)[len(values) // 2]} B median; applied ids {sum(applied) / len(applied):.0f} B mean"
+    )
     client = redis.Redis.from_url(url)
     store = RedisFeatureStore.from_url(url)
     if args.sealed:
@@ -109,26 +111,38 @@ async def run(args: argparse.Namespace) -> None:
         if batch:
             deleted += int(client.delete(*batch))
         steady = used(client) - before
-        print(f"{n:,} users with applied ids:  {with_ids / n:.0f} B/user = {with_ids / n * 1e6 / GIB:.3f} GiB per 1,000,000")
-        print(f"{n:,} users, steady state:     {steady / n:.0f} B/user = {steady / n * 1e6 / GIB:.3f} GiB per 1,000,000"
-              f" ({deleted:,} applied-id keys expired)")
+        print(
+            f"{n:,} users with applied ids:  {with_ids / n:.0f} B/user = {with_ids / n * 1e6 / GIB:.3f} GiB per 1,000,000"
+        )
+        print(
+            f"{n:,} users, steady state:     {steady / n:.0f} B/user = {steady / n * 1e6 / GIB:.3f} GiB per 1,000,000"
+            f" ({deleted:,} applied-id keys expired)"
+        )
         before_items = used(client)
         await store.commit({}, deltas)
         items = used(client) - before_items
         covis = sum(1 for _ in client.scan_iter(match=f"{keys.COVIS_PREFIX}*", count=10_000))
-        print(f"item-level keys: {items / 2**20:.1f} MiB ({covis:,} co-visitation sets, popularity, trending)")
+        print(
+            f"item-level keys: {items / 2**20:.1f} MiB ({covis:,} co-visitation sets, popularity, trending)"
+        )
     finally:
         await store.close()
         client.close()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.redis_memory", description=__doc__.splitlines()[0])
-    parser.add_argument("--shop", type=Path, required=True, help="a generated shop (python -m trainer generate)")
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.redis_memory", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--shop", type=Path, required=True, help="a generated shop (python -m trainer generate)"
+    )
     parser.add_argument("--copies", type=int, default=10, help="write every user this many times")
     parser.add_argument("--redis-url", help="default: $AISLE_REDIS_URL (the database number is replaced)")
     parser.add_argument("--redis-db", type=int, default=13, help="database of the run; flushed first")
-    parser.add_argument("--sealed", action="store_true", help="encryption at rest: sealed features, wrapped keys")
+    parser.add_argument(
+        "--sealed", action="store_true", help="encryption at rest: sealed features, wrapped keys"
+    )
     asyncio.run(run(parser.parse_args()))
 
 

@@ -54,7 +54,9 @@ def process_tree(pid: int) -> list[int]:
     return out
 
 
-async def drive(target: str, users: list[str], rate: float, seconds: float, channels: int) -> tuple[int, int, list[float]]:
+async def drive(
+    target: str, users: list[str], rate: float, seconds: float, channels: int
+) -> tuple[int, int, list[float]]:
     """Open-loop Recommend at `rate`/s for `seconds` over `channels` channels: (OK, failed, latencies)."""
     clients = [AsyncAisleClient(ClientOptions(target=target, read_timeout_s=5.0)) for _ in range(channels)]
     rng = random.Random(3)
@@ -97,8 +99,14 @@ async def run(args: argparse.Namespace) -> None:
     await produce_catalog(bootstrap, topics.items, args.shop)
     total = min(args.warm_events, read_meta(args.shop)["events"])
     producer_result(producer_process(args.shop, bootstrap, topics.events, total))
-    env = {"AISLE_KAFKA_BOOTSTRAP": bootstrap, "AISLE_REDIS_URL": redis_url, "AISLE_TOPIC_PREFIX": topics.prefix,
-           "AISLE_EVENT_PARTITIONS": str(args.partitions), "AISLE_GROUP_ID": f"scale-{tag}", "AISLE_LOG_EVERY_S": "30"}
+    env = {
+        "AISLE_KAFKA_BOOTSTRAP": bootstrap,
+        "AISLE_REDIS_URL": redis_url,
+        "AISLE_TOPIC_PREFIX": topics.prefix,
+        "AISLE_EVENT_PARTITIONS": str(args.partitions),
+        "AISLE_GROUP_ID": f"scale-{tag}",
+        "AISLE_LOG_EVERY_S": "30",
+    }
     workdir = Path(tempfile.mkdtemp(prefix="aisle-scale-"))
     worker = WorkerProcess(workdir / "worker", env=env).start(120)
     probe = LagProbe(bootstrap, f"scale-{tag}", topics.events)
@@ -107,13 +115,19 @@ async def run(args: argparse.Namespace) -> None:
     await probe.close()
     worker.stop()
     users = [u.user_id for u in read_users(args.shop)]
-    print(f"{total:,} events folded into {'a Redis Cluster of ' + str(len(nodes)) if cluster else 'one Redis'}; "
-          f"Recommend at {args.rate:.0f}/s for {args.seconds:.0f} s per row (k=10, explain)")
-    print("| server processes | idle server CPU (cores) | Recommend OK/s | failed | server CPU per Recommend "
-          "(net of idle) | Redis CPU per Recommend | server CPU used (cores) | p50 | p99 |")
+    print(
+        f"{total:,} events folded into {'a Redis Cluster of ' + str(len(nodes)) if cluster else 'one Redis'}; "
+        f"Recommend at {args.rate:.0f}/s for {args.seconds:.0f} s per row (k=10, explain)"
+    )
+    print(
+        "| server processes | idle server CPU (cores) | Recommend OK/s | failed | server CPU per Recommend "
+        "(net of idle) | Redis CPU per Recommend | server CPU used (cores) | p50 | p99 |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for n in args.servers:
-        server = ServerProcess(workdir / f"server{n}", env=env, workers=n, args=["--lists-refresh-s", "1"]).start(180)
+        server = ServerProcess(
+            workdir / f"server{n}", env=env, workers=n, args=["--lists-refresh-s", "1"]
+        ).start(180)
         try:
             assert server.proc is not None
             await drive(server.target, users, args.rate, 5.0, 4 * n)  # warm-up: caches, lists, connections
@@ -122,17 +136,24 @@ async def run(args: argparse.Namespace) -> None:
             idle0, i0 = sum(cpu_seconds(p) for p in pids), time.monotonic()
             await asyncio.sleep(args.idle_seconds)
             idle = (sum(cpu_seconds(p) for p in pids) - idle0) / (time.monotonic() - i0)
-            cpu0, redis0, t0 = sum(cpu_seconds(p) for p in pids), redis_target.cpu_seconds(nodes), time.monotonic()
+            cpu0, redis0, t0 = (
+                sum(cpu_seconds(p) for p in pids),
+                redis_target.cpu_seconds(nodes),
+                time.monotonic(),
+            )
             ok, failed, latencies = await drive(server.target, users, args.rate, args.seconds, 4 * n)
             elapsed = time.monotonic() - t0
             cpu = sum(cpu_seconds(p) for p in pids) - cpu0
             rcpu = redis_target.cpu_seconds(nodes) - redis0
             lat = sorted(latencies)
             net = (cpu - idle * elapsed) / max(ok, 1)
-            print(f"| {n} | {idle:.3f} | {ok / elapsed:,.0f} | {failed} | {cpu / max(ok, 1) * 1000:.2f} ms "
-                  f"({net * 1000:.2f} ms) | "
-                  f"{rcpu / max(ok, 1) * 1e6:.0f} µs | {cpu / elapsed:.2f} | {1000 * statistics.median(lat):.1f} ms | "
-                  f"{1000 * lat[int(len(lat) * 0.99)]:.1f} ms |", flush=True)
+            print(
+                f"| {n} | {idle:.3f} | {ok / elapsed:,.0f} | {failed} | {cpu / max(ok, 1) * 1000:.2f} ms "
+                f"({net * 1000:.2f} ms) | "
+                f"{rcpu / max(ok, 1) * 1e6:.0f} µs | {cpu / elapsed:.2f} | {1000 * statistics.median(lat):.1f} ms | "
+                f"{1000 * lat[int(len(lat) * 0.99)]:.1f} ms |",
+                flush=True,
+            )
         finally:
             server.stop()
 
@@ -148,12 +169,18 @@ def _from_env_file(path: Path | None, name: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest.scale_out", description=__doc__.splitlines()[0])
-    parser.add_argument("--shop", type=Path, required=True, help="a generated shop (python -m trainer generate)")
-    parser.add_argument("--env-file", type=Path, help="AISLE_KAFKA_BOOTSTRAP and AISLE_REDIS_URL (.services.env)")
+    parser.add_argument(
+        "--shop", type=Path, required=True, help="a generated shop (python -m trainer generate)"
+    )
+    parser.add_argument(
+        "--env-file", type=Path, help="AISLE_KAFKA_BOOTSTRAP and AISLE_REDIS_URL (.services.env)"
+    )
     parser.add_argument("--servers", type=int, nargs="+", default=[1, 2, 4], help="server process counts")
     parser.add_argument("--rate", type=float, default=100.0, help="Recommend calls per second, in all")
     parser.add_argument("--seconds", type=float, default=30.0, help="measured seconds per row")
-    parser.add_argument("--idle-seconds", type=float, default=10.0, help="idle seconds measured per row first")
+    parser.add_argument(
+        "--idle-seconds", type=float, default=10.0, help="idle seconds measured per row first"
+    )
     parser.add_argument("--warm-events", type=int, default=100_000, help="events folded before measuring")
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--redis-db", type=int, default=13, help="database of the run on one Redis; flushed")

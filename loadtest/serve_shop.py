@@ -25,10 +25,18 @@ from trainer.data.generated import read_events, read_items, read_meta, read_user
 
 async def load(target: str, shop: Path) -> None:
     async with AsyncAisleClient(ClientOptions(target=target, write_timeout_s=120)) as client:
-        report = await replay(client, list(read_items(shop)), list(read_users(shop)), read_events(shop),
-                              total_events=read_meta(shop)["events"])
-    print(f"loaded {report.events:,} events, {report.users:,} users, {report.items:,} items in "
-          f"{report.seconds:.1f} s", flush=True)
+        report = await replay(
+            client,
+            list(read_items(shop)),
+            list(read_users(shop)),
+            read_events(shop),
+            total_events=read_meta(shop)["events"],
+        )
+    print(
+        f"loaded {report.events:,} events, {report.users:,} users, {report.items:,} items in "
+        f"{report.seconds:.1f} s",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -41,8 +49,12 @@ def main() -> None:
     bundle_args = ["--bundles", str(args.bundles.resolve())] if args.bundles else []
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # kill PID stops the server too (the finally below)
     with tempfile.TemporaryDirectory() as tmp:
-        server = ServerProcess(Path(tmp), port=args.port, metrics_port=args.metrics_port,
-                               args=["--lists-refresh-s", "1", *bundle_args]).start()
+        server = ServerProcess(
+            Path(tmp),
+            port=args.port,
+            metrics_port=args.metrics_port,
+            args=["--lists-refresh-s", "1", *bundle_args],
+        ).start()
         try:
             asyncio.run(load(server.target, args.shop))
             metrics = f", metrics on {server.metrics_url}" if args.metrics_port else ""

@@ -38,8 +38,9 @@ class HistogramData:
     def minus(self, earlier: HistogramData | None) -> HistogramData:
         if earlier is None:
             return self
-        return HistogramData({b: c - earlier.buckets.get(b, 0.0) for b, c in self.buckets.items()},
-                             self.total - earlier.total)
+        return HistogramData(
+            {b: c - earlier.buckets.get(b, 0.0) for b, c in self.buckets.items()}, self.total - earlier.total
+        )
 
     def mean(self) -> float:
         return self.total / self.count if self.count else math.nan
@@ -108,17 +109,24 @@ def breakdown(before: Scrape, after: Scrape) -> str:
     rows = ["| server side | calls | mean ms | p50 ms | p99 ms |", "|---|---:|---:|---:|---:|"]
     handling = difference(before, after, HANDLING, method=RECOMMEND, code="OK")
     if handling is not None:
-        rows.append(f"| Recommend handler (OK) | {handling.count:.0f} | {_ms(handling.mean())} | "
-                    f"{_ms(handling.quantile(0.5))} | {_ms(handling.quantile(0.99))} |")
+        rows.append(
+            f"| Recommend handler (OK) | {handling.count:.0f} | {_ms(handling.mean())} | "
+            f"{_ms(handling.quantile(0.5))} | {_ms(handling.quantile(0.99))} |"
+        )
     for stage in STAGES:
         data = difference(before, after, STAGE, stage=stage)
         if data is not None and data.count:
-            rows.append(f"| stage {stage} | {data.count:.0f} | {_ms(data.mean())} | {_ms(data.quantile(0.5))} | "
-                        f"{_ms(data.quantile(0.99))} |")
+            rows.append(
+                f"| stage {stage} | {data.count:.0f} | {_ms(data.mean())} | {_ms(data.quantile(0.5))} | "
+                f"{_ms(data.quantile(0.99))} |"
+            )
     calls = after.counter_sum("aisle_server_process_calls") - before.counter_sum("aisle_server_process_calls")
-    cpu = (after.counter_sum("aisle_server_process_cpu_seconds")
-           - before.counter_sum("aisle_server_process_cpu_seconds"))
+    cpu = after.counter_sum("aisle_server_process_cpu_seconds") - before.counter_sum(
+        "aisle_server_process_cpu_seconds"
+    )
     if calls > 0:
-        rows.append(f"\nserver CPU: {cpu * 1000 / calls:.3f} ms per call over {calls:.0f} calls "
-                    "(every process; includes background work such as list rebuilds)")
+        rows.append(
+            f"\nserver CPU: {cpu * 1000 / calls:.3f} ms per call over {calls:.0f} calls "
+            "(every process; includes background work such as list rebuilds)"
+        )
     return "\n".join(rows)

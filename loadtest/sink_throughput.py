@@ -41,7 +41,9 @@ def recorded(lake: Path, topics: Topics) -> int:
         table = DeltaTable(table_uri(lake, EVENTS))
     except Exception:  # noqa: BLE001 - not created yet
         return 0
-    return sum(table.transaction_version(f"kafka:{topics.events}:{p}") or 0 for p in range(topics.event_partitions))
+    return sum(
+        table.transaction_version(f"kafka:{topics.events}:{p}") or 0 for p in range(topics.event_partitions)
+    )
 
 
 async def run_kafka(args: argparse.Namespace) -> None:
@@ -61,15 +63,24 @@ async def run_kafka(args: argparse.Namespace) -> None:
         await create_topics(bootstrap, topics.specs())
         items = await produce_catalog(bootstrap, topics.items, args.shop)
         produced = producer_result(producer_process(args.shop, bootstrap, topics.events, total))
-        print(f"{items:,} items; {total:,} events to {topics.events} ({args.partitions} partitions) at "
-              f"{produced['events_per_s']:,.0f}/s")
+        print(
+            f"{items:,} items; {total:,} events to {topics.events} ({args.partitions} partitions) at "
+            f"{produced['events_per_s']:,.0f}/s"
+        )
         lake = workdir / "lake"
-        sink = sink_process(workdir / "sink", env={
-            "AISLE_KAFKA_BOOTSTRAP": bootstrap, "AISLE_TOPIC_PREFIX": topics.prefix,
-            "AISLE_EVENT_PARTITIONS": str(args.partitions), "AISLE_SINK_GROUP_ID": f"sinkbench-{tag}",
-            "AISLE_LAKE_DIR": str(lake), "AISLE_SINK_BATCH_MAX": str(args.batch_max), "AISLE_ENCRYPTION": "off",
-            "AISLE_SINK_FLUSH_S": str(args.flush_s),
-        })
+        sink = sink_process(
+            workdir / "sink",
+            env={
+                "AISLE_KAFKA_BOOTSTRAP": bootstrap,
+                "AISLE_TOPIC_PREFIX": topics.prefix,
+                "AISLE_EVENT_PARTITIONS": str(args.partitions),
+                "AISLE_SINK_GROUP_ID": f"sinkbench-{tag}",
+                "AISLE_LAKE_DIR": str(lake),
+                "AISLE_SINK_BATCH_MAX": str(args.batch_max),
+                "AISLE_ENCRYPTION": "off",
+                "AISLE_SINK_FLUSH_S": str(args.flush_s),
+            },
+        )
         try:
             sink.start()
             assert sink.proc is not None
@@ -86,9 +97,11 @@ async def run_kafka(args: argparse.Namespace) -> None:
         table = DeltaTable(table_uri(lake, EVENTS))
         files = table.file_uris()
         size = sum(Path(f).stat().st_size for f in files)
-        print(f"sink: {total:,} events in {seconds:.1f} s = {total / seconds:,.0f} events/s "
-              f"(batch_max {args.batch_max}); CPU {cpu / total * 1e6:.1f} us/event; "
-              f"{table.count():,} rows, version {table.version()}, {len(files)} files, {size / total:.0f} B/event")
+        print(
+            f"sink: {total:,} events in {seconds:.1f} s = {total / seconds:,.0f} events/s "
+            f"(batch_max {args.batch_max}); CPU {cpu / total * 1e6:.1f} us/event; "
+            f"{table.count():,} rows, version {table.version()}, {len(files)} files, {size / total:.0f} B/event"
+        )
     finally:
         if broker is not None:
             broker.stop()
@@ -103,7 +116,7 @@ def run_embedded(args: argparse.Namespace) -> None:
         events.append(event)
         if len(events) >= args.events:
             break
-    batches = [events[i:i + 100] for i in range(0, len(events), 100)]
+    batches = [events[i : i + 100] for i in range(0, len(events), 100)]
     workdir = Path(tempfile.mkdtemp(prefix="aisle-lake-track-"))
     for label, env in (("no lake", {}), ("lake", {"AISLE_LAKE_DIR": str(workdir / "lake")})):
         server = ServerProcess(workdir / label.replace(" ", "-"), env=env).start()
@@ -122,16 +135,22 @@ def run_embedded(args: argparse.Namespace) -> None:
             server.stop()
         sent = sum(len(b) for b in batches[20:])
         latencies.sort()
-        print(f"{label:8s}: {len(latencies) / seconds:,.0f} Track/s ({sent / seconds:,.0f} events/s), "
-              f"p50 {statistics.median(latencies) * 1e3:.2f} ms, p99 {latencies[int(len(latencies) * 0.99)] * 1e3:.2f} ms, "
-              f"server CPU {cpu / sent * 1e6:.1f} us/event")
+        print(
+            f"{label:8s}: {len(latencies) / seconds:,.0f} Track/s ({sent / seconds:,.0f} events/s), "
+            f"p50 {statistics.median(latencies) * 1e3:.2f} ms, p99 {latencies[int(len(latencies) * 0.99)] * 1e3:.2f} ms, "
+            f"server CPU {cpu / sent * 1e6:.1f} us/event"
+        )
     rows = DeltaTable(table_uri(workdir / "lake", EVENTS)).count()
     print(f"lake: {rows:,} event rows (of {len(events):,} sent)")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.sink_throughput", description=__doc__.splitlines()[0])
-    parser.add_argument("--shop", type=Path, required=True, help="a generated shop (python -m trainer generate)")
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.sink_throughput", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--shop", type=Path, required=True, help="a generated shop (python -m trainer generate)"
+    )
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--mode", choices=["kafka", "embedded"], default="kafka")
     parser.add_argument("--partitions", type=int, default=4)

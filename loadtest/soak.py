@@ -69,8 +69,12 @@ from feature_worker.topics import Topics
 from protos.aisle.v1 import catalog_pb2, events_pb2
 from server.process import ServerProcess
 
-TYPES = [events_pb2.VIEW] * 6 + [events_pb2.CLICK, events_pb2.ADD_TO_CART, events_pb2.REMOVE_FROM_CART,
-                                 events_pb2.PURCHASE]
+TYPES = [events_pb2.VIEW] * 6 + [
+    events_pb2.CLICK,
+    events_pb2.ADD_TO_CART,
+    events_pb2.REMOVE_FROM_CART,
+    events_pb2.PURCHASE,
+]
 CATEGORIES = [f"dept{d}/cat{c}" for d in range(6) for c in range(5)]
 
 
@@ -97,9 +101,26 @@ class RedisProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         with open(self.workdir / "redis.log", "ab") as log:
             self.proc = subprocess.Popen(
-                [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-                 "--appendfsync", "always", "--dir", str(self.workdir), "--daemonize", "no"],
-                stdout=log, stderr=subprocess.STDOUT)
+                [
+                    binary,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                    "--dir",
+                    str(self.workdir),
+                    "--daemonize",
+                    "no",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -148,8 +169,13 @@ class Soak:
         self.topics = Topics(f"soak{tag}")
         self.group = f"soak-workers-{tag}"
         self.redis = RedisProcess(self.workdir / "redis")
-        self.env = {"AISLE_KAFKA_BOOTSTRAP": self.args.bootstrap, "AISLE_REDIS_URL": self.redis.url,
-                    "AISLE_TOPIC_PREFIX": self.topics.prefix, "AISLE_GROUP_ID": self.group, "AISLE_LOG_EVERY_S": "30"}
+        self.env = {
+            "AISLE_KAFKA_BOOTSTRAP": self.args.bootstrap,
+            "AISLE_REDIS_URL": self.redis.url,
+            "AISLE_TOPIC_PREFIX": self.topics.prefix,
+            "AISLE_GROUP_ID": self.group,
+            "AISLE_LOG_EVERY_S": "30",
+        }
         self.server = ServerProcess(self.workdir / "server", env=self.env, args=["--lists-refresh-s", "1"])
         self.worker = WorkerProcess(self.workdir / "worker", env=self.env)
         self.worker_incarnation = self.redis_incarnation = 0
@@ -191,10 +217,17 @@ class Soak:
             batch = []
             for _ in range(10):
                 now_ms = int(time.time() * 1000)
-                batch.append(events_pb2.Event(
-                    event_id=f"p{index}-{n}", type=rng.choice(TYPES), user_id=rng.choice(mine),  # type: ignore[arg-type]
-                    item_id=rng.choice(self.usable), ts_ms=now_ms - (rng.randrange(300_000) if rng.random() < 0.05 else 0),
-                    price=rng.choice([4.0, 12.5, 30.0]), quantity=1))
+                batch.append(
+                    events_pb2.Event(
+                        event_id=f"p{index}-{n}",
+                        type=rng.choice(TYPES),
+                        user_id=rng.choice(mine),  # type: ignore[arg-type]
+                        item_id=rng.choice(self.usable),
+                        ts_ms=now_ms - (rng.randrange(300_000) if rng.random() < 0.05 else 0),
+                        price=rng.choice([4.0, 12.5, 30.0]),
+                        quantity=1,
+                    )
+                )
                 n += 1
             while True:
                 try:
@@ -232,8 +265,13 @@ class Soak:
 
     def _item(self, item_id: str) -> catalog_pb2.Item:
         n = int(item_id.lstrip("in") or 0)
-        return catalog_pb2.Item(item_id=item_id, category=CATEGORIES[n % len(CATEGORIES)], brand=f"brand{n % 9}",
-                                price=round(self.rng.uniform(2, 60), 2), in_stock=True)
+        return catalog_pb2.Item(
+            item_id=item_id,
+            category=CATEGORIES[n % len(CATEGORIES)],
+            brand=f"brand{n % 9}",
+            price=round(self.rng.uniform(2, 60), 2),
+            in_stock=True,
+        )
 
     # -- chaos -----------------------------------------------------------------------------------------
     async def chaos(self) -> None:
@@ -251,13 +289,18 @@ class Soak:
                 await asyncio.to_thread(self.redis.start)
                 self.redis_incarnation += 1
             disruption.ended = self.now() + self.args.grace_s
-            print(f"  {self.now():6.1f} s  {disruption.what}: back after {self.now() - disruption.started:.1f} s",
-                  flush=True)
+            print(
+                f"  {self.now():6.1f} s  {disruption.what}: back after {self.now() - disruption.started:.1f} s",
+                flush=True,
+            )
 
     async def sample_rss(self) -> None:
         while not self.stopping.is_set():
-            for name, proc in (("server", self.server.proc), (f"worker#{self.worker_incarnation}", self.worker.proc),
-                               (f"redis#{self.redis_incarnation}", self.redis.proc)):
+            for name, proc in (
+                ("server", self.server.proc),
+                (f"worker#{self.worker_incarnation}", self.worker.proc),
+                (f"redis#{self.redis_incarnation}", self.redis.proc),
+            ):
                 if proc is not None and proc.poll() is None:
                     rss = _rss(proc.pid)
                     if rss:
@@ -277,13 +320,19 @@ class Soak:
             for start in range(0, len(catalog), 1000):  # UpsertItems takes 1 to 1,000 items
                 await client.upsert_items(catalog[start : start + 1000])
             self.usable = sorted(self.items)
-            print(f"soak: {args.duration_s:.0f} s, Recommend {args.recommend_rate}/s, Track {args.track_rate} "
-                  f"events/s from {args.producers} producers, {args.users:,} users, {args.items} items; "
-                  f"workdir {self.workdir}", flush=True)
+            print(
+                f"soak: {args.duration_s:.0f} s, Recommend {args.recommend_rate}/s, Track {args.track_rate} "
+                f"events/s from {args.producers} producers, {args.users:,} users, {args.items} items; "
+                f"workdir {self.workdir}",
+                flush=True,
+            )
             self.t0 = time.monotonic()
-            tasks = [asyncio.create_task(self.recommend_loop(client)), asyncio.create_task(self.catalog_loop(client)),
-                     asyncio.create_task(self.sample_rss()),
-                     *(asyncio.create_task(self.producer(client, i)) for i in range(args.producers))]
+            tasks = [
+                asyncio.create_task(self.recommend_loop(client)),
+                asyncio.create_task(self.catalog_loop(client)),
+                asyncio.create_task(self.sample_rss()),
+                *(asyncio.create_task(self.producer(client, i)) for i in range(args.producers)),
+            ]
             chaos = asyncio.create_task(self.chaos())
             await asyncio.sleep(args.duration_s)
             await chaos
@@ -299,17 +348,24 @@ class Soak:
 
     async def report(self) -> int:
         failed = 0
+
         # 1. Recommend failures outside the windows: a call counts as inside one when it was in flight during it.
         def in_window(sent: float, done: float) -> bool:
             return any(sent <= d.ended and done >= d.started for d in self.disruptions)
 
-        outside = [(sent, code) for sent, done, code in self.recommends if code != "OK" and not in_window(sent, done)]
+        outside = [
+            (sent, code) for sent, done, code in self.recommends if code != "OK" and not in_window(sent, done)
+        ]
         failed_all = sum(1 for *_, code in self.recommends if code != "OK")
         ok = len(self.recommends) - failed_all
-        lat = sorted(done - sent for sent, done, code in self.recommends if code == "OK" and not in_window(sent, done))
-        print(f"Recommend: {len(self.recommends):,} sent, {ok:,} OK, {failed_all - len(outside)} failed in flight during a "
-              f"restart window, {len(outside)} outside; latency outside the windows p50 {1000 * lat[len(lat) // 2]:.1f} ms, "
-              f"p99 {1000 * lat[int(len(lat) * 0.99)]:.1f} ms")
+        lat = sorted(
+            done - sent for sent, done, code in self.recommends if code == "OK" and not in_window(sent, done)
+        )
+        print(
+            f"Recommend: {len(self.recommends):,} sent, {ok:,} OK, {failed_all - len(outside)} failed in flight during a "
+            f"restart window, {len(outside)} outside; latency outside the windows p50 {1000 * lat[len(lat) // 2]:.1f} ms, "
+            f"p99 {1000 * lat[int(len(lat) * 0.99)]:.1f} ms"
+        )
         for d in self.disruptions:
             print(f"  window {d.what}: {d.started:.1f} s to {d.ended:.1f} s")
         if outside:
@@ -324,9 +380,11 @@ class Soak:
             print("  FAIL: " + "; ".join(problems))
         else:
             capped, items = self.capped
-            print(f"  Redis equals the embedded replay of the same {distinct:,} events: none lost, none applied twice "
-                  f"(features of every user, applied counts, popularity, trending, the co-visitation of {items - capped:,} "
-                  f"of {items:,} items; {capped} reached the cap of neighbours)")
+            print(
+                f"  Redis equals the embedded replay of the same {distinct:,} events: none lost, none applied twice "
+                f"(features of every user, applied counts, popularity, trending, the co-visitation of {items - capped:,} "
+                f"of {items:,} items; {capped} reached the cap of neighbours)"
+            )
         # 3. RSS flat after warm-up.
         print("RSS (MiB): after warm-up -> at the end")
         for name, samples in self.rss.items():
@@ -346,8 +404,10 @@ class Soak:
                 failed += 1
         with redis.Redis.from_url(self.redis.url) as client:
             memory = client.info("memory")
-            print(f"  redis at the end: used_memory {memory['used_memory'] / 2**20:,.1f} MiB (dataset "
-                  f"{memory['used_memory_dataset'] / 2**20:,.1f} MiB), {client.dbsize():,} keys")
+            print(
+                f"  redis at the end: used_memory {memory['used_memory'] / 2**20:,.1f} MiB (dataset "
+                f"{memory['used_memory_dataset'] / 2**20:,.1f} MiB), {client.dbsize():,} keys"
+            )
         print("PASS" if not failed else "FAIL")
         return 0 if not failed else 1
 
@@ -370,8 +430,10 @@ class Soak:
             if applied != distinct:
                 problems.append(f"{applied} events applied, {distinct} sent")
             stats, want = await store.item_stats(), expected.item_stats_now()
-            for name, got, wanted in (("popularity", stats.popularity, want.popularity),
-                                      ("trending", stats.trending, want.trending)):
+            for name, got, wanted in (
+                ("popularity", stats.popularity, want.popularity),
+                ("trending", stats.trending, want.trending),
+            ):
                 off = [i for i in wanted if not math.isclose(got.get(i, 0.0), wanted[i], rel_tol=1e-9)]
                 if off or got.keys() != wanted.keys():
                     problems.append(f"{name} of {off[:3]} differs")
@@ -429,7 +491,9 @@ def _bootstrap(env_file: Path | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest.soak", description=__doc__.splitlines()[0])
-    parser.add_argument("--duration-s", type=float, default=600.0, help="how long the traffic runs (default 10 min)")
+    parser.add_argument(
+        "--duration-s", type=float, default=600.0, help="how long the traffic runs (default 10 min)"
+    )
     parser.add_argument("--env-file", type=Path, help="where AISLE_KAFKA_BOOTSTRAP is (e.g. .services.env)")
     parser.add_argument("--recommend-rate", type=float, default=20.0, help="Recommend calls per second")
     parser.add_argument("--track-rate", type=float, default=100.0, help="events per second, all producers")
@@ -437,7 +501,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=3000)
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--catalog-every-s", type=float, default=5.0)
-    parser.add_argument("--grace-s", type=float, default=3.0, help="a restart window ends this long after the restart")
+    parser.add_argument(
+        "--grace-s", type=float, default=3.0, help="a restart window ends this long after the restart"
+    )
     parser.add_argument("--rss-growth", type=float, default=0.10, help="allowed RSS growth after warm-up")
     args = parser.parse_args()
     args.bootstrap = _bootstrap(args.env_file)

@@ -19,5 +19,7 @@ def summarize_ms(samples_s: list[float]) -> dict[str, float]:
 
 
 def format_ms(summary: dict[str, float]) -> str:
-    return (f"p50 {summary['p50']:.3f} ms, p90 {summary['p90']:.3f} ms, p99 {summary['p99']:.3f} ms, "
-            f"max {summary['max']:.2f} ms over {int(summary['n'])} calls")
+    return (
+        f"p50 {summary['p50']:.3f} ms, p90 {summary['p90']:.3f} ms, p99 {summary['p99']:.3f} ms, "
+        f"max {summary['max']:.2f} ms over {int(summary['n'])} calls"
+    )

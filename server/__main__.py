@@ -36,26 +36,37 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def parse_args(argv: list[str]) -> tuple[ServerSettings, Path | None]:
     parser = argparse.ArgumentParser(prog="python -m server", description="Aisle gRPC recommendation server")
     parser.add_argument("--host", help="address to bind (AISLE_HOST, default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port to bind, 0 for any free one (AISLE_PORT, default 50051)")
     parser.add_argument(
-        "--workers", type=int,
+        "--port", type=int, help="port to bind, 0 for any free one (AISLE_PORT, default 50051)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
         help="server processes sharing the port, Kafka + Redis mode only (AISLE_WORKERS, default 1)",
     )
     parser.add_argument(
-        "--metrics-port", type=int, help="serve Prometheus /metrics on this port (AISLE_METRICS_PORT, default 0: off)"
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus /metrics on this port (AISLE_METRICS_PORT, default 0: off)",
     )
     parser.add_argument("--metrics-host", help="address of /metrics (AISLE_METRICS_HOST, default 127.0.0.1)")
     parser.add_argument(
-        "--dashboard-port", type=int, help="serve the live dashboard on this port (AISLE_DASHBOARD_PORT, default 0: off)"
+        "--dashboard-port",
+        type=int,
+        help="serve the live dashboard on this port (AISLE_DASHBOARD_PORT, default 0: off)",
     )
     parser.add_argument("--data-dir", type=Path, help="where the embedded journal lives (AISLE_DATA_DIR)")
     parser.add_argument("--lists-refresh-s", type=float, help="rebuild popular/trending lists this often")
     parser.add_argument(
-        "--bundles", dest="bundles_dir", help="serve the model bundle promoted here, hot-swapping (AISLE_BUNDLES_DIR)"
+        "--bundles",
+        dest="bundles_dir",
+        help="serve the model bundle promoted here, hot-swapping (AISLE_BUNDLES_DIR)",
     )
     parser.add_argument("--bundle-poll-s", type=float, help="check for a newly promoted bundle this often")
     parser.add_argument("--port-file", type=Path, help="write the bound port here once serving (for tools)")
-    parser.add_argument("--env-file", type=Path, help="read AISLE_* settings from this file too (default .env)")
+    parser.add_argument(
+        "--env-file", type=Path, help="read AISLE_* settings from this file too (default .env)"
+    )
     args = parser.parse_args(argv)
     overrides: dict[str, object] = {
         key: value

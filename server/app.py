@@ -120,8 +120,10 @@ async def build_engine(settings: ServerSettings) -> Engine:
     """
     master = load_master_key(settings.encryption, settings.master_key_file)
     if master is None:
-        log.warning("AISLE_ENCRYPTION=off: customers' data is stored in clear (journal, Redis, event topic); "
-                    "an erasure cannot reach backups or replays of it")
+        log.warning(
+            "AISLE_ENCRYPTION=off: customers' data is stored in clear (journal, Redis, event topic); "
+            "an erasure cannot reach backups or replays of it"
+        )
     if settings.kafka_mode:
         engine, vault = await build_kafka_engine(settings, master)
     else:
@@ -142,7 +144,8 @@ async def build_experiments(settings: ServerSettings, engine: Engine) -> Experim
     if isinstance(engine.ingest, KafkaIngest):
         topic = f"{settings.topic_prefix}.exposures"
         await create_topics(
-            settings.kafka_bootstrap, [TopicSpec(topic, settings.event_partitions)],
+            settings.kafka_bootstrap,
+            [TopicSpec(topic, settings.event_partitions)],
             replication_factor=settings.replication_factor,
         )
         sinks.append(KafkaExposureSink(engine.ingest.producer, topic))
@@ -153,13 +156,17 @@ async def build_experiments(settings: ServerSettings, engine: Engine) -> Experim
     return Experiments(store, ExposureLog(sinks, capacity=settings.exposure_queue))
 
 
-async def build_kafka_engine(settings: ServerSettings, master: MasterKey | None = None) -> tuple[Engine, Vault | None]:
+async def build_kafka_engine(
+    settings: ServerSettings, master: MasterKey | None = None
+) -> tuple[Engine, Vault | None]:
     """Writes produced to Kafka, features read from Redis, catalog and users followed from their topics.
 
     Creates the topics if they are missing and returns once the catalog and the users are loaded.
     """
     topics = settings.topics
-    await create_topics(settings.kafka_bootstrap, topics.specs(), replication_factor=settings.replication_factor)
+    await create_topics(
+        settings.kafka_bootstrap, topics.specs(), replication_factor=settings.replication_factor
+    )
     store = redis_store_from_url(settings.redis_url.get_secret_value(), policy=settings.key_policy)
     vault = None
     if master is not None:
@@ -168,7 +175,9 @@ async def build_kafka_engine(settings: ServerSettings, master: MasterKey | None 
     opener = EventOpener(vault) if vault is not None else None
     tables = TableFollower(settings.kafka_bootstrap, topics, catalog, users, opener)
     await tables.start()
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
+    )
     await producer.start()
     ingest = KafkaIngest(producer, topics, tables, store, catalog, vault, settings.kafka_bootstrap)
     models = await build_models(settings)
@@ -186,13 +195,26 @@ async def build_embedded_engine(
     journal = Journal(settings.data_dir / "journal.bin", fsync=settings.journal_fsync)
     keys = FileKeyStore(settings.data_dir / "keys.txt") if master is not None else None
     vault = Vault(master, keys, settings.key_cache_size) if master is not None and keys is not None else None
-    ingest = EmbeddedIngest(journal, catalog, users, store, vault, keys, snapshot_path=settings.data_dir / "snapshot.bin",
-                            snapshot_every_bytes=settings.snapshot_every_mb << 20)
+    ingest = EmbeddedIngest(
+        journal,
+        catalog,
+        users,
+        store,
+        vault,
+        keys,
+        snapshot_path=settings.data_dir / "snapshot.bin",
+        snapshot_every_bytes=settings.snapshot_every_mb << 20,
+    )
     await ingest.recover()
     if settings.lake_dir:  # the batch store, appended from the journal off the request path
         ingest.lake = await asyncio.to_thread(
-            JournalLake.start, journal.path, settings.lake_dir, settings.sink_batch_max, settings.sink_flush_s,
-            JournalReader(vault, keys), users,
+            JournalLake.start,
+            journal.path,
+            settings.lake_dir,
+            settings.sink_batch_max,
+            settings.sink_flush_s,
+            JournalReader(vault, keys),
+            users,
         )
     models = await build_models(settings)
     engine = Engine(catalog, users, store, ingest, lists_refresh_s=settings.lists_refresh_s, models=models)
@@ -228,7 +250,9 @@ async def start(
     events_pb2_grpc.add_EventServiceServicer_to_server(EventService(engine), server)
     catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogService(engine), server)
     users_pb2_grpc.add_UserServiceServicer_to_server(UserService(engine), server)
-    recommendations_pb2_grpc.add_RecommendationServiceServicer_to_server(RecommendationService(engine), server)
+    recommendations_pb2_grpc.add_RecommendationServiceServicer_to_server(
+        RecommendationService(engine), server
+    )
     if engine.experiments is not None:
         experiments_pb2_grpc.add_ExperimentServiceServicer_to_server(
             ExperimentService(engine.experiments.store), server
@@ -256,8 +280,10 @@ async def start(
     if settings.bundles_dir:
         mode += f", bundles in {settings.bundles_dir} (serving {model or 'none yet'})"
     if auth is None:
-        log.warning("authentication is OFF: every caller may call every method (set AISLE_AUTH_JWKS_FILE or "
-                    "AISLE_AUTH_JWKS_URL, and AISLE_AUTH_REQUIRED=true to refuse to start without)")
+        log.warning(
+            "authentication is OFF: every caller may call every method (set AISLE_AUTH_JWKS_FILE or "
+            "AISLE_AUTH_JWKS_URL, and AISLE_AUTH_REQUIRED=true to refuse to start without)"
+        )
     security = f"{transport}, auth: {auth.describe() if auth is not None else 'OFF (open)'}"
     log.info("Aisle serving on %s:%d (%s; %s)", settings.host, port, mode, security)
     return Running(server, engine, port, auth)

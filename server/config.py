@@ -81,6 +81,7 @@ class ServerSettings(Settings):
     @property
     def audit_log_path(self) -> Path:
         return self.audit_log_file or self.data_dir / "audit.log"
+
     #: Prometheus `/metrics` on http://<metrics_host>:<port>/metrics (`server.metrics`); 0: none. The same
     #: variable as the worker's (AISLE_METRICS_PORT): give each process on one host its own.
     metrics_port: int = Field(0, ge=0, le=65535)

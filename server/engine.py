@@ -130,7 +130,9 @@ class Engine:
         if not 1 <= len(items) <= MAX_BATCH:
             raise InvalidArgument([("items", f"must hold 1 to {MAX_BATCH} items, got {len(items)}")])
         violations = [
-            (f"items[{i}].{field}", reason) for i, item in enumerate(items) for field, reason in validate_item(item)
+            (f"items[{i}].{field}", reason)
+            for i, item in enumerate(items)
+            for field, reason in validate_item(item)
         ]
         if violations:
             raise InvalidArgument(violations)
@@ -217,7 +219,9 @@ class Engine:
         learned = self.models.current if self.models is not None else None
         user = features.user
         # Names the user's state: the fold changes both numbers with every event it applies.
-        user_key = (user_id, user.events_applied, user.last_seen_ms) if personalize and user is not None else None
+        user_key = (
+            (user_id, user.events_applied, user.last_seen_ms) if personalize and user is not None else None
+        )
         times = StageTimes(read=read_done - started) if observer is not None else None
         if self.experiments is not None:
             return self._experiment(query, features, user_key, times, session_id, context_item_id, started)
@@ -250,8 +254,9 @@ class Engine:
         else:
             pipeline = assignment.pipeline
             learned = learned_for(self.models, pipeline)
-            items = self.recommender.recommend(with_pipeline(query, pipeline), features, learned, user_key, times,
-                                               pipeline)
+            items = self.recommender.recommend(
+                with_pipeline(query, pipeline), features, learned, user_key, times, pipeline
+            )
             model = learned.version if learned else MODEL_VERSION
             if self.stage_observer is not None and times is not None:
                 self.stage_observer(times)
@@ -261,9 +266,22 @@ class Engine:
         log = experiments.exposures
         if log is not None and (not query.user_id or self.users.analytics_allowed(query.user_id)):
             served_us = int((time.perf_counter() - started) * 1e6)
-            log.record((recommendation_id, query.user_id, session_id, now_ms(), assignment.label,
-                        assignment.experiments, [r.item_id for r in items], teams, model, backfilled, served_us,
-                        context_item_id))
+            log.record(
+                (
+                    recommendation_id,
+                    query.user_id,
+                    session_id,
+                    now_ms(),
+                    assignment.label,
+                    assignment.experiments,
+                    [r.item_id for r in items],
+                    teams,
+                    model,
+                    backfilled,
+                    served_us,
+                    context_item_id,
+                )
+            )
         return Answer(items, recommendation_id, assignment.label, model)
 
     async def similar_items(

@@ -60,7 +60,9 @@ def render(config: FrontConfig) -> str:
     for name, value in values.items():
         text = text.replace("{{" + name + "}}", value)
     if "{{" in text:
-        raise ValueError(f"the template has a placeholder render() does not fill: {text[text.index('{{'):][:40]}")
+        raise ValueError(
+            f"the template has a placeholder render() does not fill: {text[text.index('{{') :][:40]}"
+        )
     return text
 
 
@@ -89,21 +91,34 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backend", default="127.0.0.1:50051", help="the Aisle server (plaintext gRPC)")
     parser.add_argument("--cert", type=Path, default=os.environ.get("AISLE_TLS_CERT_FILE"))
     parser.add_argument("--key", type=Path, default=os.environ.get("AISLE_TLS_KEY_FILE"))
-    parser.add_argument("--client-ca", type=Path, default=os.environ.get("AISLE_TLS_CLIENT_CA_FILE") or None,
-                        help="require client certificates signed by this CA (mutual TLS)")
-    parser.add_argument("--dir", type=Path, default=Path(".front"), help="where the config, pid and temp files go")
+    parser.add_argument(
+        "--client-ca",
+        type=Path,
+        default=os.environ.get("AISLE_TLS_CLIENT_CA_FILE") or None,
+        help="require client certificates signed by this CA (mutual TLS)",
+    )
+    parser.add_argument(
+        "--dir", type=Path, default=Path(".front"), help="where the config, pid and temp files go"
+    )
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
     if args.cert is None or args.key is None:
-        sys.exit("python -m server.front: --cert and --key (or AISLE_TLS_CERT_FILE / AISLE_TLS_KEY_FILE) are "
-                 "required; `make certs` writes development ones under .certs/")
+        sys.exit(
+            "python -m server.front: --cert and --key (or AISLE_TLS_CERT_FILE / AISLE_TLS_KEY_FILE) are "
+            "required; `make certs` writes development ones under .certs/"
+        )
     nginx = find_nginx()
     if nginx is None:
         sys.exit("python -m server.front: nginx is not installed (Debian: apt-get install nginx)")
-    config = FrontConfig(args.listen, args.backend, args.cert, args.key, args.dir, args.client_ca, args.workers)
+    config = FrontConfig(
+        args.listen, args.backend, args.cert, args.key, args.dir, args.client_ca, args.workers
+    )
     path = write(config)
-    print(f"TLS 1.3 front on {args.listen} -> grpc://{args.backend} ({'mutual TLS' if args.client_ca else 'TLS'}); "
-          f"config {path}", flush=True)
+    print(
+        f"TLS 1.3 front on {args.listen} -> grpc://{args.backend} ({'mutual TLS' if args.client_ca else 'TLS'}); "
+        f"config {path}",
+        flush=True,
+    )
     os.execv(nginx, command(nginx, path))
 
 

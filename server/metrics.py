@@ -44,8 +44,32 @@ log = logging.getLogger(__name__)
 
 #: Upper bounds in seconds: fine around the millisecond budget, coarse up to a second.
 BUCKETS: tuple[float, ...] = (
-    25e-6, 50e-6, 75e-6, 100e-6, 150e-6, 200e-6, 250e-6, 300e-6, 400e-6, 500e-6, 600e-6, 750e-6,
-    1e-3, 1.5e-3, 2e-3, 3e-3, 4e-3, 5e-3, 7.5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1.0,
+    25e-6,
+    50e-6,
+    75e-6,
+    100e-6,
+    150e-6,
+    200e-6,
+    250e-6,
+    300e-6,
+    400e-6,
+    500e-6,
+    600e-6,
+    750e-6,
+    1e-3,
+    1.5e-3,
+    2e-3,
+    3e-3,
+    4e-3,
+    5e-3,
+    7.5e-3,
+    10e-3,
+    25e-3,
+    50e-3,
+    100e-3,
+    250e-3,
+    500e-3,
+    1.0,
 )
 HANDLING = "aisle_grpc_server_handling_seconds"
 STAGE = "aisle_recommend_stage_seconds"
@@ -90,7 +114,9 @@ class ServerMetrics:
 
     def __init__(self) -> None:
         self.handling = Histogram(
-            HANDLING, "Seconds a unary gRPC call took in the server, by method and status code", ("method", "code")
+            HANDLING,
+            "Seconds a unary gRPC call took in the server, by method and status code",
+            ("method", "code"),
         )
         self.stages = Histogram(STAGE, "Seconds spent in each stage of Recommend", ("stage",))
         self.pid = os.getpid()
@@ -109,8 +135,10 @@ class ServerMetrics:
             "pid": self.pid,
             "calls": self.handling.count(),
             "cpu_seconds": time.process_time(),
-            "histograms": {h.name: {"help": h.documentation, "labels": list(h.labelnames), "series": h.snapshot()}
-                           for h in (self.handling, self.stages)},
+            "histograms": {
+                h.name: {"help": h.documentation, "labels": list(h.labelnames), "series": h.snapshot()}
+                for h in (self.handling, self.stages)
+            },
             "serving": self.serving() if self.serving is not None else None,
         }
 
@@ -120,10 +148,12 @@ def families(snapshots: Iterable[dict[str, Any]], live_pids: set[int] | None = N
     (every snapshot's process when None)."""
     snapshots = list(snapshots)
     merged: dict[str, tuple[str, list[str], dict[tuple[str, ...], Series]]] = {}
-    calls = CounterMetricFamily("aisle_server_process_calls", "Unary calls answered by each server process",
-                                labels=["pid"])
-    cpu = CounterMetricFamily("aisle_server_process_cpu_seconds", "CPU seconds used by each server process",
-                              labels=["pid"])
+    calls = CounterMetricFamily(
+        "aisle_server_process_calls", "Unary calls answered by each server process", labels=["pid"]
+    )
+    cpu = CounterMetricFamily(
+        "aisle_server_process_cpu_seconds", "CPU seconds used by each server process", labels=["pid"]
+    )
     for snap in snapshots:
         if live_pids is None or snap["pid"] in live_pids:
             calls.add_metric([str(snap["pid"])], snap["calls"])
@@ -162,7 +192,9 @@ class SnapshotCollector(Collector):
     """Collects every snapshot file in a directory (the processes of a multi-process server), plus the
     supervisor's own figures."""
 
-    def __init__(self, directory: Path, live_pids: Callable[[], set[int]], restarts: Callable[[], int]) -> None:
+    def __init__(
+        self, directory: Path, live_pids: Callable[[], set[int]], restarts: Callable[[], int]
+    ) -> None:
         self.directory = directory
         self.live_pids = live_pids
         self.restarts = restarts
@@ -174,7 +206,9 @@ class SnapshotCollector(Collector):
         workers = GaugeMetricFamily("aisle_server_workers", "Server processes running")
         workers.add_metric([], len(live))
         yield workers
-        restarts = CounterMetricFamily("aisle_server_worker_restarts", "Server processes restarted after dying")
+        restarts = CounterMetricFamily(
+            "aisle_server_worker_restarts", "Server processes restarted after dying"
+        )
         restarts.add_metric([], self.restarts())
         yield restarts
 

@@ -49,9 +49,25 @@ class ServerProcess(ChildProcess):
         port_file = self.data_dir / "port"
         port_file.unlink(missing_ok=True)
         self._launch(
-            ["-m", "server", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(self.data_dir),
-             "--lists-refresh-s", "0", "--port-file", str(port_file), "--workers", str(self.workers),
-             "--metrics-port", str(self.metrics_port), *self.args],
+            [
+                "-m",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir),
+                "--lists-refresh-s",
+                "0",
+                "--port-file",
+                str(port_file),
+                "--workers",
+                str(self.workers),
+                "--metrics-port",
+                str(self.metrics_port),
+                *self.args,
+            ],
             self.env,
             lambda: port_file.exists() and bool(port_file.read_text().strip()),
             timeout_s,
@@ -59,7 +75,9 @@ class ServerProcess(ChildProcess):
         )
         self.port = int(port_file.read_text())
         with self.channel() as channel:
-            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10, wait_for_ready=True)
+            health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=10, wait_for_ready=True
+            )
         return self
 
     def channel(self) -> grpc.Channel:

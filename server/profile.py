@@ -28,7 +28,11 @@ def loyalty_score(state: UserState, now_ms: int) -> float:
 
 
 def build_profile(
-    user_id: str, state: UserState | None, user: users_pb2.User | None, now_ms: int, config: FoldConfig = FoldConfig()
+    user_id: str,
+    state: UserState | None,
+    user: users_pb2.User | None,
+    now_ms: int,
+    config: FoldConfig = FoldConfig(),
 ) -> users_pb2.Profile:
     """Assemble `aisle.v1.Profile`; decayed values are read at `now_ms`."""
     profile = users_pb2.Profile(user_id=user_id, as_of_ms=now_ms, known=state is not None or user is not None)
@@ -38,10 +42,13 @@ def build_profile(
         return profile
     scale = scale_at(now_ms, config.half_life_ms)
     profile.recent.extend(
-        users_pb2.Interaction(type=etype, item_id=item, ts_ms=ts) for ts, etype, item in reversed(state.recent)  # type: ignore[arg-type]
+        users_pb2.Interaction(type=etype, item_id=item, ts_ms=ts)
+        for ts, etype, item in reversed(state.recent)  # type: ignore[arg-type]
     )
     profile.cart_item_ids.extend(state.cart_items())
-    profile.purchased_item_ids.extend(item for item, _ in sorted(state.purchases.items(), key=lambda kv: -kv[1][0]))
+    profile.purchased_item_ids.extend(
+        item for item, _ in sorted(state.purchases.items(), key=lambda kv: -kv[1][0])
+    )
     for target, weights in (
         (profile.category_affinities, state.category_affinity),
         (profile.brand_affinities, state.brand_affinity),

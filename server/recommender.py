@@ -76,7 +76,15 @@ class BlendWeights:
     def vector(self) -> Floats:
         """The weights in `SOURCES` order."""
         return np.array(
-            [self.covisitation, self.brand, self.content, self.trending, self.popular, self.two_tower, self.transitions]
+            [
+                self.covisitation,
+                self.brand,
+                self.content,
+                self.trending,
+                self.popular,
+                self.two_tower,
+                self.transitions,
+            ]
         )
 
 
@@ -124,7 +132,9 @@ class Retrieved:
 class Recommender:
     """Turns a query and the features read for it into a ranked, filtered, explained list."""
 
-    def __init__(self, catalog: Catalog, weights: BlendWeights = BlendWeights(), use_ranker: bool = True) -> None:
+    def __init__(
+        self, catalog: Catalog, weights: BlendWeights = BlendWeights(), use_ranker: bool = True
+    ) -> None:
         self.catalog = catalog
         self.weights = weights
         self._weights = weights.vector()
@@ -152,7 +162,9 @@ class Recommender:
         t0 = clock() if times is not None else 0.0
         stage = self.retrieve(query, features, learned, user_key, pipeline)
         t1 = clock() if times is not None else 0.0
-        use_ranker = self.use_ranker if pipeline is None or pipeline.use_ranker is None else pipeline.use_ranker
+        use_ranker = (
+            self.use_ranker if pipeline is None or pipeline.use_ranker is None else pipeline.use_ranker
+        )
         ranker = learned.ranker if learned is not None and use_ranker else None
         if ranker is not None:
             matrix = self.features(stage)
@@ -216,7 +228,9 @@ class Recommender:
 
     def features(self, stage: Retrieved) -> npt.NDArray[np.float32]:
         """The ranker's feature matrix of the candidates (`server.ranking.features`)."""
-        return feature_matrix(stage.pool, stage.index, stage.lists, stage.user, stage.seeds, stage.lists.clock_ms)
+        return feature_matrix(
+            stage.pool, stage.index, stage.lists, stage.user, stage.seeds, stage.lists.clock_ms
+        )
 
     def choose(self, stage: Retrieved, scores: Floats) -> list[Recommendation]:
         """Rules, diversity, the top k (ties by item id), backfill and reasons."""
@@ -231,7 +245,9 @@ class Recommender:
         ids = index.ids
         allows = stage.rules.allows
         rows: list[int] = []
-        for row, position, score in zip(chosen.tolist(), pool.positions[chosen].tolist(), scores[chosen].tolist()):
+        for row, position, score in zip(
+            chosen.tolist(), pool.positions[chosen].tolist(), scores[chosen].tolist()
+        ):
             item = ids[position]
             if not allows(item):
                 continue
@@ -284,7 +300,11 @@ class Recommender:
     def _reasons(self, stage: Retrieved, rows: list[int]) -> list[list[str]]:
         """For each row: the sources that proposed it, by weighted share, rendered with their seed or category."""
         pool = stage.pool
-        weights = self._weights if stage.pipeline is None or stage.pipeline.weights is None else stage.pipeline.weights
+        weights = (
+            self._weights
+            if stage.pipeline is None or stage.pipeline.weights is None
+            else stage.pipeline.weights
+        )
         shares = np.maximum(weights, 0.01)[:, None] * pool.scores[:, rows]  # [sources, rows]
         orders = np.argsort(-shares, axis=0, kind="stable").T.tolist()
         args = pool.args[:, rows].T.tolist()
@@ -303,7 +323,9 @@ class Recommender:
             out.append(reasons)
         return out
 
-    def _backfill(self, result: list[Recommendation], k: int, rules: Rules, lists: TopLists, index: ItemIndex) -> None:
+    def _backfill(
+        self, result: list[Recommendation], k: int, rules: Rules, lists: TopLists, index: ItemIndex
+    ) -> None:
         taken = {r.item_id for r in result}
         # Backfilled items score below every ranked one, so the order stays honest.
         floor = min((r.score for r in result), default=1.0)
@@ -316,7 +338,9 @@ class Recommender:
             taken.add(item)
             floor -= 0.01 * abs(floor) + 1e-6
             result.append(
-                Recommendation(item, floor, ["popular" if item in lists.popularity else "in_catalog"], backfilled=True)
+                Recommendation(
+                    item, floor, ["popular" if item in lists.popularity else "in_catalog"], backfilled=True
+                )
             )
             if len(result) >= k:
                 return

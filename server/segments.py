@@ -66,7 +66,9 @@ def validate(request: segments_pb2.ExportRecommendationsRequest) -> None:
 
 def _active(segment: segments_pb2.Segment, state: UserState | None, clock_ms: int) -> bool:
     """Whether the customer's features meet the segment's activity conditions (all of them, when set)."""
-    wants_activity = (segment.active_within_days or segment.min_events or segment.category or segment.buyers_only)
+    wants_activity = (
+        segment.active_within_days or segment.min_events or segment.category or segment.buyers_only
+    )
     if not wants_activity:
         return True
     if state is None:
@@ -96,7 +98,9 @@ async def export(engine: Engine, request: segments_pb2.ExportRecommendationsRequ
     clock_ms = engine.recommender.lists.clock_ms or now_ms()
     rows: list[Exported] = []
     model_version = ""
-    needs_features = bool(segment.active_within_days or segment.min_events or segment.category or segment.buyers_only)
+    needs_features = bool(
+        segment.active_within_days or segment.min_events or segment.category or segment.buyers_only
+    )
     for scanned, user_id in enumerate(user_ids, start=1):
         record = engine.users.get(user_id)
         if record is None or any(record.attributes.get(k) != v for k, v in wanted.items()):
@@ -104,10 +108,13 @@ async def export(engine: Engine, request: segments_pb2.ExportRecommendationsRequ
         allowed = engine.users.personalization_allowed(user_id)
         if request.consented_only and not allowed:
             continue
-        if needs_features and not _active(segment, (await engine.store.read_request(user_id, ())).user, clock_ms):
+        if needs_features and not _active(
+            segment, (await engine.store.read_request(user_id, ())).user, clock_ms
+        ):
             continue
-        answer = await engine.recommend(user_id, request.k, "", (), request.category_prefix,
-                                        request.max_per_category, request.explain)
+        answer = await engine.recommend(
+            user_id, request.k, "", (), request.category_prefix, request.max_per_category, request.explain
+        )
         model_version = answer.model_version
         rows.append(Exported(user_id, answer.items, answer.recommendation_id, allowed))
         if len(rows) >= CHUNK:

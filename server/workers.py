@@ -66,7 +66,8 @@ def run_worker(settings: ServerSettings, snapshot_dir: str, ready: Connection, i
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
     logging.basicConfig(
-        level=settings.log_level, format=f"%(asctime)s %(levelname)s [worker {index} %(process)d] %(name)s: %(message)s"
+        level=settings.log_level,
+        format=f"%(asctime)s %(levelname)s [worker {index} %(process)d] %(name)s: %(message)s",
     )
     metrics = ServerMetrics()
 
@@ -134,18 +135,28 @@ class Supervisor:
             port = holder.getsockname()[1]
             self._worker_settings = self.settings.model_copy(update={"port": port, "workers": 1})
             if self.settings.metrics_port:
-                serve_metrics(SnapshotCollector(self._snapshot_dir, self.live_pids, lambda: self.restarts),
-                              self.settings.metrics_host, self.settings.metrics_port)
+                serve_metrics(
+                    SnapshotCollector(self._snapshot_dir, self.live_pids, lambda: self.restarts),
+                    self.settings.metrics_host,
+                    self.settings.metrics_port,
+                )
             if self.settings.dashboard_port:
-                sampler = Sampler(partial(read_snapshots, self._snapshot_dir), self.settings.dashboard_worker_metrics)
+                sampler = Sampler(
+                    partial(read_snapshots, self._snapshot_dir), self.settings.dashboard_worker_metrics
+                )
                 Dashboard(sampler, self.settings.dashboard_host, self.settings.dashboard_port).start()
             for slot in self._slots:
                 self._spawn(slot)
             if not self._wait_all_ready(wake_read):  # a worker died, or a signal came during start-up
                 return self._stop_all(failed=not self._stopping)
             holder.close()
-            log.info("%d server workers on %s:%d, pids %s", len(self._slots), self.settings.host, port,
-                     " ".join(str(s.pid) for s in self._slots))
+            log.info(
+                "%d server workers on %s:%d, pids %s",
+                len(self._slots),
+                self.settings.host,
+                port,
+                " ".join(str(s.pid) for s in self._slots),
+            )
             self.on_ready(port)
             self._supervise(wake_read)
             return self._stop_all(failed=False)
@@ -163,7 +174,9 @@ class Supervisor:
 
     def _reserve_port(self) -> socket.socket:
         host = self.settings.host.strip("[]")
-        family, kind, proto, _, address = socket.getaddrinfo(host, self.settings.port, type=socket.SOCK_STREAM)[0]
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, self.settings.port, type=socket.SOCK_STREAM
+        )[0]
         holder = socket.socket(family, kind, proto)
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
@@ -200,8 +213,11 @@ class Supervisor:
                 if self._read_ready(s):
                     continue
                 if not s.process.is_alive():
-                    log.error("server worker %d exited with code %s before it was serving; stopping",
-                              s.index, s.process.exitcode)
+                    log.error(
+                        "server worker %d exited with code %s before it was serving; stopping",
+                        s.index,
+                        s.process.exitcode,
+                    )
                     return False
         return not self._stopping
 
@@ -252,8 +268,13 @@ class Supervisor:
         slot.process.join()
         slot.failures = 0 if now - slot.started >= HEALTHY_AFTER_S else slot.failures + 1
         delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** max(0, slot.failures - 1))
-        log.error("server worker %d (pid %s) exited with code %s; restarting it in %.0f s",
-                  slot.index, slot.pid or slot.process.pid, slot.process.exitcode, delay)
+        log.error(
+            "server worker %d (pid %s) exited with code %s; restarting it in %.0f s",
+            slot.index,
+            slot.pid or slot.process.pid,
+            slot.process.exitcode,
+            delay,
+        )
         slot.restart_at = now + delay
         slot.process, slot.pid = None, 0
         if slot.ready is not None:
@@ -280,12 +301,16 @@ class Supervisor:
         for process in processes:
             process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
-                log.error("server worker pid %s did not stop within %.0f s; killing it", process.pid, STOP_TIMEOUT_S)
+                log.error(
+                    "server worker pid %s did not stop within %.0f s; killing it", process.pid, STOP_TIMEOUT_S
+                )
                 process.kill()
                 process.join()
                 clean = False
             elif process.exitcode != 0 and not failed:
-                log.error("server worker pid %s exited with code %s while stopping", process.pid, process.exitcode)
+                log.error(
+                    "server worker pid %s exited with code %s while stopping", process.pid, process.exitcode
+                )
                 clean = False
         for slot in self._slots:
             if slot.ready is not None:

@@ -41,7 +41,9 @@ def kafka_cluster_stack(
     tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, redis_cluster_url: str
 ) -> Iterator[KafkaStack]:
     """As `kafka_stack`, on the session's Redis Cluster."""
-    stack = KafkaStack(tmp_path_factory.mktemp("kafka-cluster-stack"), kafka_bootstrap, redis_cluster_url).start()
+    stack = KafkaStack(
+        tmp_path_factory.mktemp("kafka-cluster-stack"), kafka_bootstrap, redis_cluster_url
+    ).start()
     yield stack
     stack.stop()
 
@@ -53,7 +55,9 @@ def _stack_of(server_mode: str, request: pytest.FixtureRequest) -> KafkaStack:
 
 
 @pytest.fixture(scope="session")
-def server(server_mode: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(
+    server_mode: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     """One server for the session and mode; tests keep apart by using unique ids (`tests.shop`)."""
     if server_mode != "embedded":
         yield _stack_of(server_mode, request).server

@@ -25,8 +25,15 @@ class Answer:
         return found
 
 
-def call(port: int, method: str, path: str, body: Any = None, token: str | None = None,
-         headers: dict[str, str] | None = None, raw: bytes | None = None) -> Answer:
+def call(
+    port: int,
+    method: str,
+    path: str,
+    body: Any = None,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+    raw: bytes | None = None,
+) -> Answer:
     """`method path` on 127.0.0.1:`port` with an optional JSON body (or `raw` bytes) and bearer token."""
     sent = dict(headers or {})
     payload = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
@@ -40,7 +47,11 @@ def call(port: int, method: str, path: str, body: Any = None, token: str | None 
         response = connection.getresponse()
         data = response.read()
         names = {k.lower(): v for k, v in response.getheaders()}
-        decoded = json.loads(data) if data and names.get("content-type", "").startswith("application/json") else None
+        decoded = (
+            json.loads(data)
+            if data and names.get("content-type", "").startswith("application/json")
+            else None
+        )
         return Answer(response.status, names, decoded if decoded is not None else (data.decode() or None))
     finally:
         connection.close()

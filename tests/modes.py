@@ -5,5 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-SERVER_MODES = ["embedded", pytest.param("kafka", marks=pytest.mark.integration),
-                pytest.param("kafka-cluster", marks=pytest.mark.integration)]
+SERVER_MODES = [
+    "embedded",
+    pytest.param("kafka", marks=pytest.mark.integration),
+    pytest.param("kafka-cluster", marks=pytest.mark.integration),
+]

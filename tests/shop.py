@@ -16,16 +16,39 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def item(item_id: str, category: str = "beauty/skin/moisturizer", brand: str = "acme", price: float = 10.0,
-         in_stock: bool = True) -> catalog_pb2.Item:
-    return catalog_pb2.Item(item_id=item_id, title=f"Item {item_id}", category=category, brand=brand, price=price,
-                            in_stock=in_stock)
+def item(
+    item_id: str,
+    category: str = "beauty/skin/moisturizer",
+    brand: str = "acme",
+    price: float = 10.0,
+    in_stock: bool = True,
+) -> catalog_pb2.Item:
+    return catalog_pb2.Item(
+        item_id=item_id,
+        title=f"Item {item_id}",
+        category=category,
+        brand=brand,
+        price=price,
+        in_stock=in_stock,
+    )
 
 
-def event(user: str, etype: int, item_id: str = "", ts_ms: int = BASE_TS, event_id: str | None = None,
-          **fields: object) -> events_pb2.Event:
-    return events_pb2.Event(event_id=event_id or f"e{next(_ids)}-{uuid.uuid4().hex[:8]}", type=etype,  # type: ignore[arg-type]
-                            user_id=user, item_id=item_id, ts_ms=ts_ms, **fields)
+def event(
+    user: str,
+    etype: int,
+    item_id: str = "",
+    ts_ms: int = BASE_TS,
+    event_id: str | None = None,
+    **fields: object,
+) -> events_pb2.Event:
+    return events_pb2.Event(
+        event_id=event_id or f"e{next(_ids)}-{uuid.uuid4().hex[:8]}",
+        type=etype,  # type: ignore[arg-type]
+        user_id=user,
+        item_id=item_id,
+        ts_ms=ts_ms,
+        **fields,
+    )
 
 
 def view(user: str, item_id: str, ts_ms: int = BASE_TS, **fields: object) -> events_pb2.Event:

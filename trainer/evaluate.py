@@ -329,8 +329,10 @@ def run(args: argparse.Namespace) -> int:
         )
         strict_bundle = isinstance(data, dict) and bool(data.get("strict"))
         if args.strict and not strict_bundle:
-            warnings.append("--strict, but the bundle was not trained with `train --strict`: it learned from "
-                            "validation interactions, which the papers' conditions forbid")
+            warnings.append(
+                "--strict, but the bundle was not trained with `train --strict`: it learned from "
+                "validation interactions, which the papers' conditions forbid"
+            )
         for warning in warnings:
             print(f"  warning: {warning}")
         bundle_info = {

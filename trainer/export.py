@@ -168,7 +168,9 @@ def check_parity(model: TwoTower, path: Path, items: np.ndarray, types: np.ndarr
     for row in np.flatnonzero((items > 0).any(axis=1))[:TRIMMED_CHECKS]:
         real = int((items[row] > 0).sum())
         alone = onnx_user_vectors(sess, items[row : row + 1, -real:], types[row : row + 1, -real:])
-        diff = max(diff, float(np.max(np.abs(alone[0] - expected[row]))) if np.isfinite(alone).all() else np.inf)
+        diff = max(
+            diff, float(np.max(np.abs(alone[0] - expected[row]))) if np.isfinite(alone).all() else np.inf
+        )
     if diff >= PARITY_TOLERANCE:
         raise ExportError(
             f"{path}: ONNX Runtime and PyTorch user vectors differ by {diff:.3g} (limit {PARITY_TOLERANCE:g})"
@@ -285,7 +287,13 @@ def _ivf(
         if recall >= IVF_TARGET_RECALL:
             break
     ivf.nprobe = chosen
-    return ivf, {"kind": "IndexIVFFlat", "recall_at_100": recall, "ef_search": None, "nlist": nlist, "nprobe": chosen}
+    return ivf, {
+        "kind": "IndexIVFFlat",
+        "recall_at_100": recall,
+        "ef_search": None,
+        "nlist": nlist,
+        "nprobe": chosen,
+    }
 
 
 def write_bundle(

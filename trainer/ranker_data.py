@@ -56,7 +56,11 @@ class RankerLists:
     def subset(self, lists: npt.NDArray[np.int64]) -> RankerLists:
         """The lists numbered ``lists`` (in that order)."""
         starts, ends = self.offsets[lists], self.offsets[lists + 1]
-        rows = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)]) if len(lists) else np.zeros(0, int)
+        rows = (
+            np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)])
+            if len(lists)
+            else np.zeros(0, int)
+        )
         sizes = ends - starts
         return RankerLists(
             features=self.features[rows],
@@ -115,7 +119,9 @@ def build_lists(
     )
 
 
-def list_metrics(lists: RankerLists, scores: npt.NDArray[np.floating], cases: int | None = None) -> dict[str, float]:
+def list_metrics(
+    lists: RankerLists, scores: npt.NDArray[np.floating], cases: int | None = None
+) -> dict[str, float]:
     """NDCG@10 and HR@10 of ranking each list by ``scores`` (ties against the target), over ``cases`` cases
     (default: every case asked, so lists without the target count as misses)."""
     total = lists.cases if cases is None else cases

@@ -43,8 +43,10 @@ MAX_CASES = 25_000
 def split_by_user(lists: RankerLists, share: float = VALID_SHARE) -> tuple[RankerLists, RankerLists]:
     """(training, validation) lists, each user's list on one side by a hash of the user id (stable)."""
     valid = np.array(
-        [int.from_bytes(hashlib.blake2b(u.encode(), digest_size=4).digest(), "little") / 2**32 < share
-         for u in lists.users],
+        [
+            int.from_bytes(hashlib.blake2b(u.encode(), digest_size=4).digest(), "little") / 2**32 < share
+            for u in lists.users
+        ],
         dtype=bool,
     )
     train_lists = lists.subset(np.flatnonzero(~valid))
@@ -95,7 +97,11 @@ def second_stage(
         started = time.perf_counter()
         model = fit_transitions(learnable_events(dataset, protocol, strict))
         model.save(paths.transitions)
-        meta["transitions"] = {**model.info, "refitted_on": "learnable events", "seconds": round(time.perf_counter() - started, 1)}
+        meta["transitions"] = {
+            **model.info,
+            "refitted_on": "learnable events",
+            "seconds": round(time.perf_counter() - started, 1),
+        }
         log(f"item transitions refitted on every learnable event ({time.perf_counter() - started:.1f} s)")
     return meta
 

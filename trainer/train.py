@@ -327,7 +327,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--no-transitions", action="store_true", help="no item-transition source in the bundle"
     )
     parser.add_argument(
-        "--ranker-epochs", type=int, default=RankerParams().epochs, help="re-ranker epochs at most (default %(default)s)"
+        "--ranker-epochs",
+        type=int,
+        default=RankerParams().epochs,
+        help="re-ranker epochs at most (default %(default)s)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 

@@ -21,11 +21,13 @@ from feature_worker.lake.writer import LakeUnavailable, table_uri
 log = logging.getLogger(__name__)
 
 ERASURES = "erasures"
-SCHEMA = pa.schema([
-    pa.field("user_id", pa.string(), nullable=False),
-    pa.field("receipt_id", pa.string(), nullable=False),
-    pa.field("requested_ms", pa.int64(), nullable=False),
-])
+SCHEMA = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("receipt_id", pa.string(), nullable=False),
+        pa.field("requested_ms", pa.int64(), nullable=False),
+    ]
+)
 
 
 class ErasureQueue:
@@ -34,7 +36,9 @@ class ErasureQueue:
     def __init__(self, root: str) -> None:
         self.root = root
         try:
-            self.table = DeltaTable.create(table_uri(root, ERASURES), SCHEMA, mode="ignore", name="aisle_erasures")
+            self.table = DeltaTable.create(
+                table_uri(root, ERASURES), SCHEMA, mode="ignore", name="aisle_erasures"
+            )
         except (DeltaError, OSError) as exc:
             raise LakeUnavailable(f"cannot open {table_uri(root, ERASURES)}: {exc}") from exc
 
@@ -45,7 +49,9 @@ class ErasureQueue:
         try:
             write_deltalake(self.table, rows, mode="append")
         except (DeltaError, OSError) as exc:
-            raise LakeUnavailable(f"cannot schedule an erasure in {table_uri(self.root, ERASURES)}: {exc}") from exc
+            raise LakeUnavailable(
+                f"cannot schedule an erasure in {table_uri(self.root, ERASURES)}: {exc}"
+            ) from exc
 
     def pending(self) -> list[str]:
         """The customers queued, each once, in the order first queued."""

@@ -43,8 +43,9 @@ def optimize(lake: Lake, retention_hours: int = DEFAULT_RETENTION_HOURS) -> dict
             lake.refresh(name)
             metrics = table.optimize.compact()
             table.create_checkpoint()
-            removed = table.vacuum(retention_hours=retention_hours, dry_run=False,
-                                   enforce_retention_duration=False)
+            removed = table.vacuum(
+                retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False
+            )
         except DeltaError as exc:
             raise LakeUnavailable(f"cannot optimize {table_uri(lake.root, name)}: {exc}") from exc
         report[name] = {

@@ -37,51 +37,57 @@ _SOURCE = [
     pa.field("source_index", pa.int32(), nullable=False),
 ]
 
-EVENTS_SCHEMA = pa.schema([
-    pa.field("event_id", pa.string(), nullable=False),
-    pa.field("type", pa.string(), nullable=False),
-    pa.field("user_id", pa.string(), nullable=False),
-    pa.field("session_id", pa.string()),
-    pa.field("item_id", pa.string()),
-    pa.field("item_ids", pa.list_(pa.string())),
-    pa.field("ts_ms", pa.int64(), nullable=False),
-    pa.field("price", pa.float64()),
-    pa.field("quantity", pa.int32()),
-    pa.field("query", pa.string()),
-    pa.field("context", _STRINGS),
-    pa.field("recommendation_id", pa.string()),
-    pa.field("raw", pa.binary(), nullable=False),
-    *_SOURCE,
-    pa.field("date", pa.string(), nullable=False),
-])
+EVENTS_SCHEMA = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("type", pa.string(), nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("session_id", pa.string()),
+        pa.field("item_id", pa.string()),
+        pa.field("item_ids", pa.list_(pa.string())),
+        pa.field("ts_ms", pa.int64(), nullable=False),
+        pa.field("price", pa.float64()),
+        pa.field("quantity", pa.int32()),
+        pa.field("query", pa.string()),
+        pa.field("context", _STRINGS),
+        pa.field("recommendation_id", pa.string()),
+        pa.field("raw", pa.binary(), nullable=False),
+        *_SOURCE,
+        pa.field("date", pa.string(), nullable=False),
+    ]
+)
 
-ITEMS_SCHEMA = pa.schema([
-    pa.field("op", pa.string(), nullable=False),
-    pa.field("item_id", pa.string(), nullable=False),
-    pa.field("title", pa.string()),
-    pa.field("description", pa.string()),
-    pa.field("category", pa.string()),
-    pa.field("brand", pa.string()),
-    pa.field("price", pa.float64()),
-    pa.field("in_stock", pa.bool_()),
-    pa.field("attributes", _STRINGS),
-    pa.field("raw", pa.binary()),
-    pa.field("ts_ms", pa.int64(), nullable=False),
-    *_SOURCE,
-    pa.field("date", pa.string(), nullable=False),
-])
+ITEMS_SCHEMA = pa.schema(
+    [
+        pa.field("op", pa.string(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("title", pa.string()),
+        pa.field("description", pa.string()),
+        pa.field("category", pa.string()),
+        pa.field("brand", pa.string()),
+        pa.field("price", pa.float64()),
+        pa.field("in_stock", pa.bool_()),
+        pa.field("attributes", _STRINGS),
+        pa.field("raw", pa.binary()),
+        pa.field("ts_ms", pa.int64(), nullable=False),
+        *_SOURCE,
+        pa.field("date", pa.string(), nullable=False),
+    ]
+)
 
-USERS_SCHEMA = pa.schema([
-    pa.field("op", pa.string(), nullable=False),
-    pa.field("user_id", pa.string(), nullable=False),
-    pa.field("attributes", _STRINGS),
-    pa.field("consent_personalization", pa.bool_()),
-    pa.field("consent_analytics", pa.bool_()),
-    pa.field("raw", pa.binary()),
-    pa.field("ts_ms", pa.int64(), nullable=False),
-    *_SOURCE,
-    pa.field("date", pa.string(), nullable=False),
-])
+USERS_SCHEMA = pa.schema(
+    [
+        pa.field("op", pa.string(), nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("attributes", _STRINGS),
+        pa.field("consent_personalization", pa.bool_()),
+        pa.field("consent_analytics", pa.bool_()),
+        pa.field("raw", pa.binary()),
+        pa.field("ts_ms", pa.int64(), nullable=False),
+        *_SOURCE,
+        pa.field("date", pa.string(), nullable=False),
+    ]
+)
 
 SCHEMAS: dict[str, pa.Schema] = {EVENTS: EVENTS_SCHEMA, ITEMS: ITEMS_SCHEMA, USERS: USERS_SCHEMA}
 
@@ -123,8 +129,9 @@ class Rows:
 
     def table(self) -> pa.Table:
         columns = list(zip(*self.rows, strict=True)) if self.rows else [()] * len(self.schema)
-        return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, self.schema, strict=True)],
-                                    schema=self.schema)
+        return pa.Table.from_arrays(
+            [pa.array(c, type=f.type) for c, f in zip(columns, self.schema, strict=True)], schema=self.schema
+        )
 
 
 class EventRows(Rows):
@@ -136,12 +143,27 @@ class EventRows(Rows):
         context = event.context
         item_ids = event.item_ids
         ts = event.ts_ms
-        self.rows.append((
-            event.event_id, _TYPE_NAMES.get(event.type) or str(event.type), event.user_id, event.session_id,
-            event.item_id, list(item_ids) if item_ids else [], ts, event.price, event.quantity, event.query,
-            list(context.items()) if context else [], event.recommendation_id,
-            event.SerializeToString(deterministic=True), partition, offset, index, utc_date(ts),
-        ))
+        self.rows.append(
+            (
+                event.event_id,
+                _TYPE_NAMES.get(event.type) or str(event.type),
+                event.user_id,
+                event.session_id,
+                event.item_id,
+                list(item_ids) if item_ids else [],
+                ts,
+                event.price,
+                event.quantity,
+                event.query,
+                list(context.items()) if context else [],
+                event.recommendation_id,
+                event.SerializeToString(deterministic=True),
+                partition,
+                offset,
+                index,
+                utc_date(ts),
+            )
+        )
 
 
 class ItemRows(Rows):
@@ -149,11 +171,25 @@ class ItemRows(Rows):
         super().__init__(ITEMS)
 
     def upsert(self, item: catalog_pb2.Item, ts_ms: int, partition: int, offset: int, index: int = 0) -> None:
-        self.rows.append((
-            UPSERT, item.item_id, item.title, item.description, item.category, item.brand, item.price, item.in_stock,
-            list(item.attributes.items()), item.SerializeToString(deterministic=True), ts_ms, partition, offset,
-            index, utc_date(ts_ms),
-        ))
+        self.rows.append(
+            (
+                UPSERT,
+                item.item_id,
+                item.title,
+                item.description,
+                item.category,
+                item.brand,
+                item.price,
+                item.in_stock,
+                list(item.attributes.items()),
+                item.SerializeToString(deterministic=True),
+                ts_ms,
+                partition,
+                offset,
+                index,
+                utc_date(ts_ms),
+            )
+        )
 
     def delete(self, item_id: str, ts_ms: int, partition: int, offset: int, index: int = 0) -> None:
         self.rows.append((DELETE, item_id, *(None,) * 8, ts_ms, partition, offset, index, utc_date(ts_ms)))
@@ -165,11 +201,21 @@ class UserRows(Rows):
 
     def upsert(self, user: users_pb2.User, ts_ms: int, partition: int, offset: int, index: int = 0) -> None:
         consent = user.HasField("consent")
-        self.rows.append((
-            UPSERT, user.user_id, list(user.attributes.items()),
-            user.consent.personalization if consent else None, user.consent.analytics if consent else None,
-            user.SerializeToString(deterministic=True), ts_ms, partition, offset, index, utc_date(ts_ms),
-        ))
+        self.rows.append(
+            (
+                UPSERT,
+                user.user_id,
+                list(user.attributes.items()),
+                user.consent.personalization if consent else None,
+                user.consent.analytics if consent else None,
+                user.SerializeToString(deterministic=True),
+                ts_ms,
+                partition,
+                offset,
+                index,
+                utc_date(ts_ms),
+            )
+        )
 
     def delete(self, user_id: str, ts_ms: int, partition: int, offset: int, index: int = 0) -> None:
         self.rows.append((DELETE, user_id, *(None,) * 4, ts_ms, partition, offset, index, utc_date(ts_ms)))

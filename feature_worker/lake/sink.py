@@ -163,8 +163,12 @@ class BatchSink:
         consumer.subscribe(list(self.table_of), listener=_SeekToLake(self))
         await self._producer.start()
         await consumer.start()
-        log.info("batch sink consuming %s as group %s into %s", sorted(self.table_of), settings.sink_group_id,
-                 self.lake.root)
+        log.info(
+            "batch sink consuming %s as group %s into %s",
+            sorted(self.table_of),
+            settings.sink_group_id,
+            self.lake.root,
+        )
         try:
             while not stopping.is_set():
                 room = max(1, settings.sink_batch_max - self._buffered)
@@ -181,10 +185,16 @@ class BatchSink:
         finally:
             await consumer.stop()
             await self._producer.stop()
-            log.info("batch sink stopped: appended %s, %d dead-lettered, %d withheld (no analytics consent)",
-                     self.appended, self.dead, self.withheld)
+            log.info(
+                "batch sink stopped: appended %s, %d dead-lettered, %d withheld (no analytics consent)",
+                self.appended,
+                self.dead,
+                self.withheld,
+            )
 
-    async def _prepare(self, batches: Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]) -> None:
+    async def _prepare(
+        self, batches: Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]
+    ) -> None:
         """Before buffering: consent as acknowledged so far, and the keys of the batch's sealed events."""
         backoff = 0.1
         while True:
@@ -233,7 +243,9 @@ class BatchSink:
                 continue
             rows.add(event, record.partition, record.offset)
 
-    def _buffer_changes(self, table: str, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+    def _buffer_changes(
+        self, table: str, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> None:
         """Item or user changes, checked as `TableFollower` applies them: a null value deletes the key."""
         rows = self._rows[table]
         assert isinstance(rows, ItemRows | UserRows)
@@ -287,10 +299,20 @@ class BatchSink:
         stopping = self._stopping
         try:
             # Stopping, an append that cannot be written is given up: the records are read again by whoever runs next.
-            version = await asyncio.to_thread(append_retrying, self.lake, table, data, positions, expected,
-                                              f"sink:{self.settings.sink_group_id}", lambda _: stopping.is_set())
+            version = await asyncio.to_thread(
+                append_retrying,
+                self.lake,
+                table,
+                data,
+                positions,
+                expected,
+                f"sink:{self.settings.sink_group_id}",
+                lambda _: stopping.is_set(),
+            )
         except LakeConflict as exc:
-            log.error("%s; dropping %d buffered rows and re-reading from the recorded offsets", exc, len(rows))
+            log.error(
+                "%s; dropping %d buffered rows and re-reading from the recorded offsets", exc, len(rows)
+            )
             await self.seek_to_lake(list(covered))
             return
         for tp, end in covered.items():
@@ -328,10 +350,11 @@ class BatchSink:
             else:
                 consumer.seek(tp, recorded)
                 self._end[tp] = recorded
-            log.info("partition %s/%d from offset %s (recorded in the lake)", tp.topic, tp.partition, recorded)
+            log.info(
+                "partition %s/%d from offset %s (recorded in the lake)", tp.topic, tp.partition, recorded
+            )
 
     def forget(self, partitions: Sequence[TopicPartition]) -> None:
         for tp in partitions:
             self._start.pop(tp, None)
             self._end.pop(tp, None)
-

@@ -93,7 +93,10 @@ class Lake:
         try:
             for name in TABLES:
                 self.tables[name] = DeltaTable.create(
-                    table_uri(self.root, name), SCHEMAS[name], mode="ignore", partition_by=PARTITION_BY,
+                    table_uri(self.root, name),
+                    SCHEMAS[name],
+                    mode="ignore",
+                    partition_by=PARTITION_BY,
                     name=f"aisle_{name}",
                 )
         except (DeltaError, OSError) as exc:
@@ -135,14 +138,18 @@ class Lake:
         for app_id, start in expected.items():
             recorded = self.position(name, app_id)
             if recorded != start:
-                raise LakeConflict(f"{table_uri(self.root, name)}: {app_id} is at {recorded}, expected {start}")
+                raise LakeConflict(
+                    f"{table_uri(self.root, name)}: {app_id} is at {recorded}, expected {start}"
+                )
         properties = CommitProperties(
             app_transactions=[Transaction(app_id, int(end)) for app_id, end in positions.items()],
             custom_metadata={"aisle.writer": writer, "aisle.rows": str(rows.num_rows)},
             max_commit_retries=20,
         )
         try:
-            write_deltalake(table, rows, mode="append", partition_by=PARTITION_BY, commit_properties=properties)
+            write_deltalake(
+                table, rows, mode="append", partition_by=PARTITION_BY, commit_properties=properties
+            )
         except CommitFailedError as exc:
             self.refresh(name)
             raise LakeConflict(f"{table_uri(self.root, name)}: {exc}") from exc

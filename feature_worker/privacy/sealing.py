@@ -73,7 +73,7 @@ def open_sealed(aead: AESGCM, user_id: str, field: bytes, value: bytes) -> bytes
     if not is_sealed(value) or len(value) < OVERHEAD:
         raise Unreadable("not a sealed value")
     try:
-        return aead.decrypt(value[2:2 + NONCE_BYTES], value[2 + NONCE_BYTES:], _associated(field, user_id))
+        return aead.decrypt(value[2 : 2 + NONCE_BYTES], value[2 + NONCE_BYTES :], _associated(field, user_id))
     except InvalidTag as exc:
         raise Unreadable(f"a sealed {field.decode()} of a customer cannot be opened with their key") from exc
 

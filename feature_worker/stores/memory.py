@@ -58,9 +58,13 @@ class MemoryFeatureStore(FeatureStore):
         when a commit is about to change it (`load_users_now`), and an item's co-visitation neighbours when
         a commit is about to change them, so what `Frozen` holds never changes under its reader.
         """
-        self._frozen = Frozen(dict(self.users), dict(self.popularity),
-                              {day: dict(weights) for day, weights in self.trend.items()}, dict(self.covis),
-                              self.clock_ms)
+        self._frozen = Frozen(
+            dict(self.users),
+            dict(self.popularity),
+            {day: dict(weights) for day, weights in self.trend.items()},
+            dict(self.covis),
+            self.clock_ms,
+        )
         return self._frozen
 
     def thaw(self) -> None:

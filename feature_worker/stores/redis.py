@@ -284,9 +284,13 @@ class RedisFeatureStore(FeatureStore):
         if vault is None:
             for i, user_id in enumerate(ids):
                 blob, applied = cast(bytes | None, values[i]), cast(bytes | None, values[n + i])
-                users[user_id] = UserState.from_bytes(blob, applied or b"") if blob is not None else UserState()
+                users[user_id] = (
+                    UserState.from_bytes(blob, applied or b"") if blob is not None else UserState()
+                )
             return users
-        wrapped = {u: cast(bytes, values[2 * n + i]) for i, u in enumerate(ids) if values[2 * n + i] is not None}
+        wrapped = {
+            u: cast(bytes, values[2 * n + i]) for i, u in enumerate(ids) if values[2 * n + i] is not None
+        }
         missing = [u for u in ids if u not in wrapped]
         if missing:  # users seen for the first time (or events from producers that write in clear): new keys
             with reachable("creating data keys"):
@@ -347,15 +351,28 @@ class RedisFeatureStore(FeatureStore):
         vault = self.vault
         if vault is None:
             for user_id, state in users.items():
-                args += (keys.user(user_id), state.to_bytes(), keys.applied(user_id), state.applied_to_bytes())
+                args += (
+                    keys.user(user_id),
+                    state.to_bytes(),
+                    keys.applied(user_id),
+                    state.applied_to_bytes(),
+                )
         else:
             for user_id, state in users.items():
                 key = vault.cached(user_id)
                 if key is None:  # evicted since `load_users` (more users in flight than the cache holds)
-                    raise StoreUnavailable(f"the data key of a user in the batch left the cache; raise "
-                                           f"AISLE_KEY_CACHE_SIZE above {vault.cache_size}")
-                args += (keys.user(user_id), seal(key.aead, user_id, FEATURES, state.to_bytes()),
-                         keys.applied(user_id), state.applied_to_bytes(), keys.data_key(user_id), key.wrapped)
+                    raise StoreUnavailable(
+                        f"the data key of a user in the batch left the cache; raise "
+                        f"AISLE_KEY_CACHE_SIZE above {vault.cache_size}"
+                    )
+                args += (
+                    keys.user(user_id),
+                    seal(key.aead, user_id, FEATURES, state.to_bytes()),
+                    keys.applied(user_id),
+                    state.applied_to_bytes(),
+                    keys.data_key(user_id),
+                    key.wrapped,
+                )
         with reachable("committing a batch"):
             await self._commit(args=args)
 
@@ -367,15 +384,23 @@ class RedisFeatureStore(FeatureStore):
         """
         vault = self.vault
         if vault is None or not user_id:
-            args: list[str | int] = [keys.user(user_id) if user_id else "", "", keys.COVIS_PREFIX, RECENT_SEEDS,
-                                     NEIGHBOURS_PER_SEED, *context_item_ids]
+            args: list[str | int] = [
+                keys.user(user_id) if user_id else "",
+                "",
+                keys.COVIS_PREFIX,
+                RECENT_SEEDS,
+                NEIGHBOURS_PER_SEED,
+                *context_item_ids,
+            ]
             with reachable("reading a request's features"):
                 out = await self._read(args=args)
             blob = out[0]
             return RequestFeatures(user=UserState.from_bytes(blob) if blob else None, covis=_neighbours(out))
         return await self._read_sealed(vault, user_id, context_item_ids)
 
-    async def _read_sealed(self, vault: Vault, user_id: str, context_item_ids: Sequence[str]) -> RequestFeatures:
+    async def _read_sealed(
+        self, vault: Vault, user_id: str, context_item_ids: Sequence[str]
+    ) -> RequestFeatures:
         """`read_request` with sealed features: still one script call while the user's seeds are unchanged.
 
         The script cannot open the features, so it cannot find the recent items whose neighbours to read; it
@@ -385,8 +410,14 @@ class RedisFeatureStore(FeatureStore):
         """
         hints = self._hints.get(user_id, ())
         asked = list(dict.fromkeys((*context_item_ids, *hints)))
-        args: list[str | int] = [keys.user(user_id), keys.data_key(user_id), keys.COVIS_PREFIX, RECENT_SEEDS,
-                                 NEIGHBOURS_PER_SEED, *asked]
+        args: list[str | int] = [
+            keys.user(user_id),
+            keys.data_key(user_id),
+            keys.COVIS_PREFIX,
+            RECENT_SEEDS,
+            NEIGHBOURS_PER_SEED,
+            *asked,
+        ]
         with reachable("reading a request's features"):
             out = await self._read(args=args)
         blob, wrapped = out[0], out[1]
@@ -394,11 +425,15 @@ class RedisFeatureStore(FeatureStore):
         user = None
         if blob:
             if not is_sealed(blob):
-                user = UserState.from_bytes(blob)  # written before encryption was on; the script read its seeds
+                user = UserState.from_bytes(
+                    blob
+                )  # written before encryption was on; the script read its seeds
                 return RequestFeatures(user=user, covis=covis)
             if wrapped:
                 try:
-                    user = UserState.from_bytes(open_sealed(vault.cipher(user_id, wrapped), user_id, FEATURES, blob))
+                    user = UserState.from_bytes(
+                        open_sealed(vault.cipher(user_id, wrapped), user_id, FEATURES, blob)
+                    )
                 except Unreadable:
                     log.warning("features of a user could not be opened with their key; read as unknown")
         if user is None:
@@ -410,9 +445,11 @@ class RedisFeatureStore(FeatureStore):
         if missing:
             self.second_reads += 1
             with reachable("reading a request's features"):
-                more = await self._read(args=["", "", keys.COVIS_PREFIX, RECENT_SEEDS, NEIGHBOURS_PER_SEED, *missing])
+                more = await self._read(
+                    args=["", "", keys.COVIS_PREFIX, RECENT_SEEDS, NEIGHBOURS_PER_SEED, *missing]
+                )
             covis.update(_neighbours(more))
-        hints_now = tuple(seeds[len(context_item_ids):])
+        hints_now = tuple(seeds[len(context_item_ids) :])
         if hints_now != hints:
             self._hints[user_id] = hints_now
             self._hints.move_to_end(user_id)
@@ -451,7 +488,10 @@ class RedisFeatureStore(FeatureStore):
 
 
 def _item_stats(
-    clock: int, half_life_ms: float, raw_pop: dict[bytes, bytes], raw_today: dict[bytes, bytes],
+    clock: int,
+    half_life_ms: float,
+    raw_pop: dict[bytes, bytes],
+    raw_today: dict[bytes, bytes],
     raw_yesterday: dict[bytes, bytes],
 ) -> ItemStats:
     # C-level loops (map, zip, numpy) rather than a Python loop per item: this runs every second over

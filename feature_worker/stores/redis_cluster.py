@@ -250,7 +250,9 @@ class NodeScripts:
             groups.setdefault(node.name, (node, []))[1].append(i)
         return list(groups.values())
 
-    async def eval(self, node: ClusterNode, script: _Script, keys_: Sequence[str], args: Sequence[Any]) -> Any:
+    async def eval(
+        self, node: ClusterNode, script: _Script, keys_: Sequence[str], args: Sequence[Any]
+    ) -> Any:
         """EVALSHA on `node` (loading the script there first when it does not know it)."""
         if script.cross_slot:
             command: tuple[Any, ...] = ("EVALSHA", script.sha, 1, keys_[0], len(keys_) - 1, *keys_[1:], *args)
@@ -269,9 +271,17 @@ class NodeScripts:
         the nodes in parallel; the replies' elements put back in the order of `names`."""
         await self.ready()
         groups = self.by_node(names)
-        replies = await asyncio.gather(*(
-            self.eval(node, script, [names[i] for i in positions], [values[i] for i in positions] if values else [])
-            for node, positions in groups))
+        replies = await asyncio.gather(
+            *(
+                self.eval(
+                    node,
+                    script,
+                    [names[i] for i in positions],
+                    [values[i] for i in positions] if values else [],
+                )
+                for node, positions in groups
+            )
+        )
         out: list[Any] = [None] * len(names)
         for (_, positions), reply in zip(groups, replies, strict=True):
             for i, value in zip(positions, reply, strict=True):
@@ -301,7 +311,9 @@ def is_cluster(url: str, wait_s: float = 30.0) -> bool:
             return bool(info.get("cluster_enabled"))
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             if time.monotonic() + backoff > deadline:
-                raise StoreUnavailable(f"Redis is unavailable (connecting to {url.split('@')[-1]}): {exc}") from exc
+                raise StoreUnavailable(
+                    f"Redis is unavailable (connecting to {url.split('@')[-1]}): {exc}"
+                ) from exc
             log.warning("Redis is unavailable (%s); retrying in %.1fs", exc, backoff)
             time.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
@@ -343,8 +355,9 @@ class RedisClusterFeatureStore(RedisFeatureStore):
         cls, url: str, config: FoldConfig = FoldConfig(), policy: keys.KeyPolicy = keys.KeyPolicy()
     ) -> RedisClusterFeatureStore:
         """A store on a Cluster client that finds every node from the one `url` names."""
-        client = RedisCluster.from_url(url, max_connections=MAX_CONNECTIONS, socket_connect_timeout=2.0,
-                                       socket_timeout=30.0)
+        client = RedisCluster.from_url(
+            url, max_connections=MAX_CONNECTIONS, socket_connect_timeout=2.0, socket_timeout=30.0
+        )
         return cls(client, config, policy)
 
     async def _initialize(self) -> None:
@@ -356,7 +369,9 @@ class RedisClusterFeatureStore(RedisFeatureStore):
     def _node_of_user(self, user_id: str) -> str:
         return str(self._node_of_slot(keys.slot(keys.user(user_id))).name)
 
-    async def _eval(self, node: ClusterNode, script: _Script, keys_: Sequence[str], args: Sequence[Any]) -> Any:
+    async def _eval(
+        self, node: ClusterNode, script: _Script, keys_: Sequence[str], args: Sequence[Any]
+    ) -> Any:
         return await self.nodes.eval(node, script, keys_, args)
 
     # -- writer side -------------------------------------------------------------------------------
@@ -380,10 +395,15 @@ class RedisClusterFeatureStore(RedisFeatureStore):
             if folded_in.get(user_id, name) != name:
                 # Its slot moved to another node since the fold (failover, resharding): its increments were
                 # grouped with another node's users. Nothing is written; the worker folds the batch again.
-                raise StoreUnavailable("users of the batch moved to another Redis Cluster node since it was folded")
+                raise StoreUnavailable(
+                    "users of the batch moved to another Redis Cluster node since it was folded"
+                )
             by_group.setdefault(name, []).append(user_id)
         batch = uuid.uuid4().hex[:16]
-        calls = [self._users_call(batch, name, ids, users, deltas.groups.get(name)) for name, ids in by_group.items()]
+        calls = [
+            self._users_call(batch, name, ids, users, deltas.groups.get(name))
+            for name, ids in by_group.items()
+        ]
         await self._initialize()
         await self._settle_unsure()
         results = await asyncio.gather(*(self._write_users(*call) for call in calls), return_exceptions=True)
@@ -411,7 +431,12 @@ class RedisClusterFeatureStore(RedisFeatureStore):
         self._pending += [entry for entry, there in zip(unsure, found, strict=True) if there]
 
     def _users_call(
-        self, batch: str, group: str, user_ids: list[str], users: Mapping[str, UserState], part: ItemDeltas | None
+        self,
+        batch: str,
+        group: str,
+        user_ids: list[str],
+        users: Mapping[str, UserState],
+        part: ItemDeltas | None,
     ) -> tuple[str, list[str], list[Any], _Entry | None]:
         """The keys and arguments of one node's step-1 script, serialized now (see `commit`)."""
         vault = self.vault
@@ -421,8 +446,12 @@ class RedisClusterFeatureStore(RedisFeatureStore):
         if part:
             blob = _deltas_blob(part)
             entry = _Entry(outbox_slot, f"{batch}.{outbox_slot}", blob)
-        meta = {"stride": 2 if vault is None else 3, "user_ttl": str(self.policy.user_ttl_ms),
-                "applied_ttl": str(self.policy.applied_ttl_ms), "entry": entry.id if entry else ""}
+        meta = {
+            "stride": 2 if vault is None else 3,
+            "user_ttl": str(self.policy.user_ttl_ms),
+            "applied_ttl": str(self.policy.applied_ttl_ms),
+            "entry": entry.id if entry else "",
+        }
         names = [keys.outbox(outbox_slot)]
         args: list[Any] = [json.dumps(meta, separators=(",", ":")), blob]
         for user_id in user_ids:
@@ -433,16 +462,24 @@ class RedisClusterFeatureStore(RedisFeatureStore):
             else:
                 key = vault.cached(user_id)
                 if key is None:
-                    raise StoreUnavailable(f"the data key of a user in the batch left the cache; raise "
-                                           f"AISLE_KEY_CACHE_SIZE above {vault.cache_size}")
+                    raise StoreUnavailable(
+                        f"the data key of a user in the batch left the cache; raise "
+                        f"AISLE_KEY_CACHE_SIZE above {vault.cache_size}"
+                    )
                 names += (keys.user(user_id), keys.applied(user_id), keys.data_key(user_id))
-                args += (seal(key.aead, user_id, FEATURES, state.to_bytes()), state.applied_to_bytes(), key.wrapped)
+                args += (
+                    seal(key.aead, user_id, FEATURES, state.to_bytes()),
+                    state.applied_to_bytes(),
+                    key.wrapped,
+                )
         return group, names, args, entry
 
     async def _write_users(self, group: str, names: list[str], args: list[Any], entry: _Entry | None) -> None:
         node = self._node_of_slot(keys.slot(names[0]))
         if node.name != group:
-            raise StoreUnavailable("users of the batch moved to another Redis Cluster node since it was folded")
+            raise StoreUnavailable(
+                "users of the batch moved to another Redis Cluster node since it was folded"
+            )
         with cluster_reachable("committing a batch's users"):
             await self._eval(node, _USERS, names, args)
 
@@ -481,14 +518,21 @@ class RedisClusterFeatureStore(RedisFeatureStore):
                         index[key] = len(names)
                     e.append([kind, index[key], inc])
                 out.append(e)
-        meta_base = {"pop_ttl": str(policy.pop_ttl_ms), "trend_ttl": str(policy.trend_ttl_ms),
-                     "covis_ttl": str(policy.covis_ttl_ms), "covis_cap": policy.covis_cap,
-                     "covis_trim": covis_trim_at(policy.covis_cap), "marker_ttl": str(policy.marker_ttl_ms),
-                     "clock_member": keys.CLOCK_MEMBER}
+        meta_base = {
+            "pop_ttl": str(policy.pop_ttl_ms),
+            "trend_ttl": str(policy.trend_ttl_ms),
+            "covis_ttl": str(policy.covis_ttl_ms),
+            "covis_cap": policy.covis_cap,
+            "covis_trim": covis_trim_at(policy.covis_cap),
+            "marker_ttl": str(policy.marker_ttl_ms),
+            "clock_member": keys.CLOCK_MEMBER,
+        }
         calls = []
         for node, names, _, out in per_node.values():
             meta = dict(meta_base, entries=out)
-            calls.append(self._eval(node, _ITEMS, names, [json.dumps(meta, ensure_ascii=False, separators=(",", ":"))]))
+            calls.append(
+                self._eval(node, _ITEMS, names, [json.dumps(meta, ensure_ascii=False, separators=(",", ":"))])
+            )
         await asyncio.gather(*calls)
 
     async def recover(self) -> None:
@@ -503,8 +547,11 @@ class RedisClusterFeatureStore(RedisFeatureStore):
             for slot in range(len(keys._slot_tags())):
                 pipe.hgetall(keys.outbox(slot))
             outboxes = await pipe.execute()
-        found = [_Entry(slot, field.decode(), value.decode()) for slot, outbox in enumerate(outboxes)
-                 for field, value in cast(dict[bytes, bytes], outbox).items()]
+        found = [
+            _Entry(slot, field.decode(), value.decode())
+            for slot, outbox in enumerate(outboxes)
+            for field, value in cast(dict[bytes, bytes], outbox).items()
+        ]
         if found:
             log.info("applying %d outbox entries left by an interrupted commit", len(found))
             self._pending += found
@@ -520,18 +567,30 @@ class RedisClusterFeatureStore(RedisFeatureStore):
         if user_id:
             vault = self.vault
             user_key, data_key = keys.user(user_id), (keys.data_key(user_id) if vault is not None else "")
-            args: list[str | int] = [user_key, data_key, keys.COVIS_PREFIX, RECENT_SEEDS, NEIGHBOURS_PER_SEED,
-                                     *context]
+            args: list[str | int] = [
+                user_key,
+                data_key,
+                keys.COVIS_PREFIX,
+                RECENT_SEEDS,
+                NEIGHBOURS_PER_SEED,
+                *context,
+            ]
             with cluster_reachable("reading a request's features"):
-                out = await self._eval(self._node_of_slot(keys.slot(user_key)), _USER,
-                                       [k for k in (user_key, data_key) if k], args)
+                out = await self._eval(
+                    self._node_of_slot(keys.slot(user_key)),
+                    _USER,
+                    [k for k in (user_key, data_key) if k],
+                    args,
+                )
             blob, wrapped = out[0], out[1]
             if blob and not is_sealed(blob):
                 user = UserState.from_bytes(blob)
                 seeds = [_decoded(s) for s in out[2:]]
             elif blob and vault is not None and wrapped:
                 try:
-                    user = UserState.from_bytes(open_sealed(vault.cipher(user_id, wrapped), user_id, FEATURES, blob))
+                    user = UserState.from_bytes(
+                        open_sealed(vault.cipher(user_id, wrapped), user_id, FEATURES, blob)
+                    )
                 except Unreadable:
                     log.warning("features of a user could not be opened with their key; read as unknown")
                 if user is not None:
@@ -548,9 +607,12 @@ class RedisClusterFeatureStore(RedisFeatureStore):
         if not by_node:
             return {}
         with cluster_reachable("reading co-visitation"):
-            replies = await asyncio.gather(*(
-                self._eval(node, _NEIGHBOURS, [keys.covis(i) for i in items], [NEIGHBOURS_PER_SEED])
-                for node, items in by_node.values()))
+            replies = await asyncio.gather(
+                *(
+                    self._eval(node, _NEIGHBOURS, [keys.covis(i) for i in items], [NEIGHBOURS_PER_SEED])
+                    for node, items in by_node.values()
+                )
+            )
         covis: dict[str, list[tuple[str, float]]] = {}
         for (_, items), reply in zip(by_node.values(), replies, strict=True):
             triples: list[Any] = [None, None]
@@ -593,10 +655,16 @@ def _deltas_blob(part: ItemDeltas) -> str:
     covis: dict[str, list[Any]] = {}
     for (item, other), count in part.covis.items():
         covis.setdefault(item, []).extend((other, count))
-    return json.dumps({"pop": list(chain.from_iterable(part.popularity.items())),
-                       "trend": [[day, inc] for day, inc in trend.items()],
-                       "covis": [[item, inc] for item, inc in covis.items()],
-                       "clock": part.clock_ms}, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(
+        {
+            "pop": list(chain.from_iterable(part.popularity.items())),
+            "trend": [[day, inc] for day, inc in trend.items()],
+            "covis": [[item, inc] for item, inc in covis.items()],
+            "clock": part.clock_ms,
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
 
 
 def _rows(blob: str) -> Iterator[tuple[int, str, str, Any]]:

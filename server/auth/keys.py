@@ -90,7 +90,9 @@ def parse_jwks(data: bytes, algorithms: frozenset[str]) -> KeySet:
             raise AuthConfigError(f"keys[{n}] is not an object")
         kid = entry.get("kid")
         if entry.get("kty") == "oct" or str(entry.get("alg", "")).upper().startswith("HS"):
-            raise AuthConfigError(f"keys[{n}] (kid {kid!r}) is a symmetric key: only public keys may be trusted")
+            raise AuthConfigError(
+                f"keys[{n}] (kid {kid!r}) is a symmetric key: only public keys may be trusted"
+            )
         if entry.get("use", "sig") != "sig":
             continue  # an encryption key published beside the signing keys (Keycloak does)
         if not isinstance(kid, str) or not kid:
@@ -202,7 +204,9 @@ class FileKeySource(_Refreshing):
             if self._keys is None:
                 raise
             self._stamp = stamp  # do not re-read the same bad file every second
-            log.exception("the JWKS file %s changed but cannot be used; keeping the last good key set", self.path)
+            log.exception(
+                "the JWKS file %s changed but cannot be used; keeping the last good key set", self.path
+            )
             return
         self._stamp = stamp
         if self._keys is not None:

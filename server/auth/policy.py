@@ -35,7 +35,11 @@ METHOD_SCOPES: dict[str, str] = {
 
 #: Services anyone may call without a token: load balancers probe health, tools list services.
 OPEN_SERVICES = frozenset(
-    {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection", "grpc.reflection.v1.ServerReflection"}
+    {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    }
 )
 
 

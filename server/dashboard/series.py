@@ -97,7 +97,9 @@ class Sampler:
         self.every_s = every_s
         self.points: deque[dict[str, Any]] = deque(maxlen=POINTS)
         self.latest: list[dict[str, Any]] = []
-        self._previous: tuple[float, list[float], float, float, dict[str, float], dict[str, float]] | None = None
+        self._previous: tuple[float, list[float], float, float, dict[str, float], dict[str, float]] | None = (
+            None
+        )
         self._lock = threading.Lock()
         self._stop = threading.Event()
 
@@ -130,8 +132,11 @@ class Sampler:
                 delta = [a - b for a, b in zip(hist["recommend"][:-1], rec0[:-1])]
                 delta_items = sum(items.values()) - sum(items0.values())
                 delta_backfilled = sum(backfilled.values()) - sum(backfilled0.values())
-                freshness = [s["serving"]["freshness_s"] for s in snaps
-                             if s.get("serving") and s["serving"].get("freshness_s") is not None]
+                freshness = [
+                    s["serving"]["freshness_s"]
+                    for s in snaps
+                    if s.get("serving") and s["serving"].get("freshness_s") is not None
+                ]
                 point = {
                     "t": now,
                     "calls_per_s": (calls - calls0) / dt,
@@ -153,7 +158,9 @@ class Sampler:
         with self._lock:
             points = list(self.points)
             snaps = self.latest
-        models = sorted({s["serving"]["model"] for s in snaps if s.get("serving") and s["serving"].get("model")})
+        models = sorted(
+            {s["serving"]["model"] for s in snaps if s.get("serving") and s["serving"].get("model")}
+        )
         return {"points": points, "models": models, "experiments": experiments(snaps)}
 
 
@@ -191,15 +198,22 @@ def experiments(snaps: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 experiment, _, variant = pair.partition("/")
                 if experiment != name:
                     continue
-                v = variants.setdefault(variant, {"answers": 0, "click": 0, "add_to_cart": 0, "purchase": 0,
-                                                  "revenue": 0.0})
+                v = variants.setdefault(
+                    variant, {"answers": 0, "click": 0, "add_to_cart": 0, "purchase": 0, "revenue": 0.0}
+                )
                 v["answers"] += count
                 for key in ("click", "add_to_cart", "purchase"):
                     v[key] += outcome[key].get(label, 0)
                 v["revenue"] += revenue.get(label, 0.0)
         rows = []
         for variant, v in sorted(variants.items()):
-            rows.append({"variant": variant, **v, "ctr": _rate(v["click"], v["answers"]),
-                         "purchase_rate": _rate(v["purchase"], v["answers"])})
+            rows.append(
+                {
+                    "variant": variant,
+                    **v,
+                    "ctr": _rate(v["click"], v["answers"]),
+                    "purchase_rate": _rate(v["purchase"], v["answers"]),
+                }
+            )
         out.append({"name": name, "variants": rows})
     return out

@@ -18,8 +18,11 @@ from server.dashboard.series import Sampler
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-          ".css": "text/css; charset=utf-8"}
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+}
 _FILES = {path.name: path for path in STATIC.iterdir() if path.suffix in _TYPES}
 
 
@@ -29,8 +32,8 @@ def _handler(sampler: Sampler) -> type[BaseHTTPRequestHandler]:
             path = self.path.split("?", 1)[0]
             if path in ("/", "/index.html"):
                 self._file(_FILES["index.html"])
-            elif path.startswith("/static/") and path[len("/static/"):] in _FILES:
-                self._file(_FILES[path[len("/static/"):]])
+            elif path.startswith("/static/") and path[len("/static/") :] in _FILES:
+                self._file(_FILES[path[len("/static/") :]])
             elif path == "/api/dashboard":
                 self._send(200, "application/json", json.dumps(sampler.view()).encode())
             else:

@@ -95,34 +95,43 @@ class EmbeddedIngest(Ingest):
             self.journal.append(RecordKind.EVENTS, events_pb2.TrackRequest(events=events).SerializeToString())
         else:
             keys = await vault.keys({event.user_id for event in events}, create=True)
-            batch = sealed_pb2.SealedBatch(records=[
-                sealed_pb2.SealedRecord(
-                    user_id=event.user_id,
-                    value=seal(keys[event.user_id].aead, event.user_id, EVENT, event.SerializeToString()),
-                )
-                for event in events
-            ])
+            batch = sealed_pb2.SealedBatch(
+                records=[
+                    sealed_pb2.SealedRecord(
+                        user_id=event.user_id,
+                        value=seal(keys[event.user_id].aead, event.user_id, EVENT, event.SerializeToString()),
+                    )
+                    for event in events
+                ]
+            )
             self.journal.append(RecordKind.SEALED_EVENTS, batch.SerializeToString())
         result = await apply_events(self.store, self.catalog, events)
         self._maybe_snapshot()
         return result.duplicates
 
     async def upsert_items(self, items: Sequence[catalog_pb2.Item]) -> None:
-        self.journal.append(RecordKind.UPSERT_ITEMS, catalog_pb2.UpsertItemsRequest(items=items).SerializeToString())
+        self.journal.append(
+            RecordKind.UPSERT_ITEMS, catalog_pb2.UpsertItemsRequest(items=items).SerializeToString()
+        )
         self.catalog.upsert_many(items)
         self._maybe_snapshot()
 
     async def delete_items(self, item_ids: Sequence[str]) -> int:
-        self.journal.append(RecordKind.DELETE_ITEMS, catalog_pb2.DeleteItemsRequest(item_ids=item_ids).SerializeToString())
+        self.journal.append(
+            RecordKind.DELETE_ITEMS, catalog_pb2.DeleteItemsRequest(item_ids=item_ids).SerializeToString()
+        )
         deleted = self.catalog.delete(item_ids)
         self._maybe_snapshot()
         return deleted
 
     def _maybe_snapshot(self) -> None:
         """Start a snapshot when the journal has grown by `snapshot_every_bytes` since the last one."""
-        if (self.snapshot_path is None or self.snapshot_every_bytes <= 0
-                or self.journal.size - self.snapshot_offset < self.snapshot_every_bytes
-                or (self._snapshotting is not None and not self._snapshotting.done())):
+        if (
+            self.snapshot_path is None
+            or self.snapshot_every_bytes <= 0
+            or self.journal.size - self.snapshot_offset < self.snapshot_every_bytes
+            or (self._snapshotting is not None and not self._snapshotting.done())
+        ):
             return
         self._snapshotting = asyncio.get_running_loop().create_task(self.snapshot())
 
@@ -142,8 +151,14 @@ class EmbeddedIngest(Ingest):
         finally:
             self.store.thaw()
         self.snapshot_offset = offset
-        log.info("snapshot of the state at journal byte %d: %d bytes (frozen in %.3f s on the loop, encoded and "
-                 "written in %.2f s in a thread)", offset, size, frozen, time.perf_counter() - started - frozen)
+        log.info(
+            "snapshot of the state at journal byte %d: %d bytes (frozen in %.3f s on the loop, encoded and "
+            "written in %.2f s in a thread)",
+            offset,
+            size,
+            frozen,
+            time.perf_counter() - started - frozen,
+        )
 
     async def upsert_user(self, user: users_pb2.User) -> None:
         vault = self.vault
@@ -178,7 +193,9 @@ class EmbeddedIngest(Ingest):
                 held.extend(e for e in reader.events(kind, payload) if e.user_id == user_id)
             elif kind is RecordKind.SEALED_EVENTS:
                 batch = sealed_pb2.SealedBatch(
-                    records=[r for r in sealed_pb2.SealedBatch.FromString(payload).records if r.user_id == user_id]
+                    records=[
+                        r for r in sealed_pb2.SealedBatch.FromString(payload).records if r.user_id == user_id
+                    ]
                 )
                 if batch.records:
                     held.extend(reader.events(kind, batch.SerializeToString()))
@@ -190,7 +207,9 @@ class EmbeddedIngest(Ingest):
         start = self._load_snapshot()
         count = 0
         size = self.journal.size - start
-        with tqdm(total=size, unit="B", unit_scale=True, desc="replaying journal", disable=size < 1 << 20) as bar:
+        with tqdm(
+            total=size, unit="B", unit_scale=True, desc="replaying journal", disable=size < 1 << 20
+        ) as bar:
             reader = self.reader
             for kind, payload in self.journal.replay(start):
                 if kind is RecordKind.EVENTS or kind is RecordKind.SEALED_EVENTS:
@@ -212,9 +231,19 @@ class EmbeddedIngest(Ingest):
                 count += 1
                 bar.update(len(payload) + 9)
         if count:
-            log.info("replayed %d journal records from %s from byte %d (%d sealed payloads of erased customers "
-                     "skipped)", count, self.journal.path, start, self.reader.shredded)
-        if self.snapshot_path is not None and self.snapshot_every_bytes > 0 and size >= self.snapshot_every_bytes:
+            log.info(
+                "replayed %d journal records from %s from byte %d (%d sealed payloads of erased customers "
+                "skipped)",
+                count,
+                self.journal.path,
+                start,
+                self.reader.shredded,
+            )
+        if (
+            self.snapshot_path is not None
+            and self.snapshot_every_bytes > 0
+            and size >= self.snapshot_every_bytes
+        ):
             await self.snapshot()  # the next start need not replay this stretch again
         return count
 
@@ -227,8 +256,13 @@ class EmbeddedIngest(Ingest):
             if covered(path) > self.journal.size:
                 # The journal lost its end (a machine crash without fsync) or is a new one: it is the truth, and
                 # records appended to it from now on would hide behind the snapshot's offset. Replay it whole.
-                log.warning("the snapshot %s covers %d bytes of journal but the journal has %d: replaying the "
-                            "whole journal", path, covered(path), self.journal.size)
+                log.warning(
+                    "the snapshot %s covers %d bytes of journal but the journal has %d: replaying the "
+                    "whole journal",
+                    path,
+                    covered(path),
+                    self.journal.size,
+                )
                 return 0
             offset = load(path, self.catalog, self.users, self.store, self._sealer)
         except SnapshotDamaged as exc:
@@ -241,7 +275,11 @@ class EmbeddedIngest(Ingest):
     async def close(self) -> None:
         if self._snapshotting is not None:
             await self._snapshotting
-        if self.snapshot_path is not None and self.snapshot_every_bytes > 0 and self.journal.size > self.snapshot_offset:
+        if (
+            self.snapshot_path is not None
+            and self.snapshot_every_bytes > 0
+            and self.journal.size > self.snapshot_offset
+        ):
             await self.snapshot()  # a clean stop: the next start replays nothing
         self.journal.close()
         if self.lake is not None:
@@ -309,8 +347,13 @@ class JournalLake:
         if max(self.recorded.values()) > size:
             # The journal lost its end (a machine crash without fsync) or was replaced by a new one (a reset
             # data dir): what it holds past `size` now is new, and what it lost is in the lake already.
-            log.warning("the batch store records journal offsets %s but %s has %d bytes; appending the "
-                        "journal from there", self.recorded, self.path, size)
+            log.warning(
+                "the batch store records journal offsets %s but %s has %d bytes; appending the "
+                "journal from there",
+                self.recorded,
+                self.path,
+                size,
+            )
             self._have = {name: min(end, size) for name, end in self.recorded.items()}
         self._start_at = max(0, min(self._have.values()))
         self.appended = dict.fromkeys(TABLES, 0)
@@ -353,7 +396,9 @@ class JournalLake:
         waiting, since = 0, 0.0
         with open(self.path, "rb") as journal:
             while True:
-                closing = self._closing.is_set()  # read before the journal: what was written before close lands
+                closing = (
+                    self._closing.is_set()
+                )  # read before the journal: what was written before close lands
                 journal.seek(position)
                 start, read = position, 0
                 for kind, payload, end in records(journal):  # stops before a record still being written
@@ -430,9 +475,15 @@ class JournalLake:
         # A LakeConflict is raised: another server writes this lake from its own journal, not a state to write
         # through. Closing, an append that still cannot be written after the longest wait is given up: the journal
         # keeps the records, and the next start appends them.
-        append_retrying(self.lake, name, rows.table(), {JOURNAL_APP_ID: position},
-                        {JOURNAL_APP_ID: None if start < 0 else start}, "embedded-server",
-                        lambda backoff: closing.is_set() and backoff >= MAX_BACKOFF_S)
+        append_retrying(
+            self.lake,
+            name,
+            rows.table(),
+            {JOURNAL_APP_ID: position},
+            {JOURNAL_APP_ID: None if start < 0 else start},
+            "embedded-server",
+            lambda backoff: closing.is_set() and backoff >= MAX_BACKOFF_S,
+        )
         self.recorded[name] = self._have[name] = position
         self.appended[name] += len(rows)
 

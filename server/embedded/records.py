@@ -33,7 +33,9 @@ class JournalReader:
             self.shredded += 1
             return None
         try:
-            return open_sealed(self.vault.cipher(record.user_id, wrapped), record.user_id, field, record.value)
+            return open_sealed(
+                self.vault.cipher(record.user_id, wrapped), record.user_id, field, record.value
+            )
         except Unreadable:
             self.shredded += 1
             return None

@@ -124,7 +124,10 @@ def capture(state: State, sealer: Sealer | None) -> list[bytes]:
     for day in days:
         sections += _weights(store.trend[day])
     sections.append(_strings(list(store.covis)))
-    sections += [_blob_of_weights(store.covis.values(), keys=True), _blob_of_weights(store.covis.values(), keys=False)]
+    sections += [
+        _blob_of_weights(store.covis.values(), keys=True),
+        _blob_of_weights(store.covis.values(), keys=False),
+    ]
     sections.append(_U64.pack(store.clock_ms))
     return sections
 
@@ -149,8 +152,9 @@ def write(path: Path, sections: list[bytes]) -> int:
     return size + _U32.size
 
 
-def load(path: Path, catalog: Catalog, users: UserDirectory, store: MemoryFeatureStore,
-         sealer: Sealer | None) -> int:
+def load(
+    path: Path, catalog: Catalog, users: UserDirectory, store: MemoryFeatureStore, sealer: Sealer | None
+) -> int:
     """Fill the (empty) state from the snapshot at `path`; returns the journal offset it covers.
 
     Raises `SnapshotDamaged` (and changes nothing) when the file is cut short or fails its checksum.
@@ -181,8 +185,10 @@ def load(path: Path, catalog: Catalog, users: UserDirectory, store: MemoryFeatur
     store.trend = {day: _read_weights(next(it), next(it)) for day in days}
     items = _read_strings(next(it))
     names_blob, weights_blob = next(it), next(it)
-    store.covis = {item: neighbours for item, neighbours in zip(items, _read_blob_of_weights(names_blob, weights_blob),
-                                                                strict=True)}
+    store.covis = {
+        item: neighbours
+        for item, neighbours in zip(items, _read_blob_of_weights(names_blob, weights_blob), strict=True)
+    }
     store.clock_ms = _U64.unpack(next(it))[0]
     store.changed()
     return int(offset)
@@ -200,7 +206,7 @@ def covered(path: Path) -> int:
 def _sections(data: bytes) -> Iterator[bytes]:
     if len(data) < len(MAGIC) + _U32.size or not data.startswith(MAGIC):
         raise SnapshotDamaged("not a snapshot, or cut short")
-    body, (crc,) = data[:-_U32.size], _U32.unpack(data[-_U32.size:])
+    body, (crc,) = data[: -_U32.size], _U32.unpack(data[-_U32.size :])
     if zlib.crc32(body) != crc:
         raise SnapshotDamaged("checksum mismatch")
     view = memoryview(body)

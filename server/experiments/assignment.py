@@ -82,7 +82,9 @@ def merge(first: Pipeline | None, second: Pipeline | None) -> Pipeline | None:
         use_ranker=first.use_ranker if first.use_ranker is not None else second.use_ranker,
         weights=first.weights if first.weights is not None else second.weights,
         sources=first.sources if first.sources is not None else second.sources,
-        max_per_category=first.max_per_category if first.max_per_category is not None else second.max_per_category,
+        max_per_category=first.max_per_category
+        if first.max_per_category is not None
+        else second.max_per_category,
         bundle_version=first.bundle_version or second.bundle_version,
     )
 
@@ -138,6 +140,9 @@ class Assigner:
             return NOT_ASSIGNED
         if interleave is not None:
             name, a, b = interleave
-            interleave = (name, replace(a, pipeline=merge(a.pipeline, pipeline)),
-                          replace(b, pipeline=merge(b.pipeline, pipeline)))
+            interleave = (
+                name,
+                replace(a, pipeline=merge(a.pipeline, pipeline)),
+                replace(b, pipeline=merge(b.pipeline, pipeline)),
+            )
         return Assignment(";".join(f"{e}/{v}" for e, v in pairs), tuple(pairs), pipeline, interleave)

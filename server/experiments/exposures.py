@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 
 #: (recommendation_id, user_id, session_id, ts_ms, variant, experiments, item_ids, teams, model_version,
 #: backfilled, served_us, context_item_id): what a request hands over, turned into a message by the drain task.
-Pending = tuple[str, str, str, int, str, tuple[tuple[str, str], ...], list[str], Sequence[str], str, int, int, str]
+Pending = tuple[
+    str, str, str, int, str, tuple[tuple[str, str], ...], list[str], Sequence[str], str, int, int, str
+]
 
 
 class ExposureSink(ABC):
@@ -109,7 +111,10 @@ class KafkaExposureSink(ExposureSink):
 
 
 def _records(exposures: Sequence[experiments_pb2.Exposure]) -> list[tuple[bytes, bytes]]:
-    return [((e.user_id or e.session_id or e.recommendation_id).encode(), e.SerializeToString()) for e in exposures]
+    return [
+        ((e.user_id or e.session_id or e.recommendation_id).encode(), e.SerializeToString())
+        for e in exposures
+    ]
 
 
 class LakeExposureSink(ExposureSink):
@@ -133,7 +138,11 @@ class ExposureLog:
     """
 
     def __init__(
-        self, sinks: Sequence[ExposureSink], capacity: int = 10_000, batch_max: int = 500, flush_s: float = 0.5
+        self,
+        sinks: Sequence[ExposureSink],
+        capacity: int = 10_000,
+        batch_max: int = 500,
+        flush_s: float = 0.5,
     ) -> None:
         self.sinks = list(sinks)
         self.capacity = capacity

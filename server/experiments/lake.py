@@ -20,21 +20,23 @@ from protos.aisle.v1 import experiments_pb2
 
 EXPOSURES = "exposures"
 
-EXPOSURES_SCHEMA = pa.schema([
-    pa.field("recommendation_id", pa.string(), nullable=False),
-    pa.field("user_id", pa.string()),
-    pa.field("session_id", pa.string()),
-    pa.field("ts_ms", pa.int64(), nullable=False),
-    pa.field("variant", pa.string(), nullable=False),
-    pa.field("experiments", pa.map_(pa.string(), pa.string())),
-    pa.field("item_ids", pa.list_(pa.string())),
-    pa.field("teams", pa.list_(pa.string())),
-    pa.field("model_version", pa.string()),
-    pa.field("backfilled", pa.int32()),
-    pa.field("served_us", pa.int64()),
-    pa.field("context_item_id", pa.string()),
-    pa.field("date", pa.string(), nullable=False),
-])
+EXPOSURES_SCHEMA = pa.schema(
+    [
+        pa.field("recommendation_id", pa.string(), nullable=False),
+        pa.field("user_id", pa.string()),
+        pa.field("session_id", pa.string()),
+        pa.field("ts_ms", pa.int64(), nullable=False),
+        pa.field("variant", pa.string(), nullable=False),
+        pa.field("experiments", pa.map_(pa.string(), pa.string())),
+        pa.field("item_ids", pa.list_(pa.string())),
+        pa.field("teams", pa.list_(pa.string())),
+        pa.field("model_version", pa.string()),
+        pa.field("backfilled", pa.int32()),
+        pa.field("served_us", pa.int64()),
+        pa.field("context_item_id", pa.string()),
+        pa.field("date", pa.string(), nullable=False),
+    ]
+)
 
 
 def rows(exposures: Sequence[experiments_pb2.Exposure]) -> pa.Table:

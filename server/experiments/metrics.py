@@ -46,14 +46,21 @@ def snapshot(engine: Engine) -> dict[str, Any]:
     out["empty"] = dict(counts.empty)
     out["models"] = dict(counts.models)
     out["outcomes"] = {
-        "click": dict(outcomes.clicks), "add_to_cart": dict(outcomes.carts), "purchase": dict(outcomes.purchases),
+        "click": dict(outcomes.clicks),
+        "add_to_cart": dict(outcomes.carts),
+        "purchase": dict(outcomes.purchases),
     }
     out["revenue"] = dict(outcomes.revenue)
     out["running"] = [e.name for e in experiments.store.spec.experiments if state_of(e) == RUNNING]
     log = experiments.exposures
     if log is not None:
-        out["exposures"] = {"recorded": log.recorded, "dropped": log.dropped, "queued": log.queued,
-                            "written": dict(log.written), "failed": dict(log.failed)}
+        out["exposures"] = {
+            "recorded": log.recorded,
+            "dropped": log.dropped,
+            "queued": log.queued,
+            "written": dict(log.written),
+            "failed": dict(log.failed),
+        }
     return out
 
 
@@ -65,13 +72,21 @@ def _sum(target: dict[str, float], values: dict[str, float] | None) -> None:
 def families(snapshots: Iterable[dict[str, Any]]) -> Iterator[Metric]:
     """Metric families summed over processes' `snapshot`s."""
     snaps = list(snapshots)
-    per_variant = {name: CounterMetricFamily(f"aisle_recommend_{name}", doc, labels=["variant"]) for name, doc in (
-        ("answers", "Recommend answers, by experiment variant"),
-        ("items", "Items answered by Recommend, by experiment variant"),
-        ("backfilled_items", "Items backfilled (popular or in-catalog filler), by experiment variant"),
-        ("empty_answers", "Recommend answers with no item, by experiment variant"),
-    )}
-    keys = {"answers": "answers", "items": "items", "backfilled_items": "backfilled", "empty_answers": "empty"}
+    per_variant = {
+        name: CounterMetricFamily(f"aisle_recommend_{name}", doc, labels=["variant"])
+        for name, doc in (
+            ("answers", "Recommend answers, by experiment variant"),
+            ("items", "Items answered by Recommend, by experiment variant"),
+            ("backfilled_items", "Items backfilled (popular or in-catalog filler), by experiment variant"),
+            ("empty_answers", "Recommend answers with no item, by experiment variant"),
+        )
+    }
+    keys = {
+        "answers": "answers",
+        "items": "items",
+        "backfilled_items": "backfilled",
+        "empty_answers": "empty",
+    }
     for name, family in per_variant.items():
         total: dict[str, float] = {}
         for snap in snaps:
@@ -85,18 +100,25 @@ def families(snapshots: Iterable[dict[str, Any]]) -> Iterator[Metric]:
         _sum(models, snap.get("models"))
         if snap.get("model"):
             served[snap["model"]] = served.get(snap["model"], 0) + 1
-    family = CounterMetricFamily("aisle_recommend_model_answers", "Recommend answers by model version served",
-                                 labels=["model_version"])
+    family = CounterMetricFamily(
+        "aisle_recommend_model_answers", "Recommend answers by model version served", labels=["model_version"]
+    )
     for label, value in sorted(models.items()):
         family.add_metric([label], value)
     yield family
-    gauge = GaugeMetricFamily("aisle_model_served_info", "Server processes serving each promoted bundle version",
-                              labels=["model_version"])
+    gauge = GaugeMetricFamily(
+        "aisle_model_served_info",
+        "Server processes serving each promoted bundle version",
+        labels=["model_version"],
+    )
     for label, value in sorted(served.items()):
         gauge.add_metric([label], value)
     yield gauge
-    outcomes = CounterMetricFamily("aisle_outcomes", "Events attributed live to an answer, by variant and outcome",
-                                   labels=["variant", "outcome"])
+    outcomes = CounterMetricFamily(
+        "aisle_outcomes",
+        "Events attributed live to an answer, by variant and outcome",
+        labels=["variant", "outcome"],
+    )
     revenue: dict[str, float] = {}
     for outcome in ("click", "add_to_cart", "purchase"):
         total = {}
@@ -107,14 +129,19 @@ def families(snapshots: Iterable[dict[str, Any]]) -> Iterator[Metric]:
     yield outcomes
     for snap in snaps:
         _sum(revenue, snap.get("revenue"))
-    family = CounterMetricFamily("aisle_outcome_revenue", "Revenue of purchases attributed live, by variant",
-                                 labels=["variant"])
+    family = CounterMetricFamily(
+        "aisle_outcome_revenue", "Revenue of purchases attributed live, by variant", labels=["variant"]
+    )
     for label, value in sorted(revenue.items()):
         family.add_metric([label], value)
     yield family
-    exposures = CounterMetricFamily("aisle_exposures", "Exposures recorded or dropped (queue full)", labels=["result"])
+    exposures = CounterMetricFamily(
+        "aisle_exposures", "Exposures recorded or dropped (queue full)", labels=["result"]
+    )
     written = CounterMetricFamily("aisle_exposures_written", "Exposures written, by sink", labels=["sink"])
-    failed = CounterMetricFamily("aisle_exposures_failed", "Exposures a sink failed to write", labels=["sink"])
+    failed = CounterMetricFamily(
+        "aisle_exposures_failed", "Exposures a sink failed to write", labels=["sink"]
+    )
     queued = GaugeMetricFamily("aisle_exposures_queued", "Exposures waiting to be written")
     totals: dict[str, float] = {}
     by_sink: dict[str, float] = {}
@@ -136,13 +163,16 @@ def families(snapshots: Iterable[dict[str, Any]]) -> Iterator[Metric]:
         failed.add_metric([label], value)
     queued.add_metric([], waiting)
     yield from (exposures, written, failed, queued)
-    running = GaugeMetricFamily("aisle_experiment_running", "1 for each running experiment", labels=["experiment"])
+    running = GaugeMetricFamily(
+        "aisle_experiment_running", "1 for each running experiment", labels=["experiment"]
+    )
     for name in sorted({n for snap in snaps for n in snap.get("running", [])}):
         running.add_metric([name], 1)
     yield running
     fresh = [snap["freshness_s"] for snap in snaps if snap.get("freshness_s") is not None]
-    freshness = GaugeMetricFamily("aisle_freshness_seconds",
-                                  "Now minus the newest event time the served popular/trending lists reflect")
+    freshness = GaugeMetricFamily(
+        "aisle_freshness_seconds", "Now minus the newest event time the served popular/trending lists reflect"
+    )
     if fresh:
         freshness.add_metric([], max(fresh))
     yield freshness

@@ -71,7 +71,9 @@ def check_experiment(experiment: experiments_pb2.Experiment, path: str = "experi
     if not 0.0 < traffic <= 1.0:
         problems.append((f"{path}.traffic", f"must be in (0, 1], got {traffic}"))
     if not 0.0 <= start < 1.0 or start + traffic > 1.0 + 1e-9:
-        problems.append((f"{path}.traffic_start", f"the slice [{start}, {start + traffic}) must lie in [0, 1]"))
+        problems.append(
+            (f"{path}.traffic_start", f"the slice [{start}, {start + traffic}) must lie in [0, 1]")
+        )
     if len(experiment.salt) > 64:
         problems.append((f"{path}.salt", "at most 64 characters"))
     variants = experiment.variants
@@ -98,12 +100,16 @@ def _config_problems(config: experiments_pb2.ServingConfig, path: str) -> list[t
     problems: list[tuple[str, str]] = []
     for name, weight in config.blend_weights.items():
         if name not in SOURCE_NAMES:
-            problems.append((f"{path}.blend_weights", f"unknown source {name!r}; one of {sorted(SOURCE_NAMES)}"))
+            problems.append(
+                (f"{path}.blend_weights", f"unknown source {name!r}; one of {sorted(SOURCE_NAMES)}")
+            )
         elif not np.isfinite(weight):
             problems.append((f"{path}.blend_weights[{name}]", "must be finite"))
     for i, name in enumerate(config.sources):
         if name not in SOURCE_NAMES:
-            problems.append((f"{path}.sources[{i}]", f"unknown source {name!r}; one of {sorted(SOURCE_NAMES)}"))
+            problems.append(
+                (f"{path}.sources[{i}]", f"unknown source {name!r}; one of {sorted(SOURCE_NAMES)}")
+            )
     if not -1 <= config.max_per_category <= MAX_K:
         problems.append((f"{path}.max_per_category", f"must be -1 to {MAX_K}, got {config.max_per_category}"))
     if config.bundle_version and not re.match(r"^[A-Za-z0-9._-]{1,128}$", config.bundle_version):
@@ -113,7 +119,10 @@ def _config_problems(config: experiments_pb2.ServingConfig, path: str) -> list[t
 
 def overlap(a: experiments_pb2.Experiment, b: experiments_pb2.Experiment) -> bool:
     """Whether two experiments of one layer claim some of the same users."""
-    return a.traffic_start < b.traffic_start + b.traffic - 1e-12 and b.traffic_start < a.traffic_start + a.traffic - 1e-12
+    return (
+        a.traffic_start < b.traffic_start + b.traffic - 1e-12
+        and b.traffic_start < a.traffic_start + a.traffic - 1e-12
+    )
 
 
 def check_file(spec: experiments_pb2.ExperimentsFile) -> None:
@@ -132,9 +141,11 @@ def check_file(spec: experiments_pb2.ExperimentsFile) -> None:
         names.add(experiment.name)
     running = [e for e in spec.experiments if state_of(e) == RUNNING]
     for i, a in enumerate(running):
-        for b in running[i + 1:]:
+        for b in running[i + 1 :]:
             if layer_of(a) == layer_of(b) and overlap(a, b):
-                reason = f"{a.name!r} and {b.name!r} run in layer {layer_of(a)!r} on overlapping traffic slices"
+                reason = (
+                    f"{a.name!r} and {b.name!r} run in layer {layer_of(a)!r} on overlapping traffic slices"
+                )
                 problems.append(("experiments", reason))
     if problems:
         raise InvalidArgument(problems)
@@ -155,8 +166,13 @@ def pipeline_of(config: experiments_pb2.ServingConfig) -> Pipeline | None:
         max_per_category=config.max_per_category or None,
         bundle_version=config.bundle_version or None,
     )
-    fields = (pipeline.use_ranker, pipeline.weights, pipeline.sources, pipeline.max_per_category,
-              pipeline.bundle_version)
+    fields = (
+        pipeline.use_ranker,
+        pipeline.weights,
+        pipeline.sources,
+        pipeline.max_per_category,
+        pipeline.bundle_version,
+    )
     return None if all(value is None for value in fields) else pipeline
 
 

@@ -150,14 +150,20 @@ def interleave(
     versions: list[str] = []
     for arm in (a, b):
         learned = learned_for(models, arm.pipeline)
-        rankings.append(recommender.recommend(with_pipeline(query, arm.pipeline), features, learned, user_key,
-                                              None, arm.pipeline))
+        rankings.append(
+            recommender.recommend(
+                with_pipeline(query, arm.pipeline), features, learned, user_key, None, arm.pipeline
+            )
+        )
         versions.append(learned.version if learned is not None else NO_BUNDLE)
     by_id: dict[str, Recommendation] = {}
     for ranking in reversed(rankings):  # the first arm's object wins for an item both proposed
         by_id.update((r.item_id, r) for r in ranking)
     ids, teams = team_draft(
-        [r.item_id for r in rankings[0]], [r.item_id for r in rankings[1]], query.k, random.Random(recommendation_id)
+        [r.item_id for r in rankings[0]],
+        [r.item_id for r in rankings[1]],
+        query.k,
+        random.Random(recommendation_id),
     )
     model = versions[0] if versions[0] == versions[1] else f"{versions[0]}|{versions[1]}"
     return [by_id[i] for i in ids], [(a.name, b.name)[t] for t in teams], model

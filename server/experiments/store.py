@@ -92,8 +92,12 @@ class ExperimentStore:
                 return False
             failures = await self._pin(spec)
             for version, reason in failures.items():
-                log.error("experiments name bundle %s, which cannot be served (%s): its variants serve the "
-                          "promoted bundle", version, reason)
+                log.error(
+                    "experiments name bundle %s, which cannot be served (%s): its variants serve the "
+                    "promoted bundle",
+                    version,
+                    reason,
+                )
             self._apply(spec)
             log.info("experiments from %s: %s", self.path, self.describe())
             return True

@@ -36,17 +36,29 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, GatewaySettings]:
     parser = argparse.ArgumentParser(prog="python -m server.gateway", description="Aisle HTTP/JSON gateway")
     parser.add_argument("command", nargs="?", choices=["serve", "openapi"], default="serve")
     parser.add_argument("--host", help="address to bind (AISLE_GATEWAY_HOST, default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port, 0 for any free one (AISLE_GATEWAY_PORT, default 8080)")
-    parser.add_argument("--backend", help="the gRPC server, host:port (AISLE_GATEWAY_BACKEND, default 127.0.0.1:50051)")
-    parser.add_argument("--cors-origin", dest="cors_origins", action="append",
-                        help="a browser origin allowed to call the API; repeat for more (AISLE_GATEWAY_CORS_ORIGINS)")
-    parser.add_argument("--timeout-s", type=float, help="deadline of each gRPC call (AISLE_GATEWAY_TIMEOUT_S)")
+    parser.add_argument(
+        "--port", type=int, help="port, 0 for any free one (AISLE_GATEWAY_PORT, default 8080)"
+    )
+    parser.add_argument(
+        "--backend", help="the gRPC server, host:port (AISLE_GATEWAY_BACKEND, default 127.0.0.1:50051)"
+    )
+    parser.add_argument(
+        "--cors-origin",
+        dest="cors_origins",
+        action="append",
+        help="a browser origin allowed to call the API; repeat for more (AISLE_GATEWAY_CORS_ORIGINS)",
+    )
+    parser.add_argument(
+        "--timeout-s", type=float, help="deadline of each gRPC call (AISLE_GATEWAY_TIMEOUT_S)"
+    )
     parser.add_argument("--port-file", type=Path, help="write the bound port here once serving (for tools)")
     parser.add_argument("--env-file", type=Path, help="read AISLE_GATEWAY_* settings from this file too")
     parser.add_argument("--out", type=Path, help="openapi: write the document here instead of stdout")
     args = parser.parse_args(argv)
     overrides: dict[str, object] = {
-        key: value for key, value in vars(args).items() if value is not None and key in GatewaySettings.model_fields
+        key: value
+        for key, value in vars(args).items()
+        if value is not None and key in GatewaySettings.model_fields
     }
     if args.env_file is not None:
         overrides["_env_file"] = args.env_file
@@ -70,7 +82,11 @@ def main(argv: list[str] | None = None) -> None:
     sock.listen(2048)  # connections wait in the backlog until uvicorn serves them
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        build_app(settings, _version()), loop="uvloop", http="httptools", log_level="warning", access_log=False,
+        build_app(settings, _version()),
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
         lifespan="on",
     )
     server = uvicorn.Server(config)

@@ -66,7 +66,9 @@ class Gateway:
         chosen = next(((r, v) for r, v in matches if r.http_method == request.method), None)
         if chosen is None:
             allowed = ", ".join(sorted({r.http_method for r, _ in matches}))
-            body = errors.status_json(grpc.StatusCode.UNIMPLEMENTED, f"{request.method} is not allowed on {path}")
+            body = errors.status_json(
+                grpc.StatusCode.UNIMPLEMENTED, f"{request.method} is not allowed on {path}"
+            )
             return _error(405, body, {"Allow": allowed})
         route, values = chosen
         declared = request.headers.get("content-length")
@@ -84,7 +86,9 @@ class Gateway:
         if authorization is not None:
             metadata.append(("authorization", authorization))
         try:
-            answer = await self.calls[route.grpc_path](message, metadata=metadata, timeout=self.settings.timeout_s)
+            answer = await self.calls[route.grpc_path](
+                message, metadata=metadata, timeout=self.settings.timeout_s
+            )
         except grpc.aio.AioRpcError as exc:
             status = errors.HTTP_STATUS.get(exc.code(), 500)
             headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None

@@ -9,7 +9,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class GatewaySettings(BaseSettings):
     """Everything `python -m server.gateway` can be told. Environment: AISLE_GATEWAY_PORT, …"""
 
-    model_config = SettingsConfigDict(env_prefix="AISLE_GATEWAY_", env_file=".env", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="AISLE_GATEWAY_", env_file=".env", extra="ignore", frozen=True
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)

@@ -40,7 +40,9 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
 _DETAILS_KEY = "grpc-status-details-bin"
 
 
-def status_json(code: grpc.StatusCode, message: str, trailing_metadata: Sequence[tuple[str, str | bytes]] = ()) -> bytes:
+def status_json(
+    code: grpc.StatusCode, message: str, trailing_metadata: Sequence[tuple[str, str | bytes]] = ()
+) -> bytes:
     """The JSON body for a failed call: the server's google.rpc.Status when it sent one, else code + message."""
     status = status_pb2.Status(code=code.value[0], message=message)
     for key, value in trailing_metadata or ():
@@ -52,7 +54,9 @@ def status_json(code: grpc.StatusCode, message: str, trailing_metadata: Sequence
 def bad_request_json(problems: Sequence[Problem], message: str = "invalid request") -> bytes:
     """INVALID_ARGUMENT with a google.rpc.BadRequest, for what the gateway itself could not read."""
     bad_request = error_details_pb2.BadRequest(
-        field_violations=[error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in problems]
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in problems
+        ]
     )
     status = status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=message)
     status.details.add().Pack(bad_request)

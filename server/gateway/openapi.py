@@ -121,7 +121,11 @@ def document(routes: list[Route], version: str, notes: dict[str, str] | None = N
             },
         }
         if route.body:
-            body_type = method.input_type if route.body == "*" else method.input_type.fields_by_name[route.body].message_type
+            body_type = (
+                method.input_type
+                if route.body == "*"
+                else method.input_type.fields_by_name[route.body].message_type
+            )
             operation["requestBody"] = {"required": True, "content": _json(_ref(body_type, notes, schemas))}
         paths.setdefault(route.template, {})[route.http_method.lower()] = operation
     return {
@@ -148,8 +152,13 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 def _parameters(route: Route, notes: dict[str, str], schemas: dict[str, Any]) -> list[dict[str, Any]]:
     message = route.method.input_type
     parameters = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"},
-         "description": notes.get(f"{message.full_name}.{name}", "")}
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string"},
+            "description": notes.get(f"{message.full_name}.{name}", ""),
+        }
         for name in route.variables
     ]
     if route.body == "*":
@@ -158,11 +167,16 @@ def _parameters(route: Route, notes: dict[str, str], schemas: dict[str, Any]) ->
     for field in message.fields:
         if field.name in bound or field.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE:
             continue
-        parameters.append({
-            "name": field.name, "in": "query", "required": False, "schema": _field_schema(field, notes, schemas),
-            "description": notes.get(f"{message.full_name}.{field.name}", ""),
-            **({"explode": True} if field.is_repeated else {}),
-        })
+        parameters.append(
+            {
+                "name": field.name,
+                "in": "query",
+                "required": False,
+                "schema": _field_schema(field, notes, schemas),
+                "description": notes.get(f"{message.full_name}.{field.name}", ""),
+                **({"explode": True} if field.is_repeated else {}),
+            }
+        )
     return parameters
 
 
@@ -178,16 +192,25 @@ def _ref(message: Descriptor, notes: dict[str, str], schemas: dict[str, Any]) ->
 def _enum(enum: EnumDescriptor, notes: dict[str, str], schemas: dict[str, Any]) -> dict[str, Any]:
     name = enum.full_name
     if name not in schemas:
-        lines = [notes.get(name, "")] + [f"- {v.name}: {notes.get(f'{name}.{v.name}', '')}" for v in enum.values]
-        schemas[name] = {"type": "string", "enum": [v.name for v in enum.values], "description": "\n".join(lines)}
+        lines = [notes.get(name, "")] + [
+            f"- {v.name}: {notes.get(f'{name}.{v.name}', '')}" for v in enum.values
+        ]
+        schemas[name] = {
+            "type": "string",
+            "enum": [v.name for v in enum.values],
+            "description": "\n".join(lines),
+        }
     return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _field_schema(field: FieldDescriptor, notes: dict[str, str], schemas: dict[str, Any]) -> dict[str, Any]:
     if field.message_type is not None and field.message_type.GetOptions().map_entry:
         value = field.message_type.fields_by_name["value"]
-        return {"type": "object", "additionalProperties": _single_schema(value, notes, schemas),
-                "description": notes.get(f"{field.containing_type.full_name}.{field.name}", "")}
+        return {
+            "type": "object",
+            "additionalProperties": _single_schema(value, notes, schemas),
+            "description": notes.get(f"{field.containing_type.full_name}.{field.name}", ""),
+        }
     schema = _single_schema(field, notes, schemas)
     if field.is_repeated:
         schema = {"type": "array", "items": schema}
@@ -211,9 +234,19 @@ def _status_schema() -> dict[str, Any]:
         "description": "google.rpc.Status: the gRPC status code, a message, and typed details (e.g. "
         "google.rpc.BadRequest with fieldViolations[] of {field, description} for INVALID_ARGUMENT).",
         "properties": {
-            "code": {"type": "integer", "format": "int32", "description": "The gRPC status code (3: INVALID_ARGUMENT)."},
+            "code": {
+                "type": "integer",
+                "format": "int32",
+                "description": "The gRPC status code (3: INVALID_ARGUMENT).",
+            },
             "message": {"type": "string"},
-            "details": {"type": "array", "items": {"type": "object", "properties": {"@type": {"type": "string"}},
-                                                   "additionalProperties": True}},
+            "details": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"@type": {"type": "string"}},
+                    "additionalProperties": True,
+                },
+            },
         },
     }

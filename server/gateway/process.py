@@ -33,8 +33,19 @@ class GatewayProcess(ChildProcess):
         port_file = self.directory / "port"
         port_file.unlink(missing_ok=True)
         self._launch(
-            ["-m", "server.gateway", "--host", "127.0.0.1", "--port", str(self.port), "--backend", self.backend,
-             "--port-file", str(port_file), *self.args],
+            [
+                "-m",
+                "server.gateway",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--backend",
+                self.backend,
+                "--port-file",
+                str(port_file),
+                *self.args,
+            ],
             self.env,
             lambda: port_file.exists() and bool(port_file.read_text().strip()),
             timeout_s,

@@ -126,7 +126,7 @@ def _split_verb(text: str) -> tuple[str, str]:
         elif char == "/" and depth == 0:
             return text, ""
         elif char == ":" and depth == 0:
-            return text[:i], text[i + 1:]
+            return text[:i], text[i + 1 :]
     return text, ""
 
 

@@ -48,7 +48,9 @@ def message_class(descriptor: Descriptor) -> type[Message]:
     return message_factory.GetMessageClass(descriptor)
 
 
-def build_request(route: Route, path_values: Sequence[str], query: Iterable[tuple[str, str]], body: bytes) -> Message:
+def build_request(
+    route: Route, path_values: Sequence[str], query: Iterable[tuple[str, str]], body: bytes
+) -> Message:
     """The request message of `route` from the HTTP request's parts (see the module's rules)."""
     message = message_class(route.method.input_type)()
     problems: list[Problem] = []

@@ -69,7 +69,9 @@ def _refusal(handler: grpc.RpcMethodHandler | None, error: AisleError) -> grpc.R
     return grpc.stream_stream_rpc_method_handler(refuse, ignore, serialize)
 
 
-def _with_principal(handler: grpc.RpcMethodHandler, principal: Principal, method: str) -> grpc.RpcMethodHandler:
+def _with_principal(
+    handler: grpc.RpcMethodHandler, principal: Principal, method: str
+) -> grpc.RpcMethodHandler:
     """`handler` run with `CALLER` set; for a user-bound token, refusing a request that acts for another customer
     than the token's before the method runs."""
     behaviour = handler.unary_unary
@@ -90,7 +92,9 @@ def _with_principal(handler: grpc.RpcMethodHandler, principal: Principal, method
             CALLER.reset(token)
 
     return grpc.unary_unary_rpc_method_handler(
-        bound, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        bound,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
     )
 
 
@@ -148,7 +152,9 @@ async def build_auth(settings: ServerSettings) -> AuthInterceptor | None:
         raise AuthConfigError("set one of auth_jwks_file and auth_jwks_url, not both")
     if not settings.auth_jwks_file and not settings.auth_jwks_url:
         if settings.auth_required:
-            raise AuthConfigError("auth_required is set but no key source is: set AISLE_AUTH_JWKS_FILE or _URL")
+            raise AuthConfigError(
+                "auth_required is set but no key source is: set AISLE_AUTH_JWKS_FILE or _URL"
+            )
         return None
     if not settings.auth_issuer or not settings.auth_audience:
         raise AuthConfigError("with a key source, AISLE_AUTH_ISSUER and AISLE_AUTH_AUDIENCE are required")
@@ -176,5 +182,7 @@ async def build_auth(settings: ServerSettings) -> AuthInterceptor | None:
         settings.auth_leeway_s,
         settings.auth_cache_size,
     )
-    limiter = RateLimiter(settings.auth_rate_limit_rps, settings.auth_rate_limit_burst, settings.auth_rate_limits)
+    limiter = RateLimiter(
+        settings.auth_rate_limit_rps, settings.auth_rate_limit_burst, settings.auth_rate_limits
+    )
     return AuthInterceptor(verifier, limiter)

@@ -39,7 +39,9 @@ def to_status(error: AisleError) -> grpc.Status:
             )
         )
         status.details.append(detail)
-    retry_after_s = getattr(error, "retry_after_s", None)  # set by errors a client should wait out (rate limits)
+    retry_after_s = getattr(
+        error, "retry_after_s", None
+    )  # set by errors a client should wait out (rate limits)
     if retry_after_s is not None:
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(max(1, int(retry_after_s * 1e9)))

@@ -97,7 +97,8 @@ class KafkaIngest(Ingest):
             return len(events) - len(fresh)
         keys = self._keys(users)
         await self._produce(
-            self.topics.events, [(e.user_id, seal_event(keys[e.user_id], e.user_id, e.SerializeToString())) for e in fresh]
+            self.topics.events,
+            [(e.user_id, seal_event(keys[e.user_id], e.user_id, e.SerializeToString())) for e in fresh],
         )
         return len(events) - len(fresh)
 
@@ -107,8 +108,10 @@ class KafkaIngest(Ingest):
         keys = {user: self.vault.cached(user) for user in users}
         missing = [user for user, key in keys.items() if key is None]
         if missing:
-            raise StoreUnavailable("Redis is unavailable and the data keys of some users are not cached: "
-                                   "their events cannot be sealed")
+            raise StoreUnavailable(
+                "Redis is unavailable and the data keys of some users are not cached: "
+                "their events cannot be sealed"
+            )
         return {user: key for user, key in keys.items() if key is not None}
 
     async def upsert_items(self, items: Sequence[catalog_pb2.Item]) -> None:
@@ -136,8 +139,12 @@ class KafkaIngest(Ingest):
         """The customer's readable events on the event topic: a scan of their partition (the one their id
         hashes to), from its first retained record to its end. Events sealed with a destroyed key are gone."""
         key = user_id.encode()
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-                                    auto_offset_reset="earliest")
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
         await consumer.start()
         try:
             partitions = sorted(await wait_partitions(consumer, self.topics.events))
@@ -171,7 +178,9 @@ class KafkaIngest(Ingest):
 
     async def _produce(self, topic: str, records: Sequence[tuple[str, bytes | None]]) -> list[Any]:
         try:
-            futures = [await self.producer.send(topic, value=value, key=key.encode()) for key, value in records]
+            futures = [
+                await self.producer.send(topic, value=value, key=key.encode()) for key, value in records
+            ]
             return list(await asyncio.gather(*futures))
         except KafkaError as exc:
             raise StoreUnavailable(f"Kafka did not acknowledge the write to {topic}: {exc!r}") from exc

@@ -61,11 +61,25 @@ class CustomerRights:
             _check(user_id)
             response = await self._erase(user_id, receipt_id)
         except AisleError as error:
-            self.audit.record(who=who, peer=peer, method="EraseUser", subject=user_id, outcome=error.status,
-                              receipt_id=receipt_id, seconds=time.perf_counter() - started)
+            self.audit.record(
+                who=who,
+                peer=peer,
+                method="EraseUser",
+                subject=user_id,
+                outcome=error.status,
+                receipt_id=receipt_id,
+                seconds=time.perf_counter() - started,
+            )
             raise
-        self.audit.record(who=who, peer=peer, method="EraseUser", subject=user_id, outcome="OK",
-                          receipt_id=receipt_id, seconds=time.perf_counter() - started)
+        self.audit.record(
+            who=who,
+            peer=peer,
+            method="EraseUser",
+            subject=user_id,
+            outcome="OK",
+            receipt_id=receipt_id,
+            seconds=time.perf_counter() - started,
+        )
         return response
 
     async def _erase(self, user_id: str, receipt_id: str) -> users_pb2.EraseUserResponse:
@@ -76,25 +90,51 @@ class CustomerRights:
         def step(store: str, done: bool, action: str, detail: str) -> None:
             nonlocal held
             held = held or done
-            steps.append(users_pb2.ErasureStep(store=store, action=action if done else "nothing_held", detail=detail))
+            steps.append(
+                users_pb2.ErasureStep(store=store, action=action if done else "nothing_held", detail=detail)
+            )
 
         if self.vault is not None:
-            step("keys", await self.vault.delete_user(user_id), "destroyed",
-                 "data key destroyed: what was sealed with it (journal, event topic, features, backups) is unreadable")
+            step(
+                "keys",
+                await self.vault.delete_user(user_id),
+                "destroyed",
+                "data key destroyed: what was sealed with it (journal, event topic, features, backups) is unreadable",
+            )
         had_record = engine.users.get(user_id) is not None
         store, action, detail = engine.ingest.erasure_step
-        steps.append(users_pb2.ErasureStep(store=store, action=action if await engine.ingest.delete_user(user_id)
-                                           else "nothing_held", detail=detail))
-        step("users", engine.users.delete_user(user_id) or had_record, "deleted", "customer record and consent")
-        step("features", await engine.store.delete_user(user_id), "deleted", "real-time features and applied ids")
+        steps.append(
+            users_pb2.ErasureStep(
+                store=store,
+                action=action if await engine.ingest.delete_user(user_id) else "nothing_held",
+                detail=detail,
+            )
+        )
+        step(
+            "users", engine.users.delete_user(user_id) or had_record, "deleted", "customer record and consent"
+        )
+        step(
+            "features",
+            await engine.store.delete_user(user_id),
+            "deleted",
+            "real-time features and applied ids",
+        )
         if self.lake_dir:
             await asyncio.to_thread(self._schedule, user_id, receipt_id)
-            steps.append(users_pb2.ErasureStep(store="lake", action="scheduled",
-                                               detail="rows deleted at the next lake maintenance (lake-optimize)"))
+            steps.append(
+                users_pb2.ErasureStep(
+                    store="lake",
+                    action="scheduled",
+                    detail="rows deleted at the next lake maintenance (lake-optimize)",
+                )
+            )
         else:
-            steps.append(users_pb2.ErasureStep(store="lake", action="not_configured", detail="no batch store"))
-        return users_pb2.EraseUserResponse(user_id=user_id, receipt_id=receipt_id, erased_at_ms=_now_ms(),
-                                           steps=steps, held=held)
+            steps.append(
+                users_pb2.ErasureStep(store="lake", action="not_configured", detail="no batch store")
+            )
+        return users_pb2.EraseUserResponse(
+            user_id=user_id, receipt_id=receipt_id, erased_at_ms=_now_ms(), steps=steps, held=held
+        )
 
     def close(self) -> None:
         self.audit.close()
@@ -111,13 +151,28 @@ class CustomerRights:
             _check(user_id)
             document = await self._export(user_id)
         except AisleError as error:
-            self.audit.record(who=who, peer=peer, method="ExportUser", subject=user_id, outcome=error.status,
-                              seconds=time.perf_counter() - started)
+            self.audit.record(
+                who=who,
+                peer=peer,
+                method="ExportUser",
+                subject=user_id,
+                outcome=error.status,
+                seconds=time.perf_counter() - started,
+            )
             raise
-        self.audit.record(who=who, peer=peer, method="ExportUser", subject=user_id, outcome="OK",
-                          seconds=time.perf_counter() - started)
-        return users_pb2.ExportUserResponse(user_id=user_id, json=json.dumps(document, ensure_ascii=False),
-                                            exported_at_ms=document["exported_at_ms"])
+        self.audit.record(
+            who=who,
+            peer=peer,
+            method="ExportUser",
+            subject=user_id,
+            outcome="OK",
+            seconds=time.perf_counter() - started,
+        )
+        return users_pb2.ExportUserResponse(
+            user_id=user_id,
+            json=json.dumps(document, ensure_ascii=False),
+            exported_at_ms=document["exported_at_ms"],
+        )
 
     async def _export(self, user_id: str) -> dict[str, object]:
         engine = self.engine
@@ -126,8 +181,11 @@ class CustomerRights:
         events = await engine.ingest.held_events(user_id)
 
         def as_dict(message: object) -> dict[str, object]:
-            return json_format.MessageToDict(message, preserving_proto_field_name=True,  # type: ignore[arg-type]
-                                           always_print_fields_with_no_presence=True)
+            return json_format.MessageToDict(
+                message,
+                preserving_proto_field_name=True,  # type: ignore[arg-type]
+                always_print_fields_with_no_presence=True,
+            )
 
         return {
             "format": EXPORT_FORMAT,

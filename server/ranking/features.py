@@ -108,7 +108,9 @@ def feature_matrix(
     cart = bought = _NO_INTS
     engagement = 0.0
     if user is not None:
-        category_affinity = _dense_affinity(user.category_affinity, index.category_id, len(index.category_names))
+        category_affinity = _dense_affinity(
+            user.category_affinity, index.category_id, len(index.category_names)
+        )
         brand_affinity = _dense_affinity(user.brand_affinity, index.brand_id, len(index.brand_names))
         if user.cart:
             cart = index.positions(user.cart_items())
@@ -167,15 +169,33 @@ def _dense_affinity(affinity: dict[str, float], ids: dict[str, int], size: int) 
 # Column numbers for the compiled pass (numba reads module globals as constants).
 _K = len(SOURCES)
 _COVIS_LATEST, _LEARNED_LOGIT = _COLUMN["covis_latest"], _COLUMN["learned_logit"]
-_COVIS_SEED, _CONTENT_SEED, _BRAND_SEED = _COLUMN["covis_seed"], _COLUMN["content_seed"], _COLUMN["brand_seed"]
-_SOURCES, _LOG_POPULARITY, _LOG_TRENDING = _COLUMN["sources"], _COLUMN["log_popularity"], _COLUMN["log_trending"]
+_COVIS_SEED, _CONTENT_SEED, _BRAND_SEED = (
+    _COLUMN["covis_seed"],
+    _COLUMN["content_seed"],
+    _COLUMN["brand_seed"],
+)
+_SOURCES, _LOG_POPULARITY, _LOG_TRENDING = (
+    _COLUMN["sources"],
+    _COLUMN["log_popularity"],
+    _COLUMN["log_trending"],
+)
 _CATEGORY_AFFINITY, _TOP_AFFINITY = _COLUMN["category_affinity"], _COLUMN["top_category_affinity"]
-_BRAND_AFFINITY, _PRICE_RATIO, _HAS_PRICE = _COLUMN["brand_affinity"], _COLUMN["log_price_ratio"], _COLUMN["has_price"]
+_BRAND_AFFINITY, _PRICE_RATIO, _HAS_PRICE = (
+    _COLUMN["brand_affinity"],
+    _COLUMN["log_price_ratio"],
+    _COLUMN["has_price"],
+)
 _CATEGORY_HOURS, _BRAND_HOURS = _COLUMN["category_hours"], _COLUMN["brand_hours"]
 _CATEGORY_SHARE, _BRAND_SHARE = _COLUMN["category_share"], _COLUMN["brand_share"]
 _IN_CART, _BOUGHT = _COLUMN["in_cart"], _COLUMN["bought_before"]
-_SAME_CATEGORY_LATEST, _SAME_BRAND_LATEST = _COLUMN["same_category_as_latest"], _COLUMN["same_brand_as_latest"]
-_SAME_CATEGORY_CONTEXT, _SAME_BRAND_CONTEXT = _COLUMN["same_category_as_context"], _COLUMN["same_brand_as_context"]
+_SAME_CATEGORY_LATEST, _SAME_BRAND_LATEST = (
+    _COLUMN["same_category_as_latest"],
+    _COLUMN["same_brand_as_latest"],
+)
+_SAME_CATEGORY_CONTEXT, _SAME_BRAND_CONTEXT = (
+    _COLUMN["same_category_as_context"],
+    _COLUMN["same_brand_as_context"],
+)
 _LOG_HISTORY, _LOG_ENGAGEMENT = _COLUMN["log_history"], _COLUMN["log_engagement"]
 _ABSENT = ABSENT_RANK
 _COVIS, _CONTENT, _BRAND_SOURCE = COVISITATION, CONTENT, BRAND
@@ -311,7 +331,9 @@ def _fill(  # pragma: no cover - compiled; tests call it through `feature_matrix
         row[_HAS_PRICE] = 1.0 if price > 0 else 0.0
         if usual >= 0.0 and price > 0:
             row[_PRICE_RATIO] = np.log((price + 1.0) / (usual + 1.0))
-        row[_CATEGORY_HOURS], row[_CATEGORY_SHARE] = _touched(leaf, leaf_last, leaf_count, leaf_total, clock_ms)
+        row[_CATEGORY_HOURS], row[_CATEGORY_SHARE] = _touched(
+            leaf, leaf_last, leaf_count, leaf_total, clock_ms
+        )
         row[_BRAND_HOURS], row[_BRAND_SHARE] = _touched(brand, brand_last, brand_count, brand_total, clock_ms)
         if len(known):
             row[_SAME_CATEGORY_LATEST] = 1.0 if leaf >= 0 and leaf == latest_leaf else 0.0

@@ -26,7 +26,9 @@ class Ranker:
     def __init__(self, path: Path, meta: dict[str, Any]) -> None:
         names = meta.get("features")
         if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-            raise BundleError(f"{path}: meta.json ranker.features must be a list of feature names, got {names!r}")
+            raise BundleError(
+                f"{path}: meta.json ranker.features must be a list of feature names, got {names!r}"
+            )
         unknown = [n for n in names if n not in FEATURES]
         if unknown:
             raise BundleError(f"{path}: the ranker needs features this server does not compute: {unknown}")
@@ -39,7 +41,9 @@ class Ranker:
         self.session = single_thread_session(path, "ranker")
         inputs = {i.name: i for i in self.session.get_inputs()}
         if RANKER_INPUT not in inputs or inputs[RANKER_INPUT].type != "tensor(float)":
-            raise BundleError(f"{path}: the ranker needs a float input {RANKER_INPUT!r}, has {sorted(inputs)}")
+            raise BundleError(
+                f"{path}: the ranker needs a float input {RANKER_INPUT!r}, has {sorted(inputs)}"
+            )
         outputs = [o.name for o in self.session.get_outputs()]
         if RANKER_OUTPUT not in outputs:
             raise BundleError(f"{path}: the ranker needs an output {RANKER_OUTPUT!r}, has {outputs}")

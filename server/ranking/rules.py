@@ -28,7 +28,12 @@ class Rules:
 
     @classmethod
     def for_request(
-        cls, catalog: Catalog, user: UserState | None, exclude: Iterable[str], category_prefix: str, clock_ms: int
+        cls,
+        catalog: Catalog,
+        user: UserState | None,
+        exclude: Iterable[str],
+        category_prefix: str,
+        clock_ms: int,
     ) -> Rules:
         bought: frozenset[str] = frozenset()
         if user is not None and user.purchases:

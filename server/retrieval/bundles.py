@@ -121,7 +121,9 @@ class BundlePaths:
 def check_version(version: str) -> str:
     """``version`` if it is a usable directory name (letters, digits, ``.``, ``_``, ``-``), else `BundleError`."""
     if not _VERSION.match(version):
-        raise BundleError(f"bad bundle version {version!r}: use letters, digits, '.', '_' and '-' (at most 128)")
+        raise BundleError(
+            f"bad bundle version {version!r}: use letters, digits, '.', '_' and '-' (at most 128)"
+        )
     return version
 
 
@@ -135,7 +137,9 @@ def versions(bundles_dir: Path) -> list[str]:
     root = Path(bundles_dir)
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and all((p / name).is_file() for name in FILES))
+    return sorted(
+        p.name for p in root.iterdir() if p.is_dir() and all((p / name).is_file() for name in FILES)
+    )
 
 
 def current(bundles_dir: Path) -> str | None:

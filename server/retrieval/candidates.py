@@ -28,9 +28,7 @@ ABSENT_RANK = 1_000_000
 class CandidateSet:
     """Candidates of one request. Fill with `add`, then call `finish` once; read the columns after it."""
 
-    _parts: list[list[tuple[Ints, Floats, Ints]]] = field(
-        default_factory=lambda: [[] for _ in SOURCES]
-    )
+    _parts: list[list[tuple[Ints, Floats, Ints]]] = field(default_factory=lambda: [[] for _ in SOURCES])
     #: Item positions, one per row, ascending (after `finish`).
     positions: Ints = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     #: ``[len(SOURCES), rows]``: each source's summed score per row (0 where it proposed nothing).
@@ -87,7 +85,9 @@ class CandidateSet:
             inside = rows < n
             inside[inside] &= self.positions[rows[inside]] == pos[inside]
             # float64 even when empty (bincount of no weights gives int64).
-            extra[name] = np.bincount(rows[inside], weights=values[inside], minlength=n).astype(np.float64, copy=False)
+            extra[name] = np.bincount(rows[inside], weights=values[inside], minlength=n).astype(
+                np.float64, copy=False
+            )
         self.extra = extra
 
     def __len__(self) -> int:

@@ -117,7 +117,9 @@ class ModelRegistry:
                 loaded[version] = current
                 continue
             try:
-                loaded[version] = await asyncio.to_thread(self._loader, bundles.bundle(self.bundles_dir, version))
+                loaded[version] = await asyncio.to_thread(
+                    self._loader, bundles.bundle(self.bundles_dir, version)
+                )
             except BundleError as exc:
                 failures[version] = str(exc)
             except Exception as exc:  # a loader bug must not take the experiments down with it

@@ -38,7 +38,13 @@ if TYPE_CHECKING:
     from server.retrieval.two_tower import TwoTowerRetriever
 
 #: How strongly a past interaction of each type seeds "more like this".
-SEED_TYPE_WEIGHT: dict[int, float] = {VIEW: 1.0, CLICK: 1.2, ADD_TO_CART: 1.5, PURCHASE: 1.0, REMOVE_FROM_CART: 0.2}
+SEED_TYPE_WEIGHT: dict[int, float] = {
+    VIEW: 1.0,
+    CLICK: 1.2,
+    ADD_TO_CART: 1.5,
+    PURCHASE: 1.0,
+    REMOVE_FROM_CART: 0.2,
+}
 #: Each older seed counts this much less than the one after it.
 SEED_RECENCY_DECAY = 0.65
 #: The page the user is on says more about intent right now than any past interaction.
@@ -248,7 +254,11 @@ def _brand_of(p: int, lists: TopLists, index: ItemIndex) -> tuple[Ints, Floats]:
 
 
 def _add_seeded(
-    pool: CandidateSet, source: int, parts: list[tuple[Ints, Floats]], weights: list[float], numbers: list[int]
+    pool: CandidateSet,
+    source: int,
+    parts: list[tuple[Ints, Floats]],
+    weights: list[float],
+    numbers: list[int],
 ) -> None:
     """Add the proposals of several seeds at once: each part's scores times its seed's weight, the seed's number
     as the reason argument."""
@@ -260,7 +270,9 @@ def _add_seeded(
     pool.add(source, positions, scores, np.repeat(np.array(numbers, dtype=np.int64), lengths))
 
 
-def trending_in_categories(user: UserState | None, lists: TopLists, index: ItemIndex, pool: CandidateSet) -> None:
+def trending_in_categories(
+    user: UserState | None, lists: TopLists, index: ItemIndex, pool: CandidateSet
+) -> None:
     """What is trending now in the categories the user cares most about (deepest levels first).
 
     The reason argument is the category's number in the index.
@@ -280,7 +292,9 @@ def trending_in_categories(user: UserState | None, lists: TopLists, index: ItemI
         best = float(trending[ranked[0]]) or 1.0
         share = affinity[category] / total
         score = share * trending[ranked] / best
-        pool.add(TRENDING, ranked, score, np.full(len(ranked), index.category_id.get(category, -1), dtype=np.int64))
+        pool.add(
+            TRENDING, ranked, score, np.full(len(ranked), index.category_id.get(category, -1), dtype=np.int64)
+        )
 
 
 def popular(lists: TopLists, index: ItemIndex, pool: CandidateSet, category_prefix: str, limit: int) -> None:

@@ -25,7 +25,6 @@ from server.retrieval.item_index import Floats, Ints, ItemIndex
 LIST_LENGTH = 200
 
 
-
 @dataclass(slots=True)
 class TopLists:
     """Item ids best first, with the score each list was sorted by (in stock or not: rules decide).

@@ -117,7 +117,9 @@ class TwoTowerRetriever:
         if paths.ranker.is_file():
             ranker_meta = meta.get("ranker")
             if not isinstance(ranker_meta, dict):
-                raise BundleError(f"{paths.meta}: the bundle has {RANKER} but no 'ranker' object in meta.json")
+                raise BundleError(
+                    f"{paths.meta}: the bundle has {RANKER} but no 'ranker' object in meta.json"
+                )
             self.ranker = Ranker(paths.ranker, ranker_meta)
 
         # Request buffers, allocated once: `encode` overwrites them in place.

@@ -21,7 +21,9 @@ class ExperimentService(experiments_pb2_grpc.ExperimentServiceServicer):
     async def CreateExperiment(
         self, request: experiments_pb2.CreateExperimentRequest, context: grpc.aio.ServicerContext
     ) -> experiments_pb2.CreateExperimentResponse:
-        return experiments_pb2.CreateExperimentResponse(experiment=await self.store.create(request.experiment))
+        return experiments_pb2.CreateExperimentResponse(
+            experiment=await self.store.create(request.experiment)
+        )
 
     async def StartExperiment(
         self, request: experiments_pb2.StartExperimentRequest, context: grpc.aio.ServicerContext

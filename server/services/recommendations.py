@@ -9,7 +9,9 @@ from server.recommender import Recommendation
 
 def _scored(items: list[Recommendation], explain: bool) -> list[recommendations_pb2.ScoredItem]:
     if explain:
-        return [recommendations_pb2.ScoredItem(item_id=r.item_id, score=r.score, reasons=r.reasons) for r in items]
+        return [
+            recommendations_pb2.ScoredItem(item_id=r.item_id, score=r.score, reasons=r.reasons) for r in items
+        ]
     return [recommendations_pb2.ScoredItem(item_id=r.item_id, score=r.score) for r in items]
 
 
@@ -41,9 +43,12 @@ class RecommendationService(recommendations_pb2_grpc.RecommendationServiceServic
         self, request: recommendations_pb2.SimilarItemsRequest, context: grpc.aio.ServicerContext
     ) -> recommendations_pb2.SimilarItemsResponse:
         answer = await self.engine.similar(
-            request.item_id, request.k, request.exclude_item_ids, request.category_prefix, request.max_per_category
+            request.item_id,
+            request.k,
+            request.exclude_item_ids,
+            request.category_prefix,
+            request.max_per_category,
         )
         return recommendations_pb2.SimilarItemsResponse(
             items=_scored(answer.items, request.explain), model_version=answer.model_version
         )
-

@@ -29,7 +29,9 @@ class SegmentService(segments_pb2_grpc.SegmentServiceServicer):
                             user_id=row.user_id,
                             items=[
                                 recommendations_pb2.ScoredItem(
-                                    item_id=r.item_id, score=r.score, reasons=r.reasons if request.explain else ()
+                                    item_id=r.item_id,
+                                    score=r.score,
+                                    reasons=r.reasons if request.explain else (),
                                 )
                                 for r in row.items
                             ],

@@ -35,7 +35,10 @@ def test_cli_tracks_and_recommends(server: ServerProcess, capsys: pytest.Capture
     shop = Shop()
     _upsert(server, [item(shop.id(name)) for name in "abcde"])
     user = unique("cli")
-    assert cli(["--target", server.target, "track", "--user", user, "--type", "VIEW", "--item", shop.id("a")]) == 0
+    assert (
+        cli(["--target", server.target, "track", "--user", user, "--type", "VIEW", "--item", shop.id("a")])
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["accepted"] == 1
     assert cli(["--target", server.target, "recommend", "--user", user, "-k", "3"]) == 0
     assert len(json.loads(capsys.readouterr().out)["items"]) == 3

@@ -44,21 +44,37 @@ class People:
     def __init__(self, aisle: AisleClient) -> None:
         self.shop = Shop()
         shop = self.shop
-        aisle.upsert_items([item(shop.id(f"b{n}"), category="books/novels", brand="pages") for n in range(6)]
-                           + [item(shop.id(f"s{n}"), category="shoes/running", brand="soles") for n in range(6)])
+        aisle.upsert_items(
+            [item(shop.id(f"b{n}"), category="books/novels", brand="pages") for n in range(6)]
+            + [item(shop.id(f"s{n}"), category="shoes/running", brand="soles") for n in range(6)]
+        )
         self.readers = [f"{shop.prefix}-g{n}" for n in range(3)]
         self.runner = f"{shop.prefix}-silver"
         self.refuser = f"{shop.prefix}-refuser"
         self.quiet = f"{shop.prefix}-quiet"
         consent = users_pb2.Consent(personalization=True, analytics=True)
-        for user, tier in [*((r, "gold") for r in self.readers), (self.runner, "silver"), (self.quiet, "gold")]:
+        for user, tier in [
+            *((r, "gold") for r in self.readers),
+            (self.runner, "silver"),
+            (self.quiet, "gold"),
+        ]:
             aisle.upsert_user(users_pb2.User(user_id=user, attributes={"tier": tier}, consent=consent))
-        aisle.upsert_user(users_pb2.User(user_id=self.refuser, attributes={"tier": "gold"},
-                                         consent=users_pb2.Consent(personalization=False)))
+        aisle.upsert_user(
+            users_pb2.User(
+                user_id=self.refuser,
+                attributes={"tier": "gold"},
+                consent=users_pb2.Consent(personalization=False),
+            )
+        )
         events = []
         for n, user in enumerate(self.readers):
-            events += [view(user, shop.id(f"b{n}"), ts_ms=BASE_TS + n), view(user, shop.id(f"b{n + 1}"), ts_ms=BASE_TS + 10 + n)]
-        events.append(event(self.readers[2], events_pb2.PURCHASE, shop.id("b3"), ts_ms=BASE_TS + 100, price=9.0))
+            events += [
+                view(user, shop.id(f"b{n}"), ts_ms=BASE_TS + n),
+                view(user, shop.id(f"b{n + 1}"), ts_ms=BASE_TS + 10 + n),
+            ]
+        events.append(
+            event(self.readers[2], events_pb2.PURCHASE, shop.id("b3"), ts_ms=BASE_TS + 100, price=9.0)
+        )
         events += [view(self.runner, shop.id(f"s{n}"), ts_ms=BASE_TS + n) for n in range(3)]
         events += [view(self.refuser, shop.id("b0"), ts_ms=BASE_TS)]
         assert aisle.track(events).accepted == len(events)
@@ -69,7 +85,9 @@ def people(aisle: AisleClient) -> People:
     return People(aisle)
 
 
-def exported(export_server: ServerProcess, capsys: pytest.CaptureFixture[str], *args: str) -> list[dict[str, object]]:
+def exported(
+    export_server: ServerProcess, capsys: pytest.CaptureFixture[str], *args: str
+) -> list[dict[str, object]]:
     capsys.readouterr()
     assert main(["--target", export_server.target, "export", *args]) == 0
     return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -88,11 +106,16 @@ def test_an_attribute_segment_exports_recommend_for_each_customer(
         assert row["personalized"] is (row["user_id"] != people.refuser)
 
 
-def test_activity_segments(export_server: ServerProcess, people: People, capsys: pytest.CaptureFixture[str]) -> None:
+def test_activity_segments(
+    export_server: ServerProcess, people: People, capsys: pytest.CaptureFixture[str]
+) -> None:
     def users(*terms: str) -> list[str]:
         args = [a for term in terms for a in ("--segment", term)]
-        return [str(r["user_id"]) for r in exported(export_server, capsys, *args)
-                if str(r["user_id"]).startswith(people.shop.prefix)]
+        return [
+            str(r["user_id"])
+            for r in exported(export_server, capsys, *args)
+            if str(r["user_id"]).startswith(people.shop.prefix)
+        ]
 
     assert users("category:books") == sorted([*people.readers, people.refuser])
     assert users("category:books", "tier=gold", "buyers") == [people.readers[2]]
@@ -114,11 +137,28 @@ def test_consent_decides_personalization_and_can_leave_customers_out(
     assert set(people.readers) <= {r["user_id"] for r in consented}
 
 
-def test_csv_has_one_row_per_customer(export_server: ServerProcess, people: People, tmp_path: Path,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_csv_has_one_row_per_customer(
+    export_server: ServerProcess, people: People, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "gold.csv"
-    assert main(["--target", export_server.target, "export", "--segment", "tier=silver", "--k", "3",
-                 "--format", "csv", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--target",
+                export_server.target,
+                "export",
+                "--segment",
+                "tier=silver",
+                "--k",
+                "3",
+                "--format",
+                "csv",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = list(csv.reader(io.StringIO(out.read_text())))
     assert rows[0] == ["user_id", "recommendation_id", "personalized", "item_1", "item_2", "item_3"]
     runner = next(r for r in rows[1:] if r[0] == people.runner)
@@ -126,22 +166,32 @@ def test_csv_has_one_row_per_customer(export_server: ServerProcess, people: Peop
     assert "customers/s" in capsys.readouterr().err
 
 
-def test_the_stream_reports_progress_and_ends_with_a_complete_message(aisle: AisleClient, people: People) -> None:
+def test_the_stream_reports_progress_and_ends_with_a_complete_message(
+    aisle: AisleClient, people: People
+) -> None:
     chunks = list(stream(aisle, segments_pb2.ExportRecommendationsRequest(k=2)))
     assert chunks[-1].scanned == chunks[-1].total >= 6
     assert sum(len(c.customers) for c in chunks) == chunks[-1].total
-    nobody = list(stream(aisle, segments_pb2.ExportRecommendationsRequest(
-        segment=segments_pb2.Segment(attributes={"tier": "platinum"}))))
+    nobody = list(
+        stream(
+            aisle,
+            segments_pb2.ExportRecommendationsRequest(
+                segment=segments_pb2.Segment(attributes={"tier": "platinum"})
+            ),
+        )
+    )
     assert len(nobody) == 1 and not nobody[0].customers
 
 
-def test_bad_requests_are_invalid_argument_with_field_details(aisle: AisleClient, export_server: ServerProcess,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_requests_are_invalid_argument_with_field_details(
+    aisle: AisleClient, export_server: ServerProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
     from google.rpc import error_details_pb2
     from grpc_status import rpc_status
 
     request = segments_pb2.ExportRecommendationsRequest(
-        k=500, segment=segments_pb2.Segment(active_within_days=-1, attributes={"": "x"}))
+        k=500, segment=segments_pb2.Segment(active_within_days=-1, attributes={"": "x"})
+    )
     with pytest.raises(grpc.RpcError) as raised:
         list(stream(aisle, request))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
@@ -149,7 +199,11 @@ def test_bad_requests_are_invalid_argument_with_field_details(aisle: AisleClient
     assert status is not None
     detail = error_details_pb2.BadRequest()
     status.details[0].Unpack(detail)
-    assert {v.field for v in detail.field_violations} == {"k", "segment.active_within_days", "segment.attributes['']"}
+    assert {v.field for v in detail.field_violations} == {
+        "k",
+        "segment.active_within_days",
+        "segment.attributes['']",
+    }
 
     assert main(["--target", export_server.target, "export", "--segment", "tier=gold", "--k", "500"]) == 1
     assert "INVALID_ARGUMENT" in capsys.readouterr().err

@@ -24,10 +24,17 @@ def test_export_reads_records_from_the_topic_and_activity_from_redis(kafka_stack
     with AppliedClient(options, kafka_stack) as client:
         client.upsert_items([item(shop.id(f"b{n}"), category=shop.category("books")) for n in range(5)])
         for user in [*readers, idle]:
-            client.upsert_user(users_pb2.User(user_id=user, attributes={"tier": tier},
-                                              consent=users_pb2.Consent(personalization=True, analytics=True)))
-        client.track([view(user, shop.id(f"b{n}"), ts_ms=BASE_TS + n) for n, user in enumerate(readers)]
-                     + [view(readers[0], shop.id("b4"), ts_ms=BASE_TS + 10)])
+            client.upsert_user(
+                users_pb2.User(
+                    user_id=user,
+                    attributes={"tier": tier},
+                    consent=users_pb2.Consent(personalization=True, analytics=True),
+                )
+            )
+        client.track(
+            [view(user, shop.id(f"b{n}"), ts_ms=BASE_TS + n) for n, user in enumerate(readers)]
+            + [view(readers[0], shop.id("b4"), ts_ms=BASE_TS + 10)]
+        )
         # The server learns the records from the users topic: wait until it holds all four.
         deadline = time.monotonic() + 60
         while not all(client.profile(u).user.attributes.get("tier") == tier for u in [*readers, idle]):
@@ -36,7 +43,9 @@ def test_export_reads_records_from_the_topic_and_activity_from_redis(kafka_stack
 
         def exported(segment: segments_pb2.Segment) -> dict[str, list[str]]:
             chunks = stream(client, segments_pb2.ExportRecommendationsRequest(segment=segment, k=3))
-            return {row.user_id: [i.item_id for i in row.items] for chunk in chunks for row in chunk.customers}
+            return {
+                row.user_id: [i.item_id for i in row.items] for chunk in chunks for row in chunk.customers
+            }
 
         everyone = exported(segments_pb2.Segment(attributes={"tier": tier}))
         assert sorted(everyone) == sorted([*readers, idle])

@@ -64,17 +64,21 @@ def backend(key: PrivateKey, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 @pytest.fixture(scope="module")
-def gateway(backend: ServerProcess, static_origin: str, tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[GatewayProcess]:
-    process = GatewayProcess(tmp_path_factory.mktemp("tracker-gateway"), backend.target,
-                             args=["--cors-origin", static_origin]).start()
+def gateway(
+    backend: ServerProcess, static_origin: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    process = GatewayProcess(
+        tmp_path_factory.mktemp("tracker-gateway"), backend.target, args=["--cors-origin", static_origin]
+    ).start()
     yield process
     process.stop()
 
 
 @pytest.fixture(scope="module")
 def admin(key: PrivateKey, backend: ServerProcess) -> Iterator[AisleClient]:
-    with AisleClient(ClientOptions(target=backend.target, token=mint(key, ["admin"]), read_timeout_s=10)) as client:
+    with AisleClient(
+        ClientOptions(target=backend.target, token=mint(key, ["admin"]), read_timeout_s=10)
+    ) as client:
         yield client
 
 
@@ -120,8 +124,15 @@ def _click_product(driver: Any, item_id: str, css: str = "button.open") -> None:
     driver.find_element(By.CSS_SELECTOR, f'#products li[data-item-id="{item_id}"] {css}').click()
 
 
-def _open_storefront(driver: Any, static_origin: str, gateway: GatewayProcess, key: PrivateKey, user: str,
-                     shop: Shop, **extra: str) -> None:
+def _open_storefront(
+    driver: Any,
+    static_origin: str,
+    gateway: GatewayProcess,
+    key: PrivateKey,
+    user: str,
+    shop: Shop,
+    **extra: str,
+) -> None:
     token = mint(key, ["events:write", "recommendations:read"], subject="storefront", user=user)
     products = ",".join(shop.id(f"{g}{n}") for g in "bs" for n in range(4))
     query = urlencode({"api": gateway.url, "token": token, "user": user, "items": products, **extra})
@@ -133,8 +144,9 @@ def _recent(admin: AisleClient, user: str) -> list[tuple[int, str]]:
     return [(i.type, i.item_id) for i in admin.profile(user).recent]
 
 
-def test_clicking_products_changes_the_recommendations(browser: Any, static_origin: str, gateway: GatewayProcess,
-                                                       key: PrivateKey, admin: AisleClient, shop: Shop) -> None:
+def test_clicking_products_changes_the_recommendations(
+    browser: Any, static_origin: str, gateway: GatewayProcess, key: PrivateKey, admin: AisleClient, shop: Shop
+) -> None:
     user = unique("shopper")
     _open_storefront(browser, static_origin, gateway, key, user, shop, flush_ms="60000")
     first_id, first = _shown(browser)
@@ -158,37 +170,52 @@ def test_clicking_products_changes_the_recommendations(browser: Any, static_orig
     assert admin.profile(user).events_applied == 6
 
 
-def test_a_failed_batch_is_sent_again_with_the_same_event_ids(browser: Any, static_origin: str,
-                                                               gateway: GatewayProcess, key: PrivateKey,
-                                                               admin: AisleClient, shop: Shop) -> None:
+def test_a_failed_batch_is_sent_again_with_the_same_event_ids(
+    browser: Any, static_origin: str, gateway: GatewayProcess, key: PrivateKey, admin: AisleClient, shop: Shop
+) -> None:
     user = unique("offline")
     _open_storefront(browser, static_origin, gateway, key, user, shop, flush_ms="60000", retry_ms="200")
     gateway.stop()
     try:
         _click_product(browser, shop.id("s3"))
-        failed = _until(browser, lambda d: next(
-            (s for s in d.execute_script("return window.aisleDemo.sends") if s["status"] == 0), None),
-            "a send that got no answer")
+        failed = _until(
+            browser,
+            lambda d: next(
+                (s for s in d.execute_script("return window.aisleDemo.sends") if s["status"] == 0), None
+            ),
+            "a send that got no answer",
+        )
     finally:
         gateway.start()  # the same port: the tracker's retries find it again
-    delivered = _until(browser, lambda d: next(
-        (s for s in d.execute_script("return window.aisleDemo.sends")
-         if s["status"] == 200 and set(failed["eventIds"]) <= set(s["eventIds"])), None),
-        "the same events delivered once the gateway is back")
+    delivered = _until(
+        browser,
+        lambda d: next(
+            (
+                s
+                for s in d.execute_script("return window.aisleDemo.sends")
+                if s["status"] == 200 and set(failed["eventIds"]) <= set(s["eventIds"])
+            ),
+            None,
+        ),
+        "the same events delivered once the gateway is back",
+    )
     assert delivered["attempt"] > failed["attempt"]
     recent = _recent(admin, user)
     assert recent.count((events_pb2.CLICK, shop.id("s3"))) == 1
     assert recent.count((events_pb2.VIEW, shop.id("s3"))) == 1
 
 
-def test_events_queued_when_the_page_goes_away_are_delivered(browser: Any, static_origin: str,
-                                                             gateway: GatewayProcess, key: PrivateKey,
-                                                             admin: AisleClient, shop: Shop) -> None:
+def test_events_queued_when_the_page_goes_away_are_delivered(
+    browser: Any, static_origin: str, gateway: GatewayProcess, key: PrivateKey, admin: AisleClient, shop: Shop
+) -> None:
     user = unique("leaver")
     _open_storefront(browser, static_origin, gateway, key, user, shop, flush_ms="60000")
     _click_product(browser, shop.id("b3"), css="button.add-to-cart")
     assert browser.execute_script("return window.aisleDemo.tracker.pending()") >= 1  # queued, not sent
     browser.get("about:blank")  # pagehide: the tracker sends the queue with fetch keepalive
-    _until(browser, lambda d: (events_pb2.ADD_TO_CART, shop.id("b3")) in _recent(admin, user),
-           "the add-to-cart sent on page hide")
+    _until(
+        browser,
+        lambda d: (events_pb2.ADD_TO_CART, shop.id("b3")) in _recent(admin, user),
+        "the add-to-cart sent on page hide",
+    )
     assert list(admin.profile(user).cart_item_ids) == [shop.id("b3")]

@@ -75,8 +75,18 @@ def test_example_tracks_recommends_and_reads_bad_request_details(
     build(target)
     user, event_id = unique(f"{language}-user"), unique("event")
     token = mint(key, ["events:write", "recommendations:read"], subject=f"{language}-partner")
-    args = ["--target", auth_server.target, "--token", token, "--user", user, "--item", shop.id("a"),
-            "--event-id", event_id]
+    args = [
+        "--target",
+        auth_server.target,
+        "--token",
+        token,
+        "--user",
+        user,
+        "--item",
+        shop.id("a"),
+        "--event-id",
+        event_id,
+    ]
 
     run = subprocess.run([*command, *args], capture_output=True, text=True, timeout=120, check=False)
     assert run.returncode == 0, run.stderr
@@ -102,6 +112,11 @@ def test_examples_need_a_token(auth_server: ServerProcess, shop: Shop) -> None:
     """Without a token the server refuses the first call, and the example fails loudly (non-zero exit)."""
     build("clients-go")
     _, command = EXAMPLES["go"]
-    run = subprocess.run([*command, "--target", auth_server.target, "--user", unique("anon")],
-                         capture_output=True, text=True, timeout=120, check=False)
+    run = subprocess.run(
+        [*command, "--target", auth_server.target, "--user", unique("anon")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert run.returncode != 0 and "Unauthenticated" in run.stderr

@@ -23,11 +23,15 @@ def test_kafka_mode_needs_both_addresses(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert "6379" not in repr(settings), "the Redis URL may hold a password: it is a secret"
 
 
-def test_one_env_file_serves_the_server_and_the_worker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_one_env_file_serves_the_server_and_the_worker(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     for name in ("AISLE_KAFKA_BOOTSTRAP", "AISLE_REDIS_URL", "AISLE_PORT", "AISLE_TOPIC_PREFIX"):
         monkeypatch.delenv(name, raising=False)
     env = tmp_path / "aisle.env"
-    env.write_text("AISLE_KAFKA_BOOTSTRAP=k:1\nAISLE_REDIS_URL=redis://r:2/0\nAISLE_PORT=7000\nAISLE_TOPIC_PREFIX=shop\n")
+    env.write_text(
+        "AISLE_KAFKA_BOOTSTRAP=k:1\nAISLE_REDIS_URL=redis://r:2/0\nAISLE_PORT=7000\nAISLE_TOPIC_PREFIX=shop\n"
+    )
     worker = Settings(_env_file=env)  # type: ignore[call-arg]
     server = ServerSettings(_env_file=env)  # type: ignore[call-arg]
     assert worker.kafka_mode and server.kafka_mode and server.port == 7000

@@ -16,14 +16,26 @@ TP = TopicPartition("aisle.events", 0)
 
 
 def record(offset: int, key: bytes | None, value: bytes | None, timestamp: int = BASE_TS) -> ConsumerRecord:  # type: ignore[type-arg]
-    return ConsumerRecord(topic=TP.topic, partition=0, offset=offset, timestamp=timestamp, timestamp_type=0,
-                          key=key, value=value, checksum=None, serialized_key_size=0, serialized_value_size=0,
-                          headers=[("trace", b"t1")])
+    return ConsumerRecord(
+        topic=TP.topic,
+        partition=0,
+        offset=offset,
+        timestamp=timestamp,
+        timestamp_type=0,
+        key=key,
+        value=value,
+        checksum=None,
+        serialized_key_size=0,
+        serialized_value_size=0,
+        headers=[("trace", b"t1")],
+    )
 
 
 def test_json_and_protobuf_forms_decode_to_the_same_event() -> None:
     event = view("u1", "i1", BASE_TS, event_id="e1")
-    as_json = json.dumps({"eventId": "e1", "type": "VIEW", "userId": "u1", "itemId": "i1", "tsMs": str(BASE_TS)})
+    as_json = json.dumps(
+        {"eventId": "e1", "type": "VIEW", "userId": "u1", "itemId": "i1", "tsMs": str(BASE_TS)}
+    )
     assert decode(event.SerializeToString(), events_pb2.Event) == event
     assert decode(as_json.encode(), events_pb2.Event) == event
     assert decode(b"  \n" + as_json.encode(), events_pb2.Event) == event

@@ -21,15 +21,19 @@ MIN = 60_000
 @pytest.fixture
 def catalog() -> Catalog:
     c = Catalog()
-    c.upsert_many([
-        item("a", category="beauty/skin/cream", brand="acme"),
-        item("b", category="beauty/skin/serum", brand="acme"),
-        item("c", category="beauty/hair/shampoo", brand="zen"),
-    ])
+    c.upsert_many(
+        [
+            item("a", category="beauty/skin/cream", brand="acme"),
+            item("b", category="beauty/skin/serum", brand="acme"),
+            item("c", category="beauty/hair/shampoo", brand="zen"),
+        ]
+    )
     return c
 
 
-def run(events: list[events_pb2.Event], catalog: Catalog, config: FoldConfig = FoldConfig()) -> tuple[UserState, ItemDeltas]:
+def run(
+    events: list[events_pb2.Event], catalog: Catalog, config: FoldConfig = FoldConfig()
+) -> tuple[UserState, ItemDeltas]:
     state, deltas = UserState(), ItemDeltas()
     for e in events:
         fold(state, e, catalog, deltas, config)
@@ -46,7 +50,10 @@ def test_duplicate_event_ids_apply_once(catalog: Catalog) -> None:
 
 
 def test_late_events_are_placed_by_timestamp(catalog: Catalog) -> None:
-    state, _ = run([view("u", "a", BASE_TS + 2 * MIN), view("u", "b", BASE_TS + 3 * MIN), view("u", "c", BASE_TS + MIN)], catalog)
+    state, _ = run(
+        [view("u", "a", BASE_TS + 2 * MIN), view("u", "b", BASE_TS + 3 * MIN), view("u", "c", BASE_TS + MIN)],
+        catalog,
+    )
     assert [item for _, _, item in state.recent] == ["c", "a", "b"]
 
 
@@ -58,9 +65,14 @@ def test_recent_is_capped_keeping_the_newest(catalog: Catalog) -> None:
 
 def test_order_does_not_change_decayed_sums_cart_or_covisitation(catalog: Catalog) -> None:
     rng = random.Random(3)
-    events = [view("u", "a", BASE_TS), view("u", "b", BASE_TS + MIN), event("u", events_pb2.ADD_TO_CART, "a", BASE_TS + 2 * MIN),
-              event("u", events_pb2.REMOVE_FROM_CART, "a", BASE_TS + 3 * MIN), event("u", events_pb2.ADD_TO_CART, "c", BASE_TS + 4 * MIN),
-              event("u", events_pb2.PURCHASE, "b", BASE_TS + 5 * MIN, price=3.0, quantity=2)]
+    events = [
+        view("u", "a", BASE_TS),
+        view("u", "b", BASE_TS + MIN),
+        event("u", events_pb2.ADD_TO_CART, "a", BASE_TS + 2 * MIN),
+        event("u", events_pb2.REMOVE_FROM_CART, "a", BASE_TS + 3 * MIN),
+        event("u", events_pb2.ADD_TO_CART, "c", BASE_TS + 4 * MIN),
+        event("u", events_pb2.PURCHASE, "b", BASE_TS + 5 * MIN, price=3.0, quantity=2),
+    ]
     in_order, d1 = run(events, catalog)
     shuffled = events[:]
     rng.shuffle(shuffled)
@@ -77,7 +89,10 @@ def test_order_does_not_change_decayed_sums_cart_or_covisitation(catalog: Catalo
 
 
 def test_covisitation_pairs_within_the_window_both_ways(catalog: Catalog) -> None:
-    _, deltas = run([view("u", "a", BASE_TS), view("u", "b", BASE_TS + MIN), view("u", "c", BASE_TS + 2 * 3_600_000)], catalog)
+    _, deltas = run(
+        [view("u", "a", BASE_TS), view("u", "b", BASE_TS + MIN), view("u", "c", BASE_TS + 2 * 3_600_000)],
+        catalog,
+    )
     assert deltas.covis[("a", "b")] == deltas.covis[("b", "a")] == 1.0
     assert ("a", "c") not in deltas.covis and ("c", "b") not in deltas.covis
 
@@ -100,27 +115,47 @@ def test_decay_halves_after_one_half_life(catalog: Catalog) -> None:
 
 
 def test_purchase_empties_the_cart_line_and_counts_loyalty(catalog: Catalog) -> None:
-    state, _ = run([event("u", events_pb2.ADD_TO_CART, "a", BASE_TS),
-                    event("u", events_pb2.PURCHASE, "", BASE_TS + MIN, item_ids=["a", "b"], price=10.0, quantity=1)], catalog)
+    state, _ = run(
+        [
+            event("u", events_pb2.ADD_TO_CART, "a", BASE_TS),
+            event("u", events_pb2.PURCHASE, "", BASE_TS + MIN, item_ids=["a", "b"], price=10.0, quantity=1),
+        ],
+        catalog,
+    )
     assert state.cart_items() == []
     assert set(state.purchases) == {"a", "b"}
     assert state.purchase_count == 1 and state.monetary == 10.0 and state.last_purchase_ms == BASE_TS + MIN
 
 
 def test_impressions_and_searches_touch_no_item(catalog: Catalog) -> None:
-    state, deltas = run([event("u", events_pb2.IMPRESSION, "", BASE_TS, item_ids=["a", "b"]),
-                         event("u", events_pb2.SEARCH, "", BASE_TS, query="cream")], catalog)
+    state, deltas = run(
+        [
+            event("u", events_pb2.IMPRESSION, "", BASE_TS, item_ids=["a", "b"]),
+            event("u", events_pb2.SEARCH, "", BASE_TS, query="cream"),
+        ],
+        catalog,
+    )
     assert state.events_applied == 2 and not state.recent and not deltas
 
 
 def test_state_round_trips_through_its_stored_form(catalog: Catalog) -> None:
-    state, _ = run([view("u", "a", BASE_TS), event("u", events_pb2.ADD_TO_CART, "b", BASE_TS + MIN),
-                    event("u", events_pb2.PURCHASE, "c", BASE_TS + 2 * MIN, price=2.5)], catalog)
+    state, _ = run(
+        [
+            view("u", "a", BASE_TS),
+            event("u", events_pb2.ADD_TO_CART, "b", BASE_TS + MIN),
+            event("u", events_pb2.PURCHASE, "c", BASE_TS + 2 * MIN, price=2.5),
+        ],
+        catalog,
+    )
     assert UserState.from_bytes(state.to_bytes(), state.applied_to_bytes()) == state
 
 
 def test_applied_ids_are_capped(catalog: Catalog) -> None:
-    state, _ = run([view("u", "a", BASE_TS + i, event_id=f"e{i}") for i in range(20)], catalog, FoldConfig(applied_ids_cap=5))
+    state, _ = run(
+        [view("u", "a", BASE_TS + i, event_id=f"e{i}") for i in range(20)],
+        catalog,
+        FoldConfig(applied_ids_cap=5),
+    )
     assert list(state.applied_ids) == [event_key(f"e{i}") for i in range(15, 20)]
 
 

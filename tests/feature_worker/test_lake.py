@@ -20,8 +20,18 @@ pytestmark = pytest.mark.integration  # real Delta tables on disk
 def events_rows(n: int, start: int = 0, user: str = "u1") -> EventRows:
     rows = EventRows()
     for i in range(start, start + n):
-        e = event(user, events_pb2.PURCHASE, f"i{i % 3}", BASE_TS + i * 3_600_000, event_id=f"e{i}", price=2.5,
-                  quantity=2, item_ids=["a", "b"], context={"page": "home"}, recommendation_id="r1")
+        e = event(
+            user,
+            events_pb2.PURCHASE,
+            f"i{i % 3}",
+            BASE_TS + i * 3_600_000,
+            event_id=f"e{i}",
+            price=2.5,
+            quantity=2,
+            item_ids=["a", "b"],
+            context={"page": "home"},
+            recommendation_id="r1",
+        )
         rows.add(e, 1, 100 + i)
     return rows
 
@@ -58,9 +68,16 @@ def test_item_and_user_change_logs(tmp_path: Path) -> None:
     lake.append(ITEMS, items.table(), {"src": 2}, {"src": None}, "test")
     lake.append(USERS, users.table(), {"src": 3}, {"src": None}, "test")
     got = DeltaTable(table_uri(tmp_path, ITEMS)).to_pyarrow_table().sort_by("source_offset").to_pylist()
-    assert [(r["op"], r["item_id"], r["brand"]) for r in got] == [("upsert", "i1", "acme"), ("delete", "i1", None)]
+    assert [(r["op"], r["item_id"], r["brand"]) for r in got] == [
+        ("upsert", "i1", "acme"),
+        ("delete", "i1", None),
+    ]
     got = DeltaTable(table_uri(tmp_path, USERS)).to_pyarrow_table().sort_by("source_offset").to_pylist()
-    assert [(r["op"], r["consent_analytics"]) for r in got] == [("upsert", None), ("upsert", True), ("delete", None)]
+    assert [(r["op"], r["consent_analytics"]) for r in got] == [
+        ("upsert", None),
+        ("upsert", True),
+        ("delete", None),
+    ]
     assert dict(got[0]["attributes"]) == {"tier": "gold"}
 
 

@@ -73,7 +73,9 @@ def test_master_key_files(tmp_path: Path) -> None:
     assert load_master_key("off", None) is None
 
 
-async def test_the_file_key_store_is_durable_and_erasure_removes_the_key_from_the_file(tmp_path: Path) -> None:
+async def test_the_file_key_store_is_durable_and_erasure_removes_the_key_from_the_file(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "keys.txt"
     store = FileKeyStore(path)
     assert await store.create_many({"u1": b"k1", "u2": b"k2"}) == {"u1": b"k1", "u2": b"k2"}
@@ -133,8 +135,16 @@ async def test_sealed_features_read_in_one_call_while_the_seeds_hold(redis_clien
     catalog = Catalog()
     catalog.upsert_many([item(f"i{n}") for n in range(6)])
     store = sealed(redis_client)
-    await apply_events(store, catalog, [view("u1", "i0", BASE_TS), view("u1", "i1", BASE_TS + 1000),
-                                        view("u2", "i1", BASE_TS), view("u2", "i2", BASE_TS + 1000)])
+    await apply_events(
+        store,
+        catalog,
+        [
+            view("u1", "i0", BASE_TS),
+            view("u1", "i1", BASE_TS + 1000),
+            view("u2", "i1", BASE_TS),
+            view("u2", "i2", BASE_TS + 1000),
+        ],
+    )
     raw = await redis_client.get(keys.user("u1"))
     assert raw is not None and is_sealed(raw) and b"i0" not in raw
     first = await store.read_request("u1", ())
@@ -156,7 +166,9 @@ async def test_a_commit_racing_an_erasure_does_not_bring_the_user_back(redis_cli
     store = sealed(redis_client)
     assert store.vault is not None
     users = await store.load_users(["u1"])  # the worker loaded the user (and their key) ...
-    changed, deltas, _ = fold_batch(users, catalog, [view("u1", "i0", BASE_TS), view("u1", "i1", BASE_TS + 1)])
+    changed, deltas, _ = fold_batch(
+        users, catalog, [view("u1", "i0", BASE_TS), view("u1", "i1", BASE_TS + 1)]
+    )
     await store.vault.store.delete_user("u1")  # ... an erasure destroyed the key meanwhile ...
     await store.delete_user("u1")
     await store.commit(changed, deltas)  # ... and the commit lands after it

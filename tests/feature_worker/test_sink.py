@@ -38,22 +38,26 @@ class SinkRig:
         self.topics = Topics(f"s{tag}")
         self.group = f"sink-{tag}"
         self.lake = workdir / "lake"
-        self.sink = sink_process(workdir / "sink", env={
-            "AISLE_KAFKA_BOOTSTRAP": bootstrap,
-            "AISLE_TOPIC_PREFIX": self.topics.prefix,
-            "AISLE_SINK_GROUP_ID": self.group,
-            "AISLE_LAKE_DIR": str(self.lake),
-            # Clear events from a producer of the test's own: no Redis, so no data keys (see test_privacy_kafka).
-            "AISLE_ENCRYPTION": "off",
-            **env,
-        })
+        self.sink = sink_process(
+            workdir / "sink",
+            env={
+                "AISLE_KAFKA_BOOTSTRAP": bootstrap,
+                "AISLE_TOPIC_PREFIX": self.topics.prefix,
+                "AISLE_SINK_GROUP_ID": self.group,
+                "AISLE_LAKE_DIR": str(self.lake),
+                # Clear events from a producer of the test's own: no Redis, so no data keys (see test_privacy_kafka).
+                "AISLE_ENCRYPTION": "off",
+                **env,
+            },
+        )
         self.producer: AIOKafkaProducer | None = None
         self.probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
 
     async def __aenter__(self) -> Self:
         await create_topics(self.bootstrap, self.topics.specs())
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
-                                         request_timeout_ms=60_000)
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, request_timeout_ms=60_000
+        )
         await self.producer.start()
         await self.probe.start()
         return self
@@ -64,10 +68,15 @@ class SinkRig:
         if self.producer is not None:
             await self.producer.stop()
 
-    async def send(self, topic: str, records: list[tuple[bytes | None, bytes | None]], chunk: int = 1000) -> None:
+    async def send(
+        self, topic: str, records: list[tuple[bytes | None, bytes | None]], chunk: int = 1000
+    ) -> None:
         assert self.producer is not None
         for start in range(0, len(records), chunk):
-            futures = [await self.producer.send(topic, value, key=key) for key, value in records[start:start + chunk]]
+            futures = [
+                await self.producer.send(topic, value, key=key)
+                for key, value in records[start : start + chunk]
+            ]
             await asyncio.gather(*futures)
 
     async def produce(self, events: list[events_pb2.Event]) -> None:
@@ -83,8 +92,10 @@ class SinkRig:
     def recorded(self, name: str, topic: str) -> dict[TopicPartition, int | None]:
         table = self.table(name)
         partitions = range(self.topics.event_partitions if topic == self.topics.events else 1)
-        return {TopicPartition(topic, p): table.transaction_version(app_id(TopicPartition(topic, p)))
-                for p in partitions}
+        return {
+            TopicPartition(topic, p): table.transaction_version(app_id(TopicPartition(topic, p)))
+            for p in partitions
+        }
 
     async def wait_recorded(self, name: str, topic: str, timeout_s: float = 120.0) -> None:
         """Until the lake records every offset the topic holds now."""
@@ -112,7 +123,9 @@ def event_ids(table: DeltaTable) -> Counter[str]:
 
 async def test_killed_mid_stream_every_event_lands_exactly_once(tmp_path: Path, kafka_bootstrap: str) -> None:
     events = stream("k", 20_000, users=500)
-    async with SinkRig(tmp_path, kafka_bootstrap, AISLE_SINK_BATCH_MAX="1500", AISLE_SINK_FLUSH_S="0.5") as rig:
+    async with SinkRig(
+        tmp_path, kafka_bootstrap, AISLE_SINK_BATCH_MAX="1500", AISLE_SINK_FLUSH_S="0.5"
+    ) as rig:
         await rig.produce(events[:12_000])
         await asyncio.to_thread(rig.sink.start)
         producing = asyncio.create_task(rig.produce(events[12_000:]))
@@ -134,7 +147,9 @@ async def test_killed_mid_stream_every_event_lands_exactly_once(tmp_path: Path, 
         assert event_ids(rig.table(EVENTS)) == Counter(e.event_id for e in events)
         # Each row says where it came from, and no Kafka record is in the table twice.
         sources = rig.table(EVENTS).to_pyarrow_table(columns=["source_partition", "source_offset"])
-        pairs = list(zip(sources["source_partition"].to_pylist(), sources["source_offset"].to_pylist(), strict=True))
+        pairs = list(
+            zip(sources["source_partition"].to_pylist(), sources["source_offset"].to_pylist(), strict=True)
+        )
         assert len(set(pairs)) == len(events)
 
 
@@ -144,42 +159,64 @@ async def test_item_and_user_changes_land_in_their_change_logs(tmp_path: Path, k
         items = [item("i1", brand="acme"), item("i2", price=3.5), item("i1", brand="other")]
         await rig.send(rig.topics.items, [(i.item_id.encode(), i.SerializeToString()) for i in items])
         await rig.send(rig.topics.items, [(b"i2", None)])  # a tombstone deletes
-        await rig.send(rig.topics.users, [
-            (b"u1", users_pb2.User(user_id="u1", consent=users_pb2.Consent(personalization=True)).SerializeToString()),
-            (b"u2", b'{"user_id": "u2", "attributes": {"tier": "gold"}}'),  # the JSON form
-            (b"u1", None),
-        ])
+        await rig.send(
+            rig.topics.users,
+            [
+                (
+                    b"u1",
+                    users_pb2.User(
+                        user_id="u1", consent=users_pb2.Consent(personalization=True)
+                    ).SerializeToString(),
+                ),
+                (b"u2", b'{"user_id": "u2", "attributes": {"tier": "gold"}}'),  # the JSON form
+                (b"u1", None),
+            ],
+        )
         await rig.wait_recorded(ITEMS, rig.topics.items)
         await rig.wait_recorded(USERS, rig.topics.users)
         got = rig.table(ITEMS).to_pyarrow_table().sort_by("source_offset").to_pylist()
         assert [(r["op"], r["item_id"], r["brand"]) for r in got] == [
-            ("upsert", "i1", "acme"), ("upsert", "i2", "acme"), ("upsert", "i1", "other"), ("delete", "i2", None)]
+            ("upsert", "i1", "acme"),
+            ("upsert", "i2", "acme"),
+            ("upsert", "i1", "other"),
+            ("delete", "i2", None),
+        ]
         assert catalog_pb2.Item.FromString(got[1]["raw"]).price == 3.5
         got = rig.table(USERS).to_pyarrow_table().sort_by("source_offset").to_pylist()
         assert [(r["op"], r["user_id"], r["consent_personalization"]) for r in got] == [
-            ("upsert", "u1", True), ("upsert", "u2", None), ("delete", "u1", None)]
+            ("upsert", "u1", True),
+            ("upsert", "u2", None),
+            ("delete", "u1", None),
+        ]
         assert dict(got[1]["attributes"]) == {"tier": "gold"}
 
 
-async def test_malformed_records_go_to_the_dlq_and_good_ones_land(tmp_path: Path, kafka_bootstrap: str) -> None:
+async def test_malformed_records_go_to_the_dlq_and_good_ones_land(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
     good = [event("u1", events_pb2.VIEW, "i1", BASE_TS + i, event_id=f"good{i}") for i in range(5)]
     async with SinkRig(tmp_path, kafka_bootstrap, AISLE_SINK_FLUSH_S="0.2") as rig:
         await asyncio.to_thread(rig.sink.start)
-        await rig.send(rig.topics.events, [
-            (b"u1", good[0].SerializeToString()),
-            (b"u1", b"\xff\xfe not protobuf"),
-            (b"u1", good[1].SerializeToString()),
-            (b"u2", good[2].SerializeToString()),  # keyed by another user
-            (b"u1", None),
-            (b"u1", events_pb2.Event(event_id="x", user_id="u1").SerializeToString()),  # no type
-            *[(b"u1", e.SerializeToString()) for e in good[3:]],
-        ])
+        await rig.send(
+            rig.topics.events,
+            [
+                (b"u1", good[0].SerializeToString()),
+                (b"u1", b"\xff\xfe not protobuf"),
+                (b"u1", good[1].SerializeToString()),
+                (b"u2", good[2].SerializeToString()),  # keyed by another user
+                (b"u1", None),
+                (b"u1", events_pb2.Event(event_id="x", user_id="u1").SerializeToString()),  # no type
+                *[(b"u1", e.SerializeToString()) for e in good[3:]],
+            ],
+        )
         await rig.send(rig.topics.items, [(b"bad", b"{not json"), (b"i9", item("i9").SerializeToString())])
         await rig.wait_recorded(EVENTS, rig.topics.events)
         await rig.wait_recorded(ITEMS, rig.topics.items)
         assert event_ids(rig.table(EVENTS)) == Counter(e.event_id for e in good if e is not good[2])
         assert rig.table(ITEMS).to_pyarrow_table()["item_id"].to_pylist() == ["i9"]
-        consumer = AIOKafkaConsumer(rig.topics.dlq, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest")
+        consumer = AIOKafkaConsumer(
+            rig.topics.dlq, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest"
+        )
         await consumer.start()
         try:
             dead = []
@@ -191,8 +228,9 @@ async def test_malformed_records_go_to_the_dlq_and_good_ones_land(tmp_path: Path
             await consumer.stop()
         headers = [dict(r.headers) for r in dead]
         assert all(h[CONSUMER] == rig.group.encode() for h in headers)
-        assert sorted(h["aisle.dlq.topic"].decode() for h in headers) == sorted([rig.topics.events] * 4
-                                                                                + [rig.topics.items])
+        assert sorted(h["aisle.dlq.topic"].decode() for h in headers) == sorted(
+            [rig.topics.events] * 4 + [rig.topics.items]
+        )
 
 
 async def test_sigterm_appends_what_is_buffered(tmp_path: Path, kafka_bootstrap: str) -> None:
@@ -210,7 +248,9 @@ async def test_sigterm_appends_what_is_buffered(tmp_path: Path, kafka_bootstrap:
 
 async def test_two_sinks_share_the_partitions_across_rebalances(tmp_path: Path, kafka_bootstrap: str) -> None:
     events = stream("r", 9_000, users=300)
-    async with SinkRig(tmp_path, kafka_bootstrap, AISLE_SINK_BATCH_MAX="500", AISLE_SINK_FLUSH_S="0.3") as rig:
+    async with SinkRig(
+        tmp_path, kafka_bootstrap, AISLE_SINK_BATCH_MAX="500", AISLE_SINK_FLUSH_S="0.3"
+    ) as rig:
         second = sink_process(tmp_path / "sink2", env=dict(rig.sink.env))
         try:
             await asyncio.to_thread(rig.sink.start)

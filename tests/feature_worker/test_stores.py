@@ -31,12 +31,21 @@ MIN = 60_000
 def catalog() -> Catalog:
     c = Catalog()
     c.upsert_many(item(f"i{n}", category=f"d{n % 3}/c{n % 6}", brand=f"b{n % 4}") for n in range(30))
-    c.upsert_many([item("a", category="beauty/skin/cream", brand="acme"), item("b", category="beauty/skin/serum")])
+    c.upsert_many(
+        [item("a", category="beauty/skin/cream", brand="acme"), item("b", category="beauty/skin/serum")]
+    )
     return c
 
 
-@pytest.fixture(params=["memory", *(pytest.param(name, marks=pytest.mark.integration)
-                                    for name in ("redis", "redis-sealed", "redis-cluster", "redis-cluster-sealed"))])
+@pytest.fixture(
+    params=[
+        "memory",
+        *(
+            pytest.param(name, marks=pytest.mark.integration)
+            for name in ("redis", "redis-sealed", "redis-cluster", "redis-cluster-sealed")
+        ),
+    ]
+)
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[FeatureStore]:
     """Every backend; `-sealed` is with encryption at rest (features sealed per customer), `redis-cluster` is
     a Redis Cluster of three primaries."""
@@ -68,12 +77,27 @@ async def test_batches_apply_idempotently(store: FeatureStore, catalog: Catalog)
     assert not await store.delete_user("u1")
 
 
-async def test_a_random_stream_gives_what_the_memory_store_gives(store: FeatureStore, catalog: Catalog) -> None:
+async def test_a_random_stream_gives_what_the_memory_store_gives(
+    store: FeatureStore, catalog: Catalog
+) -> None:
     rng = random.Random(5)
-    types = [events_pb2.VIEW] * 5 + [events_pb2.CLICK, events_pb2.ADD_TO_CART, events_pb2.PURCHASE, events_pb2.SEARCH]
-    events = [event(f"u{rng.randrange(25)}", rng.choice(types), f"i{rng.randrange(30)}",
-                    BASE_TS + i * 20_000 - rng.randrange(300_000), event_id=f"e{i}", price=2.0)
-              for i in range(3000)]
+    types = [events_pb2.VIEW] * 5 + [
+        events_pb2.CLICK,
+        events_pb2.ADD_TO_CART,
+        events_pb2.PURCHASE,
+        events_pb2.SEARCH,
+    ]
+    events = [
+        event(
+            f"u{rng.randrange(25)}",
+            rng.choice(types),
+            f"i{rng.randrange(30)}",
+            BASE_TS + i * 20_000 - rng.randrange(300_000),
+            event_id=f"e{i}",
+            price=2.0,
+        )
+        for i in range(3000)
+    ]
     expected = MemoryFeatureStore()
     for start in range(0, len(events), 400):
         await apply_events(expected, catalog, events[start : start + 400])
@@ -82,13 +106,19 @@ async def test_a_random_stream_gives_what_the_memory_store_gives(store: FeatureS
     users = await store.load_users(expected.users)
     assert users == expected.users
     for user in expected.users:
-        got, want = await store.read_request(user, ("i3", "i3")), expected.read_request_now(user, ("i3", "i3"))
+        got, want = (
+            await store.read_request(user, ("i3", "i3")),
+            expected.read_request_now(user, ("i3", "i3")),
+        )
         assert got.user is not None and want.user is not None and got.covis == want.covis
         # The read path needs no applied ids (Redis does not read them for a request).
         assert replace(got.user, applied_ids={}) == replace(want.user, applied_ids={})
     stats, want_stats = await store.item_stats(), expected.item_stats_now()
     assert stats.clock_ms == want_stats.clock_ms
-    for got_map, want_map in ((stats.popularity, want_stats.popularity), (stats.trending, want_stats.trending)):
+    for got_map, want_map in (
+        (stats.popularity, want_stats.popularity),
+        (stats.trending, want_stats.trending),
+    ):
         assert got_map.keys() == want_map.keys()
         assert all(math.isclose(got_map[i], want_map[i], rel_tol=1e-9) for i in want_map)
 
@@ -101,7 +131,9 @@ async def test_redis_keys_all_have_a_ttl(redis_url: str, catalog: Catalog) -> No
     try:
         await apply_events(store, catalog, [view("u1", "a", BASE_TS), view("u1", "b", BASE_TS + MIN)])
         names = [k.decode() async for k in client.scan_iter(count=1000)]
-        assert {keys.user("u1"), keys.applied("u1"), keys.covis("a"), keys.POPULARITY, keys.CLOCK} <= set(names)
+        assert {keys.user("u1"), keys.applied("u1"), keys.covis("a"), keys.POPULARITY, keys.CLOCK} <= set(
+            names
+        )
         for name in names:
             assert await client.pttl(name) > 0, f"{name} has no TTL"
     finally:
@@ -134,7 +166,9 @@ async def test_a_cut_cluster_commit_is_finished_once_by_recover(
 ) -> None:
     await asyncio.to_thread(flush, redis_cluster_url)
     rng = random.Random(8)
-    events = [view(f"u{rng.randrange(40)}", f"i{rng.randrange(30)}", BASE_TS + i * 30_000) for i in range(600)]
+    events = [
+        view(f"u{rng.randrange(40)}", f"i{rng.randrange(30)}", BASE_TS + i * 30_000) for i in range(600)
+    ]
     expected = MemoryFeatureStore()
     await apply_events(expected, catalog, events)
     cut = killed.from_url(redis_cluster_url)
@@ -150,7 +184,9 @@ async def test_a_cut_cluster_commit_is_finished_once_by_recover(
         await apply_events(store, catalog, events[300:])
         stats, want = await store.item_stats(), expected.item_stats_now()
         assert stats.popularity.keys() == want.popularity.keys()
-        assert all(math.isclose(stats.popularity[i], want.popularity[i], rel_tol=1e-9) for i in want.popularity)
+        assert all(
+            math.isclose(stats.popularity[i], want.popularity[i], rel_tol=1e-9) for i in want.popularity
+        )
         assert all(math.isclose(stats.trending[i], want.trending[i], rel_tol=1e-9) for i in want.trending)
         for item_id, neighbours in expected.covis.items():
             raw = await store.client.zrange(keys.covis(item_id), 0, -1, withscores=True)
@@ -162,7 +198,8 @@ async def test_a_cut_cluster_commit_is_finished_once_by_recover(
 
 
 test_a_cut_cluster_commit_is_finished_once_by_recover = pytest.mark.integration(
-    test_a_cut_cluster_commit_is_finished_once_by_recover)
+    test_a_cut_cluster_commit_is_finished_once_by_recover
+)
 
 
 async def test_a_cluster_batch_folded_for_another_node_layout_is_refused_whole(
@@ -175,16 +212,20 @@ async def test_a_cluster_batch_folded_for_another_node_layout_is_refused_whole(
     try:
         users = await store.load_users(["u1", "u2"])
         assert store.delta_group is not None
-        changed, deltas, applied = fold_batch(users, catalog, [view("u1", "a", BASE_TS), view("u2", "b", BASE_TS)],
-                                              group=store.delta_group)
+        changed, deltas, applied = fold_batch(
+            users, catalog, [view("u1", "a", BASE_TS), view("u2", "b", BASE_TS)], group=store.delta_group
+        )
         assert applied == 2 and len(deltas.groups) >= 1
         deltas.group_of["u1"] = "127.0.0.1:1"  # a node that is not u1's now
         with pytest.raises(StoreUnavailable):
             await store.commit(changed, deltas)
-        assert (await store.read_request("u2", ())).user is None and (await store.item_stats()).popularity == {}
+        assert (await store.read_request("u2", ())).user is None and (
+            await store.item_stats()
+        ).popularity == {}
     finally:
         await store.close()
 
 
 test_a_cluster_batch_folded_for_another_node_layout_is_refused_whole = pytest.mark.integration(
-    test_a_cluster_batch_folded_for_another_node_layout_is_refused_whole)
+    test_a_cluster_batch_folded_for_another_node_layout_is_refused_whole
+)

@@ -35,8 +35,12 @@ from tests.shop import BASE_TS, event, item
 
 pytestmark = pytest.mark.integration
 
-TYPES = [events_pb2.VIEW] * 6 + [events_pb2.CLICK, events_pb2.ADD_TO_CART, events_pb2.REMOVE_FROM_CART,
-                                 events_pb2.PURCHASE]
+TYPES = [events_pb2.VIEW] * 6 + [
+    events_pb2.CLICK,
+    events_pb2.ADD_TO_CART,
+    events_pb2.REMOVE_FROM_CART,
+    events_pb2.PURCHASE,
+]
 
 
 def stream(tag: str, n: int, users: int = 200, items: int = 60, seed: int = 11) -> list[events_pb2.Event]:
@@ -45,13 +49,24 @@ def stream(tag: str, n: int, users: int = 200, items: int = 60, seed: int = 11) 
     out = []
     for i in range(n):
         ts = BASE_TS + i * 5_000 - (rng.randrange(600_000) if rng.random() < 0.1 else 0)
-        out.append(event(f"{tag}-u{rng.randrange(users)}", rng.choice(TYPES), f"{tag}-i{rng.randrange(items)}", ts,
-                         event_id=f"{tag}-e{i}", price=rng.choice([5.0, 12.5]), quantity=1))
+        out.append(
+            event(
+                f"{tag}-u{rng.randrange(users)}",
+                rng.choice(TYPES),
+                f"{tag}-i{rng.randrange(items)}",
+                ts,
+                event_id=f"{tag}-e{i}",
+                price=rng.choice([5.0, 12.5]),
+                quantity=1,
+            )
+        )
     return out
 
 
 def catalog_of(tag: str, items: int = 60) -> list[catalog_pb2.Item]:
-    return [item(f"{tag}-i{n}", category=f"dept{n % 3}/cat{n % 6}", brand=f"brand{n % 4}") for n in range(items)]
+    return [
+        item(f"{tag}-i{n}", category=f"dept{n % 3}/cat{n % 6}", brand=f"brand{n % 4}") for n in range(items)
+    ]
 
 
 class Rig:
@@ -64,15 +79,17 @@ class Rig:
         self.redis_url = redis_url
         self.topics = Topics(f"w{tag}")
         self.group = f"g{tag}"
-        self.worker = WorkerProcess(workdir / "worker", env=stack_env(bootstrap, redis_url, self.topics.prefix,
-                                                                        self.group, **env))
+        self.worker = WorkerProcess(
+            workdir / "worker", env=stack_env(bootstrap, redis_url, self.topics.prefix, self.group, **env)
+        )
         self.probe = LagProbe(bootstrap, self.group, self.topics.events)
         self.producer: AIOKafkaProducer | None = None
 
     async def __aenter__(self) -> Self:
         await create_topics(self.bootstrap, self.topics.specs())
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
-                                         request_timeout_ms=60_000)
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, request_timeout_ms=60_000
+        )
         await self.producer.start()
         await self.probe.start()
         await asyncio.to_thread(flush, self.redis_url)
@@ -86,16 +103,20 @@ class Rig:
 
     async def upsert_items(self, items: list[catalog_pb2.Item]) -> None:
         assert self.producer is not None
-        futures = [await self.producer.send(self.topics.items, i.SerializeToString(), key=i.item_id.encode())
-                   for i in items]
+        futures = [
+            await self.producer.send(self.topics.items, i.SerializeToString(), key=i.item_id.encode())
+            for i in items
+        ]
         await asyncio.gather(*futures)
 
     async def produce(self, events: list[events_pb2.Event], chunk: int = 500, pause_s: float = 0.0) -> None:
         """Every event, keyed by user, in chunks: each chunk acknowledged before the next is sent."""
         assert self.producer is not None
         for start in range(0, len(events), chunk):
-            futures = [await self.producer.send(self.topics.events, e.SerializeToString(), key=e.user_id.encode())
-                       for e in events[start : start + chunk]]
+            futures = [
+                await self.producer.send(self.topics.events, e.SerializeToString(), key=e.user_id.encode())
+                for e in events[start : start + chunk]
+            ]
             await asyncio.gather(*futures)
             if pause_s:
                 await asyncio.sleep(pause_s)
@@ -126,8 +147,9 @@ class Rig:
             raise AssertionError(f"{exc}\n--- worker log ---\n{self.worker.log_tail()}") from exc
 
 
-async def assert_redis_equals_embedded(redis_url: str, items: list[catalog_pb2.Item],
-                                       events: list[events_pb2.Event]) -> None:
+async def assert_redis_equals_embedded(
+    redis_url: str, items: list[catalog_pb2.Item], events: list[events_pb2.Event]
+) -> None:
     """Redis holds exactly the features that the embedded fold computes from `events`."""
     catalog = Catalog()
     catalog.upsert_many(items)
@@ -138,13 +160,17 @@ async def assert_redis_equals_embedded(redis_url: str, items: list[catalog_pb2.I
     try:
         users = await store.load_users(list(expected.users))
         wrong = [u for u, state in expected.users.items() if users[u] != state]
-        assert not wrong, f"{len(wrong)} users differ, e.g. {wrong[0]}: {users[wrong[0]]} != {expected.users[wrong[0]]}"
+        assert not wrong, (
+            f"{len(wrong)} users differ, e.g. {wrong[0]}: {users[wrong[0]]} != {expected.users[wrong[0]]}"
+        )
         assert sum(s.events_applied for s in users.values()) == len({(e.user_id, e.event_id) for e in events})
         stats, want = await store.item_stats(), expected.item_stats_now()
         assert stats.clock_ms == want.clock_ms
         assert stats.popularity.keys() == want.popularity.keys()
-        for name, got, wanted in (("popularity", stats.popularity, want.popularity),
-                                  ("trending", stats.trending, want.trending)):
+        for name, got, wanted in (
+            ("popularity", stats.popularity, want.popularity),
+            ("trending", stats.trending, want.trending),
+        ):
             off = [i for i in wanted if not math.isclose(got.get(i, 0.0), wanted[i], rel_tol=1e-9)]
             assert not off, f"{name} of {off[:3]} differs"
         for item_id, neighbours in expected.covis.items():
@@ -196,12 +222,14 @@ async def test_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(
 ) -> None:
     url = worker_redis_url
     async with Rig(tmp_path, kafka_bootstrap, url, AISLE_BATCH_MAX="500") as rig:
+
         async def crash_and_restart() -> None:
             await asyncio.to_thread(rig.worker.kill)
             await rig.start_worker()
 
-        items, events = await run_with_disruption(rig, 20_000, crash_and_restart, after=4_000,
-                                                  written_not_committed=1_500)
+        items, events = await run_with_disruption(
+            rig, 20_000, crash_and_restart, after=4_000, written_not_committed=1_500
+        )
         # Equal counts prove the 1,500 redelivered events were recognised, not folded twice.
         await assert_redis_equals_embedded(url, items, events)
 
@@ -213,8 +241,9 @@ async def test_broker_restart_mid_stream_loses_nothing(
         pytest.skip("Kafka comes from AISLE_KAFKA_BOOTSTRAP and cannot be restarted here")
     url = redis_url.rsplit("/", 1)[0] + "/2"
     async with Rig(tmp_path, kafka_service.bootstrap, url, AISLE_BATCH_MAX="500") as rig:
-        items, events = await run_with_disruption(rig, 6_000, lambda: asyncio.to_thread(kafka_service.restart),
-                                                  after=1_000)
+        items, events = await run_with_disruption(
+            rig, 6_000, lambda: asyncio.to_thread(kafka_service.restart), after=1_000
+        )
         await assert_redis_equals_embedded(url, items, events)
 
 
@@ -223,16 +252,20 @@ async def test_redis_restart_mid_stream_loses_nothing(tmp_path: Path, kafka_boot
     await asyncio.to_thread(redis.start)
     try:
         async with Rig(tmp_path, kafka_bootstrap, redis.url, AISLE_BATCH_MAX="500") as rig:
-            items, events = await run_with_disruption(rig, 6_000, lambda: asyncio.to_thread(redis.restart),
-                                                      after=1_000)
+            items, events = await run_with_disruption(
+                rig, 6_000, lambda: asyncio.to_thread(redis.restart), after=1_000
+            )
             await assert_redis_equals_embedded(redis.url, items, events)
     finally:
         await asyncio.to_thread(redis.stop)
 
 
-async def read_dead_letters(bootstrap: str, topic: str, count: int) -> list[tuple[bytes | None, bytes | None, dict[str, bytes]]]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-                                enable_auto_commit=False)
+async def read_dead_letters(
+    bootstrap: str, topic: str, count: int
+) -> list[tuple[bytes | None, bytes | None, dict[str, bytes]]]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     await consumer.start()
     try:
         consumer.assign([TopicPartition(topic, 0)])
@@ -253,20 +286,47 @@ async def test_malformed_messages_are_dead_lettered_and_the_good_ones_applied(
     url = redis_url.rsplit("/", 1)[0] + "/3"
     async with Rig(tmp_path, kafka_bootstrap, url, AISLE_MAX_EVENT_BYTES="4096") as rig:
         user = f"{rig.tag}-u"
-        good = [event(user, events_pb2.VIEW, f"{rig.tag}-i{i}", BASE_TS + i, event_id=f"{rig.tag}-g{i}")
-                for i in range(4)]
-        as_json = json.dumps({"event_id": f"{rig.tag}-json", "type": "CLICK", "user_id": user,
-                              "item_id": f"{rig.tag}-i9", "ts_ms": str(BASE_TS + 10)}).encode()
+        good = [
+            event(user, events_pb2.VIEW, f"{rig.tag}-i{i}", BASE_TS + i, event_id=f"{rig.tag}-g{i}")
+            for i in range(4)
+        ]
+        as_json = json.dumps(
+            {
+                "event_id": f"{rig.tag}-json",
+                "type": "CLICK",
+                "user_id": user,
+                "item_id": f"{rig.tag}-i9",
+                "ts_ms": str(BASE_TS + 10),
+            }
+        ).encode()
         bad: list[tuple[bytes | None, bytes | None, str]] = [
             (user.encode(), b"\xff\xfe garbage \x00\x01", "value: not a protobuf Event"),
-            (user.encode(), b'{"event_id": "x", "type": "VIEW", "user_id": "u", "ts_ms": "soon"}', "not a JSON Event"),
+            (
+                user.encode(),
+                b'{"event_id": "x", "type": "VIEW", "user_id": "u", "ts_ms": "soon"}',
+                "not a JSON Event",
+            ),
             (user.encode(), b'{"event_id": 5, "type": []}', "not a JSON Event"),
-            (user.encode(), catalog_pb2.Item(item_id="i1", title="a catalog item, not an event").SerializeToString(),
-             "user_id: is required"),
-            (user.encode(), event(user, events_pb2.VIEW, "", BASE_TS).SerializeToString(), "item_id: is required"),
-            (user.encode(), event(user, events_pb2.VIEW, "x" * 5000, BASE_TS).SerializeToString(),
-             "bytes; the limit is 4096 bytes"),
-            (b"someone-else", event(user, events_pb2.VIEW, "i1", BASE_TS).SerializeToString(), "key: must be"),
+            (
+                user.encode(),
+                catalog_pb2.Item(item_id="i1", title="a catalog item, not an event").SerializeToString(),
+                "user_id: is required",
+            ),
+            (
+                user.encode(),
+                event(user, events_pb2.VIEW, "", BASE_TS).SerializeToString(),
+                "item_id: is required",
+            ),
+            (
+                user.encode(),
+                event(user, events_pb2.VIEW, "x" * 5000, BASE_TS).SerializeToString(),
+                "bytes; the limit is 4096 bytes",
+            ),
+            (
+                b"someone-else",
+                event(user, events_pb2.VIEW, "i1", BASE_TS).SerializeToString(),
+                "key: must be",
+            ),
             (user.encode(), None, "value: is empty"),
         ]
         records: list[tuple[bytes | None, bytes | None]] = [(user.encode(), good[0].SerializeToString())]
@@ -289,7 +349,9 @@ async def test_malformed_messages_are_dead_lettered_and_the_good_ones_applied(
 
         letters = await read_dead_letters(kafka_bootstrap, rig.topics.dlq, len(bad))
         assert len(letters) == len(bad)
-        by_record = {(key, value): headers for key, value, headers in letters}  # a dead letter keeps the record
+        by_record = {
+            (key, value): headers for key, value, headers in letters
+        }  # a dead letter keeps the record
         for key, value, reason in bad:
             headers = by_record[(key, value)]
             assert reason in headers["aisle.dlq.reason"].decode(), headers["aisle.dlq.reason"]

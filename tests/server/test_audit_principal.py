@@ -34,13 +34,15 @@ class Principal(grpc.aio.ServerInterceptor):
             PRINCIPAL.set(caller)
             return await behaviour(request, context)
 
-        return grpc.unary_unary_rpc_method_handler(as_caller, handler.request_deserializer,
-                                                   handler.response_serializer)
+        return grpc.unary_unary_rpc_method_handler(
+            as_caller, handler.request_deserializer, handler.response_serializer
+        )
 
 
 async def test_the_audit_log_names_the_authenticated_caller(tmp_path: Path) -> None:
-    settings = ServerSettings(data_dir=tmp_path, port=0,
-                              master_key_file=Path(with_master_key({})["AISLE_MASTER_KEY_FILE"]))
+    settings = ServerSettings(
+        data_dir=tmp_path, port=0, master_key_file=Path(with_master_key({})["AISLE_MASTER_KEY_FILE"])
+    )
     engine = await build_engine(settings)
     server = grpc.aio.server(interceptors=[Principal(), ErrorInterceptor(settings.max_request_bytes)])
     users_pb2_grpc.add_UserServiceServicer_to_server(UserService(engine), server)
@@ -49,11 +51,15 @@ async def test_the_audit_log_names_the_authenticated_caller(tmp_path: Path) -> N
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = users_pb2_grpc.UserServiceStub(channel)
-            await stub.ExportUser(users_pb2.ExportUserRequest(user_id="u1"),
-                                  metadata=(("x-test-caller", "partner-42"),))
+            await stub.ExportUser(
+                users_pb2.ExportUserRequest(user_id="u1"), metadata=(("x-test-caller", "partner-42"),)
+            )
             await stub.EraseUser(users_pb2.EraseUserRequest(user_id="u1"))
     finally:
         await server.stop(None)
         await engine.close()
     entries = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
-    assert [(e["method"], e["who"]) for e in entries] == [("ExportUser", "partner-42"), ("EraseUser", "anonymous")]
+    assert [(e["method"], e["who"]) for e in entries] == [
+        ("ExportUser", "partner-42"),
+        ("EraseUser", "anonymous"),
+    ]

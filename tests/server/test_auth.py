@@ -54,7 +54,9 @@ def keys() -> dict[str, PrivateKey]:
 
 
 @pytest.fixture(scope="module")
-def auth_server(keys: dict[str, PrivateKey], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def auth_server(
+    keys: dict[str, PrivateKey], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     directory = tmp_path_factory.mktemp("auth-server")
     write_jwks(directory / "jwks.json", list(keys.values()))
     env = auth_env(directory / "jwks.json", AISLE_AUTH_RATE_LIMITS=json.dumps({SLOW_PARTNER: 0.001}))
@@ -73,8 +75,10 @@ def channel(auth_server: ServerProcess) -> Iterator[grpc.Channel]:
 def shop(keys: dict[str, PrivateKey], channel: grpc.Channel) -> Shop:
     shop = Shop()
     items = catalog_pb2.UpsertItemsRequest(items=[item(shop.id(n)) for n in "abcdef"])
-    assert call(channel, "/aisle.v1.CatalogService/UpsertItems", items, bearer(mint(keys["RS256"], ["admin"]))) \
+    assert (
+        call(channel, "/aisle.v1.CatalogService/UpsertItems", items, bearer(mint(keys["RS256"], ["admin"])))
         == grpc.StatusCode.OK
+    )
     return shop
 
 
@@ -82,8 +86,12 @@ def bearer(token: str) -> list[tuple[str, str]]:
     return [("authorization", f"Bearer {token}")]
 
 
-def call(channel: grpc.Channel, method: str, request: Any, metadata: list[tuple[str, str]] | None = None,
-         ) -> grpc.StatusCode:
+def call(
+    channel: grpc.Channel,
+    method: str,
+    request: Any,
+    metadata: list[tuple[str, str]] | None = None,
+) -> grpc.StatusCode:
     """The status of one call of `method` (a message or raw bytes) with `metadata`."""
     data = request if isinstance(request, bytes) else request.SerializeToString()
     try:
@@ -93,8 +101,12 @@ def call(channel: grpc.Channel, method: str, request: Any, metadata: list[tuple[
     return grpc.StatusCode.OK
 
 
-def refusal(channel: grpc.Channel, method: str, request: Any, metadata: list[tuple[str, str]] | None,
-            ) -> grpc.RpcError:
+def refusal(
+    channel: grpc.Channel,
+    method: str,
+    request: Any,
+    metadata: list[tuple[str, str]] | None,
+) -> grpc.RpcError:
     data = request if isinstance(request, bytes) else request.SerializeToString()
     with pytest.raises(grpc.RpcError) as raised:
         channel.unary_unary(method)(data, metadata=metadata, timeout=10)
@@ -115,10 +127,12 @@ def requests(shop: Shop, user: str) -> dict[str, Any]:
         "/aisle.v1.UserService/ExportUser": b"",
         "/aisle.v1.RecommendationService/Recommend": recommendations_pb2.RecommendRequest(user_id=user, k=3),
         "/aisle.v1.RecommendationService/SimilarItems": recommendations_pb2.SimilarItemsRequest(
-            item_id=shop.id("a"), k=3),
+            item_id=shop.id("a"), k=3
+        ),
         # Server-streaming; a segment nobody is in streams exactly one (empty, final) message.
         "/aisle.v1.SegmentService/ExportRecommendations": segments_pb2.ExportRecommendationsRequest(
-            segment=segments_pb2.Segment(attributes={"nobody": "x"}), k=3),
+            segment=segments_pb2.Segment(attributes={"nobody": "x"}), k=3
+        ),
     }
 
 
@@ -156,8 +170,15 @@ def test_the_token_is_checked_before_the_request(channel: grpc.Channel) -> None:
 
 def _claims(**changes: Any) -> dict[str, Any]:
     now = int(time.time())
-    claims: dict[str, Any] = {"iss": ISSUER, "aud": AUDIENCE, "sub": "forger", "client_id": "forger",
-                              "scope": "admin", "iat": now, "exp": now + 600}
+    claims: dict[str, Any] = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": "forger",
+        "client_id": "forger",
+        "scope": "admin",
+        "iat": now,
+        "exp": now + 600,
+    }
     claims.update(changes)
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -167,34 +188,56 @@ def _signed(key: PrivateKey, alg: str, claims: dict[str, Any], **header: Any) ->
 
 
 FORGERIES: dict[str, Callable[[dict[str, PrivateKey]], list[tuple[str, str]]]] = {
-    "alg none": lambda k: bearer(unsigned({"alg": "none", "typ": "at+jwt", "kid": kid_of(k["RS256"])}, _claims())),
+    "alg none": lambda k: bearer(
+        unsigned({"alg": "none", "typ": "at+jwt", "kid": kid_of(k["RS256"])}, _claims())
+    ),
     "alg none without signature dot": lambda k: bearer(
-        unsigned({"alg": "none", "typ": "at+jwt", "kid": kid_of(k["RS256"])}, _claims())[:-1]),
+        unsigned({"alg": "none", "typ": "at+jwt", "kid": kid_of(k["RS256"])}, _claims())[:-1]
+    ),
     "HS256 signed with the public key": lambda k: bearer(hs256_with_public_key(k["RS256"], _claims())),
-    "expired": lambda k: bearer(_signed(k["RS256"], "RS256", _claims(iat=int(time.time()) - 7200,
-                                                                     exp=int(time.time()) - 3600))),
+    "expired": lambda k: bearer(
+        _signed(k["RS256"], "RS256", _claims(iat=int(time.time()) - 7200, exp=int(time.time()) - 3600))
+    ),
     "nbf in the future": lambda k: bearer(_signed(k["ES256"], "ES256", _claims(nbf=int(time.time()) + 3600))),
     "iat in the future": lambda k: bearer(_signed(k["ES256"], "ES256", _claims(iat=int(time.time()) + 3600))),
     "wrong audience": lambda k: bearer(_signed(k["RS256"], "RS256", _claims(aud="someone-else"))),
     "no audience": lambda k: bearer(_signed(k["RS256"], "RS256", _claims(aud=None))),
     "wrong issuer": lambda k: bearer(_signed(k["RS256"], "RS256", _claims(iss=ISSUER + "/evil"))),
     "wrong typ": lambda k: bearer(_signed(k["RS256"], "RS256", _claims(), typ="JWT")),
-    "no typ": lambda k: bearer(jwt.encode(_claims(), k["RS256"], algorithm="RS256",
-                                          headers={"kid": kid_of(k["RS256"]), "typ": None})),
-    "unknown kid": lambda k: bearer(jwt.encode(_claims(), generate_key("RS256"), algorithm="RS256",
-                                               headers={"kid": "not-a-key", "typ": "at+jwt"})),
-    "a stranger's key under our kid": lambda k: bearer(jwt.encode(
-        _claims(), generate_key("RS256"), algorithm="RS256", headers={"kid": kid_of(k["RS256"]), "typ": "at+jwt"})),
-    "no kid": lambda k: bearer(jwt.encode(_claims(), k["RS256"], algorithm="RS256", headers={"typ": "at+jwt"})),
-    "alg of another key": lambda k: bearer(jwt.encode(
-        _claims(), k["ES256"], algorithm="ES256", headers={"kid": kid_of(k["RS256"]), "typ": "at+jwt"})),
+    "no typ": lambda k: bearer(
+        jwt.encode(_claims(), k["RS256"], algorithm="RS256", headers={"kid": kid_of(k["RS256"]), "typ": None})
+    ),
+    "unknown kid": lambda k: bearer(
+        jwt.encode(
+            _claims(), generate_key("RS256"), algorithm="RS256", headers={"kid": "not-a-key", "typ": "at+jwt"}
+        )
+    ),
+    "a stranger's key under our kid": lambda k: bearer(
+        jwt.encode(
+            _claims(),
+            generate_key("RS256"),
+            algorithm="RS256",
+            headers={"kid": kid_of(k["RS256"]), "typ": "at+jwt"},
+        )
+    ),
+    "no kid": lambda k: bearer(
+        jwt.encode(_claims(), k["RS256"], algorithm="RS256", headers={"typ": "at+jwt"})
+    ),
+    "alg of another key": lambda k: bearer(
+        jwt.encode(
+            _claims(), k["ES256"], algorithm="ES256", headers={"kid": kid_of(k["RS256"]), "typ": "at+jwt"}
+        )
+    ),
     "tampered payload": lambda k: bearer(tampered(mint(k["RS256"], ["catalog:read"]), scope="admin")),
     "oversized": lambda k: bearer(_signed(k["EdDSA"], "EdDSA", _claims(padding="x" * 4096))),
     "missing exp": lambda k: bearer(_signed(k["RS256"], "RS256", _claims(exp=None))),
     "exp not a number": lambda k: bearer(_signed(k["RS256"], "RS256", _claims(exp="tomorrow"))),
     "no client": lambda k: bearer(_signed(k["RS256"], "RS256", _claims(sub=None, client_id=None))),
     "bad aisle_user": lambda k: bearer(_signed(k["RS256"], "RS256", _claims(aisle_user="a\nb"))),
-    "two authorization headers": lambda k: [*bearer(mint(k["RS256"], ["admin"])), *bearer(mint(k["ES256"], ["admin"]))],
+    "two authorization headers": lambda k: [
+        *bearer(mint(k["RS256"], ["admin"])),
+        *bearer(mint(k["ES256"], ["admin"])),
+    ],
     "wrong scheme": lambda k: [("authorization", f"Basic {mint(k['RS256'], ['admin'])}")],
     "no scheme": lambda k: [("authorization", mint(k["RS256"], ["admin"]))],
     "empty bearer": lambda k: [("authorization", "Bearer ")],
@@ -208,8 +251,12 @@ def test_forged_and_broken_tokens_are_unauthenticated(
     forgery: str, keys: dict[str, PrivateKey], channel: grpc.Channel, shop: Shop
 ) -> None:
     metadata = FORGERIES[forgery](keys)
-    error = refusal(channel, "/aisle.v1.RecommendationService/Recommend",
-                    recommendations_pb2.RecommendRequest(user_id="u", k=3), metadata)
+    error = refusal(
+        channel,
+        "/aisle.v1.RecommendationService/Recommend",
+        recommendations_pb2.RecommendRequest(user_id="u", k=3),
+        metadata,
+    )
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
     # The answer never echoes the token or its claims.
     details = error.details() or ""  # type: ignore[attr-defined]
@@ -217,28 +264,49 @@ def test_forged_and_broken_tokens_are_unauthenticated(
     assert (token[:20] not in details or not token) and "forger" not in details and ISSUER not in details
 
 
-def test_each_allowed_algorithm_is_accepted(keys: dict[str, PrivateKey], channel: grpc.Channel, shop: Shop) -> None:
+def test_each_allowed_algorithm_is_accepted(
+    keys: dict[str, PrivateKey], channel: grpc.Channel, shop: Shop
+) -> None:
     request = recommendations_pb2.RecommendRequest(user_id=unique("u"), k=3)
     for key in keys.values():
         token = mint(key, ["recommendations:read"])
-        assert call(channel, "/aisle.v1.RecommendationService/Recommend", request, bearer(token)) == grpc.StatusCode.OK
+        assert (
+            call(channel, "/aisle.v1.RecommendationService/Recommend", request, bearer(token))
+            == grpc.StatusCode.OK
+        )
         # Again, from the cache of verified tokens; and with the scheme in another case (RFC 7235).
-        assert call(channel, "/aisle.v1.RecommendationService/Recommend", request,
-                    [("authorization", f"bearer {token}")]) == grpc.StatusCode.OK
+        assert (
+            call(
+                channel,
+                "/aisle.v1.RecommendationService/Recommend",
+                request,
+                [("authorization", f"bearer {token}")],
+            )
+            == grpc.StatusCode.OK
+        )
 
 
 def test_a_token_within_the_leeway_is_accepted(keys: dict[str, PrivateKey], channel: grpc.Channel) -> None:
     now = int(time.time())
     token = _signed(keys["RS256"], "RS256", _claims(nbf=now + 5, iat=now + 5))
-    assert call(channel, "/aisle.v1.RecommendationService/Recommend",
-                recommendations_pb2.RecommendRequest(user_id="u", k=3), bearer(token)) == grpc.StatusCode.OK
+    assert (
+        call(
+            channel,
+            "/aisle.v1.RecommendationService/Recommend",
+            recommendations_pb2.RecommendRequest(user_id="u", k=3),
+            bearer(token),
+        )
+        == grpc.StatusCode.OK
+    )
 
 
 # -- scopes ---------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("scope", ["", *SCOPES])
-def test_method_by_scope_matrix(scope: str, keys: dict[str, PrivateKey], channel: grpc.Channel, shop: Shop) -> None:
+def test_method_by_scope_matrix(
+    scope: str, keys: dict[str, PrivateKey], channel: grpc.Channel, shop: Shop
+) -> None:
     token = mint(keys["ES256"], [scope] if scope else [])
     for method, request in requests(shop, unique("u")).items():
         code = call(channel, method, request, bearer(token))
@@ -246,7 +314,10 @@ def test_method_by_scope_matrix(scope: str, keys: dict[str, PrivateKey], channel
         if not allowed:
             assert code == grpc.StatusCode.PERMISSION_DENIED, (method, scope)
         elif isinstance(request, bytes):  # EraseUser/ExportUser: allowed through, whatever the server says
-            assert code not in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED), (method, scope)
+            assert code not in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED), (
+                method,
+                scope,
+            )
         else:
             assert code == grpc.StatusCode.OK, (method, scope)
     # A method not in the table needs admin.
@@ -259,31 +330,52 @@ def test_several_scopes_in_one_token(keys: dict[str, PrivateKey], channel: grpc.
     reqs = requests(shop, unique("u"))
     for method in ("/aisle.v1.EventService/Track", "/aisle.v1.RecommendationService/Recommend"):
         assert call(channel, method, reqs[method], bearer(token)) == grpc.StatusCode.OK
-    assert call(channel, "/aisle.v1.UserService/GetProfile", reqs["/aisle.v1.UserService/GetProfile"],
-                bearer(token)) == grpc.StatusCode.PERMISSION_DENIED
+    assert (
+        call(
+            channel,
+            "/aisle.v1.UserService/GetProfile",
+            reqs["/aisle.v1.UserService/GetProfile"],
+            bearer(token),
+        )
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
 
 
 # -- user-bound tokens ----------------------------------------------------------------------------------
 
 
-def test_a_user_bound_token_acts_for_its_user_only(keys: dict[str, PrivateKey], channel: grpc.Channel,
-                                                   shop: Shop) -> None:
+def test_a_user_bound_token_acts_for_its_user_only(
+    keys: dict[str, PrivateKey], channel: grpc.Channel, shop: Shop
+) -> None:
     me, other = unique("me"), unique("other")
     token = mint(keys["RS256"], ["admin"], subject="mobile-app", user=me)  # even admin scope is bound
     own, others = requests(shop, me), requests(shop, other)
-    allowed_own = {"/aisle.v1.EventService/Track", "/aisle.v1.RecommendationService/Recommend",
-                   "/aisle.v1.UserService/GetProfile", "/aisle.v1.UserService/UpsertUser",
-                   "/aisle.v1.CatalogService/GetItem", "/aisle.v1.RecommendationService/SimilarItems"}
+    allowed_own = {
+        "/aisle.v1.EventService/Track",
+        "/aisle.v1.RecommendationService/Recommend",
+        "/aisle.v1.UserService/GetProfile",
+        "/aisle.v1.UserService/UpsertUser",
+        "/aisle.v1.CatalogService/GetItem",
+        "/aisle.v1.RecommendationService/SimilarItems",
+    }
     for method in METHOD_SCOPES:
         expected = grpc.StatusCode.OK if method in allowed_own else grpc.StatusCode.PERMISSION_DENIED
         assert call(channel, method, own[method], bearer(token)) == expected, method
-    for method in ("/aisle.v1.EventService/Track", "/aisle.v1.RecommendationService/Recommend",
-                   "/aisle.v1.UserService/GetProfile", "/aisle.v1.UserService/UpsertUser"):
-        assert call(channel, method, others[method], bearer(token)) == grpc.StatusCode.PERMISSION_DENIED, method
+    for method in (
+        "/aisle.v1.EventService/Track",
+        "/aisle.v1.RecommendationService/Recommend",
+        "/aisle.v1.UserService/GetProfile",
+        "/aisle.v1.UserService/UpsertUser",
+    ):
+        assert call(channel, method, others[method], bearer(token)) == grpc.StatusCode.PERMISSION_DENIED, (
+            method
+        )
     # Recommend without a user, or with only a page item, does not speak for the token's user either.
     anonymous = recommendations_pb2.RecommendRequest(context_item_id=shop.id("a"), k=3)
-    assert call(channel, "/aisle.v1.RecommendationService/Recommend", anonymous, bearer(token)) \
+    assert (
+        call(channel, "/aisle.v1.RecommendationService/Recommend", anonymous, bearer(token))
         == grpc.StatusCode.PERMISSION_DENIED
+    )
     # Erasure and export are never for user-bound tokens, even with the privacy scope.
     privacy = mint(keys["RS256"], ["privacy"], user=me)
     for method in ("/aisle.v1.UserService/EraseUser", "/aisle.v1.UserService/ExportUser"):
@@ -295,13 +387,22 @@ def test_a_user_bound_track_with_another_users_event_applies_nothing(
 ) -> None:
     me, other = unique("me"), unique("other")
     token = mint(keys["RS256"], ["events:write", "users:read"], user=me)
-    batch = events_pb2.TrackRequest(events=[view(me, shop.id("a")), view(other, shop.id("b")),
-                                            view(me, shop.id("c"))])
-    assert call(channel, "/aisle.v1.EventService/Track", batch, bearer(token)) == grpc.StatusCode.PERMISSION_DENIED
+    batch = events_pb2.TrackRequest(
+        events=[view(me, shop.id("a")), view(other, shop.id("b")), view(me, shop.id("c"))]
+    )
+    assert (
+        call(channel, "/aisle.v1.EventService/Track", batch, bearer(token))
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
     admin = mint(keys["RS256"], ["admin"])
     for user in (me, other):
-        profile = users_pb2.Profile.FromString(channel.unary_unary("/aisle.v1.UserService/GetProfile")(
-            users_pb2.GetProfileRequest(user_id=user).SerializeToString(), metadata=bearer(admin), timeout=10))
+        profile = users_pb2.Profile.FromString(
+            channel.unary_unary("/aisle.v1.UserService/GetProfile")(
+                users_pb2.GetProfileRequest(user_id=user).SerializeToString(),
+                metadata=bearer(admin),
+                timeout=10,
+            )
+        )
         assert profile.events_applied == 0, user
 
 
@@ -309,8 +410,10 @@ def test_a_user_bound_token_with_a_bad_request_gets_invalid_argument(
     keys: dict[str, PrivateKey], channel: grpc.Channel
 ) -> None:
     token = mint(keys["RS256"], ["events:write"], user=unique("me"))
-    assert call(channel, "/aisle.v1.EventService/Track", b"\xff\xff", bearer(token)) \
+    assert (
+        call(channel, "/aisle.v1.EventService/Track", b"\xff\xff", bearer(token))
         == grpc.StatusCode.INVALID_ARGUMENT
+    )
 
 
 # -- rate limits ----------------------------------------------------------------------------------------
@@ -334,14 +437,19 @@ def test_a_partner_over_its_rate_gets_resource_exhausted_with_retry_info(
     # Other partners are not held back by it.
     other = bearer(mint(keys["RS256"], ["recommendations:read"], subject=unique("partner")))
     for _ in range(5):
-        assert call(channel, "/aisle.v1.RecommendationService/Recommend", request, other) == grpc.StatusCode.OK
+        assert (
+            call(channel, "/aisle.v1.RecommendationService/Recommend", request, other) == grpc.StatusCode.OK
+        )
 
 
 # -- key rotation ---------------------------------------------------------------------------------------
 
 
-def _status_until(check: Callable[[], grpc.StatusCode], wanted: grpc.StatusCode, timeout_s: float = 30.0,
-                  ) -> grpc.StatusCode:
+def _status_until(
+    check: Callable[[], grpc.StatusCode],
+    wanted: grpc.StatusCode,
+    timeout_s: float = 30.0,
+) -> grpc.StatusCode:
     """Poll until the status is `wanted` (the server re-reads the JWKS file on its own schedule)."""
     deadline = time.monotonic() + timeout_s
     code = check()
@@ -360,6 +468,7 @@ def test_key_rotation_through_the_jwks_file(tmp_path: Path) -> None:
         request = recommendations_pb2.RecommendRequest(user_id="u", k=3)
         old_token, new_token = mint(old, ["admin"]), mint(new, ["admin"])
         with server.channel() as chan:
+
             def with_token(token: str) -> Callable[[], grpc.StatusCode]:
                 return lambda: call(chan, "/aisle.v1.RecommendationService/Recommend", request, bearer(token))
 
@@ -369,8 +478,10 @@ def test_key_rotation_through_the_jwks_file(tmp_path: Path) -> None:
             assert with_token(new_token)() == grpc.StatusCode.OK  # an unknown kid re-reads the file at once
             assert with_token(old_token)() == grpc.StatusCode.OK
             write_jwks(jwks_path, [new])  # retire the old key
-            assert _status_until(with_token(old_token), grpc.StatusCode.UNAUTHENTICATED) \
+            assert (
+                _status_until(with_token(old_token), grpc.StatusCode.UNAUTHENTICATED)
                 == grpc.StatusCode.UNAUTHENTICATED
+            )
             assert with_token(new_token)() == grpc.StatusCode.OK
             jwks_path.write_text("{not json")  # a broken file keeps the last good keys
             time.sleep(0.5)
@@ -387,8 +498,9 @@ def test_open_mode_says_so_at_start_up(server: ServerProcess) -> None:
     assert "authentication is OFF" in server.log_path.read_text()
 
 
-@pytest.mark.parametrize("case", ["hs256 allowed", "required without keys", "symmetric key", "http url",
-                                  "no issuer"])
+@pytest.mark.parametrize(
+    "case", ["hs256 allowed", "required without keys", "symmetric key", "http url", "no issuer"]
+)
 def test_settings_that_cannot_be_safe_refuse_to_start(case: str, tmp_path: Path) -> None:
     jwks_path = tmp_path / "jwks.json"
     write_jwks(jwks_path, [generate_key("RS256")])
@@ -396,12 +508,17 @@ def test_settings_that_cannot_be_safe_refuse_to_start(case: str, tmp_path: Path)
         "hs256 allowed": auth_env(jwks_path, AISLE_AUTH_ALGORITHMS='["RS256", "HS256"]'),
         "required without keys": {"AISLE_AUTH_REQUIRED": "true"},
         "symmetric key": auth_env(jwks_path),
-        "http url": {"AISLE_AUTH_JWKS_URL": "http://127.0.0.1:1/jwks.json", "AISLE_AUTH_ISSUER": ISSUER,
-                     "AISLE_AUTH_AUDIENCE": AUDIENCE},
+        "http url": {
+            "AISLE_AUTH_JWKS_URL": "http://127.0.0.1:1/jwks.json",
+            "AISLE_AUTH_ISSUER": ISSUER,
+            "AISLE_AUTH_AUDIENCE": AUDIENCE,
+        },
         "no issuer": {"AISLE_AUTH_JWKS_FILE": str(jwks_path), "AISLE_AUTH_AUDIENCE": AUDIENCE},
     }[case]
     if case == "symmetric key":
-        jwks_path.write_text(json.dumps({"keys": [{"kty": "oct", "kid": "k", "k": "c2VjcmV0", "alg": "HS256"}]}))
+        jwks_path.write_text(
+            json.dumps({"keys": [{"kty": "oct", "kid": "k", "k": "c2VjcmV0", "alg": "HS256"}]})
+        )
     process = ServerProcess(tmp_path / "server", env=env)
     with pytest.raises(RuntimeError, match="did not start"):
         process.start(timeout_s=60)
@@ -433,13 +550,17 @@ def test_client_sends_a_token_and_renews_it_from_a_callable(
         assert len(handed) == 3
     with AisleClient(ClientOptions(target=auth_server.target, token=handed[-1])) as client:
         assert client.get_item(shop.id("b")).item_id == shop.id("b")
-    with AisleClient(ClientOptions(target=auth_server.target)) as client, pytest.raises(grpc.RpcError) as error:
+    with (
+        AisleClient(ClientOptions(target=auth_server.target)) as client,
+        pytest.raises(grpc.RpcError) as error,
+    ):
         client.get_item(shop.id("b"))
     assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
 
 
-async def test_async_client_renews_from_a_callable(keys: dict[str, PrivateKey], auth_server: ServerProcess,
-                                                   shop: Shop) -> None:
+async def test_async_client_renews_from_a_callable(
+    keys: dict[str, PrivateKey], auth_server: ServerProcess, shop: Shop
+) -> None:
     calls = 0
 
     def provider() -> str:
@@ -460,7 +581,10 @@ def test_cli_mints_a_token_the_server_accepts(tmp_path: Path, capsys: pytest.Cap
     capsys.readouterr()
     server = ServerProcess(tmp_path / "server", env=auth_env(tmp_path / "keys" / "jwks.json")).start()
     try:
-        assert cli(["token", "--key", str(tmp_path / "keys" / "private.pem"), "--scope", "recommendations:read"]) == 0
+        assert (
+            cli(["token", "--key", str(tmp_path / "keys" / "private.pem"), "--scope", "recommendations:read"])
+            == 0
+        )
         token = capsys.readouterr().out.strip()
         assert cli(["--target", server.target, "--token", token, "recommend", "--user", "u1", "-k", "2"]) == 0
         capsys.readouterr()
@@ -479,25 +603,38 @@ JSON_VALUES = st.recursive(
 )
 HEADERS = st.fixed_dictionaries(
     {},
-    optional={"alg": st.sampled_from(["RS256", "ES256", "EdDSA", "none", "HS256"]) | JSON_VALUES,
-              "kid": JSON_VALUES, "typ": st.sampled_from(["at+jwt", "JWT"]) | JSON_VALUES, "crit": JSON_VALUES},
+    optional={
+        "alg": st.sampled_from(["RS256", "ES256", "EdDSA", "none", "HS256"]) | JSON_VALUES,
+        "kid": JSON_VALUES,
+        "typ": st.sampled_from(["at+jwt", "JWT"]) | JSON_VALUES,
+        "crit": JSON_VALUES,
+    },
 )
 CLAIMS = st.dictionaries(
     st.sampled_from(["iss", "aud", "sub", "client_id", "scope", "scp", "exp", "nbf", "iat", "aisle_user"]),
-    JSON_VALUES, max_size=10,
+    JSON_VALUES,
+    max_size=10,
 )
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(header=HEADERS | JSON_VALUES, claims=CLAIMS | JSON_VALUES, signature=st.binary(max_size=80),
-       scheme=st.sampled_from(["Bearer ", "bearer ", "Bearer  ", "Basic ", ""]))
+@given(
+    header=HEADERS | JSON_VALUES,
+    claims=CLAIMS | JSON_VALUES,
+    signature=st.binary(max_size=80),
+    scheme=st.sampled_from(["Bearer ", "bearer ", "Bearer  ", "Basic ", ""]),
+)
 def test_arbitrary_tokens_are_unauthenticated_never_an_error(
     header: Any, claims: Any, signature: bytes, scheme: str, channel: grpc.Channel
 ) -> None:
     token = ".".join(b64(json.dumps(part).encode()) for part in (header, claims)) + "." + b64(signature)
     request = recommendations_pb2.RecommendRequest(user_id="u", k=3)
-    assert call(channel, "/aisle.v1.RecommendationService/Recommend", request, [("authorization", scheme + token)]) \
+    assert (
+        call(
+            channel, "/aisle.v1.RecommendationService/Recommend", request, [("authorization", scheme + token)]
+        )
         == grpc.StatusCode.UNAUTHENTICATED
+    )
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -508,12 +645,15 @@ def test_arbitrary_authorization_values_are_unauthenticated(value: str, channel:
     assert code == grpc.StatusCode.UNAUTHENTICATED
 
 
-def test_the_audit_log_names_the_verified_partner(keys: dict[str, PrivateKey], channel: grpc.Channel,
-                                                  auth_server: ServerProcess) -> None:
+def test_the_audit_log_names_the_verified_partner(
+    keys: dict[str, PrivateKey], channel: grpc.Channel, auth_server: ServerProcess
+) -> None:
     user = unique("audited")
     request = users_pb2.ExportUserRequest(user_id=user)
     token = mint(keys["ES256"], ["privacy"], subject="privacy-officer")
     assert call(channel, "/aisle.v1.UserService/ExportUser", request, bearer(token)) == grpc.StatusCode.OK
     lines = (auth_server.data_dir / "audit.log").read_text().splitlines()
     entries = [json.loads(line) for line in lines if user in line]
-    assert [(e["who"], e["method"], e["outcome"]) for e in entries] == [("privacy-officer", "ExportUser", "OK")]
+    assert [(e["who"], e["method"], e["outcome"]) for e in entries] == [
+        ("privacy-officer", "ExportUser", "OK")
+    ]

@@ -38,12 +38,15 @@ async def test_privacy_handlers_see_their_verified_caller(tmp_path: Path) -> Non
         token = mint(key, scopes, subject="dpo-tool")
         return SimpleNamespace(method=method, invocation_metadata=(("authorization", f"Bearer {token}"),))
 
-    wrapped = await interceptor.intercept_service(continuation, details("/aisle.v1.UserService/EraseUser", ["privacy"]))
+    wrapped = await interceptor.intercept_service(
+        continuation, details("/aisle.v1.UserService/EraseUser", ["privacy"])
+    )
     assert wrapped is not handler
     await wrapped.unary_unary(users_pb2.GetProfileRequest(user_id="u1"), None)
     assert seen[0] is not None and seen[0].partner == "dpo-tool" and seen[0].scopes == {"privacy"}
     assert current_caller() is None  # only around the handler
     # The hot path is left alone: a partner's Recommend gets the handler itself, no wrapper.
     plain = await interceptor.intercept_service(
-        continuation, details("/aisle.v1.RecommendationService/Recommend", ["recommendations:read"]))
+        continuation, details("/aisle.v1.RecommendationService/Recommend", ["recommendations:read"])
+    )
     assert plain is handler

@@ -56,8 +56,13 @@ class Issuer:
         return f"https://localhost:{self.httpd.server_address[1]}/jwks.json"
 
     def env(self, **extra: str) -> dict[str, str]:
-        return {"AISLE_AUTH_JWKS_URL": self.url, "AISLE_AUTH_ISSUER": ISSUER, "AISLE_AUTH_AUDIENCE": AUDIENCE,
-                "SSL_CERT_FILE": str(self.certs.ca), **extra}
+        return {
+            "AISLE_AUTH_JWKS_URL": self.url,
+            "AISLE_AUTH_ISSUER": ISSUER,
+            "AISLE_AUTH_AUDIENCE": AUDIENCE,
+            "SSL_CERT_FILE": str(self.certs.ca),
+            **extra,
+        }
 
     def stop(self) -> None:
         self.httpd.shutdown()
@@ -75,7 +80,8 @@ def status(server: ServerProcess, key: PrivateKey) -> grpc.StatusCode:
     with server.channel() as channel:
         try:
             channel.unary_unary("/aisle.v1.RecommendationService/Recommend")(
-                REQUEST, metadata=[("authorization", f"Bearer {mint(key, ['admin'])}")], timeout=20)
+                REQUEST, metadata=[("authorization", f"Bearer {mint(key, ['admin'])}")], timeout=20
+            )
         except grpc.RpcError as error:
             return error.code()  # type: ignore[attr-defined, no-any-return]
     return grpc.StatusCode.OK

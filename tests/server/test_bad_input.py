@@ -27,12 +27,28 @@ FLOATS = st.floats(allow_nan=True, allow_infinity=True)
 
 events = st.builds(
     events_pb2.Event,
-    event_id=TEXT, type=st.integers(min_value=-3, max_value=12), user_id=TEXT, session_id=TEXT, item_id=TEXT,
-    item_ids=IDS, ts_ms=INT64, price=FLOATS, quantity=INT32, query=TEXT, context=MAPS, recommendation_id=TEXT,
+    event_id=TEXT,
+    type=st.integers(min_value=-3, max_value=12),
+    user_id=TEXT,
+    session_id=TEXT,
+    item_id=TEXT,
+    item_ids=IDS,
+    ts_ms=INT64,
+    price=FLOATS,
+    quantity=INT32,
+    query=TEXT,
+    context=MAPS,
+    recommendation_id=TEXT,
 )
 items = st.builds(
     catalog_pb2.Item,
-    item_id=TEXT, title=TEXT, description=TEXT, category=TEXT, brand=TEXT, price=FLOATS, in_stock=st.booleans(),
+    item_id=TEXT,
+    title=TEXT,
+    description=TEXT,
+    category=TEXT,
+    brand=TEXT,
+    price=FLOATS,
+    in_stock=st.booleans(),
     attributes=MAPS,
 )
 
@@ -71,10 +87,23 @@ def test_track_fuzz(fuzz_client: AisleClient, batch: list[events_pb2.Event]) -> 
 
 @FUZZ
 @given(user_id=TEXT, k=INT32, context=TEXT, exclude=IDS, prefix=TEXT, explain=st.booleans())
-def test_recommend_fuzz(fuzz_client: AisleClient, user_id: str, k: int, context: str, exclude: list[str],
-                        prefix: str, explain: bool) -> None:
-    request = recommendations_pb2.RecommendRequest(user_id=user_id, k=k, context_item_id=context,
-                                                   exclude_item_ids=exclude, category_prefix=prefix, explain=explain)
+def test_recommend_fuzz(
+    fuzz_client: AisleClient,
+    user_id: str,
+    k: int,
+    context: str,
+    exclude: list[str],
+    prefix: str,
+    explain: bool,
+) -> None:
+    request = recommendations_pb2.RecommendRequest(
+        user_id=user_id,
+        k=k,
+        context_item_id=context,
+        exclude_item_ids=exclude,
+        category_prefix=prefix,
+        explain=explain,
+    )
     response = call(fuzz_client.recs.Recommend, request)
     if response is not None:
         assert len(response.items) <= (k or 10)  # type: ignore[attr-defined]
@@ -82,9 +111,12 @@ def test_recommend_fuzz(fuzz_client: AisleClient, user_id: str, k: int, context:
 
 @FUZZ
 @given(item_id=TEXT, k=INT32, exclude=IDS, prefix=TEXT)
-def test_similar_items_fuzz(fuzz_client: AisleClient, item_id: str, k: int, exclude: list[str], prefix: str) -> None:
-    request = recommendations_pb2.SimilarItemsRequest(item_id=item_id, k=k, exclude_item_ids=exclude,
-                                                      category_prefix=prefix)
+def test_similar_items_fuzz(
+    fuzz_client: AisleClient, item_id: str, k: int, exclude: list[str], prefix: str
+) -> None:
+    request = recommendations_pb2.SimilarItemsRequest(
+        item_id=item_id, k=k, exclude_item_ids=exclude, category_prefix=prefix
+    )
     call(fuzz_client.recs.SimilarItems, request)
 
 
@@ -99,9 +131,12 @@ def test_catalog_fuzz(fuzz_client: AisleClient, batch: list[catalog_pb2.Item]) -
 
 @FUZZ
 @given(user_id=TEXT, attributes=MAPS, consent=st.booleans())
-def test_users_fuzz(fuzz_client: AisleClient, user_id: str, attributes: dict[str, str], consent: bool) -> None:
-    user = users_pb2.User(user_id=user_id, attributes=attributes,
-                          consent=users_pb2.Consent(personalization=consent))
+def test_users_fuzz(
+    fuzz_client: AisleClient, user_id: str, attributes: dict[str, str], consent: bool
+) -> None:
+    user = users_pb2.User(
+        user_id=user_id, attributes=attributes, consent=users_pb2.Consent(personalization=consent)
+    )
     call(fuzz_client.upsert_user, user)
     call(fuzz_client.profile, user_id)
     call(fuzz_client.export_user, user_id)
@@ -115,7 +150,9 @@ def test_mixed_batch_keeps_every_good_event(fuzz_client: AisleClient) -> None:
         events_pb2.Event(event_id="", type=events_pb2.VIEW, user_id="x", item_id="i"),
         events_pb2.Event(event_id="b1", type=events_pb2.EVENT_TYPE_UNSPECIFIED, user_id="x", item_id="i"),
         events_pb2.Event(event_id="b2", type=events_pb2.VIEW, user_id="x" * 500, item_id="i"),
-        events_pb2.Event(event_id="b3", type=events_pb2.PURCHASE, user_id="x", item_id="i", price=float("nan")),
+        events_pb2.Event(
+            event_id="b3", type=events_pb2.PURCHASE, user_id="x", item_id="i", price=float("nan")
+        ),
         events_pb2.Event(event_id="b4", type=events_pb2.VIEW, user_id="x", item_id="i", ts_ms=2**62),
     ]
     batch = [good[0], bad[0], good[1], bad[1], good[2], bad[2], good[3], bad[3], good[4], bad[4]]
@@ -136,8 +173,12 @@ def test_batch_size_limits(fuzz_client: AisleClient) -> None:
 
 
 def test_oversized_and_undecodable_requests_are_invalid_argument(server: ServerProcess) -> None:
-    with grpc.insecure_channel(server.target, options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
-        raw = channel.unary_unary("/aisle.v1.EventService/Track", request_serializer=None, response_deserializer=None)
+    with grpc.insecure_channel(
+        server.target, options=[("grpc.max_send_message_length", 64 << 20)]
+    ) as channel:
+        raw = channel.unary_unary(
+            "/aisle.v1.EventService/Track", request_serializer=None, response_deserializer=None
+        )
         with pytest.raises(grpc.RpcError) as garbage:
             raw(b"\xff\xff\xff\xff garbage", timeout=10)
         assert garbage.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]

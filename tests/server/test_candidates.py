@@ -20,7 +20,9 @@ def test_sources_become_columns_summed_ranked_and_explained() -> None:
     # Co-visitation proposes 7 from two seeds (0.2 from seed 0, 0.5 from seed 1) and 3 from seed 0.
     pool.add(COVISITATION, ints(7, 3, 7), floats(0.2, 0.6, 0.5), ints(0, 0, 1))
     pool.add(BRAND, ints(3, 9), floats(1.0, 1.0), ints(2, 2))
-    pool.add(LEARNED, ints(-1, 9, 4), floats(1.0, 0.0, 0.3), ints(-1, -1, -1))  # -1: not in the index; 0: dropped
+    pool.add(
+        LEARNED, ints(-1, 9, 4), floats(1.0, 0.0, 0.3), ints(-1, -1, -1)
+    )  # -1: not in the index; 0: dropped
     pool.add_extra("covis_latest", ints(7, 3, 11), floats(0.2, 0.6, 9.0))  # 11 is no candidate: ignored
     pool.finish()
     assert pool.positions.tolist() == [3, 4, 7, 9]

@@ -24,12 +24,26 @@ from tests.shop import Shop, event, item
 def dashboard_server(tmp_path: Path) -> Iterator[ServerProcess]:
     data = tmp_path / "server"
     data.mkdir()
-    (data / "experiments.json").write_text(json.dumps({"experiments": [{
-        "name": "popular-weight", "state": "RUNNING", "traffic": 1.0,
-        "variants": [{"name": "control", "weight": 1},
-                     {"name": "heavy", "weight": 1, "config": {"blend_weights": {"popular": 1.0}}}],
-    }]}))
-    process = ServerProcess(data, args=["--dashboard-port", str(free_port())], env={"AISLE_ENCRYPTION": "off"})
+    (data / "experiments.json").write_text(
+        json.dumps(
+            {
+                "experiments": [
+                    {
+                        "name": "popular-weight",
+                        "state": "RUNNING",
+                        "traffic": 1.0,
+                        "variants": [
+                            {"name": "control", "weight": 1},
+                            {"name": "heavy", "weight": 1, "config": {"blend_weights": {"popular": 1.0}}},
+                        ],
+                    }
+                ]
+            }
+        )
+    )
+    process = ServerProcess(
+        data, args=["--dashboard-port", str(free_port())], env={"AISLE_ENCRYPTION": "off"}
+    )
     process.start()
     yield process
     process.stop()
@@ -50,8 +64,13 @@ def test_the_dashboard_renders_live_data_without_console_errors(dashboard_server
                 user = f"{shop.prefix}-u{i % 20}"
                 answer = client.recommend(user, 5)
                 if i % 3 == 0 and answer.items:
-                    click = event(user, events_pb2.CLICK, answer.items[0].item_id, ts_ms=0,
-                                  recommendation_id=answer.recommendation_id)
+                    click = event(
+                        user,
+                        events_pb2.CLICK,
+                        answer.items[0].item_id,
+                        ts_ms=0,
+                        recommendation_id=answer.recommendation_id,
+                    )
                     client.track([click])
 
         traffic(60)
@@ -84,7 +103,9 @@ def test_the_dashboard_renders_live_data_without_console_errors(dashboard_server
             assert errors == []
 
 
-def test_the_grafana_dashboard_only_names_exported_metrics(dashboard_server: ServerProcess, tmp_path: Path) -> None:
+def test_the_grafana_dashboard_only_names_exported_metrics(
+    dashboard_server: ServerProcess, tmp_path: Path
+) -> None:
     """Every metric the Grafana panels query is one a server (or, for aisle_worker_*, a worker) exports."""
     import re
 
@@ -94,8 +115,12 @@ def test_the_grafana_dashboard_only_names_exported_metrics(dashboard_server: Ser
 
     panels = json.loads((STATIC.parent / "grafana" / "aisle.json").read_text())["panels"]
     exprs = [target["expr"] for panel in panels for target in panel["targets"]]
-    wanted = {re.sub(r"_(bucket|count|sum|total)$", "", name) for e in exprs for name in re.findall(r"aisle_\w+", e)}
-    metered = ServerProcess(tmp_path / "metered", metrics_port=free_port(), env={"AISLE_ENCRYPTION": "off"}).start()
+    wanted = {
+        re.sub(r"_(bucket|count|sum|total)$", "", name) for e in exprs for name in re.findall(r"aisle_\w+", e)
+    }
+    metered = ServerProcess(
+        tmp_path / "metered", metrics_port=free_port(), env={"AISLE_ENCRYPTION": "off"}
+    ).start()
     try:
         with AisleClient(ClientOptions(target=metered.target)) as client:
             client.upsert_items([item("g1")])
@@ -106,6 +131,8 @@ def test_the_grafana_dashboard_only_names_exported_metrics(dashboard_server: Ser
         metered.stop()
     from feature_worker.metrics import WorkerMetrics
 
-    worker = {metric.describe()[0].name for metric in vars(WorkerMetrics()).values() if hasattr(metric, "describe")}
+    worker = {
+        metric.describe()[0].name for metric in vars(WorkerMetrics()).values() if hasattr(metric, "describe")
+    }
     assert wanted - exported - worker == set()
     assert len(panels) >= 10

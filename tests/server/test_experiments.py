@@ -35,10 +35,20 @@ from tests.shop import BASE_TS, Shop, event, item, view
 E = experiments_pb2
 
 
-def ab(name: str, *variants: tuple[str, float, E.ServingConfig], layer: str = "", start: float = 0.0,
-       traffic: float = 1.0, state: int = E.RUNNING) -> E.Experiment:
+def ab(
+    name: str,
+    *variants: tuple[str, float, E.ServingConfig],
+    layer: str = "",
+    start: float = 0.0,
+    traffic: float = 1.0,
+    state: int = E.RUNNING,
+) -> E.Experiment:
     return E.Experiment(
-        name=name, layer=layer, traffic_start=start, traffic=traffic, state=state,  # type: ignore[arg-type]
+        name=name,
+        layer=layer,
+        traffic_start=start,
+        traffic=traffic,
+        state=state,  # type: ignore[arg-type]
         variants=[E.Variant(name=n, weight=w, config=c) for n, w, c in variants],
     )
 
@@ -55,10 +65,19 @@ def test_draw_test_vectors() -> None:
 
 
 def test_shares_layers_and_holdout() -> None:
-    spec = E.ExperimentsFile(holdout=0.1, experiments=[
-        ab("a", ("control", 1, E.ServingConfig()), ("treat", 3, E.ServingConfig(use_ranker=False))),
-        ab("b", ("x", 1, E.ServingConfig()), ("y", 1, E.ServingConfig(max_per_category=2)), layer="ui", traffic=0.5),
-    ])
+    spec = E.ExperimentsFile(
+        holdout=0.1,
+        experiments=[
+            ab("a", ("control", 1, E.ServingConfig()), ("treat", 3, E.ServingConfig(use_ranker=False))),
+            ab(
+                "b",
+                ("x", 1, E.ServingConfig()),
+                ("y", 1, E.ServingConfig(max_per_category=2)),
+                layer="ui",
+                traffic=0.5,
+            ),
+        ],
+    )
     assigner = Assigner(spec)
     counts: Counter[str] = Counter()
     pairs: Counter[tuple[str, str]] = Counter()
@@ -78,9 +97,11 @@ def test_shares_layers_and_holdout() -> None:
         total = sum(v for (x, _), v in pairs.items() if x == variant)
         in_b = sum(v for (x, y), v in pairs.items() if x == variant and y != "-")
         assert in_b / total == pytest.approx(0.5, abs=0.03)
-    both = assigner.assign(next(f"user-{i}" for i in range(n) if len(assigner.assign(f"user-{i}").experiments) == 2))
+    both = assigner.assign(
+        next(f"user-{i}" for i in range(n) if len(assigner.assign(f"user-{i}").experiments) == 2)
+    )
     assert both.label.count(";") == 1 and "/" in both.label
-    assert assigner.assign("") .label == "default"
+    assert assigner.assign("").label == "default"
 
 
 def test_team_draft_is_fair_and_complete() -> None:
@@ -105,24 +126,39 @@ def test_pipeline_of_unknown_defaults() -> None:
 def exp_server(tmp_path: Path) -> Iterator[ServerProcess]:
     data = tmp_path / "server"
     data.mkdir()
-    (data / "experiments.json").write_text(json.dumps({"experiments": [{
-        "name": "sources", "state": "RUNNING", "traffic": 1.0,
-        "variants": [
-            {"name": "everything", "weight": 1},
-            {"name": "popular_only", "weight": 1, "config": {"sources": ["popular"]}},
-        ],
-    }]}))
-    process = ServerProcess(data, args=["--lists-refresh-s", "0"], env={"AISLE_EXPERIMENTS_POLL_S": "0.05",
-                                                                        "AISLE_ENCRYPTION": "off"}).start()
+    (data / "experiments.json").write_text(
+        json.dumps(
+            {
+                "experiments": [
+                    {
+                        "name": "sources",
+                        "state": "RUNNING",
+                        "traffic": 1.0,
+                        "variants": [
+                            {"name": "everything", "weight": 1},
+                            {"name": "popular_only", "weight": 1, "config": {"sources": ["popular"]}},
+                        ],
+                    }
+                ]
+            }
+        )
+    )
+    process = ServerProcess(
+        data,
+        args=["--lists-refresh-s", "0"],
+        env={"AISLE_EXPERIMENTS_POLL_S": "0.05", "AISLE_ENCRYPTION": "off"},
+    ).start()
     yield process
     process.stop()
 
 
 def stubs(channel: grpc.Channel) -> tuple[object, object, object, object]:
-    return (recommendations_pb2_grpc.RecommendationServiceStub(channel),
-            experiments_pb2_grpc.ExperimentServiceStub(channel),
-            catalog_pb2_grpc.CatalogServiceStub(channel),
-            events_pb2_grpc.EventServiceStub(channel))
+    return (
+        recommendations_pb2_grpc.RecommendationServiceStub(channel),
+        experiments_pb2_grpc.ExperimentServiceStub(channel),
+        catalog_pb2_grpc.CatalogServiceStub(channel),
+        events_pb2_grpc.EventServiceStub(channel),
+    )
 
 
 def seed_shop(channel: grpc.Channel) -> Shop:
@@ -133,8 +169,10 @@ def seed_shop(channel: grpc.Channel) -> Shop:
     # p0 and p1 viewed together often: co-visitation proposes p1 next to p0.
     evs = []
     for u in range(6):
-        evs += [view(f"{shop.prefix}-v{u}", shop.id("p0"), BASE_TS + u), view(f"{shop.prefix}-v{u}", shop.id("p1"),
-                                                                               BASE_TS + u + 1)]
+        evs += [
+            view(f"{shop.prefix}-v{u}", shop.id("p0"), BASE_TS + u),
+            view(f"{shop.prefix}-v{u}", shop.id("p1"), BASE_TS + u + 1),
+        ]
     events.Track(events_pb2.TrackRequest(events=evs), timeout=10)  # type: ignore[attr-defined]
     return shop
 
@@ -148,8 +186,10 @@ def test_variants_serve_their_configuration_and_log_exposures(exp_server: Server
         for i in range(40):
             user = f"{shop.prefix}-u{i}"
             events.Track(events_pb2.TrackRequest(events=[view(user, shop.id("p0"))]), timeout=10)  # type: ignore
-            answer = recs.Recommend(recommendations_pb2.RecommendRequest(user_id=user, k=3, explain=True),  # type: ignore
-                                    timeout=10)
+            answer = recs.Recommend(
+                recommendations_pb2.RecommendRequest(user_id=user, k=3, explain=True),  # type: ignore
+                timeout=10,
+            )
             again = recs.Recommend(recommendations_pb2.RecommendRequest(user_id=user, k=3), timeout=10)  # type: ignore
             assert answer.variant == again.variant  # sticky
             assert answer.recommendation_id and answer.recommendation_id != again.recommendation_id
@@ -162,17 +202,24 @@ def test_variants_serve_their_configuration_and_log_exposures(exp_server: Server
         assert any(r.startswith("co_viewed_with:") for r in by_variant["sources/everything"])
         assert not any(r.startswith("co_viewed_with:") for r in by_variant["sources/popular_only"])
         # Without a user: the session decides, consistently.
-        s1 = recs.Recommend(recommendations_pb2.RecommendRequest(context_item_id=shop.id("p0"), session_id="s-42"),  # type: ignore
-                            timeout=10)
-        assert s1.variant == ("sources/everything" if draw("sources", "session:s-42") < 0.5
-                              else "sources/popular_only")
-        anonymous = recs.Recommend(recommendations_pb2.RecommendRequest(context_item_id=shop.id("p0")), timeout=10)  # type: ignore
+        s1 = recs.Recommend(
+            recommendations_pb2.RecommendRequest(context_item_id=shop.id("p0"), session_id="s-42"),  # type: ignore
+            timeout=10,
+        )
+        assert s1.variant == (
+            "sources/everything" if draw("sources", "session:s-42") < 0.5 else "sources/popular_only"
+        )
+        anonymous = recs.Recommend(
+            recommendations_pb2.RecommendRequest(context_item_id=shop.id("p0")), timeout=10
+        )  # type: ignore
         assert anonymous.variant == "default"
 
         listed = admin.ListExperiments(E.ListExperimentsRequest(), timeout=10)  # type: ignore[attr-defined]
         assert [e.name for e in listed.experiments] == ["sources"]
         admin.StopExperiment(E.StopExperimentRequest(name="sources"), timeout=10)  # type: ignore[attr-defined]
-        stopped = recs.Recommend(recommendations_pb2.RecommendRequest(user_id=f"{shop.prefix}-u0"), timeout=10)  # type: ignore
+        stopped = recs.Recommend(
+            recommendations_pb2.RecommendRequest(user_id=f"{shop.prefix}-u0"), timeout=10
+        )  # type: ignore
         assert stopped.variant == "default"
 
     exp_server.stop()  # drains the exposure queue into the journal
@@ -190,8 +237,14 @@ def test_admin_service_create_start_stop_and_bad_input(exp_server: ServerProcess
     with exp_server.channel() as channel:
         recs, admin, _, _ = stubs(channel)
         with pytest.raises(grpc.RpcError) as bad:
-            admin.CreateExperiment(E.CreateExperimentRequest(experiment=ab(  # type: ignore[attr-defined]
-                "bad name!", ("a", 1, E.ServingConfig(sources=["nope"])))), timeout=10)
+            admin.CreateExperiment(
+                E.CreateExperimentRequest(
+                    experiment=ab(  # type: ignore[attr-defined]
+                        "bad name!", ("a", 1, E.ServingConfig(sources=["nope"]))
+                    )
+                ),
+                timeout=10,
+            )
         assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         status = rpc_status.from_call(bad.value)
         assert status is not None
@@ -200,11 +253,19 @@ def test_admin_service_create_start_stop_and_bad_input(exp_server: ServerProcess
             request = error_details_pb2.BadRequest()
             detail.Unpack(request)
             fields |= {v.field for v in request.field_violations}
-        assert {"experiment.name", "experiment.variants", "experiment.variants[0].config.sources[0]"} <= fields
+        assert {
+            "experiment.name",
+            "experiment.variants",
+            "experiment.variants[0].config.sources[0]",
+        } <= fields
 
         # The layer "default" is taken whole by the running experiment "sources": a second one cannot start there.
-        draft = ab("ranker", ("on", 1, E.ServingConfig()), ("off", 1, E.ServingConfig(use_ranker=False)),
-                   state=E.DRAFT)
+        draft = ab(
+            "ranker",
+            ("on", 1, E.ServingConfig()),
+            ("off", 1, E.ServingConfig(use_ranker=False)),
+            state=E.DRAFT,
+        )
         created = admin.CreateExperiment(E.CreateExperimentRequest(experiment=draft), timeout=10).experiment  # type: ignore
         assert created.state == E.DRAFT
         with pytest.raises(grpc.RpcError) as taken:
@@ -218,12 +279,19 @@ def test_admin_service_create_start_stop_and_bad_input(exp_server: ServerProcess
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
         # In another layer it runs beside "sources"; the answer names both.
-        other = ab("ui", ("tight", 1, E.ServingConfig(max_per_category=1)), ("loose", 1, E.ServingConfig()),
-                   layer="ui", state=E.DRAFT)
+        other = ab(
+            "ui",
+            ("tight", 1, E.ServingConfig(max_per_category=1)),
+            ("loose", 1, E.ServingConfig()),
+            layer="ui",
+            state=E.DRAFT,
+        )
         admin.CreateExperiment(E.CreateExperimentRequest(experiment=other), timeout=10)  # type: ignore
         started = admin.StartExperiment(E.StartExperimentRequest(name="ui"), timeout=10).experiment  # type: ignore[attr-defined]
         assert started.state == E.RUNNING and started.started_ms > 0
-        variant = recs.Recommend(recommendations_pb2.RecommendRequest(user_id="someone", k=2), timeout=10).variant  # type: ignore
+        variant = recs.Recommend(
+            recommendations_pb2.RecommendRequest(user_id="someone", k=2), timeout=10
+        ).variant  # type: ignore
         assert variant.startswith("sources/") and ";ui/" in variant
 
         # The file is the source of truth: the service wrote it, and an edit by hand is picked up.
@@ -234,7 +302,10 @@ def test_admin_service_create_start_stop_and_bad_input(exp_server: ServerProcess
             e["state"] = "STOPPED"
         path.write_text(json.dumps(spec))
         deadline = time.monotonic() + 30
-        while recs.Recommend(recommendations_pb2.RecommendRequest(user_id="someone"), timeout=10).variant != "default":  # type: ignore
+        while (
+            recs.Recommend(recommendations_pb2.RecommendRequest(user_id="someone"), timeout=10).variant
+            != "default"
+        ):  # type: ignore
             assert time.monotonic() < deadline
             time.sleep(0.05)
         with pytest.raises(grpc.RpcError) as restart:
@@ -247,7 +318,9 @@ def test_interleaving_mixes_two_variants_with_teams(exp_server: ServerProcess) -
         recs, admin, _, events = stubs(channel)
         shop = seed_shop(channel)
         admin.StopExperiment(E.StopExperimentRequest(name="sources"), timeout=10)  # type: ignore[attr-defined]
-        experiment = ab("mix", ("blend", 0, E.ServingConfig()), ("popular", 0, E.ServingConfig(sources=["popular"])))
+        experiment = ab(
+            "mix", ("blend", 0, E.ServingConfig()), ("popular", 0, E.ServingConfig(sources=["popular"]))
+        )
         experiment.mode = E.INTERLEAVING
         admin.CreateExperiment(E.CreateExperimentRequest(experiment=experiment), timeout=10)  # type: ignore
         user = f"{shop.prefix}-shopper"
@@ -256,7 +329,8 @@ def test_interleaving_mixes_two_variants_with_teams(exp_server: ServerProcess) -
         assert answer.variant == "mix/interleaved" and len(answer.items) == 4
     exp_server.stop()
     exposure = {e.recommendation_id: e for e in read_journal(exp_server.data_dir / "exposures.bin")}[
-        answer.recommendation_id]
+        answer.recommendation_id
+    ]
     assert list(exposure.item_ids) == [i.item_id for i in answer.items]
     assert set(exposure.teams) <= {"blend", "popular"} and len(exposure.teams) == 4
     assert exposure.experiments["mix"] == "interleaved"
@@ -282,17 +356,28 @@ def test_a_variant_serves_another_bundle_version_beside_the_promoted_one(
         recs, admin, catalog, _ = stubs(channel)
         catalog.UpsertItems(catalog_pb2.UpsertItemsRequest(items=[item(i) for i in ids]), timeout=10)  # type: ignore
         deadline = time.monotonic() + 30
-        while recs.Recommend(recommendations_pb2.RecommendRequest(user_id="x"), timeout=10).model_version != "v2":  # type: ignore
+        while (
+            recs.Recommend(recommendations_pb2.RecommendRequest(user_id="x"), timeout=10).model_version
+            != "v2"
+        ):  # type: ignore
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        missing = ab("old-missing", ("old", 1, E.ServingConfig(bundle_version="v9")), ("new", 1, E.ServingConfig()),
-                     state=E.DRAFT)
+        missing = ab(
+            "old-missing",
+            ("old", 1, E.ServingConfig(bundle_version="v9")),
+            ("new", 1, E.ServingConfig()),
+            state=E.DRAFT,
+        )
         admin.CreateExperiment(E.CreateExperimentRequest(experiment=missing), timeout=10)  # type: ignore
         with pytest.raises(grpc.RpcError) as refused:
             admin.StartExperiment(E.StartExperimentRequest(name="old-missing"), timeout=10)  # type: ignore[attr-defined]
-        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "v9" in (refused.value.details() or "")
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "v9" in (
+            refused.value.details() or ""
+        )
         admin.StopExperiment(E.StopExperimentRequest(name="old-missing"), timeout=10)  # type: ignore[attr-defined]
-        experiment = ab("bundles", ("old", 1, E.ServingConfig(bundle_version="v1")), ("new", 1, E.ServingConfig()))
+        experiment = ab(
+            "bundles", ("old", 1, E.ServingConfig(bundle_version="v1")), ("new", 1, E.ServingConfig())
+        )
         admin.CreateExperiment(E.CreateExperimentRequest(experiment=experiment), timeout=10)  # type: ignore
         seen = set()
         for i in range(30):
@@ -312,8 +397,18 @@ def test_forgetting_a_customer_removes_their_exposures_from_the_lake(tmp_path: P
 
     lake_dir = tmp_path / "lake"
     table = ExposureTable(lake_dir)
-    table.append([E.Exposure(recommendation_id=f"r{i}", user_id=user, ts_ms=BASE_TS + i, variant="default",
-                             item_ids=["a", "b"]) for i, user in enumerate(["gone", "kept", "gone"])])
+    table.append(
+        [
+            E.Exposure(
+                recommendation_id=f"r{i}",
+                user_id=user,
+                ts_ms=BASE_TS + i,
+                variant="default",
+                item_ids=["a", "b"],
+            )
+            for i, user in enumerate(["gone", "kept", "gone"])
+        ]
+    )
     forget_user(Lake(lake_dir), "gone")
     left = DeltaTable(table_uri(lake_dir, EXPOSURES)).to_pyarrow_table().to_pylist()
     assert [row["user_id"] for row in left] == ["kept"]

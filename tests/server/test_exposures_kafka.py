@@ -15,10 +15,12 @@ from tests.shop import Shop, item
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("server_mode", ["kafka"], indirect=True)]
 
 
-async def read_exposures(bootstrap: str, topic: str, wanted: set[str], timeout_s: float = 60.0) -> dict[str, list[
-        tuple[bytes, experiments_pb2.Exposure]]]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False)
+async def read_exposures(
+    bootstrap: str, topic: str, wanted: set[str], timeout_s: float = 60.0
+) -> dict[str, list[tuple[bytes, experiments_pb2.Exposure]]]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     await consumer.start()
     found: dict[str, list[tuple[bytes, experiments_pb2.Exposure]]] = {}
     try:
@@ -48,7 +50,9 @@ def test_answers_are_logged_to_the_exposure_topic(client: AisleClient, kafka_sta
     user = f"{shop.prefix}-u"
     answers = [client.recommend(user, 3) for _ in range(4)]
     wanted = {a.recommendation_id for a in answers}
-    found = asyncio.run(read_exposures(kafka_stack.bootstrap, f"{kafka_stack.topics.prefix}.exposures", wanted))
+    found = asyncio.run(
+        read_exposures(kafka_stack.bootstrap, f"{kafka_stack.topics.prefix}.exposures", wanted)
+    )
     assert found.keys() == wanted
     for answer in answers:
         [(key, exposure)] = found[answer.recommendation_id]  # exactly once

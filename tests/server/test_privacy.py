@@ -27,14 +27,21 @@ from tests.shop import BASE_TS, Shop, item, unique, view
 MIN = 60_000
 
 
-def seed(client: AisleClient, analytics: bool = True) -> tuple[str, list[catalog_pb2.Item], list[events_pb2.Event]]:
+def seed(
+    client: AisleClient, analytics: bool = True
+) -> tuple[str, list[catalog_pb2.Item], list[events_pb2.Event]]:
     """A customer with a record, six items and four views of their own; returns (user id, items, events)."""
     shop = Shop()
     items = [item(shop.id(f"i{n}"), category=shop.category(f"c{n % 2}")) for n in range(6)]
     client.upsert_items(items)
     user_id = unique("cust")
-    client.upsert_user(users_pb2.User(user_id=user_id, attributes={"tier": f"gold-{user_id}"},
-                                      consent=users_pb2.Consent(personalization=True, analytics=analytics)))
+    client.upsert_user(
+        users_pb2.User(
+            user_id=user_id,
+            attributes={"tier": f"gold-{user_id}"},
+            consent=users_pb2.Consent(personalization=True, analytics=analytics),
+        )
+    )
     events = [view(user_id, items[n].item_id, BASE_TS + n * MIN) for n in range(4)]
     client.track(events)
     return user_id, items, events
@@ -63,8 +70,9 @@ def status_of(call: object, *args: object) -> tuple[grpc.StatusCode, list[str]]:
 class TestBothModes:
     pytestmark = pytest.mark.parametrize("server_mode", SERVER_MODES, indirect=True)
 
-    def test_export_holds_the_record_the_profile_and_the_events(self, client: AisleClient,
-                                                                server: ServerProcess) -> None:
+    def test_export_holds_the_record_the_profile_and_the_events(
+        self, client: AisleClient, server: ServerProcess
+    ) -> None:
         user_id, items, events = seed(client)
         exported = client.export_user(user_id)
         document = json.loads(exported.json)
@@ -74,14 +82,21 @@ class TestBothModes:
         assert [e["event_id"] for e in document["events"]] == [e.event_id for e in events]
         assert {e["item_id"] for e in document["events"]} == {i.item_id for i in items[:4]}
         assert document["profile"]["known"] is True
-        assert [r["item_id"] for r in document["profile"]["recent"]] == [i.item_id for i in reversed(items[:4])]
+        assert [r["item_id"] for r in document["profile"]["recent"]] == [
+            i.item_id for i in reversed(items[:4])
+        ]
         entry = audit_entries(server)[-1]
         assert (entry["method"], entry["subject"], entry["outcome"], entry["who"]) == (
-            "ExportUser", user_id, "OK", "anonymous")
+            "ExportUser",
+            user_id,
+            "OK",
+            "anonymous",
+        )
         assert entry["peer"] and entry["ts_ms"]
 
-    def test_erasure_removes_the_customer_from_everything_the_server_reads(self, client: AisleClient,
-                                                                         server: ServerProcess) -> None:
+    def test_erasure_removes_the_customer_from_everything_the_server_reads(
+        self, client: AisleClient, server: ServerProcess
+    ) -> None:
         user_id, items, _ = seed(client)
         other, _, other_events = seed(client)
         assert client.profile(user_id).known
@@ -90,7 +105,11 @@ class TestBothModes:
         receipt = client.erase_user(user_id)
         actions = {step.store: step.action for step in receipt.steps}
         assert receipt.held and receipt.user_id == user_id and receipt.receipt_id and receipt.erased_at_ms
-        assert actions["keys"] == "destroyed" and actions["users"] == "deleted" and actions["features"] == "deleted"
+        assert (
+            actions["keys"] == "destroyed"
+            and actions["users"] == "deleted"
+            and actions["features"] == "deleted"
+        )
         assert actions.get("journal", actions.get("users_topic")) in ("marked", "tombstoned")
         assert actions["lake"] == "not_configured"
         # Gone from every read, at once.
@@ -105,13 +124,17 @@ class TestBothModes:
         assert not again.held and {s.store: s.action for s in again.steps}["keys"] == "nothing_held"
         entries = [e for e in audit_entries(server) if e["subject"] == user_id]
         assert [(e["method"], e["outcome"]) for e in entries] == [
-            ("EraseUser", "OK"), ("ExportUser", "OK"), ("EraseUser", "OK")]
+            ("EraseUser", "OK"),
+            ("ExportUser", "OK"),
+            ("EraseUser", "OK"),
+        ]
         assert entries[0]["receipt_id"] == receipt.receipt_id
         log = (server.data_dir / "audit.log").read_text()
         assert f"gold-{user_id}" not in log and items[0].item_id not in log  # never the data
 
-    def test_bad_ids_are_invalid_argument_with_the_field_and_audited(self, client: AisleClient,
-                                                                     server: ServerProcess) -> None:
+    def test_bad_ids_are_invalid_argument_with_the_field_and_audited(
+        self, client: AisleClient, server: ServerProcess
+    ) -> None:
         for bad in ("", "x" * 129, "a\nb"):
             for call in (client.erase_user, client.export_user):
                 code, fields = status_of(call, bad)
@@ -182,7 +205,9 @@ def test_analytics_consent_keeps_events_out_of_the_lake_and_erasure_reaches_it(t
             no_record = unique("anon")
             client.track([view(no_record, "any-item", BASE_TS)])
         server.stop()  # appends everything journaled
-        users = set(DeltaTable(table_uri(lake, EVENTS)).to_pyarrow_table(columns=["user_id"])["user_id"].to_pylist())
+        users = set(
+            DeltaTable(table_uri(lake, EVENTS)).to_pyarrow_table(columns=["user_id"])["user_id"].to_pylist()
+        )
         assert users == {kept, no_record}
         server.start()
         with AisleClient(ClientOptions(target=server.target)) as client:
@@ -192,8 +217,11 @@ def test_analytics_consent_keeps_events_out_of_the_lake_and_erasure_reaches_it(t
         server.stop()
 
     def rows(table: str, user: str) -> int:
-        return DeltaTable(table_uri(lake, table)).to_pyarrow_table(
-            filters=[("user_id", "=", user)], columns=["user_id"]).num_rows
+        return (
+            DeltaTable(table_uri(lake, table))
+            .to_pyarrow_table(filters=[("user_id", "=", user)], columns=["user_id"])
+            .num_rows
+        )
 
     assert rows(EVENTS, kept) == len(kept_events)  # until the next maintenance
     report = optimize(Lake(lake), retention_hours=0)
@@ -209,7 +237,9 @@ def fresh_server(tmp_path: Path) -> Iterator[ServerProcess]:
     process.stop()
 
 
-def test_the_command_line_exports_and_erases(fresh_server: ServerProcess, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_command_line_exports_and_erases(
+    fresh_server: ServerProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
     from clients.__main__ import main
 
     with AisleClient(ClientOptions(target=fresh_server.target)) as client:

@@ -43,8 +43,13 @@ async def flush(redis_url: str) -> None:
 
 
 async def topic_records(bootstrap: str, topic: str) -> list[tuple[bytes, bytes]]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     try:
         out: list[tuple[bytes, bytes]] = []
@@ -66,8 +71,9 @@ async def replay_caught_up(bootstrap: str, group: str, topic: str) -> None:
         await probe.close()
 
 
-def test_erasure_holds_against_a_replay_of_the_event_topic(tmp_path: Path, kafka_bootstrap: str,
-                                                           redis_url: str) -> None:
+def test_erasure_holds_against_a_replay_of_the_event_topic(
+    tmp_path: Path, kafka_bootstrap: str, redis_url: str
+) -> None:
     url = redis_url.rsplit("/", 1)[0] + "/7"
     loop = LoopThread()
     loop.run(flush(url))
@@ -81,24 +87,38 @@ def test_erasure_holds_against_a_replay_of_the_event_topic(tmp_path: Path, kafka
             records = loop.run(topic_records(kafka_bootstrap, stack.topics.events))
             theirs = [value for key, value in records if key == user_id.encode()]
             assert len(theirs) == len(events) and all(is_sealed(v) for v in theirs)
-            assert not any(e.event_id.encode() in v or items[0].item_id.encode() in v for v in theirs for e in events)
+            assert not any(
+                e.event_id.encode() in v or items[0].item_id.encode() in v for v in theirs for e in events
+            )
             # So is their record (attributes, consent) on the users topic.
-            users_topic = [v for k, v in loop.run(topic_records(kafka_bootstrap, stack.topics.users))
-                           if k == user_id.encode()]
+            users_topic = [
+                v
+                for k, v in loop.run(topic_records(kafka_bootstrap, stack.topics.users))
+                if k == user_id.encode()
+            ]
             assert len(users_topic) == 1 and is_sealed(users_topic[0]) and b"gold-" not in users_topic[0]
             # In Redis, their features are sealed too.
             assert sorted(loop.run(keys_of(url, user_id))) == sorted(
-                [f"u1{{{user_id}}}", f"d1{{{user_id}}}", f"x1{{{user_id}}}"])
+                [f"u1{{{user_id}}}", f"d1{{{user_id}}}", f"x1{{{user_id}}}"]
+            )
             other_before = client.profile(other)
 
             receipt = client.erase_user(user_id)
             assert {s.store: s.action for s in receipt.steps} == {
-                "keys": "destroyed", "users_topic": "tombstoned", "users": "deleted", "features": "deleted",
-                "lake": "not_configured"}
+                "keys": "destroyed",
+                "users_topic": "tombstoned",
+                "users": "deleted",
+                "features": "deleted",
+                "lake": "not_configured",
+            }
             assert loop.run(keys_of(url, user_id)) == []
             assert not client.profile(user_id).known
             assert [i.item_id for i in client.recommend(user_id, k=20).items] == stranger_answer(client)
-            tail = [v for k, v in loop.run(topic_records(kafka_bootstrap, stack.topics.users)) if k == user_id.encode()]
+            tail = [
+                v
+                for k, v in loop.run(topic_records(kafka_bootstrap, stack.topics.users))
+                if k == user_id.encode()
+            ]
             assert tail[-1] is None  # the tombstone
             exported = json.loads(client.export_user(user_id).json)
             assert exported["user"] is None and exported["events"] == []
@@ -106,7 +126,9 @@ def test_erasure_holds_against_a_replay_of_the_event_topic(tmp_path: Path, kafka
 
             # Replay the whole event topic into the same Redis with a new consumer group.
             group = f"replay-{uuid.uuid4().hex[:8]}"
-            replayer = WorkerProcess(tmp_path / "replayer", env={**stack.env, "AISLE_GROUP_ID": group}).start()
+            replayer = WorkerProcess(
+                tmp_path / "replayer", env={**stack.env, "AISLE_GROUP_ID": group}
+            ).start()
             loop.run(replay_caught_up(kafka_bootstrap, group, stack.topics.events), 150)
             assert loop.run(keys_of(url, user_id)) == []
             assert not client.profile(user_id).known
@@ -120,14 +142,22 @@ def test_erasure_holds_against_a_replay_of_the_event_topic(tmp_path: Path, kafka
         loop.close()
 
 
-def test_the_sink_keeps_events_without_analytics_consent_out_of_the_lake(tmp_path: Path, kafka_bootstrap: str,
-                                                                          redis_url: str) -> None:
+def test_the_sink_keeps_events_without_analytics_consent_out_of_the_lake(
+    tmp_path: Path, kafka_bootstrap: str, redis_url: str
+) -> None:
     url = redis_url.rsplit("/", 1)[0] + "/8"
     stack = KafkaStack(tmp_path / "stack", kafka_bootstrap, url).start()
     lake = tmp_path / "lake"
     group = f"sink-{uuid.uuid4().hex[:8]}"
-    sink = sink_process(tmp_path / "sink", env={**stack.env, "AISLE_LAKE_DIR": str(lake), "AISLE_SINK_GROUP_ID": group,
-                                                "AISLE_SINK_FLUSH_S": "0.2"})
+    sink = sink_process(
+        tmp_path / "sink",
+        env={
+            **stack.env,
+            "AISLE_LAKE_DIR": str(lake),
+            "AISLE_SINK_GROUP_ID": group,
+            "AISLE_SINK_FLUSH_S": "0.2",
+        },
+    )
     try:
         with AppliedClient(ClientOptions(target=stack.server.target, write_timeout_s=30), stack) as client:
             withheld, _, _ = seed(client, analytics=False)

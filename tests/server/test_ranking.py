@@ -34,10 +34,17 @@ N = 6  # items a0..a5 of one category and brand; a0 the most viewed by other cus
 
 
 def catalog_items(shop: Shop) -> list[catalog_pb2.Item]:
-    items = [item(shop.id(f"a{i}"), category=shop.category("shelf"), brand=f"{shop.prefix}-b") for i in range(N)]
+    items = [
+        item(shop.id(f"a{i}"), category=shop.category("shelf"), brand=f"{shop.prefix}-b") for i in range(N)
+    ]
     # Each in a category of its own, for the diversity test.
-    items += [item(shop.id(f"d{i}"), category=shop.category(f"d{i % 2}"), brand=f"{shop.prefix}-b") for i in range(4)]
-    items.append(item(shop.id("gone"), category=shop.category("shelf"), brand=f"{shop.prefix}-b", in_stock=False))
+    items += [
+        item(shop.id(f"d{i}"), category=shop.category(f"d{i % 2}"), brand=f"{shop.prefix}-b")
+        for i in range(4)
+    ]
+    items.append(
+        item(shop.id("gone"), category=shop.category("shelf"), brand=f"{shop.prefix}-b", in_stock=False)
+    )
     return items
 
 

@@ -23,7 +23,10 @@ def seed_co_views(client: AisleClient, shop: Shop, pairs: list[tuple[str, str]],
     for n in range(users):
         other = unique("other")
         for i, (a, b) in enumerate(pairs):
-            events += [view(other, shop.id(a), BASE_TS + i * 10 * MIN), view(other, shop.id(b), BASE_TS + i * 10 * MIN + MIN)]
+            events += [
+                view(other, shop.id(a), BASE_TS + i * 10 * MIN),
+                view(other, shop.id(b), BASE_TS + i * 10 * MIN + MIN),
+            ]
     assert client.track(events).accepted == len(events)
 
 
@@ -57,7 +60,9 @@ def test_a_bought_item_is_gone_from_the_next_answer(client: AisleClient) -> None
     client.track([view(user, shop.id("x1"), BASE_TS + 100 * MIN)])
     assert shop.id("x2") in [i.item_id for i in client.recommend(user, 5).items]
 
-    client.track([event(user, events_pb2.PURCHASE, shop.id("x2"), BASE_TS + 101 * MIN, price=5.0, quantity=1)])
+    client.track(
+        [event(user, events_pb2.PURCHASE, shop.id("x2"), BASE_TS + 101 * MIN, price=5.0, quantity=1)]
+    )
     assert shop.id("x2") not in [i.item_id for i in client.recommend(user, 50).items]
 
 
@@ -69,7 +74,9 @@ def test_an_out_of_stock_item_never_appears_for_anyone(client: AisleClient) -> N
     client.track([view(viewer, shop.id("x1"), BASE_TS + 100 * MIN)])
     assert shop.id("x2") in [i.item_id for i in client.recommend(viewer, 5).items]
 
-    client.upsert_items([item(shop.id("x2"), category=shop.category("skin/cream"), brand="b1", in_stock=False)])
+    client.upsert_items(
+        [item(shop.id("x2"), category=shop.category("skin/cream"), brand="b1", in_stock=False)]
+    )
     for user in (viewer, unique("stranger"), ""):
         answer = client.recommend(user, 200, context_item_id=shop.id("x1"))
         assert shop.id("x2") not in [i.item_id for i in answer.items]
@@ -109,12 +116,14 @@ def test_profile_reflects_events(client: AisleClient) -> None:
     make_catalog(client, shop)
     user = unique("u")
     x1, x2 = shop.id("x1"), shop.id("x2")
-    client.track([
-        view(user, x1, BASE_TS),
-        event(user, events_pb2.ADD_TO_CART, x1, BASE_TS + MIN),
-        event(user, events_pb2.ADD_TO_CART, x2, BASE_TS + 2 * MIN),
-        event(user, events_pb2.PURCHASE, x1, BASE_TS + 3 * MIN, price=20.0, quantity=2),
-    ])
+    client.track(
+        [
+            view(user, x1, BASE_TS),
+            event(user, events_pb2.ADD_TO_CART, x1, BASE_TS + MIN),
+            event(user, events_pb2.ADD_TO_CART, x2, BASE_TS + 2 * MIN),
+            event(user, events_pb2.PURCHASE, x1, BASE_TS + 3 * MIN, price=20.0, quantity=2),
+        ]
+    )
     profile = client.profile(user)
     assert profile.known and profile.events_applied == 4
     assert [i.item_id for i in profile.recent][:2] == [x1, x2]
@@ -122,7 +131,9 @@ def test_profile_reflects_events(client: AisleClient) -> None:
     assert list(profile.purchased_item_ids) == [x1]
     assert profile.loyalty.purchases == 1 and profile.loyalty.monetary == 40.0
     assert 0 < profile.loyalty.score <= 1
-    assert profile.category_affinities[0].key == shop.category("skin/cream") or profile.category_affinities[0].key.startswith(shop.prefix)
+    assert profile.category_affinities[0].key == shop.category("skin/cream") or profile.category_affinities[
+        0
+    ].key.startswith(shop.prefix)
     assert profile.brand_affinities[0].key == "b1"
 
 

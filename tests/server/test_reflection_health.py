@@ -9,7 +9,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from server.process import ServerProcess
 
 
-def reflect(target: str, request: reflection_pb2.ServerReflectionRequest) -> reflection_pb2.ServerReflectionResponse:
+def reflect(
+    target: str, request: reflection_pb2.ServerReflectionRequest
+) -> reflection_pb2.ServerReflectionResponse:
     with grpc.insecure_channel(target) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         return next(iter(stub.ServerReflectionInfo(iter([request]), timeout=10)))
@@ -28,9 +30,15 @@ def test_reflection_lists_services_and_resolves_methods(server: ServerProcess) -
     names = {s.name for s in listed.list_services_response.service}
     assert {"aisle.v1.RecommendationService", "aisle.v1.EventService", "grpc.health.v1.Health"} <= names
     # ghz asks for the file of a method, not of a service.
-    method = reflect(server.target, reflection_pb2.ServerReflectionRequest(
-        file_containing_symbol="aisle.v1.RecommendationService.Recommend"))
+    method = reflect(
+        server.target,
+        reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol="aisle.v1.RecommendationService.Recommend"
+        ),
+    )
     assert method.file_descriptor_response.file_descriptor_proto
-    missing = reflect(server.target, reflection_pb2.ServerReflectionRequest(
-        file_containing_symbol="aisle.v1.RecommendationService.Nope"))
+    missing = reflect(
+        server.target,
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="aisle.v1.RecommendationService.Nope"),
+    )
     assert missing.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]

@@ -14,7 +14,12 @@ from tests.shop import BASE_TS, event, item
 
 USERS = [f"u{i}" for i in range(40)]
 ITEMS = [f"i{i}" for i in range(30)]
-TYPES = [events_pb2.VIEW] * 6 + [events_pb2.CLICK, events_pb2.ADD_TO_CART, events_pb2.REMOVE_FROM_CART, events_pb2.PURCHASE]
+TYPES = [events_pb2.VIEW] * 6 + [
+    events_pb2.CLICK,
+    events_pb2.ADD_TO_CART,
+    events_pb2.REMOVE_FROM_CART,
+    events_pb2.PURCHASE,
+]
 
 
 def stream(seed: int = 7, n: int = 3000) -> list[events_pb2.Event]:
@@ -23,14 +28,25 @@ def stream(seed: int = 7, n: int = 3000) -> list[events_pb2.Event]:
     for i in range(n):
         # Timestamps mostly increase, with some late arrivals placed in the past.
         ts = BASE_TS + i * 20_000 - (rng.randrange(600_000) if rng.random() < 0.1 else 0)
-        events.append(event(rng.choice(USERS), rng.choice(TYPES), rng.choice(ITEMS), ts, event_id=f"ev{i}",
-                            price=rng.choice([5.0, 12.5]), quantity=1))
+        events.append(
+            event(
+                rng.choice(USERS),
+                rng.choice(TYPES),
+                rng.choice(ITEMS),
+                ts,
+                event_id=f"ev{i}",
+                price=rng.choice([5.0, 12.5]),
+                quantity=1,
+            )
+        )
     return events
 
 
 def catalog() -> list:
-    return [item(i, category=f"dept{n % 3}/cat{n % 6}", brand=f"brand{n % 4}", in_stock=n % 11 != 0)
-            for n, i in enumerate(ITEMS)]
+    return [
+        item(i, category=f"dept{n % 3}/cat{n % 6}", brand=f"brand{n % 4}", in_stock=n % 11 != 0)
+        for n, i in enumerate(ITEMS)
+    ]
 
 
 def state_of(target: str) -> dict[str, object]:
@@ -39,7 +55,10 @@ def state_of(target: str) -> dict[str, object]:
         for user in USERS:
             profile = MessageToDict(client.profile(user))
             recs = client.recommend(user, 10, explain=True)
-            out[user] = {"profile": profile, "recs": [(i.item_id, round(i.score, 6), list(i.reasons)) for i in recs.items]}
+            out[user] = {
+                "profile": profile,
+                "recs": [(i.item_id, round(i.score, 6), list(i.reasons)) for i in recs.items],
+            }
         return out
 
 

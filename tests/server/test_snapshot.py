@@ -19,8 +19,13 @@ from server.embedded.snapshot import capture, freeze, load, write
 from tests.sealing import dev_master_key
 from tests.shop import BASE_TS, event, item
 
-TYPES = [events_pb2.VIEW] * 6 + [events_pb2.CLICK, events_pb2.ADD_TO_CART, events_pb2.REMOVE_FROM_CART,
-                                 events_pb2.PURCHASE, events_pb2.SEARCH]
+TYPES = [events_pb2.VIEW] * 6 + [
+    events_pb2.CLICK,
+    events_pb2.ADD_TO_CART,
+    events_pb2.REMOVE_FROM_CART,
+    events_pb2.PURCHASE,
+    events_pb2.SEARCH,
+]
 
 
 def open_ingest(data: Path, sealed: bool, snapshots: bool, every: int = 16_384) -> EmbeddedIngest:
@@ -28,19 +33,37 @@ def open_ingest(data: Path, sealed: bool, snapshots: bool, every: int = 16_384) 
     """An embedded ingest on `data` (journal, keys, snapshot), as `server.app.build_embedded_engine` makes it."""
     keys = FileKeyStore(data / "keys.txt") if sealed else None
     vault = Vault(dev_master_key(), keys) if keys is not None else None
-    return EmbeddedIngest(Journal(data / "journal.bin"), Catalog(), UserDirectory(), MemoryFeatureStore(), vault,
-                          keys, snapshot_path=data / "snapshot.bin" if snapshots else None, snapshot_every_bytes=every)
+    return EmbeddedIngest(
+        Journal(data / "journal.bin"),
+        Catalog(),
+        UserDirectory(),
+        MemoryFeatureStore(),
+        vault,
+        keys,
+        snapshot_path=data / "snapshot.bin" if snapshots else None,
+        snapshot_every_bytes=every,
+    )
 
 
 async def write_shop(ingest: EmbeddedIngest, seed: int = 3, erasures: bool = True) -> None:
     """Catalog changes, customer records, events (some late, some repeated) and an erasure, interleaved."""
     rng = random.Random(seed)
-    await ingest.upsert_items([item(f"i{n}", category=f"d{n % 3}/c{n % 7}", brand=f"b{n % 5}") for n in range(80)])
+    await ingest.upsert_items(
+        [item(f"i{n}", category=f"d{n % 3}/c{n % 7}", brand=f"b{n % 5}") for n in range(80)]
+    )
     for step in range(40):
-        events = [event(f"u{rng.randrange(60)}", rng.choice(TYPES), f"i{rng.randrange(90)}",
-                        BASE_TS + (step * 50 + i) * 40_000 - rng.randrange(900_000), event_id=f"e{step}-{i}",
-                        price=rng.choice([3.0, 9.5]), quantity=1)
-                   for i in range(50)]
+        events = [
+            event(
+                f"u{rng.randrange(60)}",
+                rng.choice(TYPES),
+                f"i{rng.randrange(90)}",
+                BASE_TS + (step * 50 + i) * 40_000 - rng.randrange(900_000),
+                event_id=f"e{step}-{i}",
+                price=rng.choice([3.0, 9.5]),
+                quantity=1,
+            )
+            for i in range(50)
+        ]
         events += events[:3]  # a client's retry: applied once
         await ingest.events(events)
         if step % 7 == 3:
@@ -75,8 +98,11 @@ def state(ingest: EmbeddedIngest) -> dict[str, object]:
     }
 
 
-@pytest.mark.parametrize(("sealed", "erasures"), [(False, True), (True, False), (True, True)],
-                         ids=["clear", "sealed", "sealed-with-erasures"])
+@pytest.mark.parametrize(
+    ("sealed", "erasures"),
+    [(False, True), (True, False), (True, True)],
+    ids=["clear", "sealed", "sealed-with-erasures"],
+)
 async def test_a_snapshot_and_the_journal_tail_give_exactly_the_whole_replay(
     tmp_path: Path, sealed: bool, erasures: bool
 ) -> None:
@@ -160,7 +186,10 @@ async def test_a_snapshot_holds_the_moment_it_was_frozen_while_changes_go_on(tmp
     writer.store.thaw()
 
     loaded = open_ingest(tmp_path / "b", sealed=False, snapshots=False)
-    assert load(tmp_path / "snapshot.bin", loaded.catalog, loaded.users, loaded.store, None) == frozen.journal_offset
+    assert (
+        load(tmp_path / "snapshot.bin", loaded.catalog, loaded.users, loaded.store, None)
+        == frozen.journal_offset
+    )
     assert state(loaded) == then
     for ingest in (writer, loaded):
         await ingest.close()

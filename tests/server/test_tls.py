@@ -32,8 +32,9 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
 
 def tls_credentials(certs: CertFiles, client_cert: bool = False) -> grpc.ChannelCredentials:
     if client_cert:
-        return grpc.ssl_channel_credentials(certs.ca.read_bytes(), certs.client_key.read_bytes(),
-                                            certs.client_cert.read_bytes())
+        return grpc.ssl_channel_credentials(
+            certs.ca.read_bytes(), certs.client_key.read_bytes(), certs.client_cert.read_bytes()
+        )
     return grpc.ssl_channel_credentials(certs.ca.read_bytes())
 
 
@@ -52,7 +53,9 @@ def test_the_server_serves_tls_only(certs: CertFiles, tmp_path: Path) -> None:
     env = {"AISLE_TLS_CERT_FILE": str(certs.server_cert), "AISLE_TLS_KEY_FILE": str(certs.server_key)}
     server = ServerProcess(tmp_path / "server", env=env, credentials=tls_credentials(certs)).start()
     try:
-        options = ClientOptions(target=server.target, root_certificates=certs.ca.read_bytes(), read_timeout_s=10)
+        options = ClientOptions(
+            target=server.target, root_certificates=certs.ca.read_bytes(), read_timeout_s=10
+        )
         with AisleClient(options) as client:
             assert len(client.recommend("u1", 3).items) == 0  # an empty shop answers, over TLS
         with grpc.insecure_channel(server.target) as plaintext:
@@ -63,16 +66,23 @@ def test_the_server_serves_tls_only(certs: CertFiles, tmp_path: Path) -> None:
 
 
 def test_mutual_tls_refuses_a_client_without_a_certificate(certs: CertFiles, tmp_path: Path) -> None:
-    env = {"AISLE_TLS_CERT_FILE": str(certs.server_cert), "AISLE_TLS_KEY_FILE": str(certs.server_key),
-           "AISLE_TLS_CLIENT_CA_FILE": str(certs.ca)}
+    env = {
+        "AISLE_TLS_CERT_FILE": str(certs.server_cert),
+        "AISLE_TLS_KEY_FILE": str(certs.server_key),
+        "AISLE_TLS_CLIENT_CA_FILE": str(certs.ca),
+    }
     server = ServerProcess(tmp_path / "server", env=env, credentials=tls_credentials(certs, client_cert=True))
     server.start()
     try:
         with grpc.secure_channel(server.target, tls_credentials(certs)) as anonymous:
             assert status_of(anonymous) == grpc.StatusCode.UNAVAILABLE
-        options = ClientOptions(target=server.target, root_certificates=certs.ca.read_bytes(),
-                                certificate_chain=certs.client_cert.read_bytes(),
-                                private_key=certs.client_key.read_bytes(), read_timeout_s=10)
+        options = ClientOptions(
+            target=server.target,
+            root_certificates=certs.ca.read_bytes(),
+            certificate_chain=certs.client_cert.read_bytes(),
+            private_key=certs.client_key.read_bytes(),
+            read_timeout_s=10,
+        )
         with AisleClient(options) as client:
             assert client.recommend("u1", 3).recommendation_id
     finally:
@@ -84,7 +94,10 @@ def test_tls_settings_that_cannot_work_refuse_to_start(case: str, certs: CertFil
     env = {
         "cert without key": {"AISLE_TLS_CERT_FILE": str(certs.server_cert)},
         "client CA without cert": {"AISLE_TLS_CLIENT_CA_FILE": str(certs.ca)},
-        "missing file": {"AISLE_TLS_CERT_FILE": str(tmp_path / "nope.pem"), "AISLE_TLS_KEY_FILE": str(certs.server_key)},
+        "missing file": {
+            "AISLE_TLS_CERT_FILE": str(tmp_path / "nope.pem"),
+            "AISLE_TLS_KEY_FILE": str(certs.server_key),
+        },
     }[case]
     process = ServerProcess(tmp_path / "server", env=env)
     with pytest.raises(RuntimeError, match="did not start"):
@@ -112,7 +125,9 @@ def backend(signing_key: object, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 @pytest.fixture(scope="module")
-def front(backend: ServerProcess, certs: CertFiles, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxFront]:
+def front(
+    backend: ServerProcess, certs: CertFiles, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NginxFront]:
     nginx = NginxFront(tmp_path_factory.mktemp("front"), backend.target, certs.server_cert, certs.server_key)
     nginx.start()
     yield nginx
@@ -120,10 +135,18 @@ def front(backend: ServerProcess, certs: CertFiles, tmp_path_factory: pytest.Tem
 
 
 @pytest.fixture(scope="module")
-def mtls_front(backend: ServerProcess, certs: CertFiles, tmp_path_factory: pytest.TempPathFactory,
-               ) -> Iterator[NginxFront]:
-    nginx = NginxFront(tmp_path_factory.mktemp("mtls-front"), backend.target, certs.server_cert, certs.server_key,
-                       client_ca=certs.ca)
+def mtls_front(
+    backend: ServerProcess,
+    certs: CertFiles,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[NginxFront]:
+    nginx = NginxFront(
+        tmp_path_factory.mktemp("mtls-front"),
+        backend.target,
+        certs.server_cert,
+        certs.server_key,
+        client_ca=certs.ca,
+    )
     nginx.start()
     yield nginx
     nginx.stop()
@@ -136,8 +159,10 @@ def handshake(port: int, certs: CertFiles, version: ssl.TLSVersion, client_cert:
     context.set_alpn_protocols(["h2"])
     if client_cert:
         context.load_cert_chain(str(certs.client_cert), str(certs.client_key))
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
-            context.wrap_socket(raw, server_hostname="localhost") as tls:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
         return str(tls.version())
 
 

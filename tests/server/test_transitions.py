@@ -138,7 +138,9 @@ def test_a_model_of_no_events_serves_nothing(tmp_path: Path) -> None:
     assert len(found) == 0 and len(values) == 0
 
 
-def test_the_bundles_transitions_join_the_candidates_as_a_source(model: TransitionModel, tmp_path: Path) -> None:
+def test_the_bundles_transitions_join_the_candidates_as_a_source(
+    model: TransitionModel, tmp_path: Path
+) -> None:
     from feature_worker.catalog import Catalog
     from feature_worker.state import UserState
     from server.retrieval import sources

@@ -105,7 +105,9 @@ def test_search_finds_the_learned_next_item_best_first(loaded: tuple[TwoTowerRet
     assert scores == sorted(scores, reverse=True)
 
 
-def test_the_source_adds_learned_candidates_by_relative_probability(loaded: tuple[TwoTowerRetriever, Shop]) -> None:
+def test_the_source_adds_learned_candidates_by_relative_probability(
+    loaded: tuple[TwoTowerRetriever, Shop],
+) -> None:
     retriever, shop = loaded
     catalog = Catalog()
     catalog.upsert_many(item(shop.id(f"{kind}{i}")) for kind in "pq" for i in range(PAIRS))

@@ -33,8 +33,11 @@ def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) 
 
 
 def calls_by_pid(server: ServerProcess) -> dict[int, float]:
-    return {int(s.labels["pid"]): s.value for s in scrape(server.metrics_url)
-            if s.name == "aisle_server_process_calls_total"}
+    return {
+        int(s.labels["pid"]): s.value
+        for s in scrape(server.metrics_url)
+        if s.name == "aisle_server_process_calls_total"
+    }
 
 
 def alive(pid: int) -> bool:
@@ -72,7 +75,9 @@ def recommend_over_new_channels(server: ServerProcess, channels: int, calls_each
 def test_every_worker_answers_and_all_stop_on_sigterm(multi_server: ServerProcess) -> None:
     wait_for(lambda: len(calls_by_pid(multi_server)) == WORKERS, "every worker's metrics")
     # ServerProcess.start made one health check: wait until it shows, so the baseline is complete.
-    wait_for(lambda: sum(calls_by_pid(multi_server).values()) == 1, "the start-up health check in the metrics")
+    wait_for(
+        lambda: sum(calls_by_pid(multi_server).values()) == 1, "the start-up health check in the metrics"
+    )
     baseline = calls_by_pid(multi_server)
     pids = set(baseline)
     assert multi_server.proc is not None and multi_server.proc.pid not in pids  # workers, not the supervisor
@@ -80,15 +85,24 @@ def test_every_worker_answers_and_all_stop_on_sigterm(multi_server: ServerProces
     made = 0
     for _ in range(20):  # 10 new connections a round; all landing on one process 20 times over is ~1e-60
         made += recommend_over_new_channels(multi_server, channels=10, calls_each=3)
-        wait_for(lambda made=made: sum(calls_by_pid(multi_server).values()) == 1 + made,  # type: ignore[misc]
-                 "the calls in the metrics")
+        wait_for(
+            lambda made=made: sum(calls_by_pid(multi_server).values()) == 1 + made,  # type: ignore[misc]
+            "the calls in the metrics",
+        )
         if all(calls > baseline[pid] for pid, calls in calls_by_pid(multi_server).items()):
             break
     served = calls_by_pid(multi_server)
     assert set(served) == pids and all(served[pid] > baseline[pid] for pid in pids), served
     # One /metrics for all: the handling histogram sums every process's calls.
-    assert value(scrape(multi_server.metrics_url), "aisle_grpc_server_handling_seconds_count",
-                 method=RECOMMEND, code="OK") == made
+    assert (
+        value(
+            scrape(multi_server.metrics_url),
+            "aisle_grpc_server_handling_seconds_count",
+            method=RECOMMEND,
+            code="OK",
+        )
+        == made
+    )
     assert value(scrape(multi_server.metrics_url), "aisle_server_workers") == WORKERS
 
     multi_server.proc.send_signal(signal.SIGTERM)
@@ -103,8 +117,10 @@ def test_a_worker_that_dies_is_restarted(multi_server: ServerProcess) -> None:
     pids = set(calls_by_pid(multi_server))
     victim = min(pids)
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: len(calls_by_pid(multi_server)) == WORKERS and victim not in calls_by_pid(multi_server),
-             "a replacement worker")
+    wait_for(
+        lambda: len(calls_by_pid(multi_server)) == WORKERS and victim not in calls_by_pid(multi_server),
+        "a replacement worker",
+    )
     assert value(scrape(multi_server.metrics_url), "aisle_server_worker_restarts_total") == 1
     assert f"(pid {victim}) exited with code -9; restarting it" in multi_server.log_tail(200)
     replacement = (set(calls_by_pid(multi_server)) - pids).pop()
@@ -112,9 +128,18 @@ def test_a_worker_that_dies_is_restarted(multi_server: ServerProcess) -> None:
     made = 0
     for _ in range(20):
         made += recommend_over_new_channels(multi_server, channels=10, calls_each=1)
-        wait_for(lambda made=made: value(  # type: ignore[misc]
-            scrape(multi_server.metrics_url), "aisle_grpc_server_handling_seconds_count", method=RECOMMEND, code="OK"
-        ) == made, "the calls in the metrics")
+        wait_for(
+            lambda made=made: (
+                value(  # type: ignore[misc]
+                    scrape(multi_server.metrics_url),
+                    "aisle_grpc_server_handling_seconds_count",
+                    method=RECOMMEND,
+                    code="OK",
+                )
+                == made
+            ),
+            "the calls in the metrics",
+        )
         if calls_by_pid(multi_server)[replacement] > 0:
             break
     assert calls_by_pid(multi_server)[replacement] > 0
@@ -130,9 +155,25 @@ def test_embedded_mode_refuses_several_workers(tmp_path: Path) -> None:
     env_file.write_text("")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AISLE_")}
     result = subprocess.run(
-        [sys.executable, "-m", "server", "--workers", "2", "--port", "0", "--data-dir", str(tmp_path / "data"),
-         "--env-file", str(env_file)],
-        check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "server",
+            "--workers",
+            "2",
+            "--port",
+            "0",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--env-file",
+            str(env_file),
+        ],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "--workers 2" in result.stderr and "Kafka + Redis mode" in result.stderr

@@ -123,7 +123,9 @@ def status() -> int:
     return 0 if all(available) else 1
 
 
-def _report(service: ManagedProcess | RedisClusterService, address: str, external: ExternalService | None) -> bool:
+def _report(
+    service: ManagedProcess | RedisClusterService, address: str, external: ExternalService | None
+) -> bool:
     if service.is_running():
         print(f"{service.name}: running, pid {service.pid}, {address}, log {service.log_path}")
     elif external is not None:

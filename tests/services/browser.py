@@ -42,8 +42,15 @@ def headless_chromium(profile_dir: Path | None = None) -> Iterator[webdriver.Chr
     browser, driver_path = ensure_chromium()
     options = webdriver.ChromeOptions()
     options.binary_location = browser
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     "--window-size=1400,1000", "--no-first-run", "--disable-extensions"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1400,1000",
+        "--no-first-run",
+        "--disable-extensions",
+    ):
         options.add_argument(argument)
     if profile_dir is not None:
         options.add_argument(f"--user-data-dir={profile_dir}")

@@ -35,7 +35,9 @@ class NginxFront(ManagedProcess):
     start_timeout: ClassVar[float] = 30.0
     stop_timeout: ClassVar[float] = 10.0
 
-    def __init__(self, workdir: Path, backend: str, cert: Path, key: Path, client_ca: Path | None = None) -> None:
+    def __init__(
+        self, workdir: Path, backend: str, cert: Path, key: Path, client_ca: Path | None = None
+    ) -> None:
         super().__init__(workdir, die_with_parent=True)
         self.backend, self.cert, self.key, self.client_ca = backend, cert, key, client_ca
 
@@ -51,8 +53,15 @@ class NginxFront(ManagedProcess):
         return {"port": free_port()}
 
     def _config(self) -> FrontConfig:
-        return FrontConfig(f"{LOOPBACK}:{self.port}", self.backend, self.cert, self.key, self.workdir / "front",
-                           self.client_ca, log_level="info")
+        return FrontConfig(
+            f"{LOOPBACK}:{self.port}",
+            self.backend,
+            self.cert,
+            self.key,
+            self.workdir / "front",
+            self.client_ca,
+            log_level="info",
+        )
 
     def _prepare(self) -> None:
         ensure_nginx()

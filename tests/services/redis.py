@@ -96,15 +96,31 @@ class RedisService(ManagedProcess):
             LOOPBACK,
             "--save",
             "",
-            *(["--appendonly", "yes", "--appendfsync", "always"] if self.appendonly else ["--appendonly", "no"]),
+            *(
+                ["--appendonly", "yes", "--appendfsync", "always"]
+                if self.appendonly
+                else ["--appendonly", "no"]
+            ),
             "--daemonize",
             "no",
             "--dir",
             str(self.workdir),
             "--logfile",
             "",  # stdout, which ManagedProcess sends to redis.log
-            *(["--cluster-enabled", "yes", "--cluster-port", str(self.ports["bus"]), "--cluster-config-file",
-               "nodes.conf", "--cluster-node-timeout", "5000"] if self.cluster else []),
+            *(
+                [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    str(self.ports["bus"]),
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                ]
+                if self.cluster
+                else []
+            ),
         ]
 
     def _wait_ready(self, deadline: float) -> None:
@@ -125,8 +141,10 @@ class RedisClusterService:
 
     def __init__(self, workdir: Path, *, die_with_parent: bool = True) -> None:
         self.workdir = workdir
-        self.nodes = [RedisService(workdir / f"node{i}", die_with_parent=die_with_parent, cluster=True)
-                      for i in range(self.nodes_count)]
+        self.nodes = [
+            RedisService(workdir / f"node{i}", die_with_parent=die_with_parent, cluster=True)
+            for i in range(self.nodes_count)
+        ]
 
     @property
     def url(self) -> str:

@@ -50,8 +50,13 @@ def test_reads_the_latest_catalog_and_the_events_in_time_order(tmp_path: Path) -
     assert [e.event_id for e in dataset.events] == ["e0", "e3", "e4", "e2", "e1"]
     assert dataset.events[1].type == events_pb2.VIEW  # the first accepted copy
     assert any("1 repeated event ids dropped" in note for note in dataset.notes)
-    assert dataset.provenance == {"format": "delta", "path": str(tmp_path), "events_version": "2",
-                                  "items_version": "1", "users_version": "1"}
+    assert dataset.provenance == {
+        "format": "delta",
+        "path": str(tmp_path),
+        "events_version": "2",
+        "items_version": "1",
+        "users_version": "1",
+    }
 
 
 def test_recorded_versions_read_the_same_data_again(tmp_path: Path) -> None:
@@ -70,7 +75,9 @@ def test_recorded_versions_read_the_same_data_again(tmp_path: Path) -> None:
 def test_a_bad_event_names_its_source(tmp_path: Path) -> None:
     lake = Lake(tmp_path)
     rows = EventRows()
-    rows.add(events_pb2.Event(event_id="x", type=events_pb2.VIEW, user_id="u1", ts_ms=BASE_TS), 2, 17)  # no item
+    rows.add(
+        events_pb2.Event(event_id="x", type=events_pb2.VIEW, user_id="u1", ts_ms=BASE_TS), 2, 17
+    )  # no item
     lake.append(EVENTS, rows.table(), {"p": 1}, {"p": None}, "test")
     with pytest.raises(DataFormatError, match="partition 2 offset 17"):
         load_delta(tmp_path)

@@ -20,19 +20,38 @@ HOUR = 3_600_000
 
 
 def exposures(*rows: tuple[str, str, int, str, list[str]]) -> pd.DataFrame:
-    return pd.DataFrame([{"recommendation_id": r, "unit": u, "ts_ms": t, "variant": v, "item_ids": items,
-                          "teams": []} for r, u, t, v, items in rows])
+    return pd.DataFrame(
+        [
+            {"recommendation_id": r, "unit": u, "ts_ms": t, "variant": v, "item_ids": items, "teams": []}
+            for r, u, t, v, items in rows
+        ]
+    )
 
 
 def events(*rows: tuple[str, str, str, int, str]) -> pd.DataFrame:
-    return pd.DataFrame([{"event_id": f"e{i}", "type": t, "unit": u, "item_id": item, "item_ids": None, "ts_ms": ts,
-                          "recommendation_id": rid, "revenue": 10.0 if t == "PURCHASE" else 0.0}
-                         for i, (t, u, item, ts, rid) in enumerate(rows)])
+    return pd.DataFrame(
+        [
+            {
+                "event_id": f"e{i}",
+                "type": t,
+                "unit": u,
+                "item_id": item,
+                "item_ids": None,
+                "ts_ms": ts,
+                "recommendation_id": rid,
+                "revenue": 10.0 if t == "PURCHASE" else 0.0,
+            }
+            for i, (t, u, item, ts, rid) in enumerate(rows)
+        ]
+    )
 
 
 def test_attribution_by_id_then_last_answer_within_the_window() -> None:
-    shown = exposures(("r1", "u1", 1000, "a", ["x", "y"]), ("r2", "u1", 2000, "b", ["y", "z"]),
-                      ("r3", "u2", 1000, "a", ["x"]))
+    shown = exposures(
+        ("r1", "u1", 1000, "a", ["x", "y"]),
+        ("r2", "u1", 2000, "b", ["y", "z"]),
+        ("r3", "u2", 1000, "a", ["x"]),
+    )
     acted = events(
         ("CLICK", "u1", "x", 5000, "r1"),  # its id: r1
         ("PURCHASE", "u1", "y", 6000, ""),  # no id: the last answer showing y to u1 before 6000 is r2
@@ -62,7 +81,7 @@ def test_cuped_removes_variance_explained_by_the_pre_period() -> None:
 
 def test_msprt_is_always_valid_and_finds_a_real_difference() -> None:
     rng = np.random.default_rng(1)
-    looks = lambda a, b: ([a[: n] for n in range(100, 2001, 100)], [b[: n] for n in range(100, 2001, 100)])
+    looks = lambda a, b: ([a[:n] for n in range(100, 2001, 100)], [b[:n] for n in range(100, 2001, 100)])
     same = msprt(*looks(rng.normal(size=2000), rng.normal(size=2000)), tau=0.2)
     assert same["p_value"] > 0.05 and all(a >= b for a, b in zip(same["path"], same["path"][1:]))
     shifted = msprt(*looks(rng.normal(0.3, 1, size=2000), rng.normal(size=2000)), tau=0.2)
@@ -115,8 +134,22 @@ def test_interleaving_credits_clicks_to_the_better_ranking(tmp_path: Path) -> No
 def test_experiment_report_command_writes_json_and_markdown(tmp_path: Path) -> None:
     outcome = simulate(tmp_path, "--name", "for-the-cli", "--seed", "8")
     out = tmp_path / "report"
-    assert main(["experiment-report", "--lake", outcome["simulation"]["lake"], "--experiment", "for-the-cli",  # type: ignore[index]
-                 "--control", "control", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "experiment-report",
+                "--lake",
+                outcome["simulation"]["lake"],
+                "--experiment",
+                "for-the-cli",  # type: ignore[index]
+                "--control",
+                "control",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     written = json.loads((out / "report.json").read_text())
     assert set(written["variants"]) == {"control", "treatment"}
     assert written["srm"]["p_value"] is not None

@@ -74,13 +74,17 @@ def test_no_feature_reads_the_target_or_anything_after_it() -> None:
     split, split_mutated = training_split(dataset, "loo"), training_split(mutated, "loo")
     assert split.cases == split_mutated.cases
     before = build_lists(list(dataset.items.values()), split.train, split.cases, None, progress=False)
-    after = build_lists(list(mutated.items.values()), split_mutated.train, split_mutated.cases, None, progress=False)
+    after = build_lists(
+        list(mutated.items.values()), split_mutated.train, split_mutated.cases, None, progress=False
+    )
     assert len(before) > 10
     np.testing.assert_array_equal(before.features, after.features)
     np.testing.assert_array_equal(before.target, after.target)
     # ... and the lists do see their events: folding the targets too changes the matrices.
     leaky = build_lists(list(dataset.items.values()), dataset.events, split.cases, None, progress=False)
-    assert leaky.features.shape != before.features.shape or not np.array_equal(leaky.features, before.features)
+    assert leaky.features.shape != before.features.shape or not np.array_equal(
+        leaky.features, before.features
+    )
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +117,9 @@ def test_the_onnx_ranker_matches_pytorch_and_loads_in_the_server(
     json.dumps(meta)  # meta.json must be able to hold it
     served = Ranker(path, meta)
     np.testing.assert_allclose(
-        served.score(valid.features), fitted.scores(valid.features), atol=1e-4  # type: ignore[attr-defined]
+        served.score(valid.features),
+        fitted.scores(valid.features),
+        atol=1e-4,  # type: ignore[attr-defined]
     )
 
 
@@ -148,7 +154,9 @@ def test_train_writes_both_stages_into_one_bundle(tmp_path: Path) -> None:
     assert served.transitions is not None
     # --no-ranker: the first stage alone, served with the blend.
     assert main([a if a != "r1" else "r2" for a in argv] + ["--no-ranker"]) == 0
-    assert not bundles.bundle(out, "r2").ranker.is_file() and not bundles.bundle(out, "r2").transitions.is_file()
+    assert (
+        not bundles.bundle(out, "r2").ranker.is_file() and not bundles.bundle(out, "r2").transitions.is_file()
+    )
     assert TwoTowerRetriever.load(bundles.bundle(out, "r2")).ranker is None
 
 

@@ -246,7 +246,9 @@ def test_an_inverted_file_that_misses_its_recall_falls_back_to_exact(monkeypatch
     from trainer import export
 
     monkeypatch.setattr(export, "IVF_TARGET_RECALL", 1.01)  # unreachable
-    index, meta = build_index(_clustered(2000, 8, 4), _clustered(50, 8, 5), 10**9, lambda _: None, ivf_above=100)
+    index, meta = build_index(
+        _clustered(2000, 8, 4), _clustered(50, 8, 5), 10**9, lambda _: None, ivf_above=100
+    )
     assert isinstance(index, faiss.IndexFlatIP) and meta["kind"] == "IndexFlatIP"
     rejected = meta["ivf_rejected"]  # every probe count up to the number of lists was tried
     assert rejected["nprobe"] == max(p for p in export.NPROBE_TRIED if p <= rejected["nlist"])

@@ -52,11 +52,15 @@ def load_delta(directory: Path | str, versions: Mapping[str, int] | None = None)
         except TableNotFoundError as exc:
             raise DataFormatError(path, 0, "not a Delta table (is this AISLE_LAKE_DIR?)") from exc
         except DeltaError as exc:
-            raise DataFormatError(path, 0, f"cannot read version {(versions or {}).get(name)}: {exc}") from exc
+            raise DataFormatError(
+                path, 0, f"cannot read version {(versions or {}).get(name)}: {exc}"
+            ) from exc
     versions = {name: int(table.version()) for name, table in tables.items()}
     items = _items(tables[ITEMS].to_pyarrow_table(columns=["op", "item_id", "raw", *_COLUMNS]))
-    events, duplicates = _events(Path(table_uri(root, EVENTS)), tables[EVENTS].to_pyarrow_table(
-        columns=["raw", "user_id", "event_id", "ts_ms", *_COLUMNS]))
+    events, duplicates = _events(
+        Path(table_uri(root, EVENTS)),
+        tables[EVENTS].to_pyarrow_table(columns=["raw", "user_id", "event_id", "ts_ms", *_COLUMNS]),
+    )
     tables[USERS].to_pyarrow_table(columns=["user_id"])  # read at the pinned version, like the others
     notes = ["every item marked in stock"]
     if duplicates:
@@ -75,8 +79,9 @@ _COLUMNS = ["source_partition", "source_offset", "source_index"]
 def _items(changes: pa.Table) -> dict[str, catalog_pb2.Item]:
     items: dict[str, catalog_pb2.Item] = {}
     changes = changes.sort_by(_ORDER)
-    for op, item_id, raw in zip(changes["op"].to_pylist(), changes["item_id"].to_pylist(),
-                                changes["raw"].to_pylist(), strict=True):
+    for op, item_id, raw in zip(
+        changes["op"].to_pylist(), changes["item_id"].to_pylist(), changes["raw"].to_pylist(), strict=True
+    ):
         if op == DELETE:
             items.pop(item_id, None)
         else:

@@ -132,7 +132,11 @@ def strict_leave_one_out(dataset: Dataset, split: str = "test") -> StaticSplit:
 def training_part(dataset: Dataset) -> Dataset:
     """``dataset`` without each user's validation and test interactions (and what follows them): what a model
     may learn from under ``--strict`` (`strict_leave_one_out`)."""
-    return replace(dataset, events=leave_one_out(dataset, "valid").train, notes=[*dataset.notes, "training part only (--strict)"])
+    return replace(
+        dataset,
+        events=leave_one_out(dataset, "valid").train,
+        notes=[*dataset.notes, "training part only (--strict)"],
+    )
 
 
 def cutoffs(dataset: Dataset) -> tuple[int, int]:

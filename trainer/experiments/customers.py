@@ -45,7 +45,9 @@ class Customers:
     behaviour: Behaviour
 
     @classmethod
-    def draw(cls, n: int, categories: int, rng: np.random.Generator, behaviour: Behaviour = Behaviour()) -> Customers:
+    def draw(
+        cls, n: int, categories: int, rng: np.random.Generator, behaviour: Behaviour = Behaviour()
+    ) -> Customers:
         sigma = behaviour.sigma
         return cls(
             taste=rng.dirichlet(np.full(categories, behaviour.taste_alpha), size=n),
@@ -59,7 +61,13 @@ class Customers:
         b = self.behaviour
         taste = self.taste[i]
         positions = np.arange(len(categories))
-        p = b.base_ctr * self.engagement[i] * len(taste) * taste[np.asarray(categories, dtype=int)] * b.decay**positions
+        p = (
+            b.base_ctr
+            * self.engagement[i]
+            * len(taste)
+            * taste[np.asarray(categories, dtype=int)]
+            * b.decay**positions
+        )
         return np.minimum(p, 0.95)
 
     def buy_probability(self, i: int, lift: float = 0.0) -> float:
@@ -68,8 +76,14 @@ class Customers:
 
 
 def offline_units(
-    n: int, rng: np.random.Generator, lift: float = 0.0, sessions: int = 3, k: int = 10, pre_sessions: int = 3,
-    price: float = 20.0, behaviour: Behaviour = Behaviour(),
+    n: int,
+    rng: np.random.Generator,
+    lift: float = 0.0,
+    sessions: int = 3,
+    k: int = 10,
+    pre_sessions: int = 3,
+    price: float = 20.0,
+    behaviour: Behaviour = Behaviour(),
 ) -> pd.DataFrame:
     """`report.units_frame` rows of an experiment with 2 x n customers in variants "control" and "treatment"
     (treatment buys with ``lift``), every shown item a random one; pre-period behaviour from the same latent
@@ -93,17 +107,19 @@ def offline_units(
     pre = period(pre_sessions, np.zeros(total))
     clicks, carts, purchases, revenue = period(sessions, lifts)
     exposures = np.full(total, float(sessions))
-    return pd.DataFrame({
-        "variant": np.where(treated, "treatment", "control"),
-        "first_ms": np.arange(total, dtype=np.int64)[rng.permutation(total)],
-        "exposures": exposures,
-        "clicks": clicks,
-        "ctr": clicks / exposures,
-        "carted": (carts > 0).astype(float),
-        "converted": (purchases > 0).astype(float),
-        "revenue": revenue,
-        "pre_clicks": pre[0],
-        "pre_carts": pre[1],
-        "pre_purchases": pre[2],
-        "pre_revenue": pre[3],
-    })
+    return pd.DataFrame(
+        {
+            "variant": np.where(treated, "treatment", "control"),
+            "first_ms": np.arange(total, dtype=np.int64)[rng.permutation(total)],
+            "exposures": exposures,
+            "clicks": clicks,
+            "ctr": clicks / exposures,
+            "carted": (carts > 0).astype(float),
+            "converted": (purchases > 0).astype(float),
+            "revenue": revenue,
+            "pre_clicks": pre[0],
+            "pre_carts": pre[1],
+            "pre_purchases": pre[2],
+            "pre_revenue": pre[3],
+        }
+    )

@@ -18,8 +18,18 @@ from feature_worker.lake.writer import table_uri
 from server.experiments.lake import EXPOSURES
 
 OUTCOMES = ("CLICK", "ADD_TO_CART", "PURCHASE")
-EVENT_COLUMNS = ["event_id", "type", "user_id", "session_id", "item_id", "item_ids", "ts_ms", "price", "quantity",
-                 "recommendation_id"]
+EVENT_COLUMNS = [
+    "event_id",
+    "type",
+    "user_id",
+    "session_id",
+    "item_id",
+    "item_ids",
+    "ts_ms",
+    "price",
+    "quantity",
+    "recommendation_id",
+]
 
 
 def read_exposures(lake: Path | str, experiment: str) -> pd.DataFrame:
@@ -32,7 +42,9 @@ def read_exposures(lake: Path | str, experiment: str) -> pd.DataFrame:
     variant = frame["experiments"].map(lambda pairs: dict(pairs or []).get(experiment))
     frame = frame.assign(variant=variant)
     frame = frame[frame["variant"].notna()].copy()
-    frame["unit"] = np.where(frame["user_id"] != "", frame["user_id"], "session:" + frame["session_id"].fillna(""))
+    frame["unit"] = np.where(
+        frame["user_id"] != "", frame["user_id"], "session:" + frame["session_id"].fillna("")
+    )
     return frame.drop_duplicates("recommendation_id").reset_index(drop=True)
 
 
@@ -41,7 +53,9 @@ def read_events(lake: Path | str, units: set[str] | None = None) -> pd.DataFrame
     purchases); only those of `units` when given."""
     frame = DeltaTable(table_uri(lake, "events")).to_pyarrow_table(columns=EVENT_COLUMNS).to_pandas()
     frame = frame.drop_duplicates("event_id")
-    frame["unit"] = np.where(frame["user_id"] != "", frame["user_id"], "session:" + frame["session_id"].fillna(""))
+    frame["unit"] = np.where(
+        frame["user_id"] != "", frame["user_id"], "session:" + frame["session_id"].fillna("")
+    )
     if units is not None:
         frame = frame[frame["unit"].isin(units)]
     quantity = frame["quantity"].fillna(0).clip(lower=1)
@@ -55,13 +69,16 @@ def attribute(exposures: pd.DataFrame, events: pd.DataFrame, window_ms: int) -> 
     (interleaving; "" otherwise). Unattributed events are left out."""
     outcomes = events[events["type"].isin(OUTCOMES)].copy()
     if outcomes.empty or exposures.empty:
-        return outcomes.assign(attributed_to=pd.Series(dtype=str), variant=pd.Series(dtype=str),
-                               team=pd.Series(dtype=str))
+        return outcomes.assign(
+            attributed_to=pd.Series(dtype=str), variant=pd.Series(dtype=str), team=pd.Series(dtype=str)
+        )
     # One row per item acted on.
     many = outcomes["item_ids"].map(lambda ids: list(ids) if ids is not None and len(ids) else None)
     outcomes["item"] = [ids if ids else [item] for ids, item in zip(many, outcomes["item_id"])]
     outcomes = outcomes.explode("item")
-    if "PURCHASE" in set(outcomes["type"]):  # a basket's revenue is split over its items, not counted per item
+    if "PURCHASE" in set(
+        outcomes["type"]
+    ):  # a basket's revenue is split over its items, not counted per item
         per_event = outcomes.groupby("event_id")["item"].transform("size")
         outcomes["revenue"] = outcomes["revenue"] / per_event
     shown = exposures[["recommendation_id", "unit", "ts_ms", "variant", "item_ids", "teams"]].copy()
@@ -75,8 +92,11 @@ def attribute(exposures: pd.DataFrame, events: pd.DataFrame, window_ms: int) -> 
     exploded = exploded[["recommendation_id", "unit", "ts_ms", "variant", "item", "team"]]
 
     # 1. By recommendation id (the item's team when the answer showed it).
-    by_id = outcomes.merge(exploded[["recommendation_id", "variant"]].drop_duplicates("recommendation_id"),
-                           on="recommendation_id", how="inner")
+    by_id = outcomes.merge(
+        exploded[["recommendation_id", "variant"]].drop_duplicates("recommendation_id"),
+        on="recommendation_id",
+        how="inner",
+    )
     teams = exploded[["recommendation_id", "item", "team"]].drop_duplicates(["recommendation_id", "item"])
     by_id = by_id.merge(teams, on=["recommendation_id", "item"], how="left")
     by_id["team"] = by_id["team"].fillna("")
@@ -87,14 +107,19 @@ def attribute(exposures: pd.DataFrame, events: pd.DataFrame, window_ms: int) -> 
     candidates = exploded.sort_values("ts_ms").rename(columns={"recommendation_id": "attributed_to"})
     if not rest.empty:
         matched = pd.merge_asof(
-            rest.drop(columns=["recommendation_id"]), candidates, on="ts_ms", by=["unit", "item"],
-            direction="backward", tolerance=window_ms,
+            rest.drop(columns=["recommendation_id"]),
+            candidates,
+            on="ts_ms",
+            by=["unit", "item"],
+            direction="backward",
+            tolerance=window_ms,
         )
         matched = matched[matched["attributed_to"].notna()]
         matched["recommendation_id"] = matched["attributed_to"]
     else:
-        matched = rest.assign(attributed_to=pd.Series(dtype=str), variant=pd.Series(dtype=str),
-                              team=pd.Series(dtype=str))
+        matched = rest.assign(
+            attributed_to=pd.Series(dtype=str), variant=pd.Series(dtype=str), team=pd.Series(dtype=str)
+        )
     both = pd.concat([by_id, matched], ignore_index=True)
     return both.reset_index(drop=True)
 
@@ -105,11 +130,13 @@ def pre_period(events: pd.DataFrame, first_exposure: pd.Series, days: float) -> 
     start = events["unit"].map(first_exposure)
     before = events[(events["ts_ms"] < start) & (events["ts_ms"] >= start - days * 86_400_000)]
     grouped = before.groupby("unit")
-    out = pd.DataFrame({
-        "pre_clicks": grouped.apply(lambda g: (g["type"] == "CLICK").sum(), include_groups=False),
-        "pre_carts": grouped.apply(lambda g: (g["type"] == "ADD_TO_CART").sum(), include_groups=False),
-        "pre_purchases": grouped.apply(lambda g: (g["type"] == "PURCHASE").sum(), include_groups=False),
-        "pre_revenue": grouped["revenue"].sum(),
-        "pre_events": grouped.size(),
-    })
+    out = pd.DataFrame(
+        {
+            "pre_clicks": grouped.apply(lambda g: (g["type"] == "CLICK").sum(), include_groups=False),
+            "pre_carts": grouped.apply(lambda g: (g["type"] == "ADD_TO_CART").sum(), include_groups=False),
+            "pre_purchases": grouped.apply(lambda g: (g["type"] == "PURCHASE").sum(), include_groups=False),
+            "pre_revenue": grouped["revenue"].sum(),
+            "pre_events": grouped.size(),
+        }
+    )
     return out.reindex(first_exposure.index, fill_value=0).astype(float)

@@ -37,22 +37,36 @@ INTRADAY_LOOKS = 10
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lake", type=Path, required=True, help="the lake directory (AISLE_LAKE_DIR)")
     parser.add_argument("--experiment", required=True, help="the experiment's name")
-    parser.add_argument("--experiments-file", type=Path,
-                        help="the server's experiments file: variant shares (for the SRM check) and the control "
-                             "(the first variant); default: equal shares, the control by --control")
-    parser.add_argument("--control", help="the control variant (default: the file's first variant, else the first "
-                                          "by name)")
-    parser.add_argument("--window-h", type=float, default=24.0,
-                        help="attribute an event without a known recommendation id to the last answer that showed "
-                             "its item within this many hours")
+    parser.add_argument(
+        "--experiments-file",
+        type=Path,
+        help="the server's experiments file: variant shares (for the SRM check) and the control "
+        "(the first variant); default: equal shares, the control by --control",
+    )
+    parser.add_argument(
+        "--control", help="the control variant (default: the file's first variant, else the first by name)"
+    )
+    parser.add_argument(
+        "--window-h",
+        type=float,
+        default=24.0,
+        help="attribute an event without a known recommendation id to the last answer that showed "
+        "its item within this many hours",
+    )
     parser.add_argument("--pre-days", type=float, default=14.0, help="pre-period for CUPED, days")
     parser.add_argument("--alpha", type=float, default=0.05)
-    parser.add_argument("--tau", type=float, default=0.1,
-                        help="mSPRT mixture scale, relative to the control's mean (effects of about this size)")
+    parser.add_argument(
+        "--tau",
+        type=float,
+        default=0.1,
+        help="mSPRT mixture scale, relative to the control's mean (effects of about this size)",
+    )
     parser.add_argument("--out", type=Path, help="write report.json and report.md here")
 
 
-def units_frame(exposures: pd.DataFrame, events: pd.DataFrame, window_ms: int, pre_days: float) -> pd.DataFrame:
+def units_frame(
+    exposures: pd.DataFrame, events: pd.DataFrame, window_ms: int, pre_days: float
+) -> pd.DataFrame:
     """One row per unit: variant, first exposure time, exposures, clicks, ctr, carted, converted, revenue and the
     pre-period covariates. A unit seen in two variants (it should not be) keeps its first one."""
     first = exposures.sort_values("ts_ms").drop_duplicates("unit").set_index("unit")
@@ -95,8 +109,9 @@ def analyze(
         summary: dict[str, Any] = {"units": len(rows), "exposures": int(rows["exposures"].sum())}
         for metric in METRICS:
             values = rows[metric.column].to_numpy(dtype=float)
-            summary[metric.name] = (rate_ci(int(values.sum()), len(values), alpha) if metric.binary
-                                    else mean_ci(values, alpha))
+            summary[metric.name] = (
+                rate_ci(int(values.sum()), len(values), alpha) if metric.binary else mean_ci(values, alpha)
+            )
         out["variants"][variant] = summary
     control_rows = units[units["variant"] == control]
     looks = _looks(units)
@@ -110,8 +125,9 @@ def analyze(
             t = rows[metric.column].to_numpy(dtype=float)
             c = control_rows[metric.column].to_numpy(dtype=float)
             raw = compare(t, c, alpha)
-            adjusted_all, reduction = cuped(both[metric.column].to_numpy(dtype=float),
-                                            both[metric.covariate].to_numpy(dtype=float))
+            adjusted_all, reduction = cuped(
+                both[metric.column].to_numpy(dtype=float), both[metric.covariate].to_numpy(dtype=float)
+            )
             is_t = (both["variant"] == variant).to_numpy()
             adjusted = compare(adjusted_all[is_t], adjusted_all[~is_t], alpha)
             scale = abs(float(c.mean())) if len(c) and c.mean() != 0 else float(np.std(c)) or 1.0
@@ -123,10 +139,17 @@ def analyze(
             result[metric.name] = {
                 **raw,
                 "significant": bool(raw["p_value"] < alpha),
-                "cuped": {**adjusted, "variance_reduction": reduction,
-                          "significant": bool(adjusted["p_value"] < alpha)},
-                "sequential": {"p_value": sequential["p_value"], "looks": len(looks), "tau": sequential["tau"],
-                               "significant": bool(sequential["p_value"] < alpha)},
+                "cuped": {
+                    **adjusted,
+                    "variance_reduction": reduction,
+                    "significant": bool(adjusted["p_value"] < alpha),
+                },
+                "sequential": {
+                    "p_value": sequential["p_value"],
+                    "looks": len(looks),
+                    "tau": sequential["tau"],
+                    "significant": bool(sequential["p_value"] < alpha),
+                },
             }
         out["comparisons"][variant] = result
     return out
@@ -163,15 +186,18 @@ def guardrails(exposures: pd.DataFrame, control: str) -> dict[str, Any]:
     return out
 
 
-def interleaving_result(exposures: pd.DataFrame, events: pd.DataFrame, window_ms: int, alpha: float,
-                        teams: tuple[str, str]) -> dict[str, Any]:
+def interleaving_result(
+    exposures: pd.DataFrame, events: pd.DataFrame, window_ms: int, alpha: float, teams: tuple[str, str]
+) -> dict[str, Any]:
     """Team-draft credits per answer: clicks on items each team contributed."""
     credited = attribute(exposures, events, window_ms)
     clicks = credited[credited["type"] == "CLICK"]
     per_answer = clicks.groupby(["attributed_to", "team"]).size().unstack(fill_value=0)
     credits = [
-        (int(per_answer.loc[rid, teams[0]]) if teams[0] in per_answer else 0,
-         int(per_answer.loc[rid, teams[1]]) if teams[1] in per_answer else 0)
+        (
+            int(per_answer.loc[rid, teams[0]]) if teams[0] in per_answer else 0,
+            int(per_answer.loc[rid, teams[1]]) if teams[1] in per_answer else 0,
+        )
         for rid in per_answer.index
     ]
     credits += [(0, 0)] * (len(exposures) - len(credits))
@@ -193,10 +219,17 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
     shares = {v.name: v.weight for v in spec.variants} if spec is not None else {v: 1.0 for v in variants}
     window_ms = int(args.window_h * 3_600_000)
     events = read_events(args.lake, set(exposures["unit"]))
-    report: dict[str, Any] = {"experiment": args.experiment, "window_h": args.window_h, "pre_days": args.pre_days}
+    report: dict[str, Any] = {
+        "experiment": args.experiment,
+        "window_h": args.window_h,
+        "pre_days": args.pre_days,
+    }
     if variants == ["interleaved"]:
-        teams = (names[0], names[1]) if spec is not None else tuple(sorted(
-            {t for ts in exposures["teams"] for t in ts}))[:2]
+        teams = (
+            (names[0], names[1])
+            if spec is not None
+            else tuple(sorted({t for ts in exposures["teams"] for t in ts}))[:2]
+        )
         report["mode"] = "interleaving"
         report["interleaving"] = interleaving_result(exposures, events, window_ms, args.alpha, teams)  # type: ignore[arg-type]
         return report
@@ -218,26 +251,40 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [f"# Experiment {report['experiment']}", ""]
     if report["mode"] == "interleaving":
         r = report["interleaving"]
-        lines += [f"Team-draft interleaving of {r['teams'][0]} (A) and {r['teams'][1]} (B) over {r['answers']} answers.",
-                  "", f"- wins A {r['wins_a']}, wins B {r['wins_b']}, ties {r['ties']}",
-                  f"- sign test p = {r['p_value']:.4g} ({'significant' if r['significant'] else 'not significant'})",
-                  ""]
+        lines += [
+            f"Team-draft interleaving of {r['teams'][0]} (A) and {r['teams'][1]} (B) over {r['answers']} answers.",
+            "",
+            f"- wins A {r['wins_a']}, wins B {r['wins_b']}, ties {r['ties']}",
+            f"- sign test p = {r['p_value']:.4g} ({'significant' if r['significant'] else 'not significant'})",
+            "",
+        ]
         return "\n".join(lines)
     s = report["srm"]
-    lines += [f"Control: **{report['control']}**, alpha {report['alpha']}. Units: "
-              + ", ".join(f"{k} {v}" for k, v in s["units"].items()) + ".", "",
-              f"Sample-ratio check: chi2 {s['chi2']:.3f}, p = {s['p_value']:.4g}"
-              + (" — **SAMPLE RATIO MISMATCH: do not trust this experiment**" if s["mismatch"] else " (ok)"), "",
-              "| variant | units | exposures | CTR | add-to-cart | conversion | revenue/user |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        f"Control: **{report['control']}**, alpha {report['alpha']}. Units: "
+        + ", ".join(f"{k} {v}" for k, v in s["units"].items())
+        + ".",
+        "",
+        f"Sample-ratio check: chi2 {s['chi2']:.3f}, p = {s['p_value']:.4g}"
+        + (" — **SAMPLE RATIO MISMATCH: do not trust this experiment**" if s["mismatch"] else " (ok)"),
+        "",
+        "| variant | units | exposures | CTR | add-to-cart | conversion | revenue/user |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, v in report["variants"].items():
-        lines.append(f"| {name} | {v['units']} | {v['exposures']} | {_fmt(v['ctr'], True)} | "
-                     f"{_fmt(v['add_to_cart'], True)} | {_fmt(v['conversion'], True)} | "
-                     f"{_fmt(v['revenue_per_user'], False)} |")
+        lines.append(
+            f"| {name} | {v['units']} | {v['exposures']} | {_fmt(v['ctr'], True)} | "
+            f"{_fmt(v['add_to_cart'], True)} | {_fmt(v['conversion'], True)} | "
+            f"{_fmt(v['revenue_per_user'], False)} |"
+        )
     for variant, result in report["comparisons"].items():
-        lines += ["", f"## {variant} vs {report['control']}", "",
-                  "| metric | diff [CI] | lift | p | CUPED diff [CI] | CUPED p | var. reduction | sequential p |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## {variant} vs {report['control']}",
+            "",
+            "| metric | diff [CI] | lift | p | CUPED diff [CI] | CUPED p | var. reduction | sequential p |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for metric, r in result.items():
             c = r["cuped"]
             lines.append(
@@ -245,13 +292,24 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{r['p_value']:.3g}{' *' if r['significant'] else ''} | {c['diff']:.4g} [{c['low']:.4g}, "
                 f"{c['high']:.4g}] | {c['p_value']:.3g}{' *' if c['significant'] else ''} | "
                 f"{100 * c['variance_reduction']:.0f}% | {r['sequential']['p_value']:.3g}"
-                f"{' *' if r['sequential']['significant'] else ''} |")
-    lines += ["", "## Guardrails", "", "| variant | p50 ms | p99 ms | empty | backfilled | items covered | flags |",
-              "|---|---|---|---|---|---|---|"]
+                f"{' *' if r['sequential']['significant'] else ''} |"
+            )
+    lines += [
+        "",
+        "## Guardrails",
+        "",
+        "| variant | p50 ms | p99 ms | empty | backfilled | items covered | flags |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, g in report["guardrails"].items():
-        lines.append(f"| {name} | {g['latency_p50_ms']:.3f} | {g['latency_p99_ms']:.3f} | {100 * g['empty_rate']:.1f}% | "
-                     f"{100 * g['backfill_rate']:.1f}% | {g['coverage_items']} | {'; '.join(g['flags']) or 'none'} |")
-    lines += ["", "`*`: significant at alpha. The sequential p-value stays valid however often the report is run."]
+        lines.append(
+            f"| {name} | {g['latency_p50_ms']:.3f} | {g['latency_p99_ms']:.3f} | {100 * g['empty_rate']:.1f}% | "
+            f"{100 * g['backfill_rate']:.1f}% | {g['coverage_items']} | {'; '.join(g['flags']) or 'none'} |"
+        )
+    lines += [
+        "",
+        "`*`: significant at alpha. The sequential p-value stays valid however often the report is run.",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -43,21 +43,38 @@ BATCH = 500
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--users", type=int, default=1000, help="customers (live) or customers per variant "
-                                                                 "(offline)")
-    parser.add_argument("--sessions", type=int, default=3, help="Recommend calls per customer in the experiment")
+    parser.add_argument(
+        "--users", type=int, default=1000, help="customers (live) or customers per variant (offline)"
+    )
+    parser.add_argument(
+        "--sessions", type=int, default=3, help="Recommend calls per customer in the experiment"
+    )
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--categories", type=int, default=8)
     parser.add_argument("--items-per-category", type=int, default=25)
-    parser.add_argument("--control", default='{"sources": ["popular"]}', dest="control_config",
-                        help="the control's ServingConfig as JSON (default: popular items only, not personal)")
-    parser.add_argument("--treatment", default="{}",
-                        help="the treatment's ServingConfig as JSON (default: the server's default, personal), or "
-                             "'same' (the control's: an A/A test)")
-    parser.add_argument("--interleave", action="store_true",
-                        help="team-draft interleaving of control and treatment instead of an A/B split")
-    parser.add_argument("--lift", type=float, default=0.0,
-                        help="a known relative lift of the treatment's purchase probability (0: none)")
+    parser.add_argument(
+        "--control",
+        default='{"sources": ["popular"]}',
+        dest="control_config",
+        help="the control's ServingConfig as JSON (default: popular items only, not personal)",
+    )
+    parser.add_argument(
+        "--treatment",
+        default="{}",
+        help="the treatment's ServingConfig as JSON (default: the server's default, personal), or "
+        "'same' (the control's: an A/A test)",
+    )
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="team-draft interleaving of control and treatment instead of an A/B split",
+    )
+    parser.add_argument(
+        "--lift",
+        type=float,
+        default=0.0,
+        help="a known relative lift of the treatment's purchase probability (0: none)",
+    )
     parser.add_argument("--name", default="", help="experiment name (default: a fresh one)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--alpha", type=float, default=0.05)
@@ -69,18 +86,32 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 # -- live -----------------------------------------------------------------------------------------------------------
-def _catalog(prefix: str, categories: int, per_category: int, rng: np.random.Generator) -> list[catalog_pb2.Item]:
+def _catalog(
+    prefix: str, categories: int, per_category: int, rng: np.random.Generator
+) -> list[catalog_pb2.Item]:
     return [
-        catalog_pb2.Item(item_id=f"{prefix}-c{c}-i{j}", title=f"item {c}/{j}", category=f"sim/c{c}",
-                         brand=f"{prefix}-b{c}-{j % 3}", price=float(np.round(rng.uniform(5, 60), 2)),
-                         in_stock=True)
-        for c in range(categories) for j in range(per_category)
+        catalog_pb2.Item(
+            item_id=f"{prefix}-c{c}-i{j}",
+            title=f"item {c}/{j}",
+            category=f"sim/c{c}",
+            brand=f"{prefix}-b{c}-{j % 3}",
+            price=float(np.round(rng.uniform(5, 60), 2)),
+            in_stock=True,
+        )
+        for c in range(categories)
+        for j in range(per_category)
     ]
 
 
 def _event(etype: int, user: str, item: str, ts_ms: int, **fields: Any) -> events_pb2.Event:
-    return events_pb2.Event(event_id=uuid.uuid4().hex, type=etype, user_id=user, item_id=item,  # type: ignore[arg-type]
-                            ts_ms=ts_ms, **fields)
+    return events_pb2.Event(
+        event_id=uuid.uuid4().hex,
+        type=etype,
+        user_id=user,
+        item_id=item,  # type: ignore[arg-type]
+        ts_ms=ts_ms,
+        **fields,
+    )
 
 
 def live(args: argparse.Namespace, target: str, lake: Path) -> dict[str, Any]:
@@ -94,20 +125,27 @@ def live(args: argparse.Namespace, target: str, lake: Path) -> dict[str, Any]:
     by_category = [[i.item_id for i in items if category_of[i.item_id] == c] for c in range(args.categories)]
     customers = Customers.draw(args.users, args.categories, rng)
     control = json_format.Parse(args.control_config, experiments_pb2.ServingConfig())
-    treatment = json_format.Parse(args.control_config if args.treatment == "same" else args.treatment,
-                                  experiments_pb2.ServingConfig())
+    treatment = json_format.Parse(
+        args.control_config if args.treatment == "same" else args.treatment, experiments_pb2.ServingConfig()
+    )
     experiment = experiments_pb2.Experiment(
-        name=name, traffic=1.0, state=experiments_pb2.RUNNING, layer=f"sim-{name}",
+        name=name,
+        traffic=1.0,
+        state=experiments_pb2.RUNNING,
+        layer=f"sim-{name}",
         mode=experiments_pb2.INTERLEAVING if args.interleave else experiments_pb2.AB,
-        variants=[experiments_pb2.Variant(name="control", weight=1, config=control),
-                  experiments_pb2.Variant(name="treatment", weight=1, config=treatment)],
+        variants=[
+            experiments_pb2.Variant(name="control", weight=1, config=control),
+            experiments_pb2.Variant(name="treatment", weight=1, config=treatment),
+        ],
     )
     done = {"answers": 0, "clicks": 0, "carts": 0, "purchases": 0}
     with AisleClient(ClientOptions(target=target, read_timeout_s=10)) as client:
         client.upsert_items(items)
         with grpc.insecure_channel(target) as channel:
             experiments_pb2_grpc.ExperimentServiceStub(channel).CreateExperiment(
-                experiments_pb2.CreateExperimentRequest(experiment=experiment), timeout=30)
+                experiments_pb2.CreateExperimentRequest(experiment=experiment), timeout=30
+            )
         now = int(time.time() * 1000)
         # The pre-period: a week of views in liked categories, and clicks and purchases as the customer's latent
         # engagement and propensity have it (the CUPED covariates, and the features personalisation reads).
@@ -122,8 +160,9 @@ def live(args: argparse.Namespace, target: str, lake: Path) -> dict[str, Any]:
                 if rng.random() < min(0.95, 0.3 * customers.engagement[i]):
                     pending.append(_event(events_pb2.CLICK, user, item, ts + 1))
                     if rng.random() < customers.buy_probability(i) * 0.4:
-                        pending.append(_event(events_pb2.PURCHASE, user, item, ts + 2, price=price_of[item],
-                                              quantity=1))
+                        pending.append(
+                            _event(events_pb2.PURCHASE, user, item, ts + 2, price=price_of[item], quantity=1)
+                        )
             if len(pending) >= BATCH:
                 client.track(pending)
                 pending = []
@@ -137,7 +176,9 @@ def live(args: argparse.Namespace, target: str, lake: Path) -> dict[str, Any]:
             done["answers"] += 1
             variant = answer.variant.rpartition("/")[2]
             shown = [r.item_id for r in answer.items]
-            clicked = rng.random(len(shown)) < customers.click_probabilities(i, [category_of.get(s, 0) for s in shown])
+            clicked = rng.random(len(shown)) < customers.click_probabilities(
+                i, [category_of.get(s, 0) for s in shown]
+            )
             events: list[events_pb2.Event] = []
             for item, hit in zip(shown, clicked):
                 if not hit:
@@ -146,12 +187,30 @@ def live(args: argparse.Namespace, target: str, lake: Path) -> dict[str, Any]:
                 events.append(_event(events_pb2.CLICK, user, item, 0, recommendation_id=rid))
                 done["clicks"] += 1
                 if rng.random() < customers.behaviour.cart_rate:
-                    events.append(_event(events_pb2.ADD_TO_CART, user, item, 0, recommendation_id=rid,
-                                         price=price_of[item], quantity=1))
+                    events.append(
+                        _event(
+                            events_pb2.ADD_TO_CART,
+                            user,
+                            item,
+                            0,
+                            recommendation_id=rid,
+                            price=price_of[item],
+                            quantity=1,
+                        )
+                    )
                     done["carts"] += 1
                     if rng.random() < customers.buy_probability(i, lift_of.get(variant, 0.0)):
-                        events.append(_event(events_pb2.PURCHASE, user, item, 0, recommendation_id=rid,
-                                             price=price_of[item], quantity=1))
+                        events.append(
+                            _event(
+                                events_pb2.PURCHASE,
+                                user,
+                                item,
+                                0,
+                                recommendation_id=rid,
+                                price=price_of[item],
+                                quantity=1,
+                            )
+                        )
                         done["purchases"] += 1
             if events:
                 client.track(events)
@@ -170,15 +229,24 @@ def run_live(args: argparse.Namespace) -> dict[str, Any]:
 
         data = args.out / f"server-{args.seed}"
         lake = args.out / f"lake-{args.seed}"
-        process = ServerProcess(data, env={"AISLE_LAKE_DIR": str(lake), "AISLE_ENCRYPTION": "off",
-                                           "AISLE_SINK_FLUSH_S": "1"})
+        process = ServerProcess(
+            data, env={"AISLE_LAKE_DIR": str(lake), "AISLE_ENCRYPTION": "off", "AISLE_SINK_FLUSH_S": "1"}
+        )
         process.start()
         try:
             counts = live(args, process.target, lake)
         finally:
             process.stop()  # flushes the exposure log and the journal's lake appends
-    report_args = argparse.Namespace(lake=lake, experiment=counts["experiment"], experiments_file=None,
-                                     control="control", window_h=24.0, pre_days=14.0, alpha=args.alpha, tau=0.1)
+    report_args = argparse.Namespace(
+        lake=lake,
+        experiment=counts["experiment"],
+        experiments_file=None,
+        control="control",
+        window_h=24.0,
+        pre_days=14.0,
+        alpha=args.alpha,
+        tau=0.1,
+    )
     report = build_report(report_args)
     return {"simulation": counts, "report": report}
 
@@ -203,6 +271,7 @@ def power(lift: float, seed: int, alpha: float, runs: int = 200) -> dict[str, An
     `NormalIndPower` on the simulated baseline), and the share of `runs` simulated experiments of that size in
     which the report's conversion test (raw Welch, and after CUPED) finds it."""
     rng = np.random.default_rng(seed)
+
     # The lift is given to the purchase probability; conversion rises nearly in proportion to it: measure the ratio
     # on a draw of a million customers per variant (against its own control), then scale.
     def conversion_lift(purchase_lift: float) -> tuple[float, float]:
@@ -226,17 +295,26 @@ def power(lift: float, seed: int, alpha: float, runs: int = 200) -> dict[str, An
         adj = compare(adjusted[treated_rows], adjusted[~treated_rows], alpha)
         detected["raw"] += raw["p_value"] < alpha and raw["diff"] > 0
         detected["cuped"] += adj["p_value"] < alpha and adj["diff"] > 0
-    return {"baseline_conversion": baseline, "conversion_lift": lift, "purchase_lift": purchase_lift,
-            "conversion_lift_achieved": achieved,
-            "users_per_variant": n, "runs": runs, "power_raw": detected["raw"] / runs,
-            "power_cuped": detected["cuped"] / runs}
+    return {
+        "baseline_conversion": baseline,
+        "conversion_lift": lift,
+        "purchase_lift": purchase_lift,
+        "conversion_lift_achieved": achieved,
+        "users_per_variant": n,
+        "runs": runs,
+        "power_raw": detected["raw"] / runs,
+        "power_cuped": detected["cuped"] / runs,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
     if args.aa_runs:
-        result: dict[str, Any] = {"aa_runs": args.aa_runs, "users_per_variant": args.users, "alpha": args.alpha,
-                                  "false_positive_rate": false_positive_rates(args.aa_runs, args.users, args.seed,
-                                                                              args.alpha)}
+        result: dict[str, Any] = {
+            "aa_runs": args.aa_runs,
+            "users_per_variant": args.users,
+            "alpha": args.alpha,
+            "false_positive_rate": false_positive_rates(args.aa_runs, args.users, args.seed, args.alpha),
+        }
         print(json.dumps(result, indent=2))
         return 0
     if args.power:

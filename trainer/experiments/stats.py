@@ -47,14 +47,25 @@ def rate_ci(successes: int, trials: int, alpha: float) -> dict[str, float]:
 def compare(treatment: Floats, control: Floats, alpha: float) -> dict[str, float]:
     """Treatment minus control: difference, its Welch interval, p-value, and the relative lift."""
     if len(treatment) < 2 or len(control) < 2:
-        return {"diff": math.nan, "low": math.nan, "high": math.nan, "p_value": math.nan, "relative_lift": math.nan}
+        return {
+            "diff": math.nan,
+            "low": math.nan,
+            "high": math.nan,
+            "p_value": math.nan,
+            "relative_lift": math.nan,
+        }
     cm = CompareMeans(DescrStatsW(treatment), DescrStatsW(control))
     low, high = cm.tconfint_diff(alpha=alpha, usevar="unequal")
     _, p_value, _ = cm.ttest_ind(usevar="unequal")
     base = float(control.mean())
     diff = float(treatment.mean() - base)
-    return {"diff": diff, "low": float(low), "high": float(high), "p_value": float(p_value),
-            "relative_lift": diff / base if base else math.nan}
+    return {
+        "diff": diff,
+        "low": float(low),
+        "high": float(high),
+        "p_value": float(p_value),
+        "relative_lift": diff / base if base else math.nan,
+    }
 
 
 def cuped(y: Floats, x: Floats) -> tuple[Floats, float]:
@@ -80,9 +91,7 @@ def srm(counts: Sequence[int], shares: Sequence[float]) -> dict[str, Any]:
     return {"chi2": float(chi2), "p_value": float(p_value), "mismatch": bool(p_value < SRM_P)}
 
 
-def msprt(
-    treatment: Sequence[Floats], control: Sequence[Floats], tau: float
-) -> dict[str, Any]:
+def msprt(treatment: Sequence[Floats], control: Sequence[Floats], tau: float) -> dict[str, Any]:
     """Always-valid p-value of "treatment mean = control mean", over looks (one pair of arrays per look, each the
     cumulative data at that look: e.g. one per day).
 
@@ -118,13 +127,27 @@ def interleaving(credits: Sequence[tuple[int, int]], alpha: float) -> dict[str, 
     ties = sum(1 for a, b in credits if a == b and a > 0)
     decided = wins_a + wins_b
     if decided == 0:
-        return {"wins_a": 0, "wins_b": 0, "ties": ties, "p_value": math.nan, "preference": math.nan,
-                "significant": False}
+        return {
+            "wins_a": 0,
+            "wins_b": 0,
+            "ties": ties,
+            "p_value": math.nan,
+            "preference": math.nan,
+            "significant": False,
+        }
     test = sps.binomtest(wins_a, decided, 0.5)
     ci = test.proportion_ci(confidence_level=1 - alpha, method="wilson")
-    return {"wins_a": wins_a, "wins_b": wins_b, "ties": ties, "p_value": float(test.pvalue),
-            "share_a": wins_a / decided, "share_a_low": float(ci.low), "share_a_high": float(ci.high),
-            "preference": (wins_a - wins_b) / (decided + ties), "significant": bool(test.pvalue < alpha)}
+    return {
+        "wins_a": wins_a,
+        "wins_b": wins_b,
+        "ties": ties,
+        "p_value": float(test.pvalue),
+        "share_a": wins_a / decided,
+        "share_a_low": float(ci.low),
+        "share_a_high": float(ci.high),
+        "preference": (wins_a - wins_b) / (decided + ties),
+        "significant": bool(test.pvalue < alpha),
+    }
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,9 @@ def fit_ranker(
     from torch.nn import functional
 
     if len(train) < 10 or len(valid) < 1:
-        raise RankerError(f"too few lists to train a ranker: {len(train)} for training, {len(valid)} for validation")
+        raise RankerError(
+            f"too few lists to train a ranker: {len(train)} for training, {len(valid)} for validation"
+        )
     torch.manual_seed(params.seed)
     rng = np.random.default_rng(params.seed)
     x = train.features.astype(np.float32)
@@ -119,8 +121,10 @@ def fit_ranker(
     sizes = np.diff(offsets)
     valid_x = torch.from_numpy(valid.features.astype(np.float32))
     blend = list_metrics(valid, valid.blend)
-    log(f"ranker: {len(train):,} training lists, {len(valid):,} validation lists; blend valid NDCG@10 "
-        f"{blend['NDCG@10']:.4f}")
+    log(
+        f"ranker: {len(train):,} training lists, {len(valid):,} validation lists; blend valid NDCG@10 "
+        f"{blend['NDCG@10']:.4f}"
+    )
     best, best_epoch, stale = -1.0, 0, 0
     best_state = copy.deepcopy(module.state_dict())
     history: list[dict[str, float]] = []
@@ -149,8 +153,10 @@ def fit_ranker(
             scores = module(valid_x).numpy()
         metrics = list_metrics(valid, scores)
         history.append({"epoch": epoch, "loss": total / len(train), **metrics})
-        log(f"ranker epoch {epoch}: loss {total / len(train):.4f}, valid NDCG@10 {metrics['NDCG@10']:.4f} "
-            f"HR@10 {metrics['HR@10']:.4f}")
+        log(
+            f"ranker epoch {epoch}: loss {total / len(train):.4f}, valid NDCG@10 {metrics['NDCG@10']:.4f} "
+            f"HR@10 {metrics['HR@10']:.4f}"
+        )
         if metrics["NDCG@10"] > best:
             best, best_epoch, stale = metrics["NDCG@10"], epoch, 0
             best_state = copy.deepcopy(module.state_dict())
@@ -218,7 +224,9 @@ def export_ranker(fitted: FittedRanker, path: Path, check: npt.NDArray[np.float3
     onnx_scores = session.run([RANKER_OUTPUT], {RANKER_INPUT: check.astype(np.float32)})[0]
     gap = float(np.abs(onnx_scores - fitted.scores(check.astype(np.float32))).max()) if len(check) else 0.0
     if not gap <= PARITY_TOLERANCE:
-        raise RankerError(f"the ONNX ranker differs from PyTorch by {gap:.2e} (> {PARITY_TOLERANCE}) on validation rows")
+        raise RankerError(
+            f"the ONNX ranker differs from PyTorch by {gap:.2e} (> {PARITY_TOLERANCE}) on validation rows"
+        )
     return gap
 
 

@@ -101,7 +101,9 @@ class FileKeyStore(KeyStore):
                 return False
             offset, length = place
             try:
-                fd = os.open(self.path, os.O_WRONLY)  # not the appending handle: O_APPEND would ignore the offset
+                fd = os.open(
+                    self.path, os.O_WRONLY
+                )  # not the appending handle: O_APPEND would ignore the offset
                 try:
                     os.pwrite(fd, b" " * (length - 1) + b"\n", offset)
                     os.fsync(fd)

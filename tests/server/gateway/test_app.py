@@ -37,17 +37,33 @@ def partner(key: PrivateKey) -> str:
     return mint(key, ["events:write", "recommendations:read", "catalog:read"], subject="web-partner")
 
 
-def test_track_then_recommend_matches_grpc(gateway: GatewayProcess, admin: AisleClient, shop: Shop, partner: str) -> None:
+def test_track_then_recommend_matches_grpc(
+    gateway: GatewayProcess, admin: AisleClient, shop: Shop, partner: str
+) -> None:
     user = unique("web")
     events = [
-        {"eventId": unique("e"), "type": "VIEW", "userId": user, "itemId": shop.id("a"), "tsMs": str(BASE_TS + 5000)},
-        {"event_id": unique("e"), "type": 2, "user_id": user, "item_id": shop.id("c"), "ts_ms": BASE_TS + 6000},
+        {
+            "eventId": unique("e"),
+            "type": "VIEW",
+            "userId": user,
+            "itemId": shop.id("a"),
+            "tsMs": str(BASE_TS + 5000),
+        },
+        {
+            "event_id": unique("e"),
+            "type": 2,
+            "user_id": user,
+            "item_id": shop.id("c"),
+            "ts_ms": BASE_TS + 6000,
+        },
     ]
     tracked = call(gateway.port, "POST", "/v1/events:track", {"events": events}, partner)
     assert tracked.status == 200, tracked.body
     assert tracked.body == {"accepted": 2, "rejected": [], "duplicates": 0}
     assert [(i.type, i.item_id) for i in admin.profile(user).recent] == [
-        (events_pb2.CLICK, shop.id("c")), (events_pb2.VIEW, shop.id("a"))]
+        (events_pb2.CLICK, shop.id("c")),
+        (events_pb2.VIEW, shop.id("a")),
+    ]
 
     answer = call(gateway.port, "GET", f"/v1/users/{user}/recommendations?k=3&explain=true", token=partner)
     assert answer.status == 200, answer.body
@@ -57,15 +73,24 @@ def test_track_then_recommend_matches_grpc(gateway: GatewayProcess, admin: Aisle
     assert all(i["reasons"] for i in answer.body["items"])
     assert answer.body["recommendationId"] and answer.body["modelVersion"] == expected.model_version
 
-    posted = call(gateway.port, "POST", f"/v1/users/{user}/recommendations",
-                  {"k": 3, "excludeItemIds": [shop.id("b")]}, partner)
+    posted = call(
+        gateway.port,
+        "POST",
+        f"/v1/users/{user}/recommendations",
+        {"k": 3, "excludeItemIds": [shop.id("b")]},
+        partner,
+    )
     assert posted.status == 200, posted.body
     assert [i["itemId"] for i in posted.body["items"]] == [
-        i.item_id for i in admin.recommend(user, k=3, exclude_item_ids=[shop.id("b")]).items]
+        i.item_id for i in admin.recommend(user, k=3, exclude_item_ids=[shop.id("b")]).items
+    ]
 
-    repeated = call(gateway.port, "GET",
-                    f"/v1/users/{user}/recommendations?k=3&exclude_item_ids={shop.id('b')}&exclude_item_ids={shop.id('d')}",
-                    token=partner)
+    repeated = call(
+        gateway.port,
+        "GET",
+        f"/v1/users/{user}/recommendations?k=3&exclude_item_ids={shop.id('b')}&exclude_item_ids={shop.id('d')}",
+        token=partner,
+    )
     assert {shop.id("b"), shop.id("d")}.isdisjoint(i["itemId"] for i in repeated.body["items"])
 
     again = call(gateway.port, "POST", "/v1/events:track", {"events": events[:1]}, partner)
@@ -75,8 +100,13 @@ def test_track_then_recommend_matches_grpc(gateway: GatewayProcess, admin: Aisle
 def test_path_variables_are_percent_decoded(gateway: GatewayProcess, key: PrivateKey, shop: Shop) -> None:
     token = mint(key, ["catalog:read", "catalog:write"])
     odd = f"{shop.prefix}-a/b c:d"
-    upserted = call(gateway.port, "POST", "/v1/items:upsert",
-                    {"items": [{"itemId": odd, "title": "Odd", "category": "x/y", "price": 2.5, "inStock": True}]}, token)
+    upserted = call(
+        gateway.port,
+        "POST",
+        "/v1/items:upsert",
+        {"items": [{"itemId": odd, "title": "Odd", "category": "x/y", "price": 2.5, "inStock": True}]},
+        token,
+    )
     assert upserted.status == 200 and upserted.body == {"upserted": 1}
     got = call(gateway.port, "GET", f"/v1/items/{quote(odd, safe='')}", token=token)
     assert got.status == 200, got.body
@@ -86,8 +116,13 @@ def test_path_variables_are_percent_decoded(gateway: GatewayProcess, key: Privat
 def test_user_resource_routes(gateway: GatewayProcess, key: PrivateKey, admin: AisleClient) -> None:
     user = unique("someone")
     token = mint(key, ["users:read", "users:write", "privacy"])
-    put = call(gateway.port, "PUT", f"/v1/users/{user}",
-               {"attributes": {"tier": "gold"}, "consent": {"personalization": True}}, token)
+    put = call(
+        gateway.port,
+        "PUT",
+        f"/v1/users/{user}",
+        {"attributes": {"tier": "gold"}, "consent": {"personalization": True}},
+        token,
+    )
     assert put.status == 200, put.body
     assert admin.profile(user).user.attributes["tier"] == "gold"
     profile = call(gateway.port, "GET", f"/v1/users/{user}/profile", token=token)
@@ -99,14 +134,17 @@ def test_user_resource_routes(gateway: GatewayProcess, key: PrivateKey, admin: A
     assert not admin.profile(user).user.attributes
 
 
-def test_grpc_errors_become_http_statuses_with_details(gateway: GatewayProcess, key: PrivateKey, shop: Shop,
-                                                       partner: str) -> None:
+def test_grpc_errors_become_http_statuses_with_details(
+    gateway: GatewayProcess, key: PrivateKey, shop: Shop, partner: str
+) -> None:
     user = unique("web")
     anonymous = call(gateway.port, "GET", f"/v1/users/{user}/recommendations")
     assert anonymous.status == 401 and anonymous.body["code"] == 16
     assert anonymous.headers["www-authenticate"] == "Bearer"
 
-    no_scope = call(gateway.port, "GET", f"/v1/users/{user}/recommendations", token=mint(key, ["events:write"]))
+    no_scope = call(
+        gateway.port, "GET", f"/v1/users/{user}/recommendations", token=mint(key, ["events:write"])
+    )
     assert no_scope.status == 403 and no_scope.body["code"] == 7
 
     other_user = mint(key, ["recommendations:read"], user=unique("someone-else"))
@@ -122,8 +160,13 @@ def test_grpc_errors_become_http_statuses_with_details(gateway: GatewayProcess, 
     missing = call(gateway.port, "GET", f"/v1/items/{shop.id('nope')}", token=partner)
     assert missing.status == 404 and missing.body["code"] == 5
 
-    too_long = call(gateway.port, "POST", "/v1/events:track",
-                    {"events": [{"eventId": "e", "type": "VIEW", "userId": "x" * 200, "itemId": "i"}]}, partner)
+    too_long = call(
+        gateway.port,
+        "POST",
+        "/v1/events:track",
+        {"events": [{"eventId": "e", "type": "VIEW", "userId": "x" * 200, "itemId": "i"}]},
+        partner,
+    )
     assert too_long.status == 200 and too_long.body["accepted"] == 0
     assert too_long.body["rejected"][0]["field"] == "user_id"
 
@@ -142,8 +185,9 @@ def test_grpc_errors_become_http_statuses_with_details(gateway: GatewayProcess, 
         ("POST", "/v1/events:track", b"\xff\xfe", "body"),
     ],
 )
-def test_unreadable_requests_are_invalid_argument(gateway: GatewayProcess, partner: str, method: str, path: str,
-                                                  body: bytes | None, field: str) -> None:
+def test_unreadable_requests_are_invalid_argument(
+    gateway: GatewayProcess, partner: str, method: str, path: str, body: bytes | None, field: str
+) -> None:
     answer = call(gateway.port, method, path, token=partner, raw=body)
     assert answer.status == 400 and answer.body["code"] == 3, answer.body
     assert [f for f, _ in answer.violations()] == [field]
@@ -161,19 +205,32 @@ def test_too_large_bodies_are_refused(gateway: GatewayProcess, partner: str) -> 
 
 
 def test_cors_allows_the_configured_origin_only(gateway: GatewayProcess, partner: str) -> None:
-    preflight = {"Origin": ALLOWED_ORIGIN, "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "authorization, content-type"}
+    preflight = {
+        "Origin": ALLOWED_ORIGIN,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type",
+    }
     allowed = call(gateway.port, "OPTIONS", "/v1/events:track", headers=preflight)
     assert allowed.status == 200
     assert allowed.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
     assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
 
-    refused = call(gateway.port, "OPTIONS", "/v1/events:track", headers={**preflight, "Origin": "http://evil.test"})
+    refused = call(
+        gateway.port, "OPTIONS", "/v1/events:track", headers={**preflight, "Origin": "http://evil.test"}
+    )
     assert refused.status == 400 and "access-control-allow-origin" not in refused.headers
 
-    simple = call(gateway.port, "GET", "/v1/users/u1/recommendations", token=partner, headers={"Origin": ALLOWED_ORIGIN})
+    simple = call(
+        gateway.port, "GET", "/v1/users/u1/recommendations", token=partner, headers={"Origin": ALLOWED_ORIGIN}
+    )
     assert simple.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
-    other = call(gateway.port, "GET", "/v1/users/u1/recommendations", token=partner, headers={"Origin": "http://evil.test"})
+    other = call(
+        gateway.port,
+        "GET",
+        "/v1/users/u1/recommendations",
+        token=partner,
+        headers={"Origin": "http://evil.test"},
+    )
     assert "access-control-allow-origin" not in other.headers
 
 
@@ -207,6 +264,7 @@ def test_openapi_document_covers_every_route(gateway: GatewayProcess) -> None:
     assert event["tsMs"]["type"] == "string" and event["tsMs"]["format"] == "int64"
     assert "Idempotency key" in event["eventId"]["description"]
 
-    printed = subprocess.run([sys.executable, "-m", "server.gateway", "openapi"], capture_output=True, text=True,
-                             check=True)
+    printed = subprocess.run(
+        [sys.executable, "-m", "server.gateway", "openapi"], capture_output=True, text=True, check=True
+    )
     assert json.loads(printed.stdout) == document

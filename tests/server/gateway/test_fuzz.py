@@ -14,10 +14,14 @@ from server.gateway.routes import routes
 from tests.http_json import call
 
 ROUTES = routes()
-FIELD_NAMES = sorted({f.name for r in ROUTES for f in r.method.input_type.fields} | {"k", "x", "user.user_id", ""})
+FIELD_NAMES = sorted(
+    {f.name for r in ROUTES for f in r.method.input_type.fields} | {"k", "x", "user.user_id", ""}
+)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(FIELD_NAMES), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(FIELD_NAMES), inner, max_size=3)
+    ),
     max_leaves=10,
 )
 
@@ -29,14 +33,26 @@ json_values = st.recursive(
     query=st.lists(st.tuples(st.sampled_from(FIELD_NAMES), st.text(max_size=20)), max_size=4),
     body=json_values | st.binary(max_size=64),
 )
-def test_no_request_gets_a_server_error(gateway: GatewayProcess, key: PrivateKey, route: object, segment: str,
-                                        query: list[tuple[str, str]], body: object) -> None:
+def test_no_request_gets_a_server_error(
+    gateway: GatewayProcess,
+    key: PrivateKey,
+    route: object,
+    segment: str,
+    query: list[tuple[str, str]],
+    body: object,
+) -> None:
     token = mint(key, ["admin"])
     path = route.template  # type: ignore[attr-defined]
     for variable in route.variables:  # type: ignore[attr-defined]
         path = path.replace("{" + variable + "}", quote(segment, safe=""))
     path += "?" + "&".join(f"{quote(k)}={quote(v)}" for k, v in query) if query else ""
     raw = body if isinstance(body, bytes) else None
-    answer = call(gateway.port, route.http_method, path, None if raw is not None else body, token,  # type: ignore[attr-defined]
-                  raw=raw)
+    answer = call(
+        gateway.port,
+        route.http_method,
+        path,
+        None if raw is not None else body,
+        token,  # type: ignore[attr-defined]
+        raw=raw,
+    )
     assert answer.status < 500, (path, body, answer.body)
