@@ -16,6 +16,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from clients.tokens import DEV_AUDIENCE, DEV_ISSUER, PrivateKey, generate_key, jwks, mint, public_jwk
+from server.process import ServerProcess
 
 ISSUER = DEV_ISSUER
 AUDIENCE = DEV_AUDIENCE
@@ -48,6 +49,12 @@ def auth_env(jwks_path: Path, **extra: str) -> dict[str, str]:
         "AISLE_AUTH_JWKS_REFRESH_S": "0.2",
         **extra,
     }
+
+
+def jwt_server(directory: Path, key: PrivateKey) -> ServerProcess:
+    """A started server in ``directory`` that requires tokens signed by ``key`` (its JWKS written beside it)."""
+    write_jwks(directory / "jwks.json", [key])
+    return ServerProcess(directory / "server", env=auth_env(directory / "jwks.json")).start()
 
 
 def unsigned(header: dict[str, Any], claims: dict[str, Any]) -> str:

@@ -10,7 +10,7 @@ BENCHMARKS.md for the figures.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import TYPE_CHECKING
@@ -165,43 +165,28 @@ def covisitation(
 
 def content(seeds: Sequence[Seed], lists: TopLists, index: ItemIndex, pool: CandidateSet) -> None:
     """Popular items of the seed items' own category, same brand first."""
-    parts: list[tuple[Ints, Floats]] = []
-    weights: list[float] = []
-    numbers: list[int] = []
-    used = 0
-    for number, seed in enumerate(seeds):
-        p = seed.position
-        if p < 0 or index.leaf[p] < 0:
-            continue
-        proposal = _content_of(p, lists, index)
-        if len(proposal[0]):
-            parts.append(proposal)
-            weights.append(seed.weight)
-            numbers.append(number)
-        used += 1
-        if used >= CONTENT_SEEDS:
-            break
+    parts, weights, numbers = _seeded(
+        seeds,
+        CONTENT_SEEDS,
+        lambda p: index.leaf[p] >= 0,
+        lambda p: _memoised(lists, ("content", p), lambda: _content_of(p, lists, index)),
+        lambda seed: seed.weight,
+    )
     _add_seeded(pool, CONTENT, parts, weights, numbers)
 
 
 def _content_of(p: int, lists: TopLists, index: ItemIndex) -> tuple[Ints, Floats]:
-    """(positions, scores for a seed of weight 1) that `content` proposes for the seed at ``p``, memoised."""
-    key = ("content", p)
-    found = lists.memo.get(key)
-    if found is None:
-        ranked = lists.popular_by_category_pos.get(index.category_names[index.leaf[p]])
-        if ranked is None or not len(ranked):
-            found = (_NO_POSITIONS, _NO_SCORES)
-        else:
-            ranked = ranked[: CONTENT_PER_SEED + 1]
-            rank = np.arange(len(ranked), dtype=np.float64)
-            keep = ranked != p
-            ranked, rank = ranked[keep][:CONTENT_PER_SEED], rank[keep][:CONTENT_PER_SEED]
-            brand = index.brand[p]
-            same_brand = (index.brand[ranked] == brand) & (brand >= 0)
-            found = (ranked, 1.0 / (1.0 + rank / 10.0) * np.where(same_brand, 1.0, 0.5))
-        lists.memo[key] = found
-    return found
+    """(positions, scores for a seed of weight 1) that `content` proposes for the seed at ``p``."""
+    ranked = lists.popular_by_category_pos.get(index.category_names[index.leaf[p]])
+    if ranked is None or not len(ranked):
+        return _NO_POSITIONS, _NO_SCORES
+    ranked = ranked[: CONTENT_PER_SEED + 1]
+    rank = np.arange(len(ranked), dtype=np.float64)
+    keep = ranked != p
+    ranked, rank = ranked[keep][:CONTENT_PER_SEED], rank[keep][:CONTENT_PER_SEED]
+    brand = index.brand[p]
+    same_brand = (index.brand[ranked] == brand) & (brand >= 0)
+    return ranked, 1.0 / (1.0 + rank / 10.0) * np.where(same_brand, 1.0, 0.5)
 
 
 def brand(
@@ -214,43 +199,70 @@ def brand(
     next is known (a shop whose sessions stay in one category) and leads where it is not (a long tail of rare
     items).
     """
-    parts: list[tuple[Ints, Floats]] = []
+
+    def weight(seed: Seed) -> float:
+        covisits = sum(map(_count, features.covis.get(seed.item_id, ())))
+        return seed.weight * BRAND_SHRINKAGE / (BRAND_SHRINKAGE + covisits)
+
+    parts, weights, numbers = _seeded(
+        seeds,
+        BRAND_SEEDS,
+        lambda p: index.brand[p] >= 0,
+        lambda p: _memoised(lists, ("brand", p), lambda: _brand_of(p, lists, index)),
+        weight,
+    )
+    _add_seeded(pool, BRAND, parts, weights, numbers)
+
+
+def _brand_of(p: int, lists: TopLists, index: ItemIndex) -> tuple[Ints, Floats]:
+    """(positions, scores for a seed of weight 1 and no co-visits) that `brand` proposes for the seed at ``p``."""
+    full = lists.popular_by_brand_pos.get(index.brand_names[index.brand[p]])
+    if full is None or not len(full):
+        return _NO_POSITIONS, _NO_SCORES
+    popularity = lists.popularity_at
+    ranked = full[:BRAND_PER_SEED]
+    ranked = ranked[ranked != p]
+    best = float(popularity[full[0]]) or 1.0
+    return ranked, (popularity[ranked] / best) ** BRAND_POPULARITY_EXPONENT
+
+
+Proposal = tuple[Ints, Floats]
+
+
+def _memoised(lists: TopLists, key: tuple[str, int], compute: Callable[[], Proposal]) -> Proposal:
+    """``compute()``, remembered in ``lists.memo`` under ``key`` for as long as these lists serve."""
+    found = lists.memo.get(key)
+    if found is None:
+        found = lists.memo[key] = compute()
+    return found
+
+
+def _seeded(
+    seeds: Sequence[Seed],
+    limit: int,
+    eligible: Callable[[int], bool],
+    propose: Callable[[int], Proposal],
+    weight: Callable[[Seed], float],
+) -> tuple[list[Proposal], list[float], list[int]]:
+    """The proposals of the first ``limit`` seeds in the index that are ``eligible``, with their weights and
+    numbers (a seed whose proposal is empty still counts towards ``limit``)."""
+    parts: list[Proposal] = []
     weights: list[float] = []
     numbers: list[int] = []
     used = 0
     for number, seed in enumerate(seeds):
         p = seed.position
-        if p < 0 or index.brand[p] < 0:
+        if p < 0 or not eligible(p):
             continue
-        proposal = _brand_of(p, lists, index)
+        proposal = propose(p)
         if len(proposal[0]):
-            covisits = sum(map(_count, features.covis.get(seed.item_id, ())))
             parts.append(proposal)
-            weights.append(seed.weight * BRAND_SHRINKAGE / (BRAND_SHRINKAGE + covisits))
+            weights.append(weight(seed))
             numbers.append(number)
         used += 1
-        if used >= BRAND_SEEDS:
+        if used >= limit:
             break
-    _add_seeded(pool, BRAND, parts, weights, numbers)
-
-
-def _brand_of(p: int, lists: TopLists, index: ItemIndex) -> tuple[Ints, Floats]:
-    """(positions, scores for a seed of weight 1 and no co-visits) that `brand` proposes for the seed at ``p``,
-    memoised."""
-    key = ("brand", p)
-    found = lists.memo.get(key)
-    if found is None:
-        full = lists.popular_by_brand_pos.get(index.brand_names[index.brand[p]])
-        if full is None or not len(full):
-            found = (_NO_POSITIONS, _NO_SCORES)
-        else:
-            popularity = lists.popularity_at
-            ranked = full[:BRAND_PER_SEED]
-            ranked = ranked[ranked != p]
-            best = float(popularity[full[0]]) or 1.0
-            found = (ranked, (popularity[ranked] / best) ** BRAND_POPULARITY_EXPONENT)
-        lists.memo[key] = found
-    return found
+    return parts, weights, numbers
 
 
 def _add_seeded(

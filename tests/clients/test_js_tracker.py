@@ -24,7 +24,7 @@ from clients.tokens import PrivateKey, generate_key, mint
 from protos.aisle.v1 import events_pb2
 from server.gateway.process import GatewayProcess
 from server.process import ServerProcess
-from tests.auth_keys import auth_env, write_jwks
+from tests.auth_keys import jwt_server
 from tests.services.browser import headless_chromium
 from tests.shop import BASE_TS, Shop, item, unique, view
 
@@ -56,9 +56,7 @@ def key() -> PrivateKey:
 
 @pytest.fixture(scope="module")
 def backend(key: PrivateKey, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    directory = tmp_path_factory.mktemp("tracker-backend")
-    write_jwks(directory / "jwks.json", [key])
-    process = ServerProcess(directory / "server", env=auth_env(directory / "jwks.json")).start()
+    process = jwt_server(tmp_path_factory.mktemp("tracker-backend"), key)
     yield process
     process.stop()
 

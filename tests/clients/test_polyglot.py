@@ -18,7 +18,7 @@ from clients.client import AisleClient, ClientOptions
 from clients.tokens import PrivateKey, generate_key, mint
 from protos.aisle.v1 import events_pb2
 from server.process import ServerProcess
-from tests.auth_keys import auth_env, write_jwks
+from tests.auth_keys import jwt_server
 from tests.shop import BASE_TS, Shop, item, unique, view
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,9 +38,7 @@ def key() -> PrivateKey:
 
 @pytest.fixture(scope="module")
 def auth_server(key: PrivateKey, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    directory = tmp_path_factory.mktemp("polyglot")
-    write_jwks(directory / "jwks.json", [key])
-    process = ServerProcess(directory / "server", env=auth_env(directory / "jwks.json")).start()
+    process = jwt_server(tmp_path_factory.mktemp("polyglot"), key)
     yield process
     process.stop()
 

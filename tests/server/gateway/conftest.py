@@ -10,7 +10,7 @@ from clients.client import AisleClient, ClientOptions
 from clients.tokens import PrivateKey, generate_key, mint
 from server.gateway.process import GatewayProcess
 from server.process import ServerProcess
-from tests.auth_keys import auth_env, write_jwks
+from tests.auth_keys import jwt_server
 
 #: The one browser origin the gateway of these tests allows.
 ALLOWED_ORIGIN = "http://shop.test"
@@ -23,9 +23,7 @@ def key() -> PrivateKey:
 
 @pytest.fixture(scope="package")
 def auth_server(key: PrivateKey, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    directory = tmp_path_factory.mktemp("gateway-backend")
-    write_jwks(directory / "jwks.json", [key])
-    process = ServerProcess(directory / "server", env=auth_env(directory / "jwks.json")).start()
+    process = jwt_server(tmp_path_factory.mktemp("gateway-backend"), key)
     yield process
     process.stop()
 
