@@ -60,6 +60,21 @@ class ChildProcess(ABC):
                 raise RuntimeError(f"{what} did not start:\n{self.log_tail()}")
             time.sleep(0.05)
 
+    def _launch_on_port(
+        self, port_file: Path, args: Sequence[str], env: dict[str, str], timeout_s: float, what: str
+    ) -> int:
+        """`_launch` for a child that binds a port and writes it to ``port_file`` (``--port-file``): the port,
+        once written."""
+        port_file.unlink(missing_ok=True)
+        self._launch(
+            [*args, "--port-file", str(port_file)],
+            env,
+            lambda: port_file.exists() and bool(port_file.read_text().strip()),
+            timeout_s,
+            what,
+        )
+        return int(port_file.read_text())
+
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 

@@ -11,7 +11,6 @@ measures that part alone, in process.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import random
 import tempfile
 import time
@@ -20,12 +19,11 @@ from pathlib import Path
 import grpc
 
 from clients import tokens
-from clients.client import AsyncAisleClient, ClientOptions
-from clients.replay import replay
+from loadtest.shops import load_shop
 from loadtest.stats import format_ms, summarize_ms
 from protos.aisle.v1 import recommendations_pb2, recommendations_pb2_grpc
 from server.process import ServerProcess
-from trainer.data.generated import read_events, read_items, read_meta, read_users
+from trainer.data.generated import read_users
 
 
 def block(target: str, users: list[str], calls: int, rng: random.Random, token: str | None) -> list[float]:
@@ -63,20 +61,8 @@ def main() -> None:
             Path(tmp) / "auth", env=tokens.dev_settings(jwks_file), args=refresh
         ).start()
         try:
-
-            async def load(target: str) -> None:
-                options = ClientOptions(target=target, write_timeout_s=120, token=admin)
-                async with AsyncAisleClient(options) as client:
-                    await replay(
-                        client,
-                        list(read_items(args.shop)),
-                        list(read_users(args.shop)),
-                        read_events(args.shop),
-                        total_events=read_meta(args.shop)["events"],
-                    )
-
             for server in (open_server, auth_server):
-                asyncio.run(load(server.target))
+                load_shop(server.target, args.shop, token=admin)
             time.sleep(2)  # let the background refresh build popular/trending lists
             rng = random.Random(args.seed)
             per_block = max(1, args.requests // args.blocks)

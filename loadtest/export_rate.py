@@ -10,17 +10,15 @@ temporary file), timing from the request to the last row. Without --segment ever
 from __future__ import annotations
 
 import argparse
-import asyncio
 import tempfile
 import time
 from pathlib import Path
 
-from clients.client import AisleClient, AsyncAisleClient, ClientOptions
+from clients.client import AisleClient, ClientOptions
 from clients.export import parse_segment, stream, write
-from clients.replay import replay
+from loadtest.shops import load_shop, loaded
 from protos.aisle.v1 import segments_pb2
 from server.process import ServerProcess
-from trainer.data.generated import read_events, read_items, read_meta, read_users
 
 
 def main() -> None:
@@ -33,23 +31,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(Path(tmp) / "server", args=["--lists-refresh-s", "1"]).start()
         try:
-
-            async def load() -> None:
-                options = ClientOptions(target=server.target, write_timeout_s=120)
-                async with AsyncAisleClient(options) as client:
-                    report = await replay(
-                        client,
-                        list(read_items(args.shop)),
-                        list(read_users(args.shop)),
-                        read_events(args.shop),
-                        total_events=read_meta(args.shop)["events"],
-                    )
-                print(
-                    f"loaded {report.events:,} events, {report.users:,} users, {report.items:,} items in "
-                    f"{report.seconds:.1f} s"
-                )
-
-            asyncio.run(load())
+            print(loaded(load_shop(server.target, args.shop)))
             time.sleep(2)  # let the background refresh build popular/trending lists
             request = segments_pb2.ExportRecommendationsRequest(segment=parse_segment(args.segment), k=args.k)
             with (

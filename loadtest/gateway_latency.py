@@ -13,7 +13,6 @@ gRPC hop to the server.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import http.client
 import json
 import random
@@ -26,13 +25,12 @@ from urllib.parse import quote
 import grpc
 
 from clients import tokens
-from clients.client import AsyncAisleClient, ClientOptions
-from clients.replay import replay
+from loadtest.shops import load_shop, loaded
 from loadtest.stats import format_ms, summarize_ms
 from protos.aisle.v1 import recommendations_pb2, recommendations_pb2_grpc
 from server.gateway.process import GatewayProcess
 from server.process import ServerProcess
-from trainer.data.generated import read_events, read_items, read_meta, read_users
+from trainer.data.generated import read_users
 
 WARMUP = 50
 
@@ -93,22 +91,7 @@ def main() -> None:
         ).start()
         gateway = GatewayProcess(Path(tmp) / "gateway", server.target).start()
         try:
-
-            async def load() -> None:
-                options = ClientOptions(
-                    target=server.target, write_timeout_s=120, token=tokens.mint(key, ["admin"])
-                )
-                async with AsyncAisleClient(options) as client:
-                    report = await replay(
-                        client,
-                        list(read_items(args.shop)),
-                        list(read_users(args.shop)),
-                        read_events(args.shop),
-                        total_events=read_meta(args.shop)["events"],
-                    )
-                print(f"loaded {report.events:,} events, {report.users:,} users, {report.items:,} items")
-
-            asyncio.run(load())
+            print(loaded(load_shop(server.target, args.shop, token=tokens.mint(key, ["admin"]))))
             time.sleep(2)  # let the background refresh build popular/trending lists
             token = tokens.mint(key, ["recommendations:read"], subject="bench-partner")
             native: list[float] = []

@@ -17,7 +17,6 @@ token, as a partner reusing its access token does: run it with and without to se
 from __future__ import annotations
 
 import argparse
-import asyncio
 import random
 import sys
 import tempfile
@@ -27,13 +26,12 @@ from pathlib import Path
 import grpc
 
 from clients import tokens
-from clients.client import AsyncAisleClient, ClientOptions
-from clients.replay import replay
 from loadtest.server_metrics import breakdown, scrape
+from loadtest.shops import load_shop, loaded
 from loadtest.stats import format_ms, summarize_ms
 from protos.aisle.v1 import recommendations_pb2, recommendations_pb2_grpc
 from server.process import ServerProcess, free_port
-from trainer.data.generated import read_events, read_items, read_meta, read_users
+from trainer.data.generated import read_users
 
 
 def measure(
@@ -105,23 +103,7 @@ def main() -> None:
             args=["--lists-refresh-s", "1", *bundle_args],
         ).start()
         try:
-
-            async def load() -> None:
-                options = ClientOptions(target=server.target, write_timeout_s=120, token=admin)
-                async with AsyncAisleClient(options) as client:
-                    report = await replay(
-                        client,
-                        list(read_items(args.shop)),
-                        list(read_users(args.shop)),
-                        read_events(args.shop),
-                        total_events=read_meta(args.shop)["events"],
-                    )
-                print(
-                    f"loaded {report.events:,} events, {report.users:,} users, {report.items:,} items in "
-                    f"{report.seconds:.1f} s ({report.events_per_s:,.0f} events/s over gRPC)"
-                )
-
-            asyncio.run(load())
+            print(loaded(load_shop(server.target, args.shop, token=admin or "")))
             time.sleep(2)  # let the background refresh build popular/trending lists
             print(measure(server.target, users, args.requests, args.seed, server.metrics_url, token=reader))
         finally:

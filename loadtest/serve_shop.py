@@ -10,33 +10,14 @@ serves the bundle promoted there (learned retrieval).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from clients.client import AsyncAisleClient, ClientOptions
-from clients.replay import replay
+from loadtest.shops import load_shop, loaded
 from server.process import ServerProcess
-from trainer.data.generated import read_events, read_items, read_meta, read_users
-
-
-async def load(target: str, shop: Path) -> None:
-    async with AsyncAisleClient(ClientOptions(target=target, write_timeout_s=120)) as client:
-        report = await replay(
-            client,
-            list(read_items(shop)),
-            list(read_users(shop)),
-            read_events(shop),
-            total_events=read_meta(shop)["events"],
-        )
-    print(
-        f"loaded {report.events:,} events, {report.users:,} users, {report.items:,} items in "
-        f"{report.seconds:.1f} s",
-        flush=True,
-    )
 
 
 def main() -> None:
@@ -56,7 +37,7 @@ def main() -> None:
             args=["--lists-refresh-s", "1", *bundle_args],
         ).start()
         try:
-            asyncio.run(load(server.target, args.shop))
+            print(loaded(load_shop(server.target, args.shop)), flush=True)
             metrics = f", metrics on {server.metrics_url}" if args.metrics_port else ""
             print(f"serving {args.shop} on {server.target}{metrics} (Ctrl-C to stop)", flush=True)
             while server.proc is not None and server.proc.poll() is None:

@@ -46,9 +46,8 @@ class ServerProcess(ChildProcess):
 
     def start(self, timeout_s: float = 60.0) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        port_file = self.data_dir / "port"
-        port_file.unlink(missing_ok=True)
-        self._launch(
+        self.port = self._launch_on_port(
+            self.data_dir / "port",
             [
                 "-m",
                 "server",
@@ -60,8 +59,6 @@ class ServerProcess(ChildProcess):
                 str(self.data_dir),
                 "--lists-refresh-s",
                 "0",
-                "--port-file",
-                str(port_file),
                 "--workers",
                 str(self.workers),
                 "--metrics-port",
@@ -69,11 +66,9 @@ class ServerProcess(ChildProcess):
                 *self.args,
             ],
             self.env,
-            lambda: port_file.exists() and bool(port_file.read_text().strip()),
             timeout_s,
             "server",
         )
-        self.port = int(port_file.read_text())
         with self.channel() as channel:
             health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=10, wait_for_ready=True

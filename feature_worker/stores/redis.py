@@ -168,17 +168,26 @@ if blob and string.byte(blob, 1) ~= 0 then
   end
 end
 """
-_NEIGHBOURS_OF_SEEDS = """
+# The top `per_seed` neighbours of a co-visitation key with their scores, and the members tied with the last one
+# (false when fewer came back: then no tie was cut off). Shared with the Cluster's read (`stores.redis_cluster`).
+TOP_NEIGHBOURS = """
+local function top_neighbours(key, per_seed)
+  local top = redis.call('ZREVRANGE', key, 0, per_seed - 1, 'WITHSCORES')
+  local ties = false
+  if #top == 2 * per_seed then
+    local last = top[#top]
+    ties = redis.call('ZRANGEBYSCORE', key, last, last)
+  end
+  return top, ties
+end
+"""
+_NEIGHBOURS_OF_SEEDS = (
+    TOP_NEIGHBOURS
+    + """
 local out = {blob, wrapped}
 for _, item in ipairs(seeds) do
-  local key = prefix .. item
-  local top = redis.call('ZREVRANGE', key, 0, per_seed - 1, 'WITHSCORES')
+  local top, ties = top_neighbours(prefix .. item, per_seed)
   if #top > 0 then
-    local ties = false
-    if #top == 2 * per_seed then
-      local last = top[#top]
-      ties = redis.call('ZRANGEBYSCORE', key, last, last)
-    end
     out[#out + 1] = item
     out[#out + 1] = top
     out[#out + 1] = ties
@@ -186,6 +195,7 @@ for _, item in ipairs(seeds) do
 end
 return out
 """
+)
 _READ = _READ_SEEDS + _NEIGHBOURS_OF_SEEDS
 
 

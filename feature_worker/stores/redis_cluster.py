@@ -63,6 +63,7 @@ from feature_worker.stores.bounds import NEIGHBOURS_PER_SEED, RECENT_SEEDS, covi
 from feature_worker.stores.redis import (
     _READ_SEEDS,
     MAX_CONNECTIONS,
+    TOP_NEIGHBOURS,
     RedisFeatureStore,
     _neighbours,
     reachable,
@@ -132,22 +133,21 @@ _READ_USER = _READ_SEEDS + "\nreturn {blob, wrapped, unpack(seeds)}\n"
 
 # K: co-visitation keys; A[1]: neighbours per key. Returns {key index, {member, score, ...}, ties or
 # false, ...} for the keys that exist (ties as in `stores.redis._READ`).
-_READ_NEIGHBOURS = """#!lua flags=allow-cross-slot-keys,no-writes
+_READ_NEIGHBOURS = (
+    """#!lua flags=allow-cross-slot-keys,no-writes
 local nk = tonumber(ARGV[1])
 local K = {KEYS[1]}
 for i = 1, nk do K[i + 1] = ARGV[i + 1] end
 local A = {}
 for i = nk + 2, #ARGV do A[#A + 1] = ARGV[i] end
 local per_seed = tonumber(A[1])
+"""
+    + TOP_NEIGHBOURS
+    + """
 local out = {}
 for i, key in ipairs(K) do
-  local top = redis.call('ZREVRANGE', key, 0, per_seed - 1, 'WITHSCORES')
+  local top, ties = top_neighbours(key, per_seed)
   if #top > 0 then
-    local ties = false
-    if #top == 2 * per_seed then
-      local last = top[#top]
-      ties = redis.call('ZRANGEBYSCORE', key, last, last)
-    end
     out[#out + 1] = i
     out[#out + 1] = top
     out[#out + 1] = ties
@@ -155,6 +155,7 @@ for i, key in ipairs(K) do
 end
 return out
 """
+)
 
 
 # K: string keys of one node. Returns their values (false for a missing key), in order.

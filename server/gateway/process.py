@@ -30,9 +30,8 @@ class GatewayProcess(ChildProcess):
 
     def start(self, timeout_s: float = 60.0) -> GatewayProcess:
         self.directory.mkdir(parents=True, exist_ok=True)
-        port_file = self.directory / "port"
-        port_file.unlink(missing_ok=True)
-        self._launch(
+        self.port = self._launch_on_port(
+            self.directory / "port",
             [
                 "-m",
                 "server.gateway",
@@ -42,14 +41,10 @@ class GatewayProcess(ChildProcess):
                 str(self.port),
                 "--backend",
                 self.backend,
-                "--port-file",
-                str(port_file),
                 *self.args,
             ],
             self.env,
-            lambda: port_file.exists() and bool(port_file.read_text().strip()),
             timeout_s,
             "gateway",
         )
-        self.port = int(port_file.read_text())
         return self
