@@ -36,6 +36,7 @@ from server.retrieval.candidates import (
     CandidateSet,
 )
 from server.retrieval.item_index import Floats, ItemIndex
+from server.retrieval.proposals import StateKey
 from server.retrieval.toplists import TopLists
 from server.stages import StageTimes
 
@@ -147,7 +148,7 @@ class Recommender:
         query: Query,
         features: RequestFeatures,
         learned: TwoTowerRetriever | None = None,
-        user_key: object = None,
+        user_key: StateKey | None = None,
         times: StageTimes | None = None,
         pipeline: Pipeline | None = None,
     ) -> list[Recommendation]:
@@ -185,7 +186,7 @@ class Recommender:
         query: Query,
         features: RequestFeatures,
         learned: TwoTowerRetriever | None = None,
-        user_key: object = None,
+        user_key: StateKey | None = None,
         pipeline: Pipeline | None = None,
     ) -> Retrieved:
         """Every candidate source into one `CandidateSet` (finished); ``pipeline`` may leave some out."""
@@ -209,11 +210,12 @@ class Recommender:
             sources.content(seeds, lists, index, pool)
         if allows(TRENDING):
             sources.trending_in_categories(user, lists, index, pool)
-        if learned is not None:
+        if learned is not None and (allows(LEARNED) or allows(TRANSITIONS)):
+            proposals = sources.learned_proposals(learned, user, query.context_item_ids, user_key)
             if allows(LEARNED):
-                sources.two_tower(learned, user, query.context_item_ids, exclude, index, pool, user_key)
+                sources.two_tower(learned, proposals, user, query.context_item_ids, exclude, index, pool)
             if allows(TRANSITIONS):
-                sources.transitions(learned, user, query.context_item_ids, index, pool)
+                sources.transitions(learned, proposals, index, pool)
         if allows(POPULAR):
             # A fixed number, whatever k: the answer for k is then the first k of the answer for any larger k.
             sources.popular(lists, index, pool, rules.category_prefix, limit=POPULAR_CANDIDATES)

@@ -36,6 +36,7 @@ from server.embedded.journal import Journal, RecordKind, records
 from server.embedded.records import JournalReader
 from server.embedded.snapshot import Sealer, SnapshotDamaged, capture, covered, freeze, load, write
 from server.ingest import Ingest
+from server.retrieval.warmer import ProposalWarmer
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,8 @@ class EmbeddedIngest(Ingest):
         self.reader = JournalReader(vault, keys)
         #: Appends the journal to the batch store, when the server has one (set once recovered).
         self.lake: JournalLake | None = None
+        #: Computes the served bundle's proposals for the users each batch changed (set once models load).
+        self.warmer: ProposalWarmer | None = None
 
     async def events(self, events: Sequence[events_pb2.Event]) -> int:
         vault = self.vault
@@ -106,6 +109,11 @@ class EmbeddedIngest(Ingest):
             )
             self.journal.append(RecordKind.SEALED_EVENTS, batch.SerializeToString())
         result = await apply_events(self.store, self.catalog, events)
+        if self.warmer is not None:
+            users = self.store.users
+            self.warmer.touch(
+                (user_id, users[user_id]) for user_id in {e.user_id for e in events} if user_id in users
+            )
         self._maybe_snapshot()
         return result.duplicates
 

@@ -6,11 +6,13 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from server.retrieval.item_index import Floats, Ints
+from server.retrieval.item_index import Ints
 
 
 @njit(["i8[:](f8[:])", "i8[:](f4[:])"], cache=True, nogil=True)
-def stable_argsort(keys: Floats) -> Ints:  # pragma: no cover - compiled
+def stable_argsort(
+    keys: npt.NDArray[np.float64] | npt.NDArray[np.float32],
+) -> Ints:  # pragma: no cover - compiled
     """``argsort(keys)`` with ties in index order: a stable sort. Numba's own stable sort is several times
     slower than its quicksort on the few hundred keys of a request, and ties are rare, so: quicksort, then
     each run of equal keys put back in index order."""

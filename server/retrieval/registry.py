@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+from feature_worker.state import UserState
 from server.retrieval import bundles
 from server.retrieval.bundles import BundleError, BundlePaths
 from server.retrieval.two_tower import TwoTowerRetriever, load
+from server.retrieval.warmer import ProposalWarmer
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,21 @@ class ModelRegistry:
         self._watcher: asyncio.Task[None] | None = None
         #: Versions experiments serve besides the promoted one (`pin`), loaded.
         self.pinned: dict[str, TwoTowerRetriever] = {}
+        #: Computes the served bundle's proposals off the request path (`warm_from`); None: requests do.
+        self.warmer: ProposalWarmer | None = None
+        self._population: Callable[[], Mapping[str, UserState]] | None = None
+
+    async def warm_from(
+        self, population: Callable[[], Mapping[str, UserState]], allowed: Callable[[str], bool]
+    ) -> ProposalWarmer:
+        """Start the warmer (`server.retrieval.warmer`): every user of ``population()`` (the states the server
+        holds) that ``allowed`` (consent to personalization), now and after each swap; the fold touches the
+        users it changes."""
+        if self.warmer is None:
+            self.warmer = ProposalWarmer(lambda: self.current, allowed)
+        self._population = population
+        await self.warmer.touch_all(population())
+        return self.warmer
 
     @property
     def version(self) -> str | None:
@@ -94,6 +111,8 @@ class ModelRegistry:
             len(retriever.item_ids),
             retriever.dim,
         )
+        if self.warmer is not None and self._population is not None:
+            await self.warmer.touch_all(self._population())
         return True
 
     def get(self, version: str | None) -> TwoTowerRetriever | None:
@@ -142,6 +161,9 @@ class ModelRegistry:
                 log.exception("checking the promoted bundle failed")
 
     async def close(self) -> None:
+        if self.warmer is not None:
+            await asyncio.to_thread(self.warmer.close)
+            self.warmer = None
         if self._watcher is not None:
             self._watcher.cancel()
             try:

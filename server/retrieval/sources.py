@@ -32,6 +32,7 @@ from server.retrieval.candidates import (
     CandidateSet,
 )
 from server.retrieval.item_index import Floats, Ints, ItemIndex
+from server.retrieval.proposals import StateKey, UserProposals
 from server.retrieval.toplists import TopLists
 
 if TYPE_CHECKING:
@@ -201,7 +202,7 @@ def brand(
     """
 
     def weight(seed: Seed) -> float:
-        covisits = sum(map(_count, features.covis.get(seed.item_id, ())))
+        covisits: float = sum(map(_count, features.covis.get(seed.item_id, ())))
         return seed.weight * BRAND_SHRINKAGE / (BRAND_SHRINKAGE + covisits)
 
     parts, weights, numbers = _seeded(
@@ -324,33 +325,44 @@ def popular(lists: TopLists, index: ItemIndex, pool: CandidateSet, category_pref
     pool.add(POPULAR, ranked, lists.popularity_at[ranked] / best, np.full(len(ranked), arg, dtype=np.int64))
 
 
+def learned_proposals(
+    retriever: TwoTowerRetriever,
+    user: UserState | None,
+    context_item_ids: Sequence[str],
+    user_key: StateKey | None = None,
+) -> UserProposals:
+    """What the bundle proposes for this user (and page): the learned search and the transitions' list, for
+    `two_tower` and `transitions`; remembered per user state under ``user_key`` (`TwoTowerRetriever.proposals`)."""
+    recent = user.recent if user is not None else ()
+    return retriever.proposals(
+        recent, context_item_ids, user_key, TWO_TOWER_CANDIDATES, TRANSITION_CANDIDATES
+    )
+
+
 def two_tower(
     retriever: TwoTowerRetriever,
+    proposals: UserProposals,
     user: UserState | None,
     context_item_ids: Sequence[str],
     exclude: Collection[str],
     index: ItemIndex,
     pool: CandidateSet,
-    user_key: object = None,
-    limit: int | None = None,
+    limit: int = TWO_TOWER_CANDIDATES,
 ) -> None:
     """The learned "what next": the user tower over the user's latest interactions (and the page being
-    viewed), then the ``limit`` (default `TWO_TOWER_CANDIDATES`) nearest items in the bundle's index, reason
-    ``learned``.
+    viewed), then the ``limit`` nearest items in the bundle's index (``proposals``, see `learned_proposals`),
+    reason ``learned``.
 
     Scores are `TwoTowerRetriever.relative_scores`: each item's softmax probability relative to the best
     one's, so the best learned item scores 1 and the others fall off as the model's confidence does; the
     ranker also gets the log of it (``learned_logit``). Nothing is added when no interaction is known to the
-    bundle (a new user on no page). ``user_key`` names the user's state (see `TwoTowerRetriever.user_vector`)
-    so an unchanged user's vector is not recomputed.
+    bundle (a new user on no page).
     """
-    limit = TWO_TOWER_CANDIDATES if limit is None else limit
-    recent = user.recent if user is not None else ()
-    vector = retriever.user_vector(recent, context_item_ids, user_key)
-    if vector is None:
+    if not len(proposals.labels):
         return
-    blocked = index.positions(exclude, len(exclude)) if exclude else np.zeros(0, dtype=np.int64)
-    positions, raw = retriever.search_positions(vector, limit, index, blocked)
+    blocked = index.positions(exclude, len(exclude)) if exclude else _NO_POSITIONS
+    recent = user.recent if user is not None else ()
+    positions, raw = retriever.learned_positions(proposals, limit, index, blocked, recent, context_item_ids)
     if not len(positions):
         return
     logits = retriever.log_relative(raw)
@@ -359,20 +371,12 @@ def two_tower(
 
 
 def transitions(
-    retriever: TwoTowerRetriever,
-    user: UserState | None,
-    context_item_ids: Sequence[str],
-    index: ItemIndex,
-    pool: CandidateSet,
-    limit: int = TRANSITION_CANDIDATES,
+    retriever: TwoTowerRetriever, proposals: UserProposals, index: ItemIndex, pool: CandidateSet
 ) -> None:
     """What tends to come next after the user's latest items (and the page being viewed), from the bundle's item
-    transitions (`server.retrieval.transitions`); scores relative to the request's best, reason argument the
-    newest seed (0)."""
-    model = retriever.transitions
-    if model is None:
-        return
-    found, scores = model.top(user.recent if user is not None else (), context_item_ids, limit)
+    transitions (`server.retrieval.transitions`, computed into ``proposals``); scores relative to the request's
+    best, reason argument the newest seed (0)."""
+    found, scores = proposals.next_items, proposals.next_scores
     if not len(found):
         return
     positions = retriever.transition_positions(index)[found]

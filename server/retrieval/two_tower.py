@@ -26,6 +26,7 @@ from server.retrieval.bundles import INPUT_ITEMS, INPUT_TYPES, OUTPUT_USER, RANK
 from server.retrieval.item_index import ItemIndex
 from server.retrieval.kernels import is_in
 from server.retrieval.onnx_session import single_thread_session
+from server.retrieval.proposals import DEFAULT_CAPACITY, ProposalCache, StateKey, UserProposals
 from server.retrieval.transitions import ItemTransitions, load_optional
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,6 @@ DEFAULT_NPROBE = 16
 #: At most this many excluded items are searched past (beyond ``n``): the request's own exclusions
 #: (the page's item and recent items) fit; a client excluding a thousand ids gets fewer learned candidates.
 MAX_EXTRA = 64
-#: User vectors remembered per bundle (about 0.3 KiB each at dim 64).
-VECTOR_CACHE = 100_000
 
 
 class TwoTowerRetriever:
@@ -48,8 +47,9 @@ class TwoTowerRetriever:
     or one evaluation). Loading is safe in any thread; the loaded object is then only read.
     """
 
-    def __init__(self, paths: BundlePaths) -> None:
-        """Load the bundle at ``paths``; `BundleError` when a file is missing, unreadable or inconsistent."""
+    def __init__(self, paths: BundlePaths, cache_capacity: int = DEFAULT_CAPACITY) -> None:
+        """Load the bundle at ``paths``; `BundleError` when a file is missing, unreadable or inconsistent.
+        ``cache_capacity``: user states whose proposals are remembered (`proposals`)."""
         paths.check()
         meta = paths.read_meta()
         self.paths = paths
@@ -96,7 +96,8 @@ class TwoTowerRetriever:
             raise BundleError(
                 f"{paths.item_index}: {self.index.ntotal} vectors for {len(self.item_ids)} item ids"
             )
-        index_meta = meta.get("index") if isinstance(meta.get("index"), dict) else {}
+        found_meta = meta.get("index")
+        index_meta: dict[str, Any] = found_meta if isinstance(found_meta, dict) else {}
         hnsw = getattr(self.index, "hnsw", None)
         if hnsw is not None:
             ef = index_meta.get("ef_search")
@@ -127,13 +128,13 @@ class TwoTowerRetriever:
         self._types = np.zeros((1, self.max_len), dtype=np.int64)
         self._feeds = {INPUT_ITEMS: self._items, INPUT_TYPES: self._types}
         self._outputs = [OUTPUT_USER]
-        #: user key -> the user's vector, for users whose state has not changed (see `user_vector`).
-        self._vectors: dict[object, np.ndarray | None] = {}
+        #: What this bundle proposed for recent user states (see `proposals`).
+        self.cache = ProposalCache(cache_capacity)
 
     @classmethod
-    def load(cls, paths: BundlePaths) -> TwoTowerRetriever:
+    def load(cls, paths: BundlePaths, cache_capacity: int = DEFAULT_CAPACITY) -> TwoTowerRetriever:
         """Load and check the bundle: one query must give a finite vector of the bundle's dimension."""
-        retriever = cls(paths)
+        retriever = cls(paths, cache_capacity)
         retriever.self_check()
         return retriever
 
@@ -198,26 +199,154 @@ class TwoTowerRetriever:
         vector: np.ndarray = self.session.run(self._outputs, feeds)[0]
         return vector
 
-    def user_vector(
-        self, recent: Sequence[tuple[int, int, str]], context_item_ids: Sequence[str], user_key: object = None
-    ) -> np.ndarray | None:
-        """`encode`, remembered by ``user_key`` when there are no context items.
+    def proposals(
+        self,
+        recent: Sequence[tuple[int, int, str]],
+        context_item_ids: Sequence[str],
+        key: StateKey | None,
+        n: int,
+        next_n: int,
+    ) -> UserProposals:
+        """The learned search (``n`` wanted) and the transitions' ``next_n`` best for these interactions.
 
-        ``user_key`` must change whenever ``recent`` does: the server passes (user id, events applied, last
-        seen), which the fold changes with every event it applies. With context items (the page being
-        viewed) the vector is computed for every call. At most `VECTOR_CACHE` users are remembered; the
-        oldest entry goes first.
+        Remembered under ``key`` (`server.retrieval.proposals.state_key` of the state ``recent`` comes from)
+        when there is no context item, so an unchanged user costs a dict lookup; with context items (the page
+        being viewed) it is computed for every call.
         """
-        if user_key is None or context_item_ids:
-            return self.encode(recent, context_item_ids)
-        cache = self._vectors
-        if user_key in cache:
-            return cache[user_key]
+        remember = key if not context_item_ids else None
+        if remember is not None:
+            found = self.cache.get(remember)
+            if found is not None and found.searched >= self._width(n) and found.next_width == next_n:
+                return found
         vector = self.encode(recent, context_item_ids)
-        if len(cache) >= VECTOR_CACHE:
-            del cache[next(iter(cache))]
-        cache[user_key] = vector
-        return vector
+        width = self._width(n)
+        if vector is None:
+            labels, scores = _NO_LABELS, _NO_SCORES
+        else:
+            found_scores, found_labels = self.index.search(vector, width)
+            labels, scores = found_labels[0], found_scores[0]
+        proposals = self._proposal(labels, scores, width, recent, context_item_ids, next_n)
+        if remember is not None:
+            self.cache.put(remember, proposals)
+        return proposals
+
+    def propose_many(
+        self, states: Sequence[tuple[StateKey, Sequence[tuple[int, int, str]]]], n: int, next_n: int
+    ) -> int:
+        """`proposals` for many user states at once, remembered: the tower runs once per sequence length and the
+        index once for all. What the warmer (`server.retrieval.warmer`) calls in its own thread; safe beside
+        requests (it uses no request buffer). States already remembered are skipped; returns how many were
+        computed."""
+        width = self._width(n)
+        todo = [(key, recent) for key, recent in states if key not in self.cache]
+        if not todo:
+            return 0
+        vectors = self._encode_many([recent for _, recent in todo])
+        known = [i for i, vector in enumerate(vectors) if vector is not None]
+        labels = np.zeros((0, width), dtype=np.int64)
+        scores = np.zeros((0, width), dtype=np.float32)
+        if known:
+            scores, labels = self.index.search(np.stack([v for v in vectors if v is not None]), width)
+        row_of = {i: row for row, i in enumerate(known)}
+        for i, (key, recent) in enumerate(todo):
+            row = row_of.get(i)
+            if row is None:
+                proposals = self._proposal(_NO_LABELS, _NO_SCORES, width, recent, (), next_n)
+            else:
+                proposals = self._proposal(labels[row], scores[row], width, recent, (), next_n)
+            self.cache.put(key, proposals)
+        return len(todo)
+
+    def learned_positions(
+        self,
+        proposals: UserProposals,
+        n: int,
+        index: ItemIndex,
+        exclude: np.ndarray,
+        recent: Sequence[tuple[int, int, str]],
+        context_item_ids: Sequence[str],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The learned source's (positions in ``index``, inner products), best first, at most ``n``, none of the
+        positions ``exclude`` and none outside the catalog: the first ``n`` of the remembered search that
+        survive; searched again, wider, only when too many of it are excluded."""
+        positions = self.label_positions(index)[proposals.labels]
+        wanted: np.ndarray = positions >= 0
+        if len(exclude):
+            wanted &= ~is_in(positions, exclude)
+        kept = np.flatnonzero(wanted)[:n]
+        if len(kept) >= n or proposals.exhausted:
+            return positions[kept], proposals.scores[kept]
+        vector = self.encode(recent, context_item_ids)
+        if vector is None:  # the proposals were computed from these interactions, so this cannot happen
+            return positions[kept], proposals.scores[kept]
+        return self.search_positions(vector, n, index, exclude)
+
+    def _width(self, n: int) -> int:
+        """How many nearest items a remembered search holds: ``n`` plus room for a request's exclusions."""
+        return min(n + MAX_EXTRA, len(self.item_ids))
+
+    def _proposal(
+        self,
+        labels: np.ndarray,
+        scores: np.ndarray,
+        width: int,
+        recent: Sequence[tuple[int, int, str]],
+        context_item_ids: Sequence[str],
+        next_n: int,
+    ) -> UserProposals:
+        found = labels >= 0  # HNSW and IVF may find fewer than asked
+        transitions = self.transitions
+        if transitions is not None and next_n > 0:
+            next_items, next_scores = transitions.top(recent, context_item_ids, next_n)
+        else:
+            next_items, next_scores = _NO_ITEMS, _NO_SCORES
+        return UserProposals(
+            labels=labels[found],
+            scores=scores[found],
+            searched=width,
+            # Nothing more to find: the whole index was searched, the index ran out, or there is no vector.
+            exhausted=width >= len(self.item_ids) or len(labels) < width or not found.all(),
+            next_items=next_items,
+            next_scores=next_scores,
+            next_width=next_n,
+        )
+
+    def _encode_many(self, recents: Sequence[Sequence[tuple[int, int, str]]]) -> list[np.ndarray | None]:
+        """`encode` of many users without context items (each ``[dim]``, None when no item is known): one tower
+        run per distinct sequence length (no padding, so each vector is what `encode` gives), or one padded run
+        for towers of a fixed length."""
+        index_of, max_len = self.index_of, self.max_len
+        sequences: list[tuple[list[int], list[int]]] = []
+        for recent in recents:
+            items: list[int] = []
+            types: list[int] = []
+            for i in range(len(recent) - 1, -1, -1):
+                _, etype, item = recent[i]
+                j = index_of.get(item)
+                if j is not None:
+                    items.append(j)
+                    types.append(etype)
+                    if len(items) == max_len:
+                        break
+            items.reverse()
+            types.reverse()
+            sequences.append((items, types))
+        out: list[np.ndarray | None] = [None] * len(recents)
+        groups: dict[int, list[int]] = {}
+        for i, (items, _) in enumerate(sequences):
+            if items:
+                groups.setdefault(len(items) if self.dynamic_length else max_len, []).append(i)
+        for length, members in groups.items():
+            items_in = np.zeros((len(members), length), dtype=np.int64)
+            types_in = np.zeros((len(members), length), dtype=np.int64)
+            for row, i in enumerate(members):
+                items, types = sequences[i]
+                items_in[row, length - len(items) :] = items
+                types_in[row, length - len(types) :] = types
+            vectors = self.session.run(self._outputs, {INPUT_ITEMS: items_in, INPUT_TYPES: types_in})[0]
+            for row, i in enumerate(members):
+                out[i] = vectors[row]
+        return out
 
     def transition_positions(self, index: ItemIndex) -> np.ndarray:
         """Position in ``index`` of each item of the bundle's transitions (-1: not in the catalog), computed once
@@ -307,9 +436,14 @@ class TwoTowerRetriever:
         return [(item, float(r)) for (item, _), r in zip(found, relative.tolist())]
 
 
-def load(paths: BundlePaths) -> TwoTowerRetriever:
+def load(paths: BundlePaths, cache_capacity: int = DEFAULT_CAPACITY) -> TwoTowerRetriever:
     """`TwoTowerRetriever.load`, as a plain function (what the registry calls in a thread)."""
-    return TwoTowerRetriever.load(paths)
+    return TwoTowerRetriever.load(paths, cache_capacity)
+
+
+_NO_ITEMS = np.zeros(0, dtype=np.int64)
+_NO_SCORES = np.zeros(0, dtype=np.float32)
+_NO_LABELS = np.zeros(0, dtype=np.int64)
 
 
 def _positive_int(meta: dict[str, Any], key: str, paths: BundlePaths) -> int:

@@ -158,7 +158,7 @@ def test_the_bundles_transitions_join_the_candidates_as_a_source(
     index = ItemIndex(catalog)
     user = UserState(recent=recent_of(ids[:3]))
     pool = CandidateSet()
-    sources.transitions(retriever, user, (), index, pool)
+    sources.transitions(retriever, sources.learned_proposals(retriever, user, ()), index, pool)
     pool.finish()
     found, _ = retriever.transitions.top(user.recent, (), sources.TRANSITION_CANDIDATES)  # type: ignore[union-attr]
     proposed = dict(zip(index.names(pool.positions), pool.scores[SOURCE].tolist()))

@@ -6,6 +6,8 @@ user whose latest interaction is ``p`` is recommended ``q`` first, whatever the 
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -24,7 +26,9 @@ from server.retrieval import bundles, sources
 from server.retrieval.bundles import BundleError
 from server.retrieval.candidates import LEARNED, CandidateSet
 from server.retrieval.item_index import ItemIndex
+from server.retrieval.proposals import StateKey, UserProposals, state_key
 from server.retrieval.two_tower import TwoTowerRetriever
+from server.retrieval.warmer import ProposalWarmer
 from tests.bundle_factory import corrupt, one_hot, write_bundle
 from tests.kafka_stack import AppliedClient, KafkaStack
 from tests.shop import BASE_TS, Shop, event, item, unique, view
@@ -114,7 +118,8 @@ def test_the_source_adds_learned_candidates_by_relative_probability(
     index = ItemIndex(catalog)
     pool = CandidateSet()
     user = UserState(recent=[(1, CLICK, shop.id("p2"))])
-    sources.two_tower(retriever, user, (), {shop.id("p2")}, index, pool)
+    proposals = sources.learned_proposals(retriever, user, ())
+    sources.two_tower(retriever, proposals, user, (), {shop.id("p2")}, index, pool)
     pool.finish()
     scores = dict(zip(index.names(pool.positions), pool.scores[LEARNED].tolist()))
     best = max(scores, key=scores.__getitem__)
@@ -125,25 +130,104 @@ def test_the_source_adds_learned_candidates_by_relative_probability(
     logit = dict(zip(index.names(pool.positions), pool.extra_column("learned_logit").tolist()))
     assert max(logit, key=logit.__getitem__) == best
     empty = CandidateSet()
-    sources.two_tower(retriever, None, (), set(), index, empty)  # nothing known: nothing added
+    nothing = sources.learned_proposals(retriever, None, ())
+    sources.two_tower(retriever, nothing, None, (), set(), index, empty)  # nothing known: nothing added
     empty.finish()
     assert len(empty) == 0
 
 
-def test_an_unchanged_user_vector_is_remembered_and_a_changed_one_recomputed(
+def test_an_unchanged_state_s_proposals_are_remembered_and_a_changed_one_recomputed(
     loaded: tuple[TwoTowerRetriever, Shop],
 ) -> None:
     retriever, shop = loaded
     first = [(1, CLICK, shop.id("p1"))]
-    vector = retriever.user_vector(first, (), user_key=("u", 1, 1))
-    assert vector is not None
-    # Same key: the remembered vector, even if asked with other interactions (the key promises none changed).
-    assert retriever.user_vector([(2, CLICK, shop.id("p3"))], (), user_key=("u", 1, 1)) is vector
-    changed = retriever.user_vector([*first, (2, CLICK, shop.id("p3"))], (), user_key=("u", 2, 2))
-    assert changed is not None and not np.array_equal(changed, vector)
-    # With a page being viewed, the vector is always computed afresh.
-    with_page = retriever.user_vector(first, (shop.id("p4"),), user_key=("u", 1, 1))
-    assert with_page is not None and not np.array_equal(with_page, vector)
+
+    def propose(recent: list[tuple[int, int, str]], context: tuple[str, ...], key: StateKey) -> UserProposals:
+        return retriever.proposals(recent, context, key, 3, sources.TRANSITION_CANDIDATES)
+
+    remembered = propose(first, (), ("u", 1, 1))
+    assert retriever.label_positions is not None and len(remembered.labels) > 0
+    assert retriever.item_ids[int(remembered.labels[0])] == shop.id("q1")
+    # Same key: the remembered proposals, even if asked with other interactions (the key promises none changed).
+    assert propose([(2, CLICK, shop.id("p3"))], (), ("u", 1, 1)) is remembered
+    changed = propose([*first, (2, CLICK, shop.id("p3"))], (), ("u", 2, 2))
+    assert retriever.item_ids[int(changed.labels[0])] == shop.id("q3")
+    assert retriever.cache.get(("u", 1, 1)) is None  # one entry per user: the newer state replaced it
+    # With a page being viewed, they are computed afresh and not remembered.
+    with_page = propose(first, (shop.id("p4"),), ("v", 1, 1))
+    assert retriever.item_ids[int(with_page.labels[0])] == shop.id("q4")
+    assert retriever.cache.get(("v", 1, 1)) is None
+
+
+def test_batched_proposals_equal_one_by_one(loaded: tuple[TwoTowerRetriever, Shop]) -> None:
+    retriever, shop = loaded
+    histories = [
+        [(1, CLICK, shop.id("p0"))],
+        [(1, VIEW, shop.id("p1")), (2, CLICK, shop.id("p4"))],
+        [(1, VIEW, "unknown-item")],
+        [(t, VIEW, shop.id(f"p{t % PAIRS}")) for t in range(30)],  # longer than max_len
+        [(1, ADD_TO_CART, shop.id("q2")), (2, VIEW, shop.id("p2"))],
+    ]
+    states: list[tuple[StateKey, tuple[tuple[int, int, str], ...]]] = [
+        ((f"u{i}", 1, 1), tuple(h)) for i, h in enumerate(histories)
+    ]
+    assert retriever.propose_many(states, 4, sources.TRANSITION_CANDIDATES) == len(states)
+    assert retriever.propose_many(states, 4, sources.TRANSITION_CANDIDATES) == 0  # all remembered
+    for key, recent in states:
+        batched = retriever.cache.get(key)
+        alone = TwoTowerRetriever.load(retriever.paths).proposals(list(recent), (), None, 4, 100)
+        assert batched is not None
+        np.testing.assert_array_equal(batched.labels, alone.labels)
+        np.testing.assert_allclose(batched.scores, alone.scores, rtol=1e-6)
+        assert batched.exhausted == alone.exhausted
+    assert len(retriever.cache.get(("u2", 1, 1)).labels) == 0  # type: ignore[union-attr]  # nothing known
+
+
+def test_a_request_excluding_most_of_the_remembered_search_searches_again(
+    loaded: tuple[TwoTowerRetriever, Shop],
+) -> None:
+    retriever, shop = loaded
+    catalog = Catalog()
+    catalog.upsert_many(item(shop.id(f"{kind}{i}")) for kind in "pq" for i in range(PAIRS))
+    index = ItemIndex(catalog)
+    recent = [(1, CLICK, shop.id("p1"))]
+    full = retriever.proposals(recent, (), None, 10, 0)
+    # A remembered search only three deep, of which the request excludes two.
+    short = dataclasses.replace(
+        full, labels=full.labels[:3], scores=full.scores[:3], searched=3, exhausted=False
+    )
+    excluded = index.positions([retriever.item_ids[int(label)] for label in full.labels[:2]])
+    positions, _ = retriever.learned_positions(short, 3, index, excluded, recent, ())
+    assert len(positions) == 3 and not set(positions.tolist()) & set(excluded.tolist())
+
+
+def test_the_warmer_computes_touched_states_of_consenting_users_only(
+    loaded: tuple[TwoTowerRetriever, Shop],
+) -> None:
+    retriever, shop = loaded
+    warmer = ProposalWarmer(lambda: retriever, allowed=lambda user_id: user_id != "no-consent", batch=2)
+    try:
+        users = {
+            f"w{i}": UserState(recent=[(1, CLICK, shop.id(f"p{i}"))], events_applied=1, last_seen_ms=1)
+            for i in range(PAIRS)
+        }
+        users["no-consent"] = UserState(recent=[(1, CLICK, shop.id("p0"))], events_applied=1, last_seen_ms=1)
+        asyncio.run(warmer.touch_all(users))
+        assert warmer.wait_idle(timeout=60)
+        for i in range(PAIRS):
+            found = retriever.cache.get(state_key(f"w{i}", users[f"w{i}"]))
+            assert found is not None and retriever.item_ids[int(found.labels[0])] == shop.id(f"q{i}")
+        assert retriever.cache.get(state_key("no-consent", users["no-consent"])) is None
+        # A newer state is computed when touched; the old one is no longer served.
+        users["w0"].recent.append((2, CLICK, shop.id("p3")))
+        users["w0"].events_applied = 2
+        warmer.touch([("w0", users["w0"])])
+        assert warmer.wait_idle(timeout=60)
+        newer = retriever.cache.get(state_key("w0", users["w0"]))
+        assert newer is not None and retriever.item_ids[int(newer.labels[0])] == shop.id("q3")
+        assert warmer.computed == PAIRS + 1
+    finally:
+        warmer.close()
 
 
 @pytest.mark.parametrize(
