@@ -213,7 +213,8 @@ class Recommender:
         if learned is not None and (allows(LEARNED) or allows(TRANSITIONS)):
             proposals = sources.learned_proposals(learned, user, query.context_item_ids, user_key)
             if allows(LEARNED):
-                sources.two_tower(learned, proposals, user, query.context_item_ids, exclude, index, pool)
+                blocked = sources.blocked_positions(seeds, query.exclude_item_ids, index)
+                sources.two_tower(learned, proposals, user, query.context_item_ids, blocked, index, pool)
             if allows(TRANSITIONS):
                 sources.transitions(learned, proposals, index, pool)
         if allows(POPULAR):

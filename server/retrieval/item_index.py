@@ -23,6 +23,8 @@ from feature_worker.catalog import Catalog
 
 #: Category masks remembered per index (`ItemIndex.in_category`); past this many the memory starts over.
 MAX_CATEGORY_MASKS = 1024
+#: Co-visitation lists remembered per index (`ItemIndex.neighbours`); past this many the memory starts over.
+MAX_NEIGHBOUR_LISTS = 200_000
 
 Ints = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
@@ -82,6 +84,9 @@ class ItemIndex:
         self.category_members = _pairs(category_pairs)
         self.brand_members = _pairs(brand_pairs)
         self._category_masks: dict[str, npt.NDArray[np.bool_]] = {}
+        #: item -> (its co-visitation list as read, the list's positions, counts and their sum), for
+        #: `neighbours`; written on the event loop only.
+        self._neighbours: dict[str, tuple[object, Ints, Floats, float]] = {}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -101,6 +106,25 @@ class ItemIndex:
         """Positions of ``item_ids`` (-1 for ids not in this index), in order."""
         get = self.position.get
         return np.fromiter(map(get, item_ids, repeat(-1)), dtype=np.int64, count=count)
+
+    def neighbours(self, item_id: str, ranked: list[tuple[str, float]]) -> tuple[Ints, Floats, float]:
+        """(positions, counts, their sum) of ``ranked``, the co-visitation list read for ``item_id``.
+
+        Remembered per item for as long as the store hands out the same list object: the memory store keeps
+        each item's sorted list until its neighbours change, so a seed's list is converted once per change,
+        not once per request (lists decoded from Redis are new objects, so they are converted every time).
+        """
+        found = self._neighbours.get(item_id)
+        if found is not None and found[0] is ranked:
+            return found[1], found[2], found[3]
+        counts = [count for _, count in ranked]
+        positions = self.positions([name for name, _ in ranked], len(ranked))
+        total = sum(counts)  # Python's left-to-right sum, as the scores were always computed
+        converted = (ranked, positions, np.array(counts, dtype=np.float64), total)
+        if len(self._neighbours) >= MAX_NEIGHBOUR_LISTS:
+            self._neighbours.clear()
+        self._neighbours[item_id] = converted
+        return positions, converted[2], total
 
     def names(self, positions: Ints) -> list[str]:
         ids: list[str] = self.ids_array[positions].tolist()

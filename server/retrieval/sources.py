@@ -12,7 +12,6 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -126,9 +125,9 @@ def covisitation(
     one other item once does not count as much as one with a hundred co-visits. The newest seed's own shares
     go to the ranker as the extra column ``covis_latest``.
     """
-    # One flat list over the seeds, then a handful of numpy calls (not a handful per seed).
-    names: list[str] = []
-    weights: list[float] = []
+    # Each seed's list as arrays (converted once per list, `ItemIndex.neighbours`), then one compiled pass.
+    parts: list[Ints] = []
+    weights: list[Floats] = []
     factors: list[float] = []
     numbers: list[int] = []
     lengths: list[int] = []
@@ -137,21 +136,20 @@ def covisitation(
         neighbours = covis.get(seed.item_id)
         if not neighbours:
             continue
-        counts = list(map(_count, neighbours))
-        total = sum(counts)
+        positions, counts, total = index.neighbours(seed.item_id, neighbours)
         if total <= 0.0:
             continue
-        names.extend(map(_name, neighbours))
-        weights.extend(counts)
+        parts.append(positions)
+        weights.append(counts)
         factors.append(seed.weight / total**COVIS_SEED_EXPONENT)
         numbers.append(number)
         lengths.append(len(counts))
-    if not names:
+    if not parts:
         return
-    pos = index.positions(names, len(names))
+    pos = parts[0] if len(parts) == 1 else np.concatenate(parts)
     score, arg = _covisitation_scores(
         pos,
-        np.array(weights, dtype=np.float64),
+        weights[0] if len(weights) == 1 else np.concatenate(weights),
         np.array(lengths, dtype=np.int64),
         np.array(factors),
         np.array(numbers, dtype=np.int64),
@@ -202,7 +200,8 @@ def brand(
     """
 
     def weight(seed: Seed) -> float:
-        covisits: float = sum(map(_count, features.covis.get(seed.item_id, ())))
+        neighbours = features.covis.get(seed.item_id)
+        covisits = index.neighbours(seed.item_id, neighbours)[2] if neighbours else 0.0
         return seed.weight * BRAND_SHRINKAGE / (BRAND_SHRINKAGE + covisits)
 
     parts, weights, numbers = _seeded(
@@ -325,6 +324,15 @@ def popular(lists: TopLists, index: ItemIndex, pool: CandidateSet, category_pref
     pool.add(POPULAR, ranked, lists.popularity_at[ranked] / best, np.full(len(ranked), arg, dtype=np.int64))
 
 
+def blocked_positions(seeds: Sequence[Seed], exclude_item_ids: Collection[str], index: ItemIndex) -> Ints:
+    """Positions in ``index`` of the seeds and of the request's excluded items: what the learned source never
+    proposes (the seeds' positions are known already; only the client's exclusions are looked up)."""
+    seen = [seed.position for seed in seeds if seed.position >= 0]
+    if exclude_item_ids:
+        seen.extend(index.positions(exclude_item_ids, len(exclude_item_ids)).tolist())
+    return np.array(seen, dtype=np.int64) if seen else _NO_POSITIONS
+
+
 def learned_proposals(
     retriever: TwoTowerRetriever,
     user: UserState | None,
@@ -344,7 +352,7 @@ def two_tower(
     proposals: UserProposals,
     user: UserState | None,
     context_item_ids: Sequence[str],
-    exclude: Collection[str],
+    blocked: Ints,
     index: ItemIndex,
     pool: CandidateSet,
     limit: int = TWO_TOWER_CANDIDATES,
@@ -356,11 +364,10 @@ def two_tower(
     Scores are `TwoTowerRetriever.relative_scores`: each item's softmax probability relative to the best
     one's, so the best learned item scores 1 and the others fall off as the model's confidence does; the
     ranker also gets the log of it (``learned_logit``). Nothing is added when no interaction is known to the
-    bundle (a new user on no page).
+    bundle (a new user on no page). ``blocked``: positions never proposed (`blocked_positions`).
     """
     if not len(proposals.labels):
         return
-    blocked = index.positions(exclude, len(exclude)) if exclude else _NO_POSITIONS
     recent = user.recent if user is not None else ()
     positions, raw = retriever.learned_positions(proposals, limit, index, blocked, recent, context_item_ids)
     if not len(positions):
@@ -386,8 +393,6 @@ def transitions(
 
 _NO_POSITIONS = np.zeros(0, dtype=np.int64)
 _NO_SCORES = np.zeros(0)
-_name = itemgetter(0)
-_count = itemgetter(1)
 
 #: `learned_logit` is the log relative probability plus this (items more than e**-20 below the best are at 0).
 LOGIT_FLOOR = 20.0

@@ -42,3 +42,21 @@ def test_an_empty_pool_has_empty_columns() -> None:
     pool.add(BRAND, ints(), floats(), ints())
     pool.finish()
     assert len(pool) == 0 and pool.scores.shape == (len(SOURCES), 0)
+
+
+def test_a_co_visitation_list_is_converted_once_per_list_object() -> None:
+    from feature_worker.catalog import Catalog
+    from server.retrieval.item_index import ItemIndex
+    from tests.shop import item
+
+    catalog = Catalog()
+    catalog.upsert_many(item(i) for i in ("a", "b", "c"))
+    index = ItemIndex(catalog)
+    ranked = [("c", 3.0), ("gone", 2.0), ("a", 1.0)]
+    positions, counts, total = index.neighbours("b", ranked)
+    assert index.names(positions[positions >= 0]) == ["c", "a"] and positions[1] == -1
+    assert counts.tolist() == [3.0, 2.0, 1.0] and total == 6.0
+    assert index.neighbours("b", ranked)[0] is positions  # the same list: remembered
+    # The store hands out a new list when the item's neighbours change: converted again.
+    changed, _, total = index.neighbours("b", [("a", 5.0)])
+    assert index.names(changed) == ["a"] and total == 5.0

@@ -119,7 +119,8 @@ def test_the_source_adds_learned_candidates_by_relative_probability(
     pool = CandidateSet()
     user = UserState(recent=[(1, CLICK, shop.id("p2"))])
     proposals = sources.learned_proposals(retriever, user, ())
-    sources.two_tower(retriever, proposals, user, (), {shop.id("p2")}, index, pool)
+    blocked = index.positions([shop.id("p2")])
+    sources.two_tower(retriever, proposals, user, (), blocked, index, pool)
     pool.finish()
     scores = dict(zip(index.names(pool.positions), pool.scores[LEARNED].tolist()))
     best = max(scores, key=scores.__getitem__)
@@ -131,7 +132,9 @@ def test_the_source_adds_learned_candidates_by_relative_probability(
     assert max(logit, key=logit.__getitem__) == best
     empty = CandidateSet()
     nothing = sources.learned_proposals(retriever, None, ())
-    sources.two_tower(retriever, nothing, None, (), set(), index, empty)  # nothing known: nothing added
+    sources.two_tower(
+        retriever, nothing, None, (), index.positions([]), index, empty
+    )  # nothing known: nothing added
     empty.finish()
     assert len(empty) == 0
 
