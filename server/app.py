@@ -65,6 +65,7 @@ from server.privacy.audit import AuditLog
 from server.privacy.rights import CustomerRights
 from server.reflection import enable_reflection
 from server.retrieval.registry import ModelRegistry
+from server.retrieval.two_tower import load as load_bundle
 from server.services.catalog import CatalogService
 from server.services.events import EventService
 from server.services.experiments import ExperimentService
@@ -107,7 +108,11 @@ async def build_models(settings: ServerSettings) -> ModelRegistry | None:
     """
     if not settings.bundles_dir:
         return None
-    models = ModelRegistry(Path(settings.bundles_dir), settings.bundle_poll_s)
+    models = ModelRegistry(
+        Path(settings.bundles_dir),
+        settings.bundle_poll_s,
+        loader=partial(load_bundle, cache_capacity=settings.proposal_cache_users),
+    )
     await models.check()
     return models
 

@@ -35,6 +35,9 @@ class ServerSettings(Settings):
     #: How often popular/trending lists are rebuilt; 0 rebuilds on every request that finds them stale
     #: (deterministic, for tests and evaluation).
     lists_refresh_s: float = Field(1.0, ge=0)
+    #: User states whose learned proposals (the tower's search and the transitions' list) each served bundle
+    #: remembers, about 2 KiB each (`server.retrieval.proposals`); 0 computes them on every request.
+    proposal_cache_users: int = Field(100_000, ge=0)
     #: Largest request accepted, in bytes; larger ones are INVALID_ARGUMENT.
     max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024)
 
