@@ -4,7 +4,9 @@
 
 Loads the shop through the public API (catalog, users, then every event through Track), prints the
 target (and the `/metrics` URL with --metrics-port), and serves until Ctrl-C. With --bundles the server
-serves the bundle promoted there (learned retrieval).
+serves the bundle promoted there (learned retrieval); with --metrics-port too, "serving" is printed only once
+the server has computed every loaded user's learned proposals (`aisle_learned_proposals_pending` 0), so a
+measurement that starts then sees the steady state of a shop whose users are not acting.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from loadtest.server_metrics import scrape
 from loadtest.shops import load_shop, loaded
 from server.process import ServerProcess
 
@@ -38,6 +41,8 @@ def main() -> None:
         ).start()
         try:
             print(loaded(load_shop(server.target, args.shop)), flush=True)
+            if args.bundles and args.metrics_port:
+                wait_for_proposals(server.metrics_url)
             metrics = f", metrics on {server.metrics_url}" if args.metrics_port else ""
             print(f"serving {args.shop} on {server.target}{metrics} (Ctrl-C to stop)", flush=True)
             while server.proc is not None and server.proc.poll() is None:
@@ -46,6 +51,20 @@ def main() -> None:
             pass
         finally:
             server.stop()
+
+
+def wait_for_proposals(metrics_url: str, timeout_s: float = 1800.0) -> None:
+    """Wait until the server's warmer has no user state left to compute (or it exports no such gauge)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        now = scrape(metrics_url)
+        pending = now.gauge_sum("aisle_learned_proposals_pending")
+        if pending is None or pending == 0:
+            cached = now.gauge_sum("aisle_learned_proposals_cached")
+            print(f"learned proposals ready for {cached or 0:,.0f} user states", flush=True)
+            return
+        time.sleep(1.0)
+    print(f"learned proposals still pending after {timeout_s:.0f} s; serving anyway", flush=True)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import urllib.request
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -67,12 +67,18 @@ class Scrape:
 
     histograms: dict[tuple[str, LabelKey], HistogramData]
     counters: dict[tuple[str, LabelKey], float]
+    gauges: dict[tuple[str, LabelKey], float] = field(default_factory=dict)
 
     def histogram(self, name: str, **labels: str) -> HistogramData | None:
         return self.histograms.get((name, tuple(sorted(labels.items()))))
 
     def counter_sum(self, name: str) -> float:
         return sum(v for (n, _), v in self.counters.items() if n == name)
+
+    def gauge_sum(self, name: str) -> float | None:
+        """The gauge summed over its labels; None when the server does not export it."""
+        values = [v for (n, _), v in self.gauges.items() if n == name]
+        return sum(values) if values else None
 
 
 def scrape(url: str) -> Scrape:
@@ -81,6 +87,7 @@ def scrape(url: str) -> Scrape:
     buckets: dict[tuple[str, LabelKey], dict[float, float]] = defaultdict(dict)
     sums: dict[tuple[str, LabelKey], float] = {}
     counters: dict[tuple[str, LabelKey], float] = {}
+    gauges: dict[tuple[str, LabelKey], float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             labels = {k: v for k, v in sample.labels.items() if k != "le"}
@@ -91,8 +98,10 @@ def scrape(url: str) -> Scrape:
                 sums[key] = sample.value
             elif family.type == "counter" and sample.name.endswith("_total"):
                 counters[key] = sample.value
+            elif family.type == "gauge":
+                gauges[key] = sample.value
     histograms = {key: HistogramData(b, sums.get(key, 0.0)) for key, b in buckets.items()}
-    return Scrape(histograms, counters)
+    return Scrape(histograms, counters, gauges)
 
 
 def difference(before: Scrape, after: Scrape, name: str, **labels: str) -> HistogramData | None:

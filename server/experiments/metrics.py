@@ -35,6 +35,14 @@ def snapshot(engine: Engine) -> dict[str, Any]:
     """The engine's serving figures now (any thread may call it: it copies, never iterates a live dict)."""
     experiments = engine.experiments
     out: dict[str, Any] = {"model": engine.models.version if engine.models is not None else None}
+    models = engine.models
+    if models is not None and models.warmer is not None:
+        current = models.current
+        out["proposals"] = {
+            "pending": models.warmer.pending,
+            "computed": models.warmer.computed,
+            "cached": len(current.cache) if current is not None else 0,
+        }
     clock_ms = engine.recommender.lists.clock_ms
     out["freshness_s"] = max(0.0, time.time() - clock_ms / 1000) if clock_ms else None
     if experiments is None:
@@ -106,6 +114,26 @@ def families(snapshots: Iterable[dict[str, Any]]) -> Iterator[Metric]:
     for label, value in sorted(models.items()):
         family.add_metric([label], value)
     yield family
+    proposals = [snap["proposals"] for snap in snaps if snap.get("proposals")]
+    if proposals:
+        for name, key, doc, kind in (
+            (
+                "aisle_learned_proposals_pending",
+                "pending",
+                "User states the warmer has yet to compute",
+                "gauge",
+            ),
+            (
+                "aisle_learned_proposals_cached",
+                "cached",
+                "User states whose learned proposals are remembered",
+                "gauge",
+            ),
+            ("aisle_learned_proposals_computed", "computed", "User states the warmer computed", "counter"),
+        ):
+            metric = GaugeMetricFamily(name, doc) if kind == "gauge" else CounterMetricFamily(name, doc)
+            metric.add_metric([], sum(p.get(key, 0) for p in proposals))
+            yield metric
     gauge = GaugeMetricFamily(
         "aisle_model_served_info",
         "Server processes serving each promoted bundle version",

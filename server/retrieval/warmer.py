@@ -56,8 +56,9 @@ class ProposalWarmer:
         self._idle = threading.Event()
         self._idle.set()
         self._closed = False
-        #: States computed since start (for logs and tests).
+        #: States computed since start (for metrics, logs and tests).
         self.computed = 0
+        self._in_flight = 0
         self._thread = threading.Thread(target=self._run, name="aisle-proposals", daemon=True)
         self._thread.start()
 
@@ -88,6 +89,11 @@ class ProposalWarmer:
             await asyncio.sleep(0)
         return len(ids)
 
+    @property
+    def pending(self) -> int:
+        """User states touched and not yet computed (including the batch being computed)."""
+        return len(self._pending) + self._in_flight
+
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until every touched state has been computed (or ``timeout`` seconds); True when idle."""
         return self._idle.wait(timeout)
@@ -102,6 +108,7 @@ class ProposalWarmer:
         with self._lock:
             pending = self._pending
             taken = [pending.pop(user_id) for user_id in list(_first(pending, self.batch))]
+            self._in_flight = len(taken)
             if not taken:
                 self._idle.set()
             return taken
@@ -119,11 +126,13 @@ class ProposalWarmer:
                 if retriever is None:
                     continue  # no bundle: nothing to compute; a later swap touches everyone again
                 try:
-                    computed += retriever.propose_many(batch, TWO_TOWER_CANDIDATES, TRANSITION_CANDIDATES)
+                    done = retriever.propose_many(batch, TWO_TOWER_CANDIDATES, TRANSITION_CANDIDATES)
                 except Exception:  # a bad state must not stop the thread: its requests compute their own
                     log.exception("computing learned proposals for %d users failed", len(batch))
+                    continue
+                computed += done
+                self.computed += done
             if computed:
-                self.computed += computed
                 log.info(
                     "learned proposals computed for %d user states in %.1f s",
                     computed,

@@ -10,10 +10,12 @@ import asyncio
 import dataclasses
 import json
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from clients.client import AisleClient, ClientOptions
 from feature_worker.catalog import Catalog
@@ -21,7 +23,7 @@ from feature_worker.fold import ADD_TO_CART, CLICK, VIEW
 from feature_worker.state import UserState
 from protos.aisle.v1 import events_pb2
 from server.engine import MODEL_VERSION
-from server.process import ServerProcess
+from server.process import ServerProcess, free_port
 from server.retrieval import bundles, sources
 from server.retrieval.bundles import BundleError
 from server.retrieval.candidates import LEARNED, CandidateSet
@@ -329,6 +331,59 @@ def test_a_bundle_promoted_before_start_serves_from_the_first_request(tmp_path: 
             check_a_click_changes_the_next_answer(client, shop, "pairs-1")
     finally:
         server.stop()
+
+
+def test_the_server_computes_learned_proposals_at_the_swap_and_when_the_fold_writes(tmp_path: Path) -> None:
+    bundles_dir = tmp_path / "bundles"
+    bundles_dir.mkdir()
+    shop = Shop()
+    pair_bundle(bundles_dir, shop, "pairs-1")
+    server = ServerProcess(
+        tmp_path / "server",
+        metrics_port=free_port(),
+        args=["--bundles", str(bundles_dir), "--bundle-poll-s", "0.05"],
+    ).start()
+    try:
+        with AisleClient(ClientOptions(target=server.target)) as client:
+            pair_catalog(client, shop)
+            before = [unique("before") for _ in range(3)]
+            client.track([view(user, shop.id("p1"), BASE_TS) for user in before])
+            bundles.promote(bundles_dir, "pairs-1")  # the swap computes the users stored before it
+            wait_for_version(client, unique("probe"), "pairs-1")
+            wait_for_proposals(server, computed=len(before))
+            after = unique("after")
+            client.track([view(after, shop.id("p2"), BASE_TS)])  # the fold's batch is computed too
+            wait_for_proposals(server, computed=len(before) + 1)
+            for user, expected in [*((u, "q1") for u in before), (after, "q2")]:
+                answer = client.recommend(user, 3, explain=True)
+                assert answer.items[0].item_id == shop.id(expected) and "learned" in answer.items[0].reasons
+            assert proposal_metrics(server)["aisle_learned_proposals_cached"] >= len(before) + 1
+    finally:
+        server.stop()
+
+
+def proposal_metrics(server: ServerProcess) -> dict[str, float]:
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("aisle_learned_proposals")
+    }
+
+
+def wait_for_proposals(server: ServerProcess, computed: int, tries: int = 600) -> None:
+    """Until the warmer has computed ``computed`` user states and has none pending."""
+    for _ in range(tries):
+        found = proposal_metrics(server)
+        if (
+            found.get("aisle_learned_proposals_pending") == 0
+            and found.get("aisle_learned_proposals_computed_total", 0) >= computed
+        ):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the warmer never computed {computed} user states: {proposal_metrics(server)}")
 
 
 def test_a_broken_bundle_at_start_leaves_the_real_time_sources_serving(tmp_path: Path) -> None:
