@@ -119,6 +119,13 @@ class CustomerRights:
             "deleted",
             "real-time features and applied ids",
         )
+        if engine.models is not None:
+            step(
+                "proposals",
+                engine.models.forget(user_id),
+                "deleted",
+                "learned candidates this server process remembered for the customer's latest state",
+            )
         if self.lake_dir:
             await asyncio.to_thread(self._schedule, user_id, receipt_id)
             steps.append(

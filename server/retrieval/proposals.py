@@ -75,6 +75,11 @@ class ProposalCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def forget(self, user_id: str) -> bool:
+        """Drop the user's entry (an erasure); True when there was one."""
+        with self._lock:
+            return self._entries.pop(user_id, None) is not None
+
     def put(self, key: StateKey, proposals: UserProposals) -> None:
         if self.capacity <= 0:
             return

@@ -115,6 +115,15 @@ class ModelRegistry:
             await self.warmer.touch_all(self._population())
         return True
 
+    def forget(self, user_id: str) -> bool:
+        """Drop what every loaded bundle remembers of the user (their proposals, a state waiting for the
+        warmer): part of an erasure. True when anything was held."""
+        held = self.warmer.forget(user_id) if self.warmer is not None else False
+        retrievers = {id(r): r for r in (self.current, *self.pinned.values()) if r is not None}
+        for retriever in retrievers.values():
+            held = retriever.cache.forget(user_id) or held
+        return held
+
     def get(self, version: str | None) -> TwoTowerRetriever | None:
         """The retriever of ``version`` when loaded (pinned or promoted); the promoted one for None, "", or a
         version that is not loaded (a pin that failed: the answer's model version says what served)."""

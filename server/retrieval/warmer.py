@@ -89,6 +89,11 @@ class ProposalWarmer:
             await asyncio.sleep(0)
         return len(ids)
 
+    def forget(self, user_id: str) -> bool:
+        """Drop the user's state if it is still waiting (an erasure); True when it was."""
+        with self._lock:
+            return self._pending.pop(user_id, None) is not None
+
     @property
     def pending(self) -> int:
         """User states touched and not yet computed (including the batch being computed)."""

@@ -358,6 +358,13 @@ def test_the_server_computes_learned_proposals_at_the_swap_and_when_the_fold_wri
                 answer = client.recommend(user, 3, explain=True)
                 assert answer.items[0].item_id == shop.id(expected) and "learned" in answer.items[0].reasons
             assert proposal_metrics(server)["aisle_learned_proposals_cached"] >= len(before) + 1
+            # An erasure drops what the bundle remembered of the customer.
+            cached = proposal_metrics(server)["aisle_learned_proposals_cached"]
+            receipt = client.erase_user(after)
+            assert {step.store: step.action for step in receipt.steps}["proposals"] == "deleted"
+            assert proposal_metrics(server)["aisle_learned_proposals_cached"] == cached - 1
+            again = client.erase_user(after)
+            assert {step.store: step.action for step in again.steps}["proposals"] == "nothing_held"
     finally:
         server.stop()
 
