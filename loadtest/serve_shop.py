@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from loadtest.harness.server import ServerProcess
 from loadtest.shops import load_shop, loaded
-from server.process import ServerProcess
 
 
 def main() -> None:

@@ -57,17 +57,17 @@ from clients.client import AsyncAisleClient, ClientOptions
 from feature_worker import keys
 from feature_worker.apply import apply_events
 from feature_worker.catalog import Catalog
-from feature_worker.child import DEV_MASTER_KEY
 from feature_worker.lag import LagProbe
 from feature_worker.privacy.keystores.redis import RedisKeyStore
 from feature_worker.privacy.sealing import MasterKey
 from feature_worker.privacy.vault import Vault
-from feature_worker.process import WorkerProcess
 from feature_worker.stores.memory import MemoryFeatureStore
 from feature_worker.stores.redis_cluster import redis_store_from_url
 from feature_worker.topics import Topics
+from loadtest.harness.children import DEV_MASTER_KEY
+from loadtest.harness.server import ServerProcess
+from loadtest.harness.worker import WorkerProcess
 from protos.aisle.v1 import catalog_pb2, events_pb2
-from server.process import ServerProcess
 
 TYPES = [events_pb2.VIEW] * 6 + [
     events_pb2.CLICK,

@@ -19,9 +19,9 @@ from feature_worker.stores.base import FeatureStore
 from feature_worker.stores.memory import MemoryFeatureStore
 from feature_worker.stores.redis import RedisFeatureStore
 from feature_worker.stores.redis_cluster import RedisClusterFeatureStore, redis_store_from_url
+from loadtest.harness.services.redis import flush
 from protos.aisle.v1 import events_pb2
 from tests.sealing import sealed_store
-from tests.services.redis import flush
 from tests.shop import BASE_TS, event, item, view
 
 MIN = 60_000

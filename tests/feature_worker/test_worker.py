@@ -23,14 +23,14 @@ from feature_worker import keys
 from feature_worker.apply import apply_events
 from feature_worker.catalog import Catalog
 from feature_worker.lag import LagProbe
-from feature_worker.process import WorkerProcess
 from feature_worker.stores.memory import MemoryFeatureStore
 from feature_worker.topics import Topics, create_topics
+from loadtest.harness.services.kafka import ExternalKafka, KafkaService
+from loadtest.harness.services.redis import RedisService, flush
+from loadtest.harness.worker import WorkerProcess
 from protos.aisle.v1 import catalog_pb2, events_pb2
 from tests.kafka_stack import stack_env
 from tests.sealing import sealed_store
-from tests.services.kafka import ExternalKafka, KafkaService
-from tests.services.redis import RedisService, flush
 from tests.shop import BASE_TS, event, item
 
 pytestmark = pytest.mark.integration
