@@ -157,7 +157,7 @@ def test_the_server_ranks_the_matrix_the_trainer_builds(bundle_server: tuple[Ser
     pipeline.update(events)
     pipeline.refresh()
     query = Query(user_id=user, k=8, category_prefix=shop.category(""), max_per_category=-1)
-    stage = pipeline.recommender.retrieve(query, pipeline.store.read_request_now(user, ()), retriever)
+    stage = pipeline.recommender.retrieve(query, pipeline.store.read_request(user, ()), retriever)
     matrix = pipeline.recommender.features(stage)
     local = dict(zip(stage.index.names(stage.pool.positions), retriever.ranker.score(matrix).tolist()))
     assert served and set(served) <= set(local)
