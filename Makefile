@@ -104,10 +104,10 @@ lint: install
 
 # Development services (Kafka in KRaft mode, Redis; CLUSTER=1: a Redis Cluster of three); addresses go to .services.env.
 services: install
-	$(PY) -m tests.services up $(if $(CLUSTER),--cluster)
+	$(PY) -m loadtest.harness.services up $(if $(CLUSTER),--cluster)
 
 services-down:
-	$(PY) -m tests.services down
+	$(PY) -m loadtest.harness.services down
 
 serve: install master-key
 	$(WITH_KEY) $(PY) -m server --host 127.0.0.1 --port 50051 --data-dir .data

@@ -22,8 +22,8 @@ import grpc
 from clients import tokens
 from clients.client import AisleClient, AsyncAisleClient, ClientOptions
 from clients.replay import replay
+from loadtest.harness.server import ServerProcess
 from protos.aisle.v1 import events_pb2
-from server.process import ServerProcess
 from trainer.data.generated import read_events, read_items, read_meta, read_users
 from trainer.generate import generate_shop
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import grpc
 
 from clients import tokens
+from loadtest.harness.server import ServerProcess
 from loadtest.shops import load_shop
 from loadtest.stats import format_ms, summarize_ms
 from protos.aisle.v1 import recommendations_pb2, recommendations_pb2_grpc
-from server.process import ServerProcess
 from trainer.data.generated import read_users
 
 

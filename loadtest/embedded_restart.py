@@ -58,7 +58,7 @@ async def timed_start(data: Path, master: MasterKey | None, snapshots: bool) -> 
     started = time.perf_counter()
     replayed = await ingest.recover()
     elapsed = time.perf_counter() - started
-    users = len(ingest.store.users)
+    users = len(ingest.store.features.users)
     ingest.journal.close()
     if ingest.reader.keys is not None:
         await ingest.reader.keys.close()
@@ -127,11 +127,11 @@ async def run(shop: Path, n_events: int, sealed: bool, tail_mb: int) -> None:
         # What a snapshot costs (a clean stop takes one of everything): the freeze on the event loop (requests
         # wait for it), then the encoding and the write in a thread (requests go on).
         started = time.perf_counter()
-        state = freeze(full.journal.size, full.catalog, full.users, full.store)
+        state = freeze(full.journal.size, full.catalog, full.users, full.store.features)
         frozen_s = time.perf_counter() - started
         size = write(data / "snapshot.bin", capture(state, full._sealer))
         written_s = time.perf_counter() - started - frozen_s
-        full.store.thaw()
+        full.store.features.thaw()
         full.snapshot_every_bytes = 0
         await full.close()
         print(

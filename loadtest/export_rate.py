@@ -16,9 +16,9 @@ from pathlib import Path
 
 from clients.client import AisleClient, ClientOptions
 from clients.export import parse_segment, stream, write
+from loadtest.harness.server import ServerProcess
 from loadtest.shops import load_shop, loaded
 from protos.aisle.v1 import segments_pb2
-from server.process import ServerProcess
 
 
 def main() -> None:

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from loadtest.ghz_bench import HEALTH, RECOMMEND, Ghz, find_ghz
+from loadtest.harness.server import ServerProcess, free_port
 from loadtest.serve_shop import load
 from loadtest.server_metrics import scrape
 from server.experiments.exposures import ExposureLog, MemoryExposureSink
-from server.process import ServerProcess, free_port
 from server.recommender import Recommendation
 from trainer.data.generated import read_meta
 

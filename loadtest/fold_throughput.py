@@ -41,7 +41,7 @@ async def run(shop: Path, limit: int) -> None:
     fold_s = time.perf_counter() - started
     print(
         f"fold only:      {len(events):,} events in {fold_s:.2f} s = {len(events) / fold_s:,.0f} events/s "
-        f"({len(store.users):,} users)"
+        f"({len(store.features.users):,} users)"
     )
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -37,8 +37,9 @@ from aiokafka import AIOKafkaProducer
 
 from feature_worker import keys
 from feature_worker.lag import LagProbe
-from feature_worker.process import WorkerProcess
 from feature_worker.topics import Topics
+from loadtest.harness.server import ServerProcess
+from loadtest.harness.worker import WorkerProcess
 from loadtest.stats import format_ms, summarize_ms
 from protos.aisle.v1 import (
     events_pb2,
@@ -47,7 +48,6 @@ from protos.aisle.v1 import (
     users_pb2,
     users_pb2_grpc,
 )
-from server.process import ServerProcess
 from trainer.data.generated import read_events, read_items
 
 

@@ -25,11 +25,11 @@ from urllib.parse import quote
 import grpc
 
 from clients import tokens
+from loadtest.harness.gateway import GatewayProcess
+from loadtest.harness.server import ServerProcess
 from loadtest.shops import load_shop, loaded
 from loadtest.stats import format_ms, summarize_ms
 from protos.aisle.v1 import recommendations_pb2, recommendations_pb2_grpc
-from server.gateway.process import GatewayProcess
-from server.process import ServerProcess
 from trainer.data.generated import read_users
 
 WARMUP = 50

@@ -35,9 +35,9 @@ from pathlib import Path
 import redis
 
 from feature_worker.lag import LagProbe
-from feature_worker.process import WorkerProcess
 from feature_worker.topics import Topics, create_topics
 from loadtest import redis_target
+from loadtest.harness.worker import WorkerProcess
 from trainer.data.generated import read_items, read_meta
 
 ROOT = Path(__file__).resolve().parent.parent

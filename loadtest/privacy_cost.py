@@ -34,15 +34,15 @@ from clients.client import AisleClient, AsyncAisleClient, ClientOptions
 from clients.replay import replay
 from feature_worker.apply import apply_events
 from feature_worker.catalog import Catalog
-from feature_worker.child import with_master_key
 from feature_worker.privacy.keystores.redis import RedisKeyStore
 from feature_worker.privacy.sealing import FEATURES, MasterKey, open_sealed
 from feature_worker.privacy.vault import Vault
 from feature_worker.state import UserState
 from feature_worker.stores.redis import RedisFeatureStore
+from loadtest.harness.children import with_master_key
+from loadtest.harness.server import ServerProcess
 from loadtest.stats import format_ms, summarize_ms
 from protos.aisle.v1 import events_pb2, users_pb2
-from server.process import ServerProcess
 from trainer.data.generated import read_events, read_items, read_users
 
 
@@ -187,7 +187,7 @@ def kafka_erasures(redis_url: str, n: int, workdir: Path) -> None:
     bootstrap = os.environ.get("AISLE_KAFKA_BOOTSTRAP", "")
     broker = None
     if not bootstrap:
-        from tests.services.kafka import KafkaService
+        from loadtest.harness.services.kafka import KafkaService
 
         broker = KafkaService(workdir / "kafka", die_with_parent=True)
         broker.start()
@@ -237,7 +237,7 @@ def main() -> None:
     service = None
     with tempfile.TemporaryDirectory(prefix="aisle-privacy-bench-") as tmp:
         if not redis_url:
-            from tests.services.redis import RedisService
+            from loadtest.harness.services.redis import RedisService
 
             service = RedisService(Path(tmp) / "redis")
             service.start()

@@ -26,11 +26,11 @@ from pathlib import Path
 import grpc
 
 from clients import tokens
+from loadtest.harness.server import ServerProcess, free_port
 from loadtest.server_metrics import breakdown, scrape
 from loadtest.shops import load_shop, loaded
 from loadtest.stats import format_ms, summarize_ms
 from protos.aisle.v1 import recommendations_pb2, recommendations_pb2_grpc
-from server.process import ServerProcess, free_port
 from trainer.data.generated import read_users
 
 

@@ -89,10 +89,10 @@ async def run(args: argparse.Namespace) -> None:
     client = redis.Redis.from_url(url)
     store = RedisFeatureStore.from_url(url)
     if args.sealed:
-        from feature_worker.child import with_master_key
         from feature_worker.privacy.keystores.redis import RedisKeyStore
         from feature_worker.privacy.sealing import MasterKey
         from feature_worker.privacy.vault import Vault
+        from loadtest.harness.children import with_master_key
 
         master = MasterKey.load(Path(with_master_key({})["AISLE_MASTER_KEY_FILE"]))
         store.vault = Vault(master, RedisKeyStore(store.client))

@@ -32,11 +32,11 @@ import grpc
 
 from clients.client import AsyncAisleClient, ClientOptions
 from feature_worker.lag import LagProbe
-from feature_worker.process import WorkerProcess
 from feature_worker.topics import Topics, create_topics
 from loadtest import redis_target
+from loadtest.harness.server import ServerProcess
+from loadtest.harness.worker import WorkerProcess
 from loadtest.kafka_throughput import cpu_seconds, produce_catalog, producer_process, producer_result
-from server.process import ServerProcess
 from trainer.data.generated import read_meta, read_users
 
 

@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from loadtest.harness.server import ServerProcess
 from loadtest.server_metrics import scrape
 from loadtest.shops import load_shop, loaded
-from server.process import ServerProcess
 
 
 def main() -> None:

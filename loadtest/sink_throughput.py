@@ -6,7 +6,7 @@
 then one sink process (`python -m feature_worker sink`) starts on an empty lake and drains the backlog; the
 rate is N over the seconds from the sink being ready to the Delta commit that records the last offset (read
 from the tables' recorded offsets every 0.1 s), with the sink's CPU per event. Uses the broker of
-`AISLE_KAFKA_BOOTSTRAP`, or starts one of its own (`tests.services`) when that is unset.
+`AISLE_KAFKA_BOOTSTRAP`, or starts one of its own (`loadtest.harness.services`) when that is unset.
 
 `embedded`: the same N events sent with `Track` (100 per call, one connection) to an embedded server
 without a lake, then to one with `AISLE_LAKE_DIR`; prints each one's calls per second, p50/p99 latency and
@@ -29,8 +29,8 @@ from deltalake import DeltaTable
 
 from feature_worker.lake.schema import EVENTS
 from feature_worker.lake.writer import table_uri
-from feature_worker.process import sink_process
 from feature_worker.topics import Topics, create_topics
+from loadtest.harness.worker import sink_process
 from loadtest.kafka_throughput import cpu_seconds, produce_catalog, producer_process, producer_result
 from trainer.data.generated import read_events, read_meta
 
@@ -51,7 +51,7 @@ async def run_kafka(args: argparse.Namespace) -> None:
     broker = None
     workdir = Path(tempfile.mkdtemp(prefix="aisle-sink-bench-"))
     if not bootstrap:
-        from tests.services.kafka import KafkaService
+        from loadtest.harness.services.kafka import KafkaService
 
         broker = KafkaService(workdir / "kafka", die_with_parent=True)
         broker.start()
@@ -109,7 +109,7 @@ async def run_kafka(args: argparse.Namespace) -> None:
 
 def run_embedded(args: argparse.Namespace) -> None:
     from clients.client import AisleClient, ClientOptions
-    from server.process import ServerProcess
+    from loadtest.harness.server import ServerProcess
 
     events = []
     for event in read_events(args.shop):

@@ -57,17 +57,17 @@ from clients.client import AsyncAisleClient, ClientOptions
 from feature_worker import keys
 from feature_worker.apply import apply_events
 from feature_worker.catalog import Catalog
-from feature_worker.child import DEV_MASTER_KEY
 from feature_worker.lag import LagProbe
 from feature_worker.privacy.keystores.redis import RedisKeyStore
 from feature_worker.privacy.sealing import MasterKey
 from feature_worker.privacy.vault import Vault
-from feature_worker.process import WorkerProcess
 from feature_worker.stores.memory import MemoryFeatureStore
 from feature_worker.stores.redis_cluster import redis_store_from_url
 from feature_worker.topics import Topics
+from loadtest.harness.children import DEV_MASTER_KEY
+from loadtest.harness.server import ServerProcess
+from loadtest.harness.worker import WorkerProcess
 from protos.aisle.v1 import catalog_pb2, events_pb2
-from server.process import ServerProcess
 
 TYPES = [events_pb2.VIEW] * 6 + [
     events_pb2.CLICK,
@@ -421,15 +421,15 @@ class Soak:
         store.vault = Vault(MasterKey.load(DEV_MASTER_KEY), RedisKeyStore(store.client))
         problems = []
         try:
-            users = await store.load_users(list(expected.users))
-            wrong = [u for u, state in expected.users.items() if users[u] != state]
+            users = await store.load_users(list(expected.features.users))
+            wrong = [u for u, state in expected.features.users.items() if users[u] != state]
             if wrong:
                 problems.append(f"{len(wrong)} users differ, e.g. {wrong[0]}")
             applied = sum(s.events_applied for s in users.values())
             distinct = len({(e.user_id, e.event_id) for e in self.events})
             if applied != distinct:
                 problems.append(f"{applied} events applied, {distinct} sent")
-            stats, want = await store.item_stats(), expected.item_stats_now()
+            stats, want = await store.item_stats(), expected.features.item_stats()
             for name, got, wanted in (
                 ("popularity", stats.popularity, want.popularity),
                 ("trending", stats.trending, want.trending),
@@ -441,7 +441,7 @@ class Soak:
             # Redis breaks ties the other way): only sets that never did compare exactly. One with fewer than
             # `covis_cap` neighbours in the replay never reached it there, nor in Redis (which has the same ones).
             capped = 0
-            for item_id, neighbours in expected.covis.items():
+            for item_id, neighbours in expected.features.covis.items():
                 if len(neighbours) >= keys.KeyPolicy().covis_cap:
                     capped += 1
                     continue
@@ -449,7 +449,7 @@ class Soak:
                 if {k.decode(): v for k, v in raw} != neighbours:
                     problems.append(f"co-visitation of {item_id} differs")
                     break
-            self.capped = (capped, len(expected.covis))
+            self.capped = (capped, len(expected.features.covis))
         finally:
             await store.close()
         return problems

@@ -7,7 +7,7 @@ p50/p99 over ``--queries`` calls after a warm-up. Prints a markdown table.
 
 - The tower: `TwoTowerRetriever.encode` (filling the input arrays included) on sequences of 1..max_len random
   items of the bundle, then `search` for 100 on the bundle's own index. Without ``--bundle`` the tower is
-  the synthetic mean-pooling tower of ``tests.bundle_factory`` (not a trained attention tower: say so when
+  the synthetic mean-pooling tower of ``loadtest.harness.bundles`` (not a trained attention tower: say so when
   quoting it).
 - FAISS at each size: an exact ``IndexFlatIP`` and an ``IndexHNSWFlat`` (inner product, M=32,
   efConstruction=80) searched at several ``efSearch``; recall@100 is the share of the exact top 100 that HNSW
@@ -149,11 +149,11 @@ def main() -> None:
             lines += index_rows(resampled(base, size, rng), users)
     else:
         # The synthetic tower is built with the onnx package (the train extra), so only here.
-        from tests.bundle_factory import write_bundle
+        from loadtest.harness.bundles import write_bundle
 
         print(
             f"synthetic data: clustered item embeddings of dimension {SYNTHETIC_DIM} "
-            f"({SYNTHETIC_CLUSTERS:,} clusters); the tower is tests.bundle_factory's mean-pooling tower, "
+            f"({SYNTHETIC_CLUSTERS:,} clusters); the tower is loadtest.harness.bundles's mean-pooling tower, "
             "not a trained attention tower"
         )
         with tempfile.TemporaryDirectory() as tmp:

@@ -225,7 +225,7 @@ async def build_embedded_engine(
     if models is not None:
         # The server folds every event itself here, so it computes each user's learned proposals when the fold
         # writes them, off the request path (`server.retrieval.warmer`).
-        ingest.warmer = await models.warm_from(lambda: store.users, users.personalization_allowed)
+        ingest.warmer = await models.warm_from(lambda: store.features.users, users.personalization_allowed)
     engine = Engine(catalog, users, store, ingest, lists_refresh_s=settings.lists_refresh_s, models=models)
     await engine.refresh_lists()
     return engine, vault

@@ -16,7 +16,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from clients.tokens import DEV_AUDIENCE, DEV_ISSUER, PrivateKey, generate_key, jwks, mint, public_jwk
-from server.process import ServerProcess
+from loadtest.harness.server import ServerProcess
 
 ISSUER = DEV_ISSUER
 AUDIENCE = DEV_AUDIENCE

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from clients.client import AisleClient, ClientOptions
-from server.process import ServerProcess
+from loadtest.harness.server import ServerProcess
 from tests.kafka_stack import AppliedClient, KafkaStack
 
 pytest_plugins = ["tests.services.fixtures"]

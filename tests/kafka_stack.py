@@ -19,10 +19,10 @@ from typing import Any, TypeVar
 
 from clients.client import AisleClient, ClientOptions
 from feature_worker.lag import LagProbe
-from feature_worker.process import WorkerProcess
 from feature_worker.topics import Topics
+from loadtest.harness.server import ServerProcess
+from loadtest.harness.worker import WorkerProcess
 from protos.aisle.v1 import events_pb2
-from server.process import ServerProcess
 
 T = TypeVar("T")
 

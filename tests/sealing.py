@@ -1,16 +1,16 @@
 """Stores that open what the servers and workers of the tests seal: they run with the development master key
-(`feature_worker.child.with_master_key`), so a test reading Redis behind them uses the same key."""
+(`loadtest.harness.children.with_master_key`), so a test reading Redis behind them uses the same key."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from feature_worker.child import with_master_key
 from feature_worker.privacy.keystores.redis import RedisKeyStore
 from feature_worker.privacy.sealing import MasterKey
 from feature_worker.privacy.vault import Vault
 from feature_worker.stores.redis import RedisFeatureStore
 from feature_worker.stores.redis_cluster import redis_store_from_url
+from loadtest.harness.children import with_master_key
 
 
 def dev_master_key() -> MasterKey:

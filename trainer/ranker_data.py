@@ -84,7 +84,7 @@ def build_lists(
     pipeline = ServingPipeline(items, weights=weights, learned=learned)
     pipeline.update(train)
     pipeline.refresh()
-    recommender, read = pipeline.recommender, pipeline.store.read_request_now
+    recommender, read = pipeline.recommender, pipeline.store.read_request
     features: list[npt.NDArray[np.float32]] = []
     blends: list[npt.NDArray[np.float64]] = []
     sizes: list[int] = []

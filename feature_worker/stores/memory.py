@@ -27,7 +27,7 @@ _TRIM_AT = covis_trim_at(COVIS_CAP)
 
 @dataclass(frozen=True, slots=True)
 class Frozen:
-    """The store's state at one moment, which later commits leave as it is (`MemoryFeatureStore.freeze`)."""
+    """The store's state at one moment, which later commits leave as it is (`MemoryFeatures.freeze`)."""
 
     users: dict[str, UserState]
     popularity: dict[str, float]
@@ -36,8 +36,13 @@ class Frozen:
     clock_ms: int
 
 
-class MemoryFeatureStore(FeatureStore):
-    """Features in process memory. `load_users` hands out the live states, so the fold writes in place."""
+class MemoryFeatures:
+    """Features in process memory, and the one implementation of their reads and writes: plain calls, nothing
+    awaited, so synchronous callers (the evaluation harness, the ranker's training lists) use them as they are
+    and `MemoryFeatureStore` puts them behind the async `FeatureStore` interface for the embedded server.
+
+    `load_users` hands out the live states, so the fold writes in place.
+    """
 
     def __init__(self, config: FoldConfig = FoldConfig()) -> None:
         self.config = config
@@ -55,7 +60,7 @@ class MemoryFeatureStore(FeatureStore):
         """The state now, for a reader in another thread (a snapshot being written), until `thaw`.
 
         Copy on write: the dicts of the whole shop are copied now (milliseconds); a user's state is copied
-        when a commit is about to change it (`load_users_now`), and an item's co-visitation neighbours when
+        when a commit is about to change it (`load_users`), and an item's co-visitation neighbours when
         a commit is about to change them, so what `Frozen` holds never changes under its reader.
         """
         self._frozen = Frozen(
@@ -72,7 +77,7 @@ class MemoryFeatureStore(FeatureStore):
         self._frozen = None
 
     # -- writer side -------------------------------------------------------------------------------
-    def load_users_now(self, user_ids: Collection[str]) -> dict[str, UserState]:
+    def load_users(self, user_ids: Collection[str]) -> dict[str, UserState]:
         users = self.users
         frozen = self._frozen
         if frozen is not None:
@@ -82,7 +87,7 @@ class MemoryFeatureStore(FeatureStore):
                     users[uid] = UserState.from_bytes(state.to_bytes(), state.applied_to_bytes())
         return {uid: users.get(uid) or UserState() for uid in user_ids}
 
-    def commit_now(self, users: Mapping[str, UserState], deltas: ItemDeltas) -> None:
+    def commit(self, users: Mapping[str, UserState], deltas: ItemDeltas) -> None:
         self.users.update(users)
         frozen_covis = self._frozen.covis if self._frozen is not None else None
         popularity = self.popularity
@@ -119,14 +124,8 @@ class MemoryFeatureStore(FeatureStore):
         """Count a change made to the state other than by `commit` (a snapshot loaded into it)."""
         self._version += 1
 
-    async def load_users(self, user_ids: Collection[str]) -> dict[str, UserState]:
-        return self.load_users_now(user_ids)
-
-    async def commit(self, users: Mapping[str, UserState], deltas: ItemDeltas) -> None:
-        self.commit_now(users, deltas)
-
     # -- reader side -------------------------------------------------------------------------------
-    def read_request_now(self, user_id: str, context_item_ids: Sequence[str]) -> RequestFeatures:
+    def read_request(self, user_id: str, context_item_ids: Sequence[str]) -> RequestFeatures:
         user = self.users.get(user_id)
         seeds = recent_seeds(user, context_item_ids) if user is not None else list(context_item_ids)
         covis = {}
@@ -141,7 +140,7 @@ class MemoryFeatureStore(FeatureStore):
             covis[item] = ranked
         return RequestFeatures(user=user, covis=covis)
 
-    def item_stats_now(self) -> ItemStats:
+    def item_stats(self) -> ItemStats:
         clock = self.clock_ms
         scale = scale_at(clock, self.config.half_life_ms)
         popularity = {item: weight * scale for item, weight in self.popularity.items()}
@@ -152,14 +151,40 @@ class MemoryFeatureStore(FeatureStore):
             trending[item] = trending.get(item, 0.0) + weight * share
         return ItemStats(popularity=popularity, trending=trending, clock_ms=clock)
 
+    def delete_user(self, user_id: str) -> bool:
+        return self.users.pop(user_id, None) is not None
+
+
+class MemoryFeatureStore(FeatureStore):
+    """`MemoryFeatures` behind the `FeatureStore` interface (the embedded server's store): each method is one
+    plain call of the core, which never suspends, so a read or a commit costs no await beyond the caller's own
+    and no thread hop."""
+
+    def __init__(self, config: FoldConfig = FoldConfig()) -> None:
+        #: The state and its one implementation; synchronous code (snapshots, tests) uses it directly.
+        self.features = MemoryFeatures(config)
+        # Bound once: Recommend's read is the embedded server's hot path.
+        self._read_request = self.features.read_request
+
+    @property
+    def version(self) -> int:
+        """Grows with every commit (and every load of a snapshot)."""
+        return self.features.version
+
+    async def load_users(self, user_ids: Collection[str]) -> dict[str, UserState]:
+        return self.features.load_users(user_ids)
+
+    async def commit(self, users: Mapping[str, UserState], deltas: ItemDeltas) -> None:
+        self.features.commit(users, deltas)
+
     async def read_request(self, user_id: str, context_item_ids: Sequence[str]) -> RequestFeatures:
-        return self.read_request_now(user_id, context_item_ids)
+        return self._read_request(user_id, context_item_ids)
 
     async def item_stats(self) -> ItemStats:
-        return self.item_stats_now()
+        return self.features.item_stats()
 
     async def delete_user(self, user_id: str) -> bool:
-        return self.users.pop(user_id, None) is not None
+        return self.features.delete_user(user_id)
 
 
 def _prune(neighbours: dict[str, float], cap: int) -> None:

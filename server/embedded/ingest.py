@@ -110,7 +110,7 @@ class EmbeddedIngest(Ingest):
             self.journal.append(RecordKind.SEALED_EVENTS, batch.SerializeToString())
         result = await apply_events(self.store, self.catalog, events)
         if self.warmer is not None:
-            users = self.store.users
+            users = self.store.features.users
             self.warmer.touch(
                 (user_id, users[user_id]) for user_id in {e.user_id for e in events} if user_id in users
             )
@@ -145,19 +145,19 @@ class EmbeddedIngest(Ingest):
 
     async def snapshot(self) -> None:
         """Freeze the state now (on the loop, between two changes: milliseconds), then encode and write it in a
-        thread while requests go on (the store copies what they change: `MemoryFeatureStore.freeze`)."""
+        thread while requests go on (the store copies what they change: `MemoryFeatures.freeze`)."""
         path = self.snapshot_path
         if path is None:
             return
         offset = self.journal.size
         started = time.perf_counter()
-        state = freeze(offset, self.catalog, self.users, self.store)
+        state = freeze(offset, self.catalog, self.users, self.store.features)
         frozen = time.perf_counter() - started
         sealer = self._sealer
         try:
             size = await asyncio.to_thread(lambda: write(path, capture(state, sealer)))
         finally:
-            self.store.thaw()
+            self.store.features.thaw()
         self.snapshot_offset = offset
         log.info(
             "snapshot of the state at journal byte %d: %d bytes (frozen in %.3f s on the loop, encoded and "
@@ -272,7 +272,7 @@ class EmbeddedIngest(Ingest):
                     self.journal.size,
                 )
                 return 0
-            offset = load(path, self.catalog, self.users, self.store, self._sealer)
+            offset = load(path, self.catalog, self.users, self.store.features, self._sealer)
         except SnapshotDamaged as exc:
             log.warning("ignoring the snapshot %s (%s): replaying the whole journal", path, exc)
             return 0

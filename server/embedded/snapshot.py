@@ -34,7 +34,7 @@ from feature_worker.privacy.keystores.file import FileKeyStore
 from feature_worker.privacy.sealing import FEATURES, USER, Unreadable, open_sealed, seal
 from feature_worker.privacy.vault import Vault
 from feature_worker.state import UserState
-from feature_worker.stores.memory import Frozen, MemoryFeatureStore
+from feature_worker.stores.memory import Frozen, MemoryFeatures
 from feature_worker.users import UserDirectory
 from protos.aisle.v1 import catalog_pb2, users_pb2
 
@@ -83,7 +83,7 @@ class State:
     features: Frozen
 
 
-def freeze(journal_offset: int, catalog: Catalog, users: UserDirectory, store: MemoryFeatureStore) -> State:
+def freeze(journal_offset: int, catalog: Catalog, users: UserDirectory, store: MemoryFeatures) -> State:
     """The state now, taken on the event loop between two changes (milliseconds: lists of references and the
     store's copy-on-write view); `store.thaw()` once the snapshot is written. Catalog items and customer
     records are replaced whole on change, never changed in place, so references to them stay as they are."""
@@ -153,7 +153,7 @@ def write(path: Path, sections: list[bytes]) -> int:
 
 
 def load(
-    path: Path, catalog: Catalog, users: UserDirectory, store: MemoryFeatureStore, sealer: Sealer | None
+    path: Path, catalog: Catalog, users: UserDirectory, store: MemoryFeatures, sealer: Sealer | None
 ) -> int:
     """Fill the (empty) state from the snapshot at `path`; returns the journal offset it covers.
 

@@ -9,7 +9,7 @@ import pytest
 
 from clients.__main__ import main as cli
 from clients.client import AisleClient, AsyncAisleClient, ClientOptions
-from server.process import ServerProcess
+from loadtest.harness.server import ServerProcess
 from tests.shop import BASE_TS, Shop, item, unique, view
 
 

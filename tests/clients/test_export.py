@@ -18,8 +18,8 @@ import pytest
 from clients.__main__ import main
 from clients.client import AisleClient, ClientOptions
 from clients.export import SegmentSyntaxError, parse_segment, stream
+from loadtest.harness.server import ServerProcess
 from protos.aisle.v1 import events_pb2, segments_pb2, users_pb2
-from server.process import ServerProcess
 from tests.shop import BASE_TS, Shop, event, item, unique, view
 
 

@@ -21,11 +21,11 @@ import pytest
 
 from clients.client import AisleClient, ClientOptions
 from clients.tokens import PrivateKey, generate_key, mint
+from loadtest.harness.gateway import GatewayProcess
+from loadtest.harness.server import ServerProcess
+from loadtest.harness.services.browser import headless_chromium
 from protos.aisle.v1 import events_pb2
-from server.gateway.process import GatewayProcess
-from server.process import ServerProcess
 from tests.auth_keys import jwt_server
-from tests.services.browser import headless_chromium
 from tests.shop import BASE_TS, Shop, item, unique, view
 
 TRACKER_DIR = Path(__file__).resolve().parents[2] / "clients" / "js-tracker"

@@ -16,8 +16,8 @@ import pytest
 
 from clients.client import AisleClient, ClientOptions
 from clients.tokens import PrivateKey, generate_key, mint
+from loadtest.harness.server import ServerProcess
 from protos.aisle.v1 import events_pb2
-from server.process import ServerProcess
 from tests.auth_keys import jwt_server
 from tests.shop import BASE_TS, Shop, item, unique, view
 

@@ -19,8 +19,8 @@ from deltalake import DeltaTable
 from feature_worker.lake.schema import EVENTS, ITEMS, USERS
 from feature_worker.lake.sink import CONSUMER, app_id
 from feature_worker.lake.writer import table_uri
-from feature_worker.process import sink_process
 from feature_worker.topics import Topics, create_topics
+from loadtest.harness.worker import sink_process
 from protos.aisle.v1 import catalog_pb2, events_pb2, users_pb2
 from tests.feature_worker.test_worker import stream
 from tests.shop import BASE_TS, event, item

@@ -19,9 +19,9 @@ from feature_worker.stores.base import FeatureStore
 from feature_worker.stores.memory import MemoryFeatureStore
 from feature_worker.stores.redis import RedisFeatureStore
 from feature_worker.stores.redis_cluster import RedisClusterFeatureStore, redis_store_from_url
+from loadtest.harness.services.redis import flush
 from protos.aisle.v1 import events_pb2
 from tests.sealing import sealed_store
-from tests.services.redis import flush
 from tests.shop import BASE_TS, event, item, view
 
 MIN = 60_000
@@ -103,17 +103,17 @@ async def test_a_random_stream_gives_what_the_memory_store_gives(
         await apply_events(expected, catalog, events[start : start + 400])
     for start in range(0, len(events), 250):  # other batch boundaries: the same result
         await apply_events(store, catalog, events[start : start + 250])
-    users = await store.load_users(expected.users)
-    assert users == expected.users
-    for user in expected.users:
+    users = await store.load_users(expected.features.users)
+    assert users == expected.features.users
+    for user in expected.features.users:
         got, want = (
             await store.read_request(user, ("i3", "i3")),
-            expected.read_request_now(user, ("i3", "i3")),
+            expected.features.read_request(user, ("i3", "i3")),
         )
         assert got.user is not None and want.user is not None and got.covis == want.covis
         # The read path needs no applied ids (Redis does not read them for a request).
         assert replace(got.user, applied_ids={}) == replace(want.user, applied_ids={})
-    stats, want_stats = await store.item_stats(), expected.item_stats_now()
+    stats, want_stats = await store.item_stats(), expected.features.item_stats()
     assert stats.clock_ms == want_stats.clock_ms
     for got_map, want_map in (
         (stats.popularity, want_stats.popularity),
@@ -182,16 +182,16 @@ async def test_a_cut_cluster_commit_is_finished_once_by_recover(
         await store.recover()  # ...and the waiting ones are made once, however often recovery runs.
         await store.recover()
         await apply_events(store, catalog, events[300:])
-        stats, want = await store.item_stats(), expected.item_stats_now()
+        stats, want = await store.item_stats(), expected.features.item_stats()
         assert stats.popularity.keys() == want.popularity.keys()
         assert all(
             math.isclose(stats.popularity[i], want.popularity[i], rel_tol=1e-9) for i in want.popularity
         )
         assert all(math.isclose(stats.trending[i], want.trending[i], rel_tol=1e-9) for i in want.trending)
-        for item_id, neighbours in expected.covis.items():
+        for item_id, neighbours in expected.features.covis.items():
             raw = await store.client.zrange(keys.covis(item_id), 0, -1, withscores=True)
             assert {k.decode(): v for k, v in raw} == neighbours
-        assert await store.load_users(expected.users) == expected.users
+        assert await store.load_users(expected.features.users) == expected.features.users
     finally:
         await cut.close()
         await store.close()

@@ -23,14 +23,14 @@ from feature_worker import keys
 from feature_worker.apply import apply_events
 from feature_worker.catalog import Catalog
 from feature_worker.lag import LagProbe
-from feature_worker.process import WorkerProcess
 from feature_worker.stores.memory import MemoryFeatureStore
 from feature_worker.topics import Topics, create_topics
+from loadtest.harness.services.kafka import ExternalKafka, KafkaService
+from loadtest.harness.services.redis import RedisService, flush
+from loadtest.harness.worker import WorkerProcess
 from protos.aisle.v1 import catalog_pb2, events_pb2
 from tests.kafka_stack import stack_env
 from tests.sealing import sealed_store
-from tests.services.kafka import ExternalKafka, KafkaService
-from tests.services.redis import RedisService, flush
 from tests.shop import BASE_TS, event, item
 
 pytestmark = pytest.mark.integration
@@ -158,13 +158,13 @@ async def assert_redis_equals_embedded(
         await apply_events(expected, catalog, events[start : start + 700])
     store = sealed_store(redis_url)
     try:
-        users = await store.load_users(list(expected.users))
-        wrong = [u for u, state in expected.users.items() if users[u] != state]
+        users = await store.load_users(list(expected.features.users))
+        wrong = [u for u, state in expected.features.users.items() if users[u] != state]
         assert not wrong, (
-            f"{len(wrong)} users differ, e.g. {wrong[0]}: {users[wrong[0]]} != {expected.users[wrong[0]]}"
+            f"{len(wrong)} users differ, e.g. {wrong[0]}: {users[wrong[0]]} != {expected.features.users[wrong[0]]}"
         )
         assert sum(s.events_applied for s in users.values()) == len({(e.user_id, e.event_id) for e in events})
-        stats, want = await store.item_stats(), expected.item_stats_now()
+        stats, want = await store.item_stats(), expected.features.item_stats()
         assert stats.clock_ms == want.clock_ms
         assert stats.popularity.keys() == want.popularity.keys()
         for name, got, wanted in (
@@ -173,7 +173,7 @@ async def assert_redis_equals_embedded(
         ):
             off = [i for i in wanted if not math.isclose(got.get(i, 0.0), wanted[i], rel_tol=1e-9)]
             assert not off, f"{name} of {off[:3]} differs"
-        for item_id, neighbours in expected.covis.items():
+        for item_id, neighbours in expected.features.covis.items():
             raw = await store.client.zrange(keys.covis(item_id), 0, -1, withscores=True)
             assert {k.decode(): v for k, v in raw} == neighbours, f"co-visitation of {item_id} differs"
     finally:

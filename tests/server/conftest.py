@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server.process import ServerProcess
+from loadtest.harness.server import ServerProcess
 
 
 @pytest.fixture

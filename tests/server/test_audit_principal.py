@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from feature_worker.child import with_master_key
+from loadtest.harness.children import with_master_key
 from protos.aisle.v1 import users_pb2, users_pb2_grpc
 from server.app import build_engine
 from server.config import ServerSettings

@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 
 from clients.client import AisleClient, AsyncAisleClient, ClientOptions
 from clients.tokens import PrivateKey
+from loadtest.harness.server import ServerProcess
 from protos.aisle.v1 import catalog_pb2, events_pb2, recommendations_pb2, segments_pb2, users_pb2
 from server.auth.policy import METHOD_SCOPES
-from server.process import ServerProcess
 from tests.auth_keys import (
     AUDIENCE,
     ISSUER,

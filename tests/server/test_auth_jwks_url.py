@@ -15,8 +15,8 @@ import pytest
 
 from clients.certs import write_dev_certs
 from clients.tokens import PrivateKey, jwks
+from loadtest.harness.server import ServerProcess
 from protos.aisle.v1 import recommendations_pb2
-from server.process import ServerProcess
 from tests.auth_keys import AUDIENCE, ISSUER, generate_key, mint
 
 REQUEST = recommendations_pb2.RecommendRequest(user_id="u1", k=3).SerializeToString()

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clients.client import AisleClient, ClientOptions
+from loadtest.harness.server import ServerProcess
 from protos.aisle.v1 import catalog_pb2, events_pb2, recommendations_pb2, users_pb2
-from server.process import ServerProcess
 from tests.shop import BASE_TS, unique, view
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

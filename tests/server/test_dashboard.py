@@ -14,9 +14,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from clients.client import AisleClient, ClientOptions
+from loadtest.harness.server import ServerProcess, free_port
+from loadtest.harness.services.browser import headless_chromium
 from protos.aisle.v1 import events_pb2
-from server.process import ServerProcess, free_port
-from tests.services.browser import headless_chromium
 from tests.shop import Shop, event, item
 
 

@@ -11,9 +11,9 @@ from deltalake import DeltaTable
 from clients.client import AisleClient, ClientOptions
 from feature_worker.lake.schema import EVENTS, ITEMS, USERS
 from feature_worker.lake.writer import table_uri
+from loadtest.harness.server import ServerProcess
 from protos.aisle.v1 import users_pb2
 from server.embedded.ingest import JOURNAL_APP_ID
-from server.process import ServerProcess
 from tests.server.test_restart import catalog, send, stream
 from trainer.data.delta import load_delta
 

@@ -15,6 +15,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from loadtest.harness.server import ServerProcess
 from protos.aisle.v1 import (
     catalog_pb2,
     catalog_pb2_grpc,
@@ -29,7 +30,6 @@ from server.experiments.assignment import Assigner, draw, unit_of
 from server.experiments.exposures import read_journal
 from server.experiments.interleaving import team_draft
 from server.experiments.model import pipeline_of
-from server.process import ServerProcess
 from tests.shop import BASE_TS, Shop, event, item, view
 
 E = experiments_pb2
@@ -343,8 +343,8 @@ def test_a_variant_serves_another_bundle_version_beside_the_promoted_one(
     """The registry keeps a pinned version loaded beside the promoted one; each variant's answers say which."""
     import numpy as np
 
+    from loadtest.harness.bundles import write_bundle
     from server.retrieval import bundles
-    from tests.bundle_factory import write_bundle
 
     process, bundles_dir = bundle_server
     shop = Shop()

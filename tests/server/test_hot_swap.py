@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 
 from clients.client import AisleClient, ClientOptions
+from loadtest.harness.bundles import corrupt, one_hot, write_bundle
+from loadtest.harness.server import ServerProcess
 from protos.aisle.v1 import recommendations_pb2
-from server.process import ServerProcess
 from server.retrieval import bundles
 from server.retrieval.bundles import BundlePaths
 from server.retrieval.registry import ModelRegistry
 from server.retrieval.two_tower import TwoTowerRetriever, load
-from tests.bundle_factory import corrupt, one_hot, write_bundle
 from tests.shop import BASE_TS, Shop, item, unique, view
 
 SEEDS = 3

@@ -11,9 +11,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from loadtest.harness.server import ServerProcess, free_port
 from protos.aisle.v1 import recommendations_pb2, recommendations_pb2_grpc
 from server.metrics import BUCKETS, ServerMetrics, families
-from server.process import ServerProcess, free_port
 from server.stages import STAGES, StageTimes
 
 RECOMMEND = "/aisle.v1.RecommendationService/Recommend"

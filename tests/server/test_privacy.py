@@ -19,8 +19,8 @@ from feature_worker.lake.erasures import ERASURES
 from feature_worker.lake.maintenance import optimize
 from feature_worker.lake.schema import EVENTS, USERS
 from feature_worker.lake.writer import Lake, table_uri
+from loadtest.harness.server import ServerProcess
 from protos.aisle.v1 import catalog_pb2, events_pb2, users_pb2
-from server.process import ServerProcess
 from tests.modes import SERVER_MODES
 from tests.shop import BASE_TS, Shop, item, unique, view
 

@@ -19,7 +19,7 @@ from feature_worker.lag import LagProbe
 from feature_worker.lake.schema import EVENTS
 from feature_worker.lake.writer import table_uri
 from feature_worker.privacy.sealing import is_sealed
-from feature_worker.process import WorkerProcess, sink_process
+from loadtest.harness.worker import WorkerProcess, sink_process
 from tests.kafka_stack import AppliedClient, KafkaStack, LoopThread
 from tests.server.test_privacy import seed, stranger_answer
 

@@ -1,7 +1,7 @@
 """Re-ranking on the serving path: a bundle's ranker orders the answer, the rules and diversity come after it,
 and the server's feature matrix is the trainer's.
 
-Rankers here are linear ONNX graphs over named features (`tests.bundle_factory.linear_ranker`), so each test
+Rankers here are linear ONNX graphs over named features (`loadtest.harness.bundles.linear_ranker`), so each test
 knows what order to expect.
 """
 
@@ -15,8 +15,9 @@ import pytest
 
 from clients.client import AisleClient, ClientOptions
 from feature_worker.catalog import Catalog
+from loadtest.harness.bundles import add_ranker, one_hot, write_bundle
+from loadtest.harness.server import ServerProcess
 from protos.aisle.v1 import catalog_pb2, events_pb2, recommendations_pb2
-from server.process import ServerProcess
 from server.ranking.diversity import cap_per_group
 from server.ranking.features import FEATURES, feature_matrix
 from server.ranking.ranker import Ranker
@@ -24,7 +25,6 @@ from server.recommender import Query
 from server.retrieval import bundles
 from server.retrieval.bundles import BundleError
 from server.retrieval.two_tower import TwoTowerRetriever
-from tests.bundle_factory import add_ranker, one_hot, write_bundle
 from tests.server.test_two_tower import wait_for_version
 from tests.shop import BASE_TS, Shop, event, item, unique, view
 from trainer.evaluation.serving import ServingPipeline
@@ -157,7 +157,7 @@ def test_the_server_ranks_the_matrix_the_trainer_builds(bundle_server: tuple[Ser
     pipeline.update(events)
     pipeline.refresh()
     query = Query(user_id=user, k=8, category_prefix=shop.category(""), max_per_category=-1)
-    stage = pipeline.recommender.retrieve(query, pipeline.store.read_request_now(user, ()), retriever)
+    stage = pipeline.recommender.retrieve(query, pipeline.store.read_request(user, ()), retriever)
     matrix = pipeline.recommender.features(stage)
     local = dict(zip(stage.index.names(stage.pool.positions), retriever.ranker.score(matrix).tolist()))
     assert served and set(served) <= set(local)

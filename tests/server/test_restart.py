@@ -8,8 +8,8 @@ from pathlib import Path
 from google.protobuf.json_format import MessageToDict
 
 from clients.client import AisleClient, ClientOptions
+from loadtest.harness.server import ServerProcess
 from protos.aisle.v1 import events_pb2
-from server.process import ServerProcess
 from tests.shop import BASE_TS, event, item
 
 USERS = [f"u{i}" for i in range(40)]

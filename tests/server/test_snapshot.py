@@ -85,7 +85,7 @@ async def erase(ingest: EmbeddedIngest, user_id: str) -> None:
 
 
 def state(ingest: EmbeddedIngest) -> dict[str, object]:
-    store = ingest.store
+    store = ingest.store.features
     return {
         # In order (dict order is part of the state), and as bytes: the live states change in place.
         "users": [(u, s.to_bytes(), s.applied_to_bytes()) for u, s in store.users.items()],
@@ -114,7 +114,7 @@ async def test_a_snapshot_and_the_journal_tail_give_exactly_the_whole_replay(
     writer.snapshot_every_bytes = 1 << 30
     await write_shop(writer, seed=4, erasures=erasures)  # the tail, after the last snapshot
     if erasures:
-        assert "u8" in writer.store.users
+        assert "u8" in writer.store.features.users
         await erase(writer, "u8")  # erased in the tail: gone although the snapshot holds them
     snapshot_at, end = writer.snapshot_offset, writer.journal.size
     # A kill: no snapshot on the way out (the files closed only to keep the test tidy).
@@ -137,7 +137,7 @@ async def test_a_snapshot_and_the_journal_tail_give_exactly_the_whole_replay(
     else:
         assert got == want
     if erasures:
-        assert "u8" not in restarted.store.users and len(restarted.store.users) > 50
+        assert "u8" not in restarted.store.features.users and len(restarted.store.features.users) > 50
     for ingest in (restarted, replayed):
         await ingest.close()
 
@@ -179,15 +179,15 @@ async def test_a_snapshot_holds_the_moment_it_was_frozen_while_changes_go_on(tmp
     await writer.recover()
     await write_shop(writer, erasures=False)
     then = state(writer)
-    frozen = freeze(writer.journal.size, writer.catalog, writer.users, writer.store)
+    frozen = freeze(writer.journal.size, writer.catalog, writer.users, writer.store.features)
     await write_shop(writer, seed=4)  # while the snapshot is being written: users, items, counters all change
     assert state(writer) != then
     write(tmp_path / "snapshot.bin", capture(frozen, None))
-    writer.store.thaw()
+    writer.store.features.thaw()
 
     loaded = open_ingest(tmp_path / "b", sealed=False, snapshots=False)
     assert (
-        load(tmp_path / "snapshot.bin", loaded.catalog, loaded.users, loaded.store, None)
+        load(tmp_path / "snapshot.bin", loaded.catalog, loaded.users, loaded.store.features, None)
         == frozen.journal_offset
     )
     assert state(loaded) == then

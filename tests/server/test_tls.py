@@ -16,10 +16,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.certs import CertFiles, write_dev_certs
 from clients.client import AisleClient, ClientOptions
+from loadtest.harness.server import ServerProcess
+from loadtest.harness.services.nginx import NginxFront
 from protos.aisle.v1 import recommendations_pb2
-from server.process import ServerProcess
 from tests.auth_keys import auth_env, generate_key, mint, write_jwks
-from tests.services.nginx import NginxFront
 
 RECOMMEND = "/aisle.v1.RecommendationService/Recommend"
 REQUEST = recommendations_pb2.RecommendRequest(user_id="u1", k=3).SerializeToString()

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from feature_worker.fold import CLICK, PURCHASE, VIEW
+from loadtest.harness.bundles import write_bundle
 from server.retrieval.bundles import TRANSITIONS, BundleError
 from server.retrieval.transitions import ItemTransitions, load_optional
 from server.retrieval.two_tower import TwoTowerRetriever
-from tests.bundle_factory import write_bundle
 from tests.trainer.test_transitions import chains, events_of
 from trainer.models.transitions import TransitionModel, TransitionParams, fit
 

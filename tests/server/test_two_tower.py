@@ -1,6 +1,6 @@
 """Learned retrieval: the retriever on bundles with known embeddings, and the server serving one.
 
-Bundles come from `tests.bundle_factory`: the tower input of item ``p`` is the embedding of item ``q``, so a
+Bundles come from `loadtest.harness.bundles`: the tower input of item ``p`` is the embedding of item ``q``, so a
 user whose latest interaction is ``p`` is recommended ``q`` first, whatever the real-time sources say.
 """
 
@@ -21,9 +21,10 @@ from clients.client import AisleClient, ClientOptions
 from feature_worker.catalog import Catalog
 from feature_worker.fold import ADD_TO_CART, CLICK, VIEW
 from feature_worker.state import UserState
+from loadtest.harness.bundles import corrupt, one_hot, write_bundle
+from loadtest.harness.server import ServerProcess, free_port
 from protos.aisle.v1 import events_pb2
 from server.engine import MODEL_VERSION
-from server.process import ServerProcess, free_port
 from server.retrieval import bundles, sources
 from server.retrieval.bundles import BundleError
 from server.retrieval.candidates import LEARNED, CandidateSet
@@ -31,7 +32,6 @@ from server.retrieval.item_index import ItemIndex
 from server.retrieval.proposals import StateKey, UserProposals, state_key
 from server.retrieval.two_tower import TwoTowerRetriever
 from server.retrieval.warmer import ProposalWarmer
-from tests.bundle_factory import corrupt, one_hot, write_bundle
 from tests.kafka_stack import AppliedClient, KafkaStack
 from tests.shop import BASE_TS, Shop, event, item, unique, view
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from feature_worker.child import ROOT
+from loadtest.harness.children import ROOT
+from loadtest.harness.server import ServerProcess, free_port
 from protos.aisle.v1 import recommendations_pb2, recommendations_pb2_grpc
-from server.process import ServerProcess, free_port
 from tests.kafka_stack import stack_env
 from tests.server.test_metrics import RECOMMEND, scrape, value
 

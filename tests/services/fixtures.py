@@ -25,8 +25,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.services.kafka import ExternalKafka, KafkaService
-from tests.services.redis import ExternalRedis, RedisClusterService, RedisService
+from loadtest.harness.services.kafka import ExternalKafka, KafkaService
+from loadtest.harness.services.redis import ExternalRedis, RedisClusterService, RedisService
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from tests.services.kafka import AISLE_TOPICS, ExternalKafka, KafkaService
-from tests.services.redis import ExternalRedis, RedisService
+from feature_worker.topics import AISLE_TOPICS
+from loadtest.harness.services.kafka import ExternalKafka, KafkaService
+from loadtest.harness.services.redis import ExternalRedis, RedisService
 
 pytestmark = pytest.mark.integration
 

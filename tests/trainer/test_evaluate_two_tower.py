@@ -1,7 +1,7 @@
 """``trainer evaluate --bundle``: the learned retrieval row and the pipeline serving a bundle, on data with a
 known answer (`tests.trainer.clusters`: customers shop one cluster of items each).
 
-The bundle is made, not trained (`tests.bundle_factory`): every item of cluster ``c`` has the embedding
+The bundle is made, not trained (`loadtest.harness.bundles`): every item of cluster ``c`` has the embedding
 ``e_c``, so any history points at its own cluster and the right answer is found exactly.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.bundle_factory import one_hot, write_bundle
+from loadtest.harness.bundles import one_hot, write_bundle
 from tests.trainer.clusters import CLUSTER_SIZE, CLUSTERS, cluster_of, clusters_dataset
 from tests.trainer.test_evaluate import _s3rec_files
 from trainer.__main__ import main

@@ -120,11 +120,11 @@ def test_private_events_change_only_their_users_history() -> None:
     data = _dataset([("u1", "a", 1), ("u2", "a", 2), ("u2", "b", 3), ("u1", "c", 4)])
     pipeline = ServingPipeline(list(data.items.values()))
     pipeline.update(data.events[:3])
-    before = pipeline.store.item_stats_now()
+    before = pipeline.store.item_stats()
     covis_before = {k: dict(v) for k, v in pipeline.store.covis.items()}
     pipeline.update_private(data.events[3:])
-    after = pipeline.store.item_stats_now()
+    after = pipeline.store.item_stats()
     assert after.popularity == before.popularity and after.trending == before.trending
     assert {k: dict(v) for k, v in pipeline.store.covis.items()} == covis_before
-    user = pipeline.store.read_request_now("u1", ()).user
+    user = pipeline.store.read_request("u1", ()).user
     assert user is not None and [item for _, _, item in user.recent] == ["a", "c"]

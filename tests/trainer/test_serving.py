@@ -36,7 +36,7 @@ def test_rank_answers_what_the_recommender_answers(tmp_path: Path) -> None:
     pipeline.update(split.train)
     pipeline.refresh()
     for case in split.cases[:20]:
-        features = pipeline.store.read_request_now(case.user_id, ())
+        features = pipeline.store.read_request(case.user_id, ())
         direct = pipeline.recommender.recommend(
             Query(case.user_id, 20, exclude_item_ids=frozenset(case.history)), features
         )

@@ -1,10 +1,10 @@
 """The serving path as an evaluated model: the fold, the in-process store and the server's `Recommender`.
 
-Nothing here ranks: events go through ``feature_worker.fold.fold`` into a ``MemoryFeatureStore`` (as the
-embedded server and the Kafka worker write them), the popular and trending lists are rebuilt by
-``TopLists.build`` (as the server's background task does) and each case is answered by
-``Recommender.recommend`` on the features
-``read_request_now`` returns (as ``Engine.recommend`` does), with the case's history as ``exclude_item_ids``.
+Nothing here ranks: events go through ``feature_worker.fold.fold`` into ``MemoryFeatures`` (the core of the
+embedded server's store, written as the embedded server and the Kafka worker write them), the popular and
+trending lists are rebuilt by ``TopLists.build`` (as the server's background task does) and each case is
+answered by ``Recommender.recommend`` on the features ``MemoryFeatures.read_request`` returns (as
+``Engine.recommend`` does), with the case's history as ``exclude_item_ids``.
 Given a model bundle's retriever (``learned``), the two-tower source joins the candidates and the bundle's
 learned ranker (if it has one, and ``use_ranker``) ranks them, as in a server serving that bundle.
 """
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from feature_worker.catalog import Catalog
 from feature_worker.fold import FoldConfig, ItemDeltas, fold
-from feature_worker.stores.memory import MemoryFeatureStore
+from feature_worker.stores.memory import MemoryFeatures
 from protos.aisle.v1 import catalog_pb2, events_pb2
 from server.recommender import BlendWeights, Query, Recommender
 from server.retrieval.toplists import TopLists
@@ -49,7 +49,7 @@ class ServingPipeline(EvalModel):
         self.catalog = Catalog()
         self.catalog.upsert_many(items)
         self.config = config or FoldConfig()
-        self.store = MemoryFeatureStore(self.config)
+        self.store = MemoryFeatures(self.config)
         self.recommender = Recommender(self.catalog, weights or BlendWeights(), use_ranker=use_ranker)
         self.learned = learned
 
@@ -66,17 +66,17 @@ class ServingPipeline(EvalModel):
         store, catalog, config = self.store, self.catalog, self.config
         for lo in range(0, len(events), COMMIT_EVENTS):
             batch = events[lo : lo + COMMIT_EVENTS]
-            users = store.load_users_now({event.user_id for event in batch})
+            users = store.load_users({event.user_id for event in batch})
             deltas = ItemDeltas()
             for event in batch:
                 fold(users[event.user_id], event, catalog, deltas, config)
-            store.commit_now(users, deltas if shop_wide else ItemDeltas())
+            store.commit(users, deltas if shop_wide else ItemDeltas())
 
     def refresh(self) -> None:
-        self.recommender.lists = TopLists.build(self.store.item_stats_now(), self.catalog)
+        self.recommender.lists = TopLists.build(self.store.item_stats(), self.catalog)
 
     def rank(self, cases: Sequence[Case], k: int) -> list[list[str]]:
-        read, recommend, learned = self.store.read_request_now, self.recommender.recommend, self.learned
+        read, recommend, learned = self.store.read_request, self.recommender.recommend, self.learned
         out: list[list[str]] = []
         for case in cases:
             features = read(case.user_id, ())

@@ -1,6 +1,6 @@
 """The item-transition source alone as an evaluated model: rows ``transitions`` and ``transitions:train-only``.
 
-Events are folded into a ``MemoryFeatureStore`` exactly as the serving path folds them (`ServingPipeline`), so
+Events are folded into a ``MemoryFeatures`` exactly as the serving path folds them (`ServingPipeline`), so
 the scorer reads the same ``UserState.recent`` a server would. ``refresh`` fits the model
 (``trainer.models.transitions``) and serves it through the server's own `ItemTransitions`, built from the fitted
 arrays as `ItemTransitions.load` builds them from the file. Each case gets the source's top ``k`` with the case's
@@ -75,7 +75,7 @@ class TransitionsEval(ServingPipeline):
         scorer = self.scorer
         if scorer is None:
             return [[] for _ in cases]
-        read = self.store.read_request_now
+        read = self.store.read_request
         out: list[list[str]] = []
         for case in cases:
             user = read(case.user_id, ()).user

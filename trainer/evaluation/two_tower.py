@@ -1,7 +1,7 @@
 """Pure learned retrieval as an evaluated model: a bundle's user tower and item index, nothing blended.
 
 The row ``two_tower`` of ``trainer evaluate --bundle DIR``. It goes through the server's own
-`TwoTowerRetriever`: events are folded into a ``MemoryFeatureStore`` exactly as the serving path folds them
+`TwoTowerRetriever`: events are folded into a ``MemoryFeatures`` exactly as the serving path folds them
 (`ServingPipeline.update`), so the tower reads the same ``UserState.recent`` (same cap, same types) a server
 would; each case is then the top ``k`` of the index for the user's vector, the case's history excluded. A
 user none of whose items the bundle knows gets an empty list (a miss). The bundle is not retrained: what the
@@ -37,7 +37,7 @@ class TwoTowerModel(ServingPipeline):
         """Nothing derived: the popular and trending lists play no part in pure learned retrieval."""
 
     def rank(self, cases: Sequence[Case], k: int) -> list[list[str]]:
-        read, retriever = self.store.read_request_now, self.retriever
+        read, retriever = self.store.read_request, self.retriever
         out: list[list[str]] = []
         for case in cases:
             user = read(case.user_id, ()).user

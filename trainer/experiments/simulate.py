@@ -225,7 +225,8 @@ def run_live(args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(2.0)  # the server's exposure log and lake sink flush within their intervals
         lake = args.lake
     else:
-        from server.process import ServerProcess  # only here: a run against --target needs no server code
+        # Only here: a run against --target needs no server code.
+        from loadtest.harness.server import ServerProcess
 
         data = args.out / f"server-{args.seed}"
         lake = args.out / f"lake-{args.seed}"

@@ -8,8 +8,8 @@ import pytest
 
 from clients.client import AisleClient, ClientOptions
 from clients.tokens import PrivateKey, generate_key, mint
-from server.gateway.process import GatewayProcess
-from server.process import ServerProcess
+from loadtest.harness.gateway import GatewayProcess
+from loadtest.harness.server import ServerProcess
 from tests.auth_keys import jwt_server
 
 #: The one browser origin the gateway of these tests allows.

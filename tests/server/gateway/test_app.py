@@ -15,8 +15,8 @@ import pytest
 
 from clients.client import AisleClient
 from clients.tokens import PrivateKey, mint
+from loadtest.harness.gateway import GatewayProcess
 from protos.aisle.v1 import events_pb2
-from server.gateway.process import GatewayProcess
 from tests.http_json import call
 from tests.server.gateway.conftest import ALLOWED_ORIGIN
 from tests.shop import BASE_TS, Shop, item, unique, view

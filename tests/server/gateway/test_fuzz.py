@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clients.tokens import PrivateKey, mint
-from server.gateway.process import GatewayProcess
+from loadtest.harness.gateway import GatewayProcess
 from server.gateway.routes import routes
 from tests.http_json import call
 

@@ -30,7 +30,7 @@ from typing import ClassVar
 from aiokafka.errors import KafkaError
 
 from feature_worker.topics import AISLE_TOPICS, create_topics
-from tests.services.process import (
+from loadtest.harness.services.process import (
     LOOPBACK,
     STATE_ROOT,
     ExternalService,
@@ -173,7 +173,7 @@ class KafkaService(ManagedProcess):
     def _server_properties(self) -> str:
         port, controller = self.ports["port"], self.ports["controller"]
         return f"""\
-# Written by tests/services/kafka.py at every start.
+# Written by loadtest/harness/services/kafka.py at every start.
 process.roles=broker,controller
 node.id=1
 # A static one-voter quorum: simpler than a dynamic quorum and fine for a node that never changes.

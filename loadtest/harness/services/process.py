@@ -1,7 +1,7 @@
 """A server process on loopback that tests start, stop, crash and restart by hand.
 
 `ManagedProcess` holds what Kafka and Redis share: free ports, spawning into a session of its own, a state
-file that lets another Python process (`python -m tests.services down`) find and stop what `up` started, and
+file that lets another Python process (`python -m loadtest.harness.services down`) find and stop what `up` started, and
 a stop that sends SIGTERM and then SIGKILL. Each backend is one module beside this one.
 """
 
@@ -26,9 +26,9 @@ from typing import Any, ClassVar, TypeVar
 
 T = TypeVar("T")
 
-#: The repository root: `tests/services/process.py` -> `.`.
-REPO_ROOT = Path(__file__).resolve().parents[2]
-#: Git-ignored: the Kafka jar cache and the state of what `python -m tests.services up` started.
+#: The repository root: `loadtest/harness/services/process.py` -> `.`.
+REPO_ROOT = Path(__file__).resolve().parents[3]
+#: Git-ignored: the Kafka jar cache and the state of what `python -m loadtest.harness.services up` started.
 STATE_ROOT = REPO_ROOT / ".services"
 
 LOOPBACK = "127.0.0.1"
@@ -156,7 +156,7 @@ class ManagedProcess(ABC):
     `status` work.
 
     With `die_with_parent=True` (the pytest fixtures) the server is killed by the kernel if this Python
-    process dies without stopping it; with False (`python -m tests.services up`) it outlives us.
+    process dies without stopping it; with False (`python -m loadtest.harness.services up`) it outlives us.
     """
 
     #: Short name used in messages and as the workdir name under `.services/`.

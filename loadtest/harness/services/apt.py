@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from tests.services.process import STATE_ROOT, ServiceStartError
+from loadtest.harness.services.process import STATE_ROOT, ServiceStartError
 
 
 def ensure_package(package: str, find: Callable[[], str | None], hint: str = "") -> str:

@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from feature_worker.child import ChildProcess
+from loadtest.harness.children import ChildProcess
 
 
 @dataclass

@@ -11,14 +11,15 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
 import redis
 
-from tests.services.apt import ensure_package
-from tests.services.process import (
+from loadtest.harness.services.apt import ensure_package
+from loadtest.harness.services.process import (
     LOOPBACK,
     ExternalService,
     ManagedProcess,
@@ -182,17 +183,19 @@ class RedisClusterService:
         clients = [redis.Redis.from_url(node.url) for node in self.nodes]
         try:
             for i, client in enumerate(clients):
-                client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * step, min(slots, (i + 1) * step) - 1)
-                client.execute_command("CLUSTER", "SET-CONFIG-EPOCH", i + 1)
+                execute: Callable[..., object] = client.execute_command  # redis-py leaves it untyped
+                execute("CLUSTER", "ADDSLOTSRANGE", i * step, min(slots, (i + 1) * step) - 1)
+                execute("CLUSTER", "SET-CONFIG-EPOCH", i + 1)
+            meet: Callable[..., object] = clients[0].execute_command
             for node in self.nodes[1:]:
-                clients[0].execute_command("CLUSTER", "MEET", LOOPBACK, node.ports["port"], node.ports["bus"])
+                meet("CLUSTER", "MEET", LOOPBACK, node.ports["port"], node.ports["bus"])
         finally:
             for client in clients:
                 client.close()
 
     def _wait_ok(self, deadline: float) -> None:
         for node in self.nodes:
-            node.wait_for(lambda n=node: _cluster_ok(n.url, len(self.nodes)), deadline, "cluster_state:ok")
+            node.wait_for(partial(_cluster_ok, node.url, len(self.nodes)), deadline, "cluster_state:ok")
 
     def stop(self, timeout: float | None = None) -> None:
         for node in self.nodes:

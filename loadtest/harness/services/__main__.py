@@ -1,4 +1,4 @@
-"""`python -m tests.services up|down|status`: Kafka and Redis for development (`make services`).
+"""`python -m loadtest.harness.services up|down|status`: Kafka and Redis for development (`make services`).
 
 `up` starts both in the background under `.services/` (they outlive the command), writes their addresses to
 `.services.env` (`source .services.env` or an env file for the server and worker) and prints them; running it
@@ -16,9 +16,15 @@ import sys
 import time
 from collections.abc import Sequence
 
-from tests.services.kafka import BOOTSTRAP_VARIABLE, ExternalKafka, KafkaService
-from tests.services.process import REPO_ROOT, STATE_ROOT, ExternalService, ManagedProcess, ServiceError
-from tests.services.redis import URL_VARIABLE, ExternalRedis, RedisClusterService, RedisService
+from loadtest.harness.services.kafka import BOOTSTRAP_VARIABLE, ExternalKafka, KafkaService
+from loadtest.harness.services.process import (
+    REPO_ROOT,
+    STATE_ROOT,
+    ExternalService,
+    ManagedProcess,
+    ServiceError,
+)
+from loadtest.harness.services.redis import URL_VARIABLE, ExternalRedis, RedisClusterService, RedisService
 
 ENV_FILE = REPO_ROOT / ".services.env"
 
@@ -89,7 +95,7 @@ def up(cluster: bool = False) -> int:
         service.detach()
     lines = [f"{BOOTSTRAP_VARIABLE}={kafka_bootstrap}", f"{URL_VARIABLE}={redis_url}"]
     ENV_FILE.write_text(
-        "# Written by `python -m tests.services up`, removed by `down`.\n"
+        "# Written by `python -m loadtest.harness.services up`, removed by `down`.\n"
         + "".join(f"{line}\n" for line in lines)
     )
     print(f"wrote {ENV_FILE.name}:")
@@ -138,7 +144,9 @@ def _report(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and run one command."""
-    parser = argparse.ArgumentParser(prog="python -m tests.services", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.harness.services", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--cluster", action="store_true", help="up: a Redis Cluster of three primaries")
     args = parser.parse_args(argv)

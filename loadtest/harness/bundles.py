@@ -117,7 +117,7 @@ def write_bundle(
         "dim": dim,
         "index": {"kind": type(index).__name__, "recall@100": 1.0},
         "data": dict(data or {"dataset": "tests"}),
-        "params": dict(params or {"model": "tests.bundle_factory"}),
+        "params": dict(params or {"model": "loadtest.harness.bundles"}),
         "metrics": {},
         "train_seconds": 0.0,
     }
@@ -149,7 +149,7 @@ def add_ranker(paths: BundlePaths, weights: Mapping[str, float]) -> None:
     """Give the bundle at ``paths`` a `linear_ranker` over ``weights`` (feature name -> weight)."""
     onnx.save(linear_ranker(weights), str(paths.ranker))
     meta = json.loads(paths.meta.read_text(encoding="utf-8"))
-    meta["ranker"] = {"kind": "tests.linear", "features": list(weights), "weights": dict(weights)}
+    meta["ranker"] = {"kind": "harness.linear", "features": list(weights), "weights": dict(weights)}
     paths.meta.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from feature_worker.child import ChildProcess
+from loadtest.harness.children import ChildProcess
 
 
 @dataclass

@@ -10,14 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from server.front import FrontConfig, command, find_nginx, write
-from tests.services.apt import ensure_package
-from tests.services.process import (
+from loadtest.harness.services.apt import ensure_package
+from loadtest.harness.services.process import (
     LOOPBACK,
     ManagedProcess,
     free_port,
     port_open,
 )
+from server.front import FrontConfig, command, find_nginx, write
 
 
 def ensure_nginx() -> str:

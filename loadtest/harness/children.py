@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: The development master key (`make master-key`), given to children whose settings name none.
 DEV_MASTER_KEY = ROOT / ".keys" / "master.key"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-from tests.services.apt import ensure_package
+from loadtest.harness.services.apt import ensure_package
 
 
 def _which(*names: str) -> str | None:
