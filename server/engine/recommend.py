@@ -15,6 +15,7 @@ from server.engine.core import EngineCore
 from server.experiments.assignment import unit_of
 from server.experiments.serving import interleave, learned_for, with_pipeline
 from server.recommender import DEFAULT_K, Query
+from server.retrieval.proposals import StateKey, state_key
 from server.stages import StageTimes
 
 
@@ -65,9 +66,7 @@ class Recommending(EngineCore):
         learned = self.models.current if self.models is not None else None
         user = features.user
         # Names the user's state: the fold changes both numbers with every event it applies.
-        user_key = (
-            (user_id, user.events_applied, user.last_seen_ms) if personalize and user is not None else None
-        )
+        user_key = state_key(user_id, user) if personalize and user is not None else None
         times = StageTimes(read=read_done - started) if observer is not None else None
         if self.experiments is not None:
             return self._experiment(query, features, user_key, times, session_id, context_item_id, started)
@@ -80,7 +79,7 @@ class Recommending(EngineCore):
         self,
         query: Query,
         features: RequestFeatures,
-        user_key: object,
+        user_key: StateKey | None,
         times: StageTimes | None,
         session_id: str,
         context_item_id: str,

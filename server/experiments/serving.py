@@ -19,6 +19,7 @@ from server.experiments.interleaving import team_draft
 from server.experiments.store import ExperimentStore
 from server.pipeline import Pipeline
 from server.recommender import Query, Recommendation, Recommender
+from server.retrieval.proposals import StateKey
 from server.retrieval.registry import ModelRegistry
 from server.retrieval.two_tower import TwoTowerRetriever
 
@@ -135,7 +136,7 @@ def interleave(
     query: Query,
     features: RequestFeatures,
     models: ModelRegistry | None,
-    user_key: object,
+    user_key: StateKey | None,
     assignment: Assignment,
     recommendation_id: str,
 ) -> tuple[list[Recommendation], list[str], str]:
