@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from loadtest.ghz_bench import HEALTH, RECOMMEND, Ghz, find_ghz
-from loadtest.shops import load_shop, loaded
 from loadtest.server_metrics import scrape
+from loadtest.shops import load_shop, loaded
 from server.experiments.exposures import ExposureLog, MemoryExposureSink
 from server.process import ServerProcess, free_port
 from server.recommender import Recommendation
