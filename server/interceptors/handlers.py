@@ -12,14 +12,15 @@ from typing import Any, TypeAlias, cast
 
 import grpc
 
+# Quoted: grpc's classes are generic only in their stubs, not at run time.
 #: A registered method's handler; its request and response types vary by method.
-Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 #: The rest of the interceptor chain: the handler of a call's method, or None for an unknown method.
-Continuation: TypeAlias = Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]
+Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]"
 #: A call's context on the asyncio server; its request and response types vary by method.
-Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 #: What an asyncio server runs for a unary-unary call.
-UnaryBehaviour: TypeAlias = Callable[[Any, Context], Awaitable[Any]]
+UnaryBehaviour: TypeAlias = "Callable[[Any, Context], Awaitable[Any]]"
 
 
 def unary_behaviour(handler: Handler) -> UnaryBehaviour:
