@@ -24,13 +24,17 @@ $(STAMP): pyproject.toml
 
 # Python stubs are generated from protos/aisle/v1 (never committed): import them as protos.aisle.v1.*_pb2; the
 # googleapis files under protos/google are only compiled against (googleapis-common-protos has their stubs).
+# grpc_tools writes the modules (*_pb2.py, *_pb2_grpc.py); mypy-protobuf's plugins write their typed stubs
+# (*_pb2.pyi, *_pb2_grpc.pyi, for both sync and grpc.aio use), which `mypy --strict` reads (one generator per file).
 # protos/ is the include root (the files import "aisle/v1/..."), so protoc writes `from aisle.v1 import ...`;
 # sed points those imports at the package they live in, protos.aisle.v1.
 protos: $(STUBS)
 $(STUBS): $(PROTOS) $(STAMP)
-	$(PY) -m grpc_tools.protoc -I protos --python_out=protos --pyi_out=protos --grpc_python_out=protos \
+	$(PY) -m grpc_tools.protoc -I protos --python_out=protos --grpc_python_out=protos \
+	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=quiet:protos \
+	  --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=quiet:protos \
 	  --include_imports --include_source_info --descriptor_set_out=$(DESCRIPTORS) $(PROTOS:protos/%=%)
-	sed -i -E 's/^from aisle\.v1 import /from protos.aisle.v1 import /' protos/aisle/v1/*_pb2*.py protos/aisle/v1/*_pb2.pyi
+	sed -i -E 's/^from aisle\.v1 import /from protos.aisle.v1 import /' protos/aisle/v1/*_pb2*.py protos/aisle/v1/*_pb2*.pyi
 	touch $@
 
 # The contract's checks. buf comes from the Go module proxy, built into .tools/ (the module and build caches
@@ -97,10 +101,13 @@ demo: install master-key
 test: install proto-check lint
 	$(PY) -m pytest -q
 
-# ruff's lint rules and its formatter over every hand-written Python file (generated stubs are excluded).
+# ruff's lint rules and its formatter over every hand-written Python file (generated stubs are excluded), and
+# `mypy --strict` (pyproject.toml [tool.mypy]) over the hand-written packages; it reads the generated stubs' .pyi.
+MYPY_PATHS := server feature_worker trainer clients loadtest
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy $(MYPY_PATHS)
 
 # Development services (Kafka in KRaft mode, Redis; CLUSTER=1: a Redis Cluster of three); addresses go to .services.env.
 services: install
@@ -168,6 +175,6 @@ bench-kafka: install $(BENCH_SHOP)/meta.json
 	$(PY) -m loadtest.redis_memory --shop $(BENCH_SHOP) --copies 10
 
 clean:
-	rm -rf $(VENV) .tools .demo .data .lake .bench .pytest_cache .hypothesis  # .keys is kept: data sealed with it
+	rm -rf $(VENV) .tools .demo .data .lake .bench .pytest_cache .mypy_cache .hypothesis  # .keys is kept: data sealed with it
 	find protos -name '*_pb2*.py*' -delete; rm -f $(STUBS) $(DESCRIPTORS)
 	rm -rf clients/go/aislev1 clients/go/bin clients/java/target clients/node/node_modules

@@ -80,7 +80,7 @@ def _with_token(metadata: Any, token: str) -> list[tuple[str, str | bytes]]:
     return [*kept, ("authorization", f"Bearer {token}")]
 
 
-class BearerInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class BearerInterceptor(grpc.UnaryUnaryClientInterceptor):
     """Adds the current token to every unary call of a blocking channel."""
 
     def __init__(self, source: TokenSource) -> None:
@@ -105,7 +105,7 @@ class BearerInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
         return outcome
 
 
-class AsyncBearerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class AsyncBearerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
     """Adds the current token to every unary call of an asyncio channel; the provider runs in a thread."""
 
     def __init__(self, source: TokenSource) -> None:

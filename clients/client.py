@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Self, TypedDict
 
 import grpc
 
@@ -100,47 +100,73 @@ def recommend_request(
     )
 
 
+class _CallOptions(TypedDict):
+    """The keyword arguments every call gets: its deadline and the bearer token, if any."""
+
+    timeout: float
+    metadata: tuple[tuple[str, str], ...]
+
+
 class _Stubs:
-    def __init__(self, channel: grpc.Channel | grpc.aio.Channel, options: ClientOptions) -> None:
+    """What both clients share: the options and each call's deadline; the channel and stubs are their own."""
+
+    def __init__(self, options: ClientOptions) -> None:
         self.options = options
-        self.channel = channel
-        self.events = events_pb2_grpc.EventServiceStub(channel)
-        self.catalog = catalog_pb2_grpc.CatalogServiceStub(channel)
-        self.users = users_pb2_grpc.UserServiceStub(channel)
-        self.recs = recommendations_pb2_grpc.RecommendationServiceStub(channel)
-        self._read = {"timeout": options.read_timeout_s, "metadata": options.metadata()}
-        self._write = {"timeout": options.write_timeout_s, "metadata": options.metadata()}
+        self._read = _CallOptions(timeout=options.read_timeout_s, metadata=options.metadata())
+        self._write = _CallOptions(timeout=options.write_timeout_s, metadata=options.metadata())
 
 
-def _channel(options: ClientOptions, aio: bool) -> Any:
-    source = (
-        TokenSource(options.token_provider, options.token_refresh_margin_s)
-        if options.token_provider is not None
-        else None
+def _token_source(options: ClientOptions) -> TokenSource | None:
+    if options.token_provider is None:
+        return None
+    return TokenSource(options.token_provider, options.token_refresh_margin_s)
+
+
+def _credentials(options: ClientOptions) -> grpc.ChannelCredentials | None:
+    """TLS credentials when the options carry certificates; None for a plaintext channel."""
+    if options.root_certificates is None and options.certificate_chain is None:
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=options.root_certificates,
+        private_key=options.private_key,
+        certificate_chain=options.certificate_chain,
     )
-    kwargs: dict[str, Any] = {"options": options.channel_options()}
-    if aio and source is not None:
-        kwargs["interceptors"] = [AsyncBearerInterceptor(source)]
-    module: Any = grpc.aio if aio else grpc
-    if options.root_certificates is not None or options.certificate_chain is not None:
-        creds = grpc.ssl_channel_credentials(
-            root_certificates=options.root_certificates,
-            private_key=options.private_key,
-            certificate_chain=options.certificate_chain,
+
+
+def _sync_channel(options: ClientOptions) -> grpc.Channel:
+    creds = _credentials(options)
+    channel = (
+        grpc.secure_channel(options.target, creds, options=options.channel_options())
+        if creds is not None
+        else grpc.insecure_channel(options.target, options=options.channel_options())
+    )
+    source = _token_source(options)
+    return channel if source is None else grpc.intercept_channel(channel, BearerInterceptor(source))
+
+
+def _aio_channel(options: ClientOptions) -> grpc.aio.Channel:
+    source = _token_source(options)
+    interceptors = [AsyncBearerInterceptor(source)] if source is not None else None
+    creds = _credentials(options)
+    if creds is not None:
+        return grpc.aio.secure_channel(
+            options.target, creds, options=options.channel_options(), interceptors=interceptors
         )
-        channel = module.secure_channel(options.target, creds, **kwargs)
-    else:
-        channel = module.insecure_channel(options.target, **kwargs)
-    if not aio and source is not None:
-        channel = grpc.intercept_channel(channel, BearerInterceptor(source))
-    return channel
+    return grpc.aio.insecure_channel(
+        options.target, options=options.channel_options(), interceptors=interceptors
+    )
 
 
 class AisleClient(_Stubs):
     """Blocking client. Use as a context manager, or call `close()`."""
 
     def __init__(self, options: ClientOptions = ClientOptions()) -> None:
-        super().__init__(_channel(options, aio=False), options)
+        super().__init__(options)
+        self.channel = _sync_channel(options)
+        self.events = events_pb2_grpc.EventServiceStub(self.channel)
+        self.catalog = catalog_pb2_grpc.CatalogServiceStub(self.channel)
+        self.users = users_pb2_grpc.UserServiceStub(self.channel)
+        self.recs = recommendations_pb2_grpc.RecommendationServiceStub(self.channel)
 
     def __enter__(self) -> Self:
         return self
@@ -149,55 +175,60 @@ class AisleClient(_Stubs):
         self.close()
 
     def close(self) -> None:
-        self.channel.close()  # type: ignore[call-arg]  # grpc.Channel.close takes no grace
+        self.channel.close()
 
     def track(self, events: Iterable[events_pb2.Event]) -> events_pb2.TrackResponse:
-        return self.events.Track(events_pb2.TrackRequest(events=list(events)), **self._write)  # type: ignore[no-any-return]
+        return self.events.Track(events_pb2.TrackRequest(events=list(events)), **self._write)
 
     def upsert_items(self, items: Iterable[catalog_pb2.Item]) -> int:
         return self.catalog.UpsertItems(
             catalog_pb2.UpsertItemsRequest(items=list(items)), **self._write
-        ).upserted  # type: ignore[no-any-return]
+        ).upserted
 
     def get_item(self, item_id: str) -> catalog_pb2.Item:
-        return self.catalog.GetItem(catalog_pb2.GetItemRequest(item_id=item_id), **self._read)  # type: ignore[no-any-return]
+        return self.catalog.GetItem(catalog_pb2.GetItemRequest(item_id=item_id), **self._read)
 
     def delete_items(self, item_ids: Iterable[str]) -> int:
         return self.catalog.DeleteItems(
             catalog_pb2.DeleteItemsRequest(item_ids=list(item_ids)), **self._write
-        ).deleted  # type: ignore[no-any-return]
+        ).deleted
 
     def upsert_user(self, user: users_pb2.User) -> None:
         self.users.UpsertUser(users_pb2.UpsertUserRequest(user=user), **self._write)
 
     def profile(self, user_id: str) -> users_pb2.Profile:
-        return self.users.GetProfile(users_pb2.GetProfileRequest(user_id=user_id), **self._read)  # type: ignore[no-any-return]
+        return self.users.GetProfile(users_pb2.GetProfileRequest(user_id=user_id), **self._read)
 
     def erase_user(self, user_id: str) -> users_pb2.EraseUserResponse:
         """Erase the customer everywhere; the answer is the receipt (safe to retry: a second one finds nothing)."""
-        return self.users.EraseUser(users_pb2.EraseUserRequest(user_id=user_id), **self._write)  # type: ignore[no-any-return]
+        return self.users.EraseUser(users_pb2.EraseUserRequest(user_id=user_id), **self._write)
 
     def export_user(self, user_id: str) -> users_pb2.ExportUserResponse:
         """Everything held about the customer; `.json` is the document."""
-        return self.users.ExportUser(users_pb2.ExportUserRequest(user_id=user_id), **self._write)  # type: ignore[no-any-return]
+        return self.users.ExportUser(users_pb2.ExportUserRequest(user_id=user_id), **self._write)
 
     def recommend(self, user_id: str, k: int = 10, **kwargs: Any) -> recommendations_pb2.RecommendResponse:
         """Keyword arguments: context_item_id, exclude_item_ids, category_prefix, explain, max_per_category,
         session_id."""
-        return self.recs.Recommend(recommend_request(user_id, k, **kwargs), **self._read)  # type: ignore[no-any-return]
+        return self.recs.Recommend(recommend_request(user_id, k, **kwargs), **self._read)
 
     def similar_items(
         self, item_id: str, k: int = 10, explain: bool = True
     ) -> recommendations_pb2.SimilarItemsResponse:
         request = recommendations_pb2.SimilarItemsRequest(item_id=item_id, k=k, explain=explain)
-        return self.recs.SimilarItems(request, **self._read)  # type: ignore[no-any-return]
+        return self.recs.SimilarItems(request, **self._read)
 
 
 class AsyncAisleClient(_Stubs):
     """asyncio client with the same methods as `AisleClient`, awaited. `async with` or `await close()`."""
 
     def __init__(self, options: ClientOptions = ClientOptions()) -> None:
-        super().__init__(_channel(options, aio=True), options)
+        super().__init__(options)
+        self.channel = _aio_channel(options)
+        self.events = events_pb2_grpc.EventServiceStub(self.channel)
+        self.catalog = catalog_pb2_grpc.CatalogServiceStub(self.channel)
+        self.users = users_pb2_grpc.UserServiceStub(self.channel)
+        self.recs = recommendations_pb2_grpc.RecommendationServiceStub(self.channel)
 
     async def __aenter__(self) -> Self:
         return self
@@ -206,45 +237,45 @@ class AsyncAisleClient(_Stubs):
         await self.close()
 
     async def close(self) -> None:
-        await self.channel.close()  # type: ignore[misc]
+        await self.channel.close()
 
     async def track(self, events: Iterable[events_pb2.Event]) -> events_pb2.TrackResponse:
-        return await self.events.Track(events_pb2.TrackRequest(events=list(events)), **self._write)  # type: ignore[no-any-return]
+        return await self.events.Track(events_pb2.TrackRequest(events=list(events)), **self._write)
 
     async def upsert_items(self, items: Iterable[catalog_pb2.Item]) -> int:
         response = await self.catalog.UpsertItems(
             catalog_pb2.UpsertItemsRequest(items=list(items)), **self._write
         )
-        return response.upserted  # type: ignore[no-any-return]
+        return response.upserted
 
     async def get_item(self, item_id: str) -> catalog_pb2.Item:
-        return await self.catalog.GetItem(catalog_pb2.GetItemRequest(item_id=item_id), **self._read)  # type: ignore[no-any-return]
+        return await self.catalog.GetItem(catalog_pb2.GetItemRequest(item_id=item_id), **self._read)
 
     async def delete_items(self, item_ids: Iterable[str]) -> int:
         response = await self.catalog.DeleteItems(
             catalog_pb2.DeleteItemsRequest(item_ids=list(item_ids)), **self._write
         )
-        return response.deleted  # type: ignore[no-any-return]
+        return response.deleted
 
     async def upsert_user(self, user: users_pb2.User) -> None:
         await self.users.UpsertUser(users_pb2.UpsertUserRequest(user=user), **self._write)
 
     async def profile(self, user_id: str) -> users_pb2.Profile:
-        return await self.users.GetProfile(users_pb2.GetProfileRequest(user_id=user_id), **self._read)  # type: ignore[no-any-return]
+        return await self.users.GetProfile(users_pb2.GetProfileRequest(user_id=user_id), **self._read)
 
     async def erase_user(self, user_id: str) -> users_pb2.EraseUserResponse:
-        return await self.users.EraseUser(users_pb2.EraseUserRequest(user_id=user_id), **self._write)  # type: ignore[no-any-return]
+        return await self.users.EraseUser(users_pb2.EraseUserRequest(user_id=user_id), **self._write)
 
     async def export_user(self, user_id: str) -> users_pb2.ExportUserResponse:
-        return await self.users.ExportUser(users_pb2.ExportUserRequest(user_id=user_id), **self._write)  # type: ignore[no-any-return]
+        return await self.users.ExportUser(users_pb2.ExportUserRequest(user_id=user_id), **self._write)
 
     async def recommend(
         self, user_id: str, k: int = 10, **kwargs: Any
     ) -> recommendations_pb2.RecommendResponse:
-        return await self.recs.Recommend(recommend_request(user_id, k, **kwargs), **self._read)  # type: ignore[no-any-return]
+        return await self.recs.Recommend(recommend_request(user_id, k, **kwargs), **self._read)
 
     async def similar_items(
         self, item_id: str, k: int = 10, explain: bool = True
     ) -> recommendations_pb2.SimilarItemsResponse:
         request = recommendations_pb2.SimilarItemsRequest(item_id=item_id, k=k, explain=explain)
-        return await self.recs.SimilarItems(request, **self._read)  # type: ignore[no-any-return]
+        return await self.recs.SimilarItems(request, **self._read)

@@ -229,4 +229,4 @@ if __name__ == "__main__":
     try:
         main()
     except grpc.RpcError as error:
-        sys.exit(f"demo failed: {error.code().name}: {error.details()}")  # type: ignore[attr-defined]
+        sys.exit(f"demo failed: {error.code().name}: {error.details()}")

@@ -27,7 +27,7 @@ from trainer.data.generated import read_users
 
 
 def block(target: str, users: list[str], calls: int, rng: random.Random, token: str | None) -> list[float]:
-    metadata = [("authorization", f"Bearer {token}")] if token else None
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
     samples = []
     with grpc.insecure_channel(target) as channel:
         call = recommendations_pb2_grpc.RecommendationServiceStub(channel).Recommend

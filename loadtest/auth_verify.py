@@ -26,6 +26,7 @@ from server.auth.keys import ASYMMETRIC, FileKeySource
 from server.auth.ratelimit import RateLimiter
 from server.auth.tokens import TokenVerifier
 from server.interceptors.auth import AuthInterceptor
+from server.interceptors.handlers import Handler
 
 METHOD = "/aisle.v1.RecommendationService/Recommend"
 
@@ -36,11 +37,11 @@ class _Details:
         self.invocation_metadata = (("user-agent", "grpc-python"), ("authorization", f"Bearer {token}"))
 
 
-async def _continuation(details: Any) -> grpc.RpcMethodHandler:
+async def _continuation(details: Any) -> Handler | None:
     return _HANDLER
 
 
-_HANDLER = grpc.unary_unary_rpc_method_handler(lambda request, context: None)
+_HANDLER: Handler = grpc.unary_unary_rpc_method_handler(lambda request, context: None)
 
 
 async def measure(alg: str, calls: int, directory: Path) -> dict[str, float]:

@@ -23,8 +23,8 @@ import numpy as np
 
 from loadtest.ghz_bench import HEALTH, RECOMMEND, Ghz, find_ghz
 from loadtest.harness.server import ServerProcess, free_port
-from loadtest.serve_shop import load
 from loadtest.server_metrics import scrape
+from loadtest.shops import load_shop, loaded
 from server.experiments.exposures import ExposureLog, MemoryExposureSink
 from server.recommender import Recommendation
 from trainer.data.generated import read_meta
@@ -91,7 +91,7 @@ def main() -> None:
         }
         try:
             for server in servers.values():
-                asyncio.run(load(server.target, args.shop))
+                print(loaded(load_shop(server.target, args.shop)), flush=True)
             latencies: dict[bool, list[np.ndarray]] = {True: [], False: []}
             empty: list[np.ndarray] = []
             for r in range(args.rounds):

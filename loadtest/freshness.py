@@ -60,8 +60,8 @@ async def send_all(producer: AIOKafkaProducer, topic: str, records: list[tuple[b
 class Probes:
     """What every probe shares, and the per-stage times it records (seconds from just before send)."""
 
-    stub: recommendations_pb2_grpc.RecommendationServiceStub
-    profiles: users_pb2_grpc.UserServiceStub
+    stub: recommendations_pb2_grpc.RecommendationServiceAsyncStub
+    profiles: users_pb2_grpc.UserServiceAsyncStub
     producer: AIOKafkaProducer
     topic: str
     item: str
@@ -107,8 +107,8 @@ async def measure(
     try:
         async with grpc.aio.insecure_channel(target) as channel:
             probes = Probes(
-                recommendations_pb2_grpc.RecommendationServiceStub(channel),  # type: ignore[no-untyped-call]
-                users_pb2_grpc.UserServiceStub(channel),  # type: ignore[no-untyped-call]
+                recommendations_pb2_grpc.RecommendationServiceStub(channel),
+                users_pb2_grpc.UserServiceStub(channel),
                 producer,
                 topics.events,
                 item,

@@ -36,7 +36,7 @@ WARMUP = 50
 
 
 def grpc_block(target: str, users: list[str], token: str) -> list[float]:
-    metadata = [("authorization", f"Bearer {token}")]
+    metadata = (("authorization", f"Bearer {token}"),)
     samples = []
     with grpc.insecure_channel(target) as channel:
         call = recommendations_pb2_grpc.RecommendationServiceStub(channel).Recommend

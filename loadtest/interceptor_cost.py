@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 
 from server.interceptors.errors import ErrorInterceptor
+from server.interceptors.handlers import Handler
 from server.interceptors.metrics import MetricsInterceptor
 from server.metrics import ServerMetrics
 from server.stages import StageTimes
@@ -49,7 +50,7 @@ def _best_us(run: Callable[[], None], calls: int, repeats: int = 5) -> float:
 
 
 async def _chains(calls: int) -> dict[str, float]:
-    handler = grpc.unary_unary_rpc_method_handler(_handler)
+    handler: Handler = grpc.unary_unary_rpc_method_handler(_handler)
     context, details = _Context(), _Details()
     errors = ErrorInterceptor(4 * 1024 * 1024)
     metrics = MetricsInterceptor(ServerMetrics())

@@ -59,11 +59,11 @@ class Shopper(User):
     def on_stop(self) -> None:
         self.channel.close()
 
-    def _track(self, etype: int, item_id: str) -> None:
+    def _track(self, etype: events_pb2.EventType.ValueType, item_id: str) -> None:
         event = events_pb2.Event(
             event_id=uuid.uuid4().hex,
             type=etype,
-            user_id=self.user_id,  # type: ignore[arg-type]
+            user_id=self.user_id,
             item_id=item_id,
         )
         timed("Track", self.events.Track, events_pb2.TrackRequest(events=[event]))

@@ -27,6 +27,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 import redis.asyncio as aioredis
 
@@ -108,8 +109,9 @@ async def read_path(shop: Path, redis_url: str, n_users: int, rounds: int) -> No
 
     # Pure CPU: opening one customer's sealed features (the key cached), beside decoding them.
     assert sealed.vault is not None
-    blobs = await sealed.client.mget([f"u1{{{u}}}" for u in users])
-    wrapped = await sealed.client.mget([f"x1{{{u}}}" for u in users])
+    # Every sampled customer's features and wrapped key were just written (bytes: the client does not decode).
+    blobs = cast(list[bytes], await sealed.client.mget([f"u1{{{u}}}" for u in users]))
+    wrapped = cast(list[bytes], await sealed.client.mget([f"x1{{{u}}}" for u in users]))
     plain = [
         open_sealed(sealed.vault.cipher(u, w), u, FEATURES, b)
         for u, w, b in zip(users, wrapped, blobs, strict=True)

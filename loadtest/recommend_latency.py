@@ -45,7 +45,7 @@ def measure(
 ) -> str:
     """The client's summary, and the server's breakdown of the same calls when `metrics_url` is given."""
     rng = random.Random(seed)
-    metadata = [("authorization", f"Bearer {token}")] if token else None
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
     before = None
     with grpc.insecure_channel(target) as channel:
         stub = recommendations_pb2_grpc.RecommendationServiceStub(channel)

@@ -49,6 +49,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import grpc
 import redis
@@ -221,7 +222,7 @@ class Soak:
                     events_pb2.Event(
                         event_id=f"p{index}-{n}",
                         type=rng.choice(TYPES),
-                        user_id=rng.choice(mine),  # type: ignore[arg-type]
+                        user_id=rng.choice(mine),
                         item_id=rng.choice(self.usable),
                         ts_ms=now_ms - (rng.randrange(300_000) if rng.random() < 0.05 else 0),
                         price=rng.choice([4.0, 12.5, 30.0]),
@@ -446,7 +447,8 @@ class Soak:
                     capped += 1
                     continue
                 raw = await store.client.zrange(keys.covis(item_id), 0, -1, withscores=True)
-                if {k.decode(): v for k, v in raw} != neighbours:
+                # redis-py types the reply as any of zrange's shapes; withscores=True is (member, score) pairs.
+                if {k.decode(): v for k, v in cast(list[tuple[bytes, float]], raw)} != neighbours:
                     problems.append(f"co-visitation of {item_id} differs")
                     break
             self.capped = (capped, len(expected.features.covis))

@@ -7,7 +7,7 @@ import math
 from feature_worker.decay import DAY_MS, scale_at
 from feature_worker.fold import FoldConfig
 from feature_worker.state import UserState
-from protos.aisle.v1 import users_pb2
+from protos.aisle.v1 import events_pb2, users_pb2
 
 TOP_AFFINITIES = 10
 #: Loyalty: recency halves every 30 days; frequency and spend saturate around 5 orders and 250 units.
@@ -21,7 +21,7 @@ def loyalty_score(state: UserState, now_ms: int) -> float:
     if state.purchase_count == 0:
         return 0.0
     days = max(0.0, (now_ms - state.last_purchase_ms) / DAY_MS)
-    recency = 0.5 ** (days / RECENCY_HALF_LIFE_DAYS)
+    recency: float = 0.5 ** (days / RECENCY_HALF_LIFE_DAYS)  # float ** float is typed Any (it may be complex)
     frequency = 1.0 - math.exp(-state.purchase_count / FREQUENCY_SCALE)
     monetary = 1.0 - math.exp(-max(0.0, state.monetary) / MONETARY_SCALE)
     return (recency + frequency + monetary) / 3.0
@@ -42,8 +42,8 @@ def build_profile(
         return profile
     scale = scale_at(now_ms, config.half_life_ms)
     profile.recent.extend(
-        users_pb2.Interaction(type=etype, item_id=item, ts_ms=ts)
-        for ts, etype, item in reversed(state.recent)  # type: ignore[arg-type]
+        users_pb2.Interaction(type=events_pb2.EventType.ValueType(etype), item_id=item, ts_ms=ts)
+        for ts, etype, item in reversed(state.recent)
     )
     profile.cart_item_ids.extend(state.cart_items())
     profile.purchased_item_ids.extend(

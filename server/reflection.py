@@ -11,11 +11,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor_pool import DescriptorPool
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from grpc_reflection.v1alpha._async import ReflectionServicer
 
 
-class MethodAwareReflectionServicer(ReflectionServicer):  # type: ignore[misc]
+class MethodAwareReflectionServicer(ReflectionServicer):
+    # Set by grpc's BaseReflectionServicer.__init__; its stubs leave the private attribute out.
+    _pool: DescriptorPool
+
     def _file_containing_symbol(self, request: Any, fully_qualified_name: str) -> Any:
         try:
             self._pool.FindFileContainingSymbol(fully_qualified_name)
@@ -27,10 +31,13 @@ class MethodAwareReflectionServicer(ReflectionServicer):  # type: ignore[misc]
                 descriptor = None
             if descriptor is not None and method in descriptor.methods_by_name:
                 fully_qualified_name = service
-        return super()._file_containing_symbol(request, fully_qualified_name)
+        # A private method of grpc's servicer (the one this class exists to override), absent from its stubs.
+        return super()._file_containing_symbol(request, fully_qualified_name)  # type: ignore[misc]
 
 
 def enable_reflection(service_names: Sequence[str], server: grpc.aio.Server) -> None:
     """Serve reflection (grpc.reflection.v1alpha) for these services and reflection itself."""
     names = (*service_names, reflection.SERVICE_NAME)
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(MethodAwareReflectionServicer(names), server)
+    servicer = MethodAwareReflectionServicer(names)
+    # types-grpcio-reflection leaves this generated function's parameters unannotated.
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]

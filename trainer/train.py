@@ -216,7 +216,7 @@ def fit(model: TwoTower, data: Prepared, params: TrainParams, log: Log = print) 
                 logits = hidden @ model.item_vectors()[1:].T
                 loss = functional.cross_entropy(logits, targets - 1)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
+            loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
             optimizer.step()
             total_loss += float(loss.detach()) * len(targets)
             total_positions += len(targets)

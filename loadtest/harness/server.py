@@ -70,7 +70,8 @@ class ServerProcess(ChildProcess):
             "server",
         )
         with self.channel() as channel:
-            health_pb2_grpc.HealthStub(channel).Check(
+            # types-grpcio-health-checking declares HealthStub without its methods.
+            health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]
                 health_pb2.HealthCheckRequest(), timeout=10, wait_for_ready=True
             )
         return self

@@ -37,7 +37,7 @@ class Gateway:
     settings: GatewaySettings
     table: list[Route] = field(default_factory=routes)
     channel: grpc.aio.Channel | None = None
-    calls: dict[str, grpc.aio.UnaryUnaryMultiCallable] = field(default_factory=dict)
+    calls: dict[str, grpc.aio.UnaryUnaryMultiCallable[Message, Message]] = field(default_factory=dict)
 
     async def open(self) -> None:
         self.channel = grpc.aio.insecure_channel(

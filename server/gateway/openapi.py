@@ -15,6 +15,7 @@ from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
 import protos.aisle.v1
+from server.gateway.descriptors import enum_type, message_type, owner
 from server.gateway.routes import Route
 
 DESCRIPTOR_SET = Path(protos.aisle.v1.__file__).resolve().parent / "descriptors.binpb"
@@ -124,7 +125,7 @@ def document(routes: list[Route], version: str, notes: dict[str, str] | None = N
             body_type = (
                 method.input_type
                 if route.body == "*"
-                else method.input_type.fields_by_name[route.body].message_type
+                else message_type(method.input_type.fields_by_name[route.body])
             )
             operation["requestBody"] = {"required": True, "content": _json(_ref(body_type, notes, schemas))}
         paths.setdefault(route.template, {})[route.http_method.lower()] = operation
@@ -209,12 +210,12 @@ def _field_schema(field: FieldDescriptor, notes: dict[str, str], schemas: dict[s
         return {
             "type": "object",
             "additionalProperties": _single_schema(value, notes, schemas),
-            "description": notes.get(f"{field.containing_type.full_name}.{field.name}", ""),
+            "description": notes.get(f"{owner(field).full_name}.{field.name}", ""),
         }
     schema = _single_schema(field, notes, schemas)
     if field.is_repeated:
         schema = {"type": "array", "items": schema}
-    description = notes.get(f"{field.containing_type.full_name}.{field.name}", "")
+    description = notes.get(f"{owner(field).full_name}.{field.name}", "")
     if "$ref" in schema:  # OpenAPI 3.0 ignores siblings of $ref: wrap it to keep the field's description
         return {"allOf": [schema], "description": description}
     return {**schema, "description": description}
@@ -222,9 +223,9 @@ def _field_schema(field: FieldDescriptor, notes: dict[str, str], schemas: dict[s
 
 def _single_schema(field: FieldDescriptor, notes: dict[str, str], schemas: dict[str, Any]) -> dict[str, Any]:
     if field.type == FieldDescriptor.TYPE_MESSAGE:
-        return _ref(field.message_type, notes, schemas)
+        return _ref(message_type(field), notes, schemas)
     if field.type == FieldDescriptor.TYPE_ENUM:
-        return _enum(field.enum_type, notes, schemas)
+        return _enum(enum_type(field), notes, schemas)
     return dict(_SCALARS[field.type])
 
 

@@ -17,12 +17,14 @@ import base64
 import binascii
 import math
 from collections.abc import Iterable, Sequence
+from typing import cast
 from urllib.parse import unquote
 
 from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from server.gateway.descriptors import enum_type
 from server.gateway.routes import Route
 
 Problem = tuple[str, str]
@@ -97,7 +99,7 @@ def _set_path(message: Message, field_path: str, values: list[str], problems: li
     names = field_path.split(".")
     target = message
     for depth, name in enumerate(names):
-        field = _field(target.DESCRIPTOR, name)
+        field = _field(_descriptor(target), name)
         if field is None:
             problems.append((field_path, f"is not a field of {target.DESCRIPTOR.full_name}"))
             return
@@ -121,6 +123,12 @@ def _set_path(message: Message, field_path: str, values: list[str], problems: li
             problems.append((field_path, "is not repeated but was given more than once"))
         else:
             setattr(target, field.name, converted[0])
+
+
+def _descriptor(message: Message) -> Descriptor:
+    """The message's descriptor. protobuf's stubs also allow upb's own descriptor class here; at run time the
+    public `Descriptor` is that class whenever upb is the backend, so they are one type."""
+    return cast(Descriptor, message.DESCRIPTOR)
 
 
 def _field(descriptor: Descriptor, name: str) -> FieldDescriptor | None:
@@ -168,10 +176,11 @@ def _scalar(field: FieldDescriptor, text: str) -> object:
             return False
         raise ValueError(f"is not true or false: {text[:32]!r}")
     if kind == FieldDescriptor.CPPTYPE_ENUM:
-        by_name = field.enum_type.values_by_name.get(text)
+        enum = enum_type(field)
+        by_name = enum.values_by_name.get(text)
         if by_name is not None:
             return by_name.number
-        if text.lstrip("-").isdigit() and int(text) in field.enum_type.values_by_number:
+        if text.lstrip("-").isdigit() and int(text) in enum.values_by_number:
             return int(text)
-        raise ValueError(f"is not a {field.enum_type.name}: {text[:32]!r}")
+        raise ValueError(f"is not a {enum.name}: {text[:32]!r}")
     raise ValueError("cannot be set from the query string")

@@ -18,7 +18,7 @@ interceptor at all: the server runs open and says so at start-up.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -33,10 +33,9 @@ from server.auth.ratelimit import RateLimiter
 from server.auth.tokens import Principal, TokenVerifier
 from server.config import ServerSettings
 from server.interceptors.errors import to_status
+from server.interceptors.handlers import Context, Continuation, Handler, unary_behaviour
 
 log = logging.getLogger(__name__)
-
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
 
 
 def _authorization(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
@@ -49,11 +48,11 @@ def _authorization(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
     return values[0]
 
 
-def _refusal(handler: grpc.RpcMethodHandler | None, error: AisleError) -> grpc.RpcMethodHandler:
+def _refusal(handler: Handler | None, error: AisleError) -> Handler:
     """A handler of the same kind as `handler` that answers `error` without reading the request."""
     status = to_status(error)
 
-    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+    async def refuse(request: Any, context: Context) -> None:
         await context.abort_with_status(status)
 
     def ignore(data: bytes) -> None:
@@ -69,16 +68,16 @@ def _refusal(handler: grpc.RpcMethodHandler | None, error: AisleError) -> grpc.R
     return grpc.stream_stream_rpc_method_handler(refuse, ignore, serialize)
 
 
-def _with_principal(
-    handler: grpc.RpcMethodHandler, principal: Principal, method: str
-) -> grpc.RpcMethodHandler:
+def _with_principal(handler: Handler, principal: Principal, method: str) -> Handler:
     """`handler` run with `CALLER` set; for a user-bound token, refusing a request that acts for another customer
     than the token's before the method runs."""
-    behaviour = handler.unary_unary
-    if behaviour is None:  # every aisle.v1 method is unary; anything else is refused rather than guessed
+    if (
+        handler.unary_unary is None
+    ):  # every aisle.v1 method is unary; anything else is refused rather than guessed
         return _refusal(handler, PermissionDenied("this method cannot be called with this token"))
+    behaviour = unary_behaviour(handler)
 
-    async def bound(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def bound(request: Any, context: Context) -> Any:
         # An unparsable request is not a Message: the error interceptor inside answers INVALID_ARGUMENT.
         if principal.user is not None and isinstance(request, Message):
             try:
@@ -107,13 +106,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> Handler | None:
         method = handler_call_details.method
         handler = await continuation(handler_call_details)
         if is_open(method):
             return handler
         try:
-            authorization = _authorization(handler_call_details.invocation_metadata)  # type: ignore[attr-defined]
+            authorization = _authorization(handler_call_details.invocation_metadata)
             principal = await self.verifier.verify(authorization)
             authorize(principal, method)
             if self.limiter is not None:

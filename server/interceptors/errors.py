@@ -17,6 +17,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from feature_worker.errors import AisleError, InvalidArgument
+from server.interceptors.handlers import Context, Handler, unary_behaviour
 from server.interceptors.wrapping import WrappingInterceptor
 
 log = logging.getLogger(__name__)
@@ -70,8 +71,8 @@ class ErrorInterceptor(WrappingInterceptor):
         super().__init__()
         self.max_request_bytes = max_request_bytes
 
-    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        behaviour = handler.unary_unary
+    def _wrap(self, method: str, handler: Handler) -> Handler:
+        behaviour = unary_behaviour(handler)
         parse = handler.request_deserializer
         limit = self.max_request_bytes
 
@@ -83,7 +84,7 @@ class ErrorInterceptor(WrappingInterceptor):
             except DecodeError:
                 return _Undecodable("is not a valid protobuf message of the method's request type")
 
-        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def guarded(request: Any, context: Context) -> Any:
             try:
                 if isinstance(request, _Undecodable):
                     raise request.error

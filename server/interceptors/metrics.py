@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 
+from server.interceptors.handlers import Context, Handler, unary_behaviour
 from server.interceptors.wrapping import WrappingInterceptor
 from server.metrics import ServerMetrics
 
@@ -38,13 +39,13 @@ class MetricsInterceptor(WrappingInterceptor):
         super().__init__()
         self.metrics = metrics
 
-    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        behaviour = handler.unary_unary
+    def _wrap(self, method: str, handler: Handler) -> Handler:
+        behaviour = unary_behaviour(handler)
         observe = self.metrics.handling.observe
         clock = time.perf_counter
         labels_ok = (method, "OK")
 
-        async def timed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def timed(request: Any, context: Context) -> Any:
             started = clock()
             try:
                 response = await behaviour(request, context)

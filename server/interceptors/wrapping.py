@@ -8,22 +8,23 @@ call of the hot path.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Awaitable, Callable
 
 import grpc
+
+from server.interceptors.handlers import Continuation, Handler
 
 
 class WrappingInterceptor(grpc.aio.ServerInterceptor):
     """Subclasses say how to wrap one method's handler (`_wrap`); this class caches the result per method."""
 
     def __init__(self) -> None:
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Continuation,
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
@@ -36,5 +37,5 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     @abstractmethod
-    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def _wrap(self, method: str, handler: Handler) -> Handler:
         """The handler to serve ``method`` with, around ``handler`` (a unary-unary one)."""

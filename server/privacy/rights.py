@@ -21,9 +21,10 @@ import asyncio
 import json
 import time
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from feature_worker.errors import AisleError, InvalidArgument
 from feature_worker.lake.erasures import ErasureQueue
@@ -181,16 +182,16 @@ class CustomerRights:
             exported_at_ms=document["exported_at_ms"],
         )
 
-    async def _export(self, user_id: str) -> dict[str, object]:
+    async def _export(self, user_id: str) -> _Export:
         engine = self.engine
         profile = await engine.profile(user_id)
         record = engine.users.get(user_id)
         events = await engine.ingest.held_events(user_id)
 
-        def as_dict(message: object) -> dict[str, object]:
+        def as_dict(message: Message) -> dict[str, Any]:
             return json_format.MessageToDict(
                 message,
-                preserving_proto_field_name=True,  # type: ignore[arg-type]
+                preserving_proto_field_name=True,
                 always_print_fields_with_no_presence=True,
             )
 
@@ -203,6 +204,18 @@ class CustomerRights:
             "events": [as_dict(event) for event in events],
             "events_held_in": engine.ingest.events_held_in,
         }
+
+
+class _Export(TypedDict):
+    """The export document (`ExportUserResponse.json`); the messages as proto3 JSON with field names as declared."""
+
+    format: str
+    user_id: str
+    exported_at_ms: int
+    user: dict[str, Any] | None
+    profile: dict[str, Any]
+    events: list[dict[str, Any]]
+    events_held_in: str
 
 
 def _check(user_id: str) -> None:

@@ -11,7 +11,9 @@ class EventService(events_pb2_grpc.EventServiceServicer):
         self.engine = engine
 
     async def Track(
-        self, request: events_pb2.TrackRequest, context: grpc.aio.ServicerContext
+        self,
+        request: events_pb2.TrackRequest,
+        context: grpc.aio.ServicerContext[events_pb2.TrackRequest, events_pb2.TrackResponse],
     ) -> events_pb2.TrackResponse:
         result = await self.engine.track(request.events)
         return events_pb2.TrackResponse(

@@ -20,7 +20,11 @@ class RecommendationService(recommendations_pb2_grpc.RecommendationServiceServic
         self.engine = engine
 
     async def Recommend(
-        self, request: recommendations_pb2.RecommendRequest, context: grpc.aio.ServicerContext
+        self,
+        request: recommendations_pb2.RecommendRequest,
+        context: grpc.aio.ServicerContext[
+            recommendations_pb2.RecommendRequest, recommendations_pb2.RecommendResponse
+        ],
     ) -> recommendations_pb2.RecommendResponse:
         answer = await self.engine.recommend(
             request.user_id,
@@ -40,7 +44,11 @@ class RecommendationService(recommendations_pb2_grpc.RecommendationServiceServic
         )
 
     async def SimilarItems(
-        self, request: recommendations_pb2.SimilarItemsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: recommendations_pb2.SimilarItemsRequest,
+        context: grpc.aio.ServicerContext[
+            recommendations_pb2.SimilarItemsRequest, recommendations_pb2.SimilarItemsResponse
+        ],
     ) -> recommendations_pb2.SimilarItemsResponse:
         answer = await self.engine.similar(
             request.item_id,

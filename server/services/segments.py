@@ -18,7 +18,11 @@ class SegmentService(segments_pb2_grpc.SegmentServiceServicer):
         self.engine = engine
 
     async def ExportRecommendations(
-        self, request: segments_pb2.ExportRecommendationsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: segments_pb2.ExportRecommendationsRequest,
+        context: grpc.aio.ServicerContext[
+            segments_pb2.ExportRecommendationsRequest, segments_pb2.ExportRecommendationsResponse
+        ],
     ) -> AsyncIterator[segments_pb2.ExportRecommendationsResponse]:
         # The error interceptor wraps unary calls only: a streaming call maps its domain errors here.
         try:

@@ -18,23 +18,31 @@ class UserService(users_pb2_grpc.UserServiceServicer):
         self.engine = engine
 
     async def UpsertUser(
-        self, request: users_pb2.UpsertUserRequest, context: grpc.aio.ServicerContext
+        self,
+        request: users_pb2.UpsertUserRequest,
+        context: grpc.aio.ServicerContext[users_pb2.UpsertUserRequest, users_pb2.UpsertUserResponse],
     ) -> users_pb2.UpsertUserResponse:
         await self.engine.upsert_user(request.user)
         return users_pb2.UpsertUserResponse()
 
     async def GetProfile(
-        self, request: users_pb2.GetProfileRequest, context: grpc.aio.ServicerContext
+        self,
+        request: users_pb2.GetProfileRequest,
+        context: grpc.aio.ServicerContext[users_pb2.GetProfileRequest, users_pb2.Profile],
     ) -> users_pb2.Profile:
         return await self.engine.profile(request.user_id)
 
     async def EraseUser(
-        self, request: users_pb2.EraseUserRequest, context: grpc.aio.ServicerContext
+        self,
+        request: users_pb2.EraseUserRequest,
+        context: grpc.aio.ServicerContext[users_pb2.EraseUserRequest, users_pb2.EraseUserResponse],
     ) -> users_pb2.EraseUserResponse:
         return await self._rights().erase(request.user_id, caller(), context.peer())
 
     async def ExportUser(
-        self, request: users_pb2.ExportUserRequest, context: grpc.aio.ServicerContext
+        self,
+        request: users_pb2.ExportUserRequest,
+        context: grpc.aio.ServicerContext[users_pb2.ExportUserRequest, users_pb2.ExportUserResponse],
     ) -> users_pb2.ExportUserResponse:
         return await self._rights().export(request.user_id, caller(), context.peer())
 

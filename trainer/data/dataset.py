@@ -62,7 +62,7 @@ def make_event(
     path: Path,
     line: int,
     event_id: str,
-    etype: events_pb2.EventType,
+    etype: events_pb2.EventType.ValueType,
     user_id: str,
     item_id: str,
     ts_ms: int,

@@ -125,7 +125,7 @@ def _parse_event_row(path: Path, line: int, row: list[str]) -> events_pb2.Event:
         raise DataFormatError(path, line, f"{type_name} event without item_id")
     event = events_pb2.Event(
         event_id=event_id,
-        type=type_name,
+        type=event_type,
         user_id=user_id,
         session_id=session_id,
         item_id=item_id,

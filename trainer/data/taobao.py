@@ -16,7 +16,7 @@ from trainer.data.dataset import Dataset, make_event, make_item, parse_int, sort
 from trainer.data.errors import DataFormatError
 
 FILE = "UserBehavior.csv"
-BEHAVIOURS: dict[str, events_pb2.EventType] = {
+BEHAVIOURS: dict[str, events_pb2.EventType.ValueType] = {
     "pv": events_pb2.VIEW,
     "fav": events_pb2.CLICK,
     "cart": events_pb2.ADD_TO_CART,

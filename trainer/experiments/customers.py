@@ -61,7 +61,7 @@ class Customers:
         b = self.behaviour
         taste = self.taste[i]
         positions = np.arange(len(categories))
-        p = (
+        p: npt.NDArray[np.float64] = (  # float ** array is typed Any
             b.base_ctr
             * self.engagement[i]
             * len(taste)

@@ -36,7 +36,7 @@ def read_exposures(lake: Path | str, experiment: str) -> pd.DataFrame:
     """Exposures of `experiment`: one row per answer, with `variant` (its variant in this experiment) and `unit`
     (user id, else "session:" + session id)."""
     table = DeltaTable(table_uri(lake, EXPOSURES)).to_pyarrow_table()
-    frame = table.to_pandas()
+    frame: pd.DataFrame = table.to_pandas()  # pyarrow is untyped (see pyproject.toml)
     if frame.empty:
         return frame.assign(variant=pd.Series(dtype=str), unit=pd.Series(dtype=str))
     variant = frame["experiments"].map(lambda pairs: dict(pairs or []).get(experiment))
@@ -51,7 +51,9 @@ def read_exposures(lake: Path | str, experiment: str) -> pd.DataFrame:
 def read_events(lake: Path | str, units: set[str] | None = None) -> pd.DataFrame:
     """Events from the lake (duplicates by event id dropped), with `unit` and `revenue` (price x quantity for
     purchases); only those of `units` when given."""
-    frame = DeltaTable(table_uri(lake, "events")).to_pyarrow_table(columns=EVENT_COLUMNS).to_pandas()
+    frame: pd.DataFrame = (
+        DeltaTable(table_uri(lake, "events")).to_pyarrow_table(columns=EVENT_COLUMNS).to_pandas()
+    )
     frame = frame.drop_duplicates("event_id")
     frame["unit"] = np.where(
         frame["user_id"] != "", frame["user_id"], "session:" + frame["session_id"].fillna("")
@@ -82,10 +84,14 @@ def attribute(exposures: pd.DataFrame, events: pd.DataFrame, window_ms: int) -> 
         per_event = outcomes.groupby("event_id")["item"].transform("size")
         outcomes["revenue"] = outcomes["revenue"] / per_event
     shown = exposures[["recommendation_id", "unit", "ts_ms", "variant", "item_ids", "teams"]].copy()
-    shown["pairs"] = [
-        list(zip(items, teams if teams is not None and len(teams) else [""] * len(items)))
-        for items, teams in zip(shown["item_ids"], shown["teams"])
-    ]
+    shown["pairs"] = pd.Series(
+        [
+            list(zip(items, teams if teams is not None and len(teams) else [""] * len(items)))
+            for items, teams in zip(shown["item_ids"], shown["teams"])
+        ],
+        index=shown.index,
+        dtype=object,
+    )
     exploded = shown.explode("pairs").dropna(subset=["pairs"])
     exploded["item"] = exploded["pairs"].map(lambda p: p[0])
     exploded["team"] = exploded["pairs"].map(lambda p: p[1])
@@ -130,11 +136,16 @@ def pre_period(events: pd.DataFrame, first_exposure: pd.Series, days: float) -> 
     start = events["unit"].map(first_exposure)
     before = events[(events["ts_ms"] < start) & (events["ts_ms"] >= start - days * 86_400_000)]
     grouped = before.groupby("unit")
+
+    def count(kind: str) -> pd.Series:
+        """Per unit, how many of its pre-period events are of this type."""
+        return (before["type"] == kind).groupby(before["unit"]).sum()
+
     out = pd.DataFrame(
         {
-            "pre_clicks": grouped.apply(lambda g: (g["type"] == "CLICK").sum(), include_groups=False),
-            "pre_carts": grouped.apply(lambda g: (g["type"] == "ADD_TO_CART").sum(), include_groups=False),
-            "pre_purchases": grouped.apply(lambda g: (g["type"] == "PURCHASE").sum(), include_groups=False),
+            "pre_clicks": count("CLICK"),
+            "pre_carts": count("ADD_TO_CART"),
+            "pre_purchases": count("PURCHASE"),
             "pre_revenue": grouped["revenue"].sum(),
             "pre_events": grouped.size(),
         }

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -231,7 +232,7 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
             else tuple(sorted({t for ts in exposures["teams"] for t in ts}))[:2]
         )
         report["mode"] = "interleaving"
-        report["interleaving"] = interleaving_result(exposures, events, window_ms, args.alpha, teams)  # type: ignore[arg-type]
+        report["interleaving"] = interleaving_result(exposures, events, window_ms, args.alpha, teams)
         return report
     report["mode"] = "ab"
     units = units_frame(exposures, events, window_ms, args.pre_days)
@@ -243,7 +244,7 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
 def _fmt(ci: dict[str, float], pct: bool) -> str:
     if ci is None or math.isnan(ci.get("mean", math.nan)):
         return "–"
-    f = (lambda x: f"{100 * x:.2f}%") if pct else (lambda x: f"{x:.4g}")
+    f: Callable[[float], str] = (lambda x: f"{100 * x:.2f}%") if pct else (lambda x: f"{x:.4g}")
     return f"{f(ci['mean'])} [{f(ci['low'])}, {f(ci['high'])}]"
 
 

@@ -103,12 +103,14 @@ def _catalog(
     ]
 
 
-def _event(etype: int, user: str, item: str, ts_ms: int, **fields: Any) -> events_pb2.Event:
+def _event(
+    etype: events_pb2.EventType.ValueType, user: str, item: str, ts_ms: int, **fields: Any
+) -> events_pb2.Event:
     return events_pb2.Event(
         event_id=uuid.uuid4().hex,
         type=etype,
         user_id=user,
-        item_id=item,  # type: ignore[arg-type]
+        item_id=item,
         ts_ms=ts_ms,
         **fields,
     )

@@ -55,6 +55,10 @@ def _module(n_features: int, params: RankerParams, mean: np.ndarray, scale: np.n
     from torch import nn
 
     class MLP(nn.Module):
+        # Buffers (register_buffer below): typed here, since nn.Module's attribute lookup says Tensor | Module.
+        mean: torch.Tensor
+        scale: torch.Tensor
+
         def __init__(self) -> None:
             super().__init__()
             self.register_buffer("mean", torch.from_numpy(mean.astype(np.float32)))
@@ -145,7 +149,7 @@ def fit_ranker(
             logits = logits.masked_fill(~mask, -1e9)
             loss = functional.cross_entropy(logits, torch.from_numpy(train.target[lists]))
             optimizer.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
             optimizer.step()
             total += float(loss.detach()) * len(lists)
         module.eval()
