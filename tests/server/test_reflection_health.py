@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -14,14 +16,19 @@ def reflect(
 ) -> reflection_pb2.ServerReflectionResponse:
     with grpc.insecure_channel(target) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        return next(iter(stub.ServerReflectionInfo(iter([request]), timeout=10)))
+        # types-grpcio-reflection declares the method as an `Incomplete` that mypy cannot call.
+        answers: Iterator[reflection_pb2.ServerReflectionResponse] = stub.ServerReflectionInfo(  # type: ignore[operator]
+            iter([request]), timeout=10
+        )
+        return next(iter(answers))
 
 
 def test_health_reports_serving_for_each_service(server: ServerProcess) -> None:
     with grpc.insecure_channel(server.target) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         for service in ("", "aisle.v1.RecommendationService", "aisle.v1.EventService"):
-            status = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
+            # types-grpcio-health-checking's HealthStub declares no methods.
+            status = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status  # type: ignore[attr-defined]
             assert status == health_pb2.HealthCheckResponse.SERVING
 
 
