@@ -150,7 +150,8 @@ def test_every_method_of_the_table_is_exercised(shop: Shop) -> None:
 
 def test_health_and_reflection_stay_open(channel: grpc.Channel, auth_server: ServerProcess) -> None:
     # types-grpcio-health-checking's HealthStub declares no methods.
-    status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10).status  # type: ignore[attr-defined]
+    check = health_pb2_grpc.HealthStub(channel).Check  # type: ignore[attr-defined]
+    status = check(health_pb2.HealthCheckRequest(), timeout=10).status
     assert status == health_pb2.HealthCheckResponse.SERVING
     listed = reflect(auth_server.target, reflection_pb2.ServerReflectionRequest(list_services=""))
     assert "aisle.v1.RecommendationService" in {s.name for s in listed.list_services_response.service}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -17,10 +15,9 @@ def reflect(
     with grpc.insecure_channel(target) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         # types-grpcio-reflection declares the method as an `Incomplete` that mypy cannot call.
-        answers: Iterator[reflection_pb2.ServerReflectionResponse] = stub.ServerReflectionInfo(  # type: ignore[operator]
-            iter([request]), timeout=10
-        )
-        return next(iter(answers))
+        answers = stub.ServerReflectionInfo(iter([request]), timeout=10)  # type: ignore[operator]
+        first: reflection_pb2.ServerReflectionResponse = next(iter(answers))
+        return first
 
 
 def test_health_reports_serving_for_each_service(server: ServerProcess) -> None:
@@ -28,7 +25,8 @@ def test_health_reports_serving_for_each_service(server: ServerProcess) -> None:
         health = health_pb2_grpc.HealthStub(channel)
         for service in ("", "aisle.v1.RecommendationService", "aisle.v1.EventService"):
             # types-grpcio-health-checking's HealthStub declares no methods.
-            status = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status  # type: ignore[attr-defined]
+            check = health.Check  # type: ignore[attr-defined]
+            status = check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
             assert status == health_pb2.HealthCheckResponse.SERVING
 
 

@@ -172,7 +172,8 @@ def test_the_front_serves_tls_1_3(front: NginxFront, certs: CertFiles, signing_k
     assert handshake(front.port, certs, ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
     with grpc.secure_channel(front.target, tls_credentials(certs)) as channel:
         # types-grpcio-health-checking's HealthStub declares no methods.
-        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)  # type: ignore[attr-defined]
+        check = health_pb2_grpc.HealthStub(channel).Check  # type: ignore[attr-defined]
+        health = check(health_pb2.HealthCheckRequest(), timeout=10)
         assert health.status == health_pb2.HealthCheckResponse.SERVING
         token = mint(signing_key, ["recommendations:read"])
         assert status_of(channel, [("authorization", f"Bearer {token}")]) == grpc.StatusCode.OK

@@ -103,7 +103,7 @@ def test_save_and_load_keep_the_scores(tmp_path: Path) -> None:
 def test_a_refit_is_the_same() -> None:
     events = events_of(chains())
     first, second = fit(events), fit(events)
-    # scipy-stubs declare no `!=` for sparse matrices (so object's, a bool); it is elementwise, a sparse matrix.
+    # scipy-stubs declare no `!=` for sparse matrices, so mypy takes object's (a bool); it is elementwise.
     assert (first.neighbours != second.neighbours).nnz == 0  # type: ignore[attr-defined]
 
 
