@@ -103,7 +103,7 @@ test: install proto-check lint
 
 # ruff's lint rules and its formatter over every hand-written Python file (generated stubs are excluded), and
 # `mypy --strict` (pyproject.toml [tool.mypy]) over the hand-written packages; it reads the generated stubs' .pyi.
-MYPY_PATHS := server feature_worker trainer clients loadtest
+MYPY_PATHS := server feature_worker trainer clients loadtest tests
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .

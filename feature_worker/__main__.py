@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         help="lake-optimize: keep files that versions this recent still read (default 168)",
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    settings = Settings(_env_file=args.env_file) if args.env_file else Settings()  # type: ignore[call-arg]
+    settings = Settings(_env_file=args.env_file) if args.env_file else Settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command != "fold" and not settings.lake_dir:
         sys.exit(f"python -m feature_worker {args.command} needs AISLE_LAKE_DIR")

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m feature_worker.lag", description=main.__doc__)
     parser.parse_args(sys.argv[1:] if argv is None else argv)
-    settings = Settings()  # type: ignore[call-arg]  # pydantic-settings reads the environment
+    settings = Settings()  # pydantic-settings reads the environment
     if not settings.kafka_bootstrap:
         sys.exit("AISLE_KAFKA_BOOTSTRAP is not set")
     asyncio.run(_print_lag(settings.kafka_bootstrap, settings.group_id, settings.topics.events))

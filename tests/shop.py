@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from collections.abc import Iterable, Mapping
+from typing import TypedDict, Unpack
 
 from protos.aisle.v1 import catalog_pb2, events_pb2
 
@@ -33,17 +35,29 @@ def item(
     )
 
 
+class EventFields(TypedDict, total=False):
+    """The `Event` fields that `event` and `view` do not set themselves."""
+
+    session_id: str
+    item_ids: Iterable[str]
+    price: float
+    quantity: int
+    query: str
+    context: Mapping[str, str]
+    recommendation_id: str
+
+
 def event(
     user: str,
-    etype: int,
+    etype: events_pb2.EventType.ValueType,
     item_id: str = "",
     ts_ms: int = BASE_TS,
     event_id: str | None = None,
-    **fields: object,
+    **fields: Unpack[EventFields],
 ) -> events_pb2.Event:
     return events_pb2.Event(
         event_id=event_id or f"e{next(_ids)}-{uuid.uuid4().hex[:8]}",
-        type=etype,  # type: ignore[arg-type]
+        type=etype,
         user_id=user,
         item_id=item_id,
         ts_ms=ts_ms,
@@ -51,8 +65,15 @@ def event(
     )
 
 
-def view(user: str, item_id: str, ts_ms: int = BASE_TS, **fields: object) -> events_pb2.Event:
-    return event(user, events_pb2.VIEW, item_id, ts_ms, **fields)
+def view(
+    user: str,
+    item_id: str,
+    ts_ms: int = BASE_TS,
+    *,
+    event_id: str | None = None,
+    **fields: Unpack[EventFields],
+) -> events_pb2.Event:
+    return event(user, events_pb2.VIEW, item_id, ts_ms, event_id, **fields)
 
 
 class Shop:

@@ -10,6 +10,7 @@ import pytest
 from clients.__main__ import main as cli
 from clients.client import AisleClient, AsyncAisleClient, ClientOptions
 from loadtest.harness.server import ServerProcess
+from protos.aisle.v1 import catalog_pb2
 from tests.shop import BASE_TS, Shop, item, unique, view
 
 
@@ -46,7 +47,7 @@ def test_cli_tracks_and_recommends(server: ServerProcess, capsys: pytest.Capture
     assert json.loads(capsys.readouterr().out)["eventsApplied"] == "1"
 
 
-def _upsert(server: ServerProcess, items: list) -> None:
+def _upsert(server: ServerProcess, items: list[catalog_pb2.Item]) -> None:
     with AisleClient(ClientOptions(target=server.target)) as client:
         client.upsert_items(items)
 
@@ -60,4 +61,4 @@ def test_retries_unavailable_until_the_deadline() -> None:
     options = ClientOptions(target="127.0.0.1:1", read_timeout_s=0.5)
     with AisleClient(options) as client, pytest.raises(grpc.RpcError) as error:
         client.recommend("u", 3)
-    assert error.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)  # type: ignore[attr-defined]
+    assert error.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)

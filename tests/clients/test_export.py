@@ -11,6 +11,7 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -87,7 +88,7 @@ def people(aisle: AisleClient) -> People:
 
 def exported(
     export_server: ServerProcess, capsys: pytest.CaptureFixture[str], *args: str
-) -> list[dict[str, object]]:
+) -> list[dict[str, Any]]:
     capsys.readouterr()
     assert main(["--target", export_server.target, "export", *args]) == 0
     return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -101,7 +102,7 @@ def test_an_attribute_segment_exports_recommend_for_each_customer(
     assert [r["user_id"] for r in mine] == sorted([*people.readers, people.refuser, people.quiet])
     for row in mine:
         expected = aisle.recommend(str(row["user_id"]), k=4)
-        assert [i["item_id"] for i in row["items"]] == [i.item_id for i in expected.items]  # type: ignore[union-attr]
+        assert [i["item_id"] for i in row["items"]] == [i.item_id for i in expected.items]
         assert row["recommendation_id"]
         assert row["personalized"] is (row["user_id"] != people.refuser)
 
@@ -131,7 +132,7 @@ def test_consent_decides_personalization_and_can_leave_customers_out(
     rows = {r["user_id"]: r for r in exported(export_server, capsys, "--segment", "tier=gold", "--k", "4")}
     refused = rows[people.refuser]
     stranger = aisle.recommend(unique("stranger"), k=4)  # what a customer without personalization gets
-    assert [i["item_id"] for i in refused["items"]] == [i.item_id for i in stranger.items]  # type: ignore[index]
+    assert [i["item_id"] for i in refused["items"]] == [i.item_id for i in stranger.items]
     consented = exported(export_server, capsys, "--segment", "tier=gold", "--consented-only")
     assert people.refuser not in {r["user_id"] for r in consented}
     assert set(people.readers) <= {r["user_id"] for r in consented}
@@ -194,7 +195,8 @@ def test_bad_requests_are_invalid_argument_with_field_details(
     )
     with pytest.raises(grpc.RpcError) as raised:
         list(stream(aisle, request))
-    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # The RpcError a call raises is also the call (a grpc.Call), which the stubs do not say.
     status = rpc_status.from_call(raised.value)  # type: ignore[arg-type]
     assert status is not None
     detail = error_details_pb2.BadRequest()

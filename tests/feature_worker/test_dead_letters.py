@@ -15,7 +15,9 @@ from tests.shop import BASE_TS, view
 TP = TopicPartition("aisle.events", 0)
 
 
-def record(offset: int, key: bytes | None, value: bytes | None, timestamp: int = BASE_TS) -> ConsumerRecord:  # type: ignore[type-arg]
+def record(
+    offset: int, key: bytes | None, value: bytes | None, timestamp: int = BASE_TS
+) -> ConsumerRecord[bytes, bytes]:
     return ConsumerRecord(
         topic=TP.topic,
         partition=0,

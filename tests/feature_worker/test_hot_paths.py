@@ -25,7 +25,7 @@ def test_the_validation_fast_path_only_accepts_events_with_no_problems() -> None
             session_id=rng.choice(IDS),
             item_id=rng.choice(IDS),
             recommendation_id=rng.choice(IDS),
-            type=rng.randrange(8),  # type: ignore[arg-type]
+            type=events_pb2.EventType.ValueType(rng.randrange(8)),
             ts_ms=rng.choice([0, BASE_TS, BASE_TS + 3_600_000, BASE_TS + 3_600_001, -1]),
             price=rng.choice([0.0, -0.0, 1.5, -1.0, 1e9, 1e9 + 1, math.inf, math.nan]),
             quantity=rng.choice([0, 1, -1, 100_000, 100_001]),

@@ -146,7 +146,7 @@ async def test_sealed_features_read_in_one_call_while_the_seeds_hold(redis_clien
         ],
     )
     raw = await redis_client.get(keys.user("u1"))
-    assert raw is not None and is_sealed(raw) and b"i0" not in raw
+    assert isinstance(raw, bytes) and is_sealed(raw) and b"i0" not in raw
     first = await store.read_request("u1", ())
     assert store.second_reads == 1 and set(first.covis) == {"i0", "i1"}  # seeds unknown before the first read
     again = await store.read_request("u1", ())

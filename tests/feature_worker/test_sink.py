@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Self
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from deltalake import DeltaTable
 
 from feature_worker.lake.schema import EVENTS, ITEMS, USERS
@@ -117,7 +117,7 @@ class SinkRig:
             return {}
 
 
-def event_ids(table: DeltaTable) -> Counter[str]:
+def event_ids(table: DeltaTable) -> Counter[str | None]:
     return Counter(table.to_pyarrow_table(columns=["event_id"])["event_id"].to_pylist())
 
 
@@ -219,7 +219,7 @@ async def test_malformed_records_go_to_the_dlq_and_good_ones_land(
         )
         await consumer.start()
         try:
-            dead = []
+            dead: list[ConsumerRecord[bytes, bytes]] = []
             async with asyncio.timeout(30):
                 while len(dead) < 5:
                     batch = await consumer.getmany(timeout_ms=500)

@@ -7,6 +7,7 @@ import math
 import random
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from typing import cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -189,7 +190,11 @@ async def test_a_cut_cluster_commit_is_finished_once_by_recover(
         )
         assert all(math.isclose(stats.trending[i], want.trending[i], rel_tol=1e-9) for i in want.trending)
         for item_id, neighbours in expected.features.covis.items():
-            raw = await store.client.zrange(keys.covis(item_id), 0, -1, withscores=True)
+            # A client without decode_responses answers ZRANGE WITHSCORES with (member bytes, score) pairs.
+            raw = cast(
+                list[tuple[bytes, float]],
+                await store.client.zrange(keys.covis(item_id), 0, -1, withscores=True),
+            )
             assert {k.decode(): v for k, v in raw} == neighbours
         assert await store.load_users(expected.features.users) == expected.features.users
     finally:

@@ -14,7 +14,7 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Self
+from typing import Self, cast
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -174,7 +174,11 @@ async def assert_redis_equals_embedded(
             off = [i for i in wanted if not math.isclose(got.get(i, 0.0), wanted[i], rel_tol=1e-9)]
             assert not off, f"{name} of {off[:3]} differs"
         for item_id, neighbours in expected.features.covis.items():
-            raw = await store.client.zrange(keys.covis(item_id), 0, -1, withscores=True)
+            # A client without decode_responses answers ZRANGE WITHSCORES with (member bytes, score) pairs.
+            raw = cast(
+                list[tuple[bytes, float]],
+                await store.client.zrange(keys.covis(item_id), 0, -1, withscores=True),
+            )
             assert {k.decode(): v for k, v in raw} == neighbours, f"co-visitation of {item_id} differs"
     finally:
         await store.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -23,14 +23,20 @@ class Principal(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(details)
-        behaviour = handler.unary_unary
+        assert handler is not None  # every method of this test's server is registered
+        # On an asyncio server the behaviour is a coroutine function of the aio context (the stubs know only
+        # the blocking server's).
+        behaviour = cast(
+            Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]], handler.unary_unary
+        )
         caller = dict(details.invocation_metadata or ()).get("x-test-caller", "")
+        assert isinstance(caller, str)  # not a binary (-bin) header
 
-        async def as_caller(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def as_caller(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             PRINCIPAL.set(caller)
             return await behaviour(request, context)
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
 import jwt
 import pytest
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
@@ -45,6 +46,8 @@ from tests.server.test_reflection_health import reflect
 from tests.shop import Shop, item, unique, view
 
 SCOPES = sorted({*METHOD_SCOPES.values(), "admin"})
+#: Call metadata as these tests write it; grpc's stubs want a tuple, which `call()` and `refusal()` make.
+Metadata = Sequence[tuple[str, str | bytes]]
 SLOW_PARTNER = "slow-partner"
 
 
@@ -89,31 +92,33 @@ def bearer(token: str) -> list[tuple[str, str]]:
 def call(
     channel: grpc.Channel,
     method: str,
-    request: Any,
-    metadata: list[tuple[str, str]] | None = None,
+    request: Message | bytes,
+    metadata: Metadata | None = None,
 ) -> grpc.StatusCode:
     """The status of one call of `method` (a message or raw bytes) with `metadata`."""
     data = request if isinstance(request, bytes) else request.SerializeToString()
+    rpc: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method)
     try:
-        channel.unary_unary(method)(data, metadata=metadata, timeout=10)
+        rpc(data, metadata=None if metadata is None else tuple(metadata), timeout=10)
     except grpc.RpcError as error:
-        return error.code()  # type: ignore[attr-defined, no-any-return]
+        return error.code()
     return grpc.StatusCode.OK
 
 
 def refusal(
     channel: grpc.Channel,
     method: str,
-    request: Any,
-    metadata: list[tuple[str, str]] | None,
+    request: Message | bytes,
+    metadata: Metadata | None,
 ) -> grpc.RpcError:
     data = request if isinstance(request, bytes) else request.SerializeToString()
+    rpc: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method)
     with pytest.raises(grpc.RpcError) as raised:
-        channel.unary_unary(method)(data, metadata=metadata, timeout=10)
+        rpc(data, metadata=None if metadata is None else tuple(metadata), timeout=10)
     return raised.value
 
 
-def requests(shop: Shop, user: str) -> dict[str, Any]:
+def requests(shop: Shop, user: str) -> dict[str, Message | bytes]:
     """A request of every protected method that succeeds for `user` with the right scope."""
     return {
         "/aisle.v1.EventService/Track": events_pb2.TrackRequest(events=[view(user, shop.id("a"))]),
@@ -144,7 +149,9 @@ def test_every_method_of_the_table_is_exercised(shop: Shop) -> None:
 
 
 def test_health_and_reflection_stay_open(channel: grpc.Channel, auth_server: ServerProcess) -> None:
-    status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10).status
+    # types-grpcio-health-checking's HealthStub declares no methods.
+    check = health_pb2_grpc.HealthStub(channel).Check  # type: ignore[attr-defined]
+    status = check(health_pb2.HealthCheckRequest(), timeout=10).status
     assert status == health_pb2.HealthCheckResponse.SERVING
     listed = reflect(auth_server.target, reflection_pb2.ServerReflectionRequest(list_services=""))
     assert "aisle.v1.RecommendationService" in {s.name for s in listed.list_services_response.service}
@@ -187,7 +194,7 @@ def _signed(key: PrivateKey, alg: str, claims: dict[str, Any], **header: Any) ->
     return jwt.encode(claims, key, algorithm=alg, headers={"kid": kid_of(key), "typ": "at+jwt", **header})
 
 
-FORGERIES: dict[str, Callable[[dict[str, PrivateKey]], list[tuple[str, str]]]] = {
+FORGERIES: dict[str, Callable[[dict[str, PrivateKey]], Metadata]] = {
     "alg none": lambda k: bearer(
         unsigned({"alg": "none", "typ": "at+jwt", "kid": kid_of(k["RS256"])}, _claims())
     ),
@@ -242,7 +249,7 @@ FORGERIES: dict[str, Callable[[dict[str, PrivateKey]], list[tuple[str, str]]]] =
     "no scheme": lambda k: [("authorization", mint(k["RS256"], ["admin"]))],
     "empty bearer": lambda k: [("authorization", "Bearer ")],
     "not a JWT": lambda k: [("authorization", "Bearer not.a.jwt")],
-    "binary authorization": lambda k: [("authorization-bin", b"\x00")],  # type: ignore[list-item]
+    "binary authorization": lambda k: [("authorization-bin", b"\x00")],
 }
 
 
@@ -257,9 +264,9 @@ def test_forged_and_broken_tokens_are_unauthenticated(
         recommendations_pb2.RecommendRequest(user_id="u", k=3),
         metadata,
     )
-    assert error.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     # The answer never echoes the token or its claims.
-    details = error.details() or ""  # type: ignore[attr-defined]
+    details = error.details() or ""
     token = str(metadata[0][1]).rpartition(" ")[2]
     assert (token[:20] not in details or not token) and "forger" not in details and ISSUER not in details
 
@@ -396,10 +403,13 @@ def test_a_user_bound_track_with_another_users_event_applies_nothing(
     )
     admin = mint(keys["RS256"], ["admin"])
     for user in (me, other):
+        get_profile: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            "/aisle.v1.UserService/GetProfile"
+        )
         profile = users_pb2.Profile.FromString(
-            channel.unary_unary("/aisle.v1.UserService/GetProfile")(
+            get_profile(
                 users_pb2.GetProfileRequest(user_id=user).SerializeToString(),
-                metadata=bearer(admin),
+                metadata=tuple(bearer(admin)),
                 timeout=10,
             )
         )
@@ -426,7 +436,8 @@ def test_a_partner_over_its_rate_gets_resource_exhausted_with_retry_info(
     slow = bearer(mint(keys["RS256"], ["recommendations:read"], subject=SLOW_PARTNER))
     assert call(channel, "/aisle.v1.RecommendationService/Recommend", request, slow) == grpc.StatusCode.OK
     error = refusal(channel, "/aisle.v1.RecommendationService/Recommend", request, slow)
-    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # The RpcError a call raises is also the call (a grpc.Call), which the stubs do not say.
     status = rpc_status.from_call(error)  # type: ignore[arg-type]
     assert status is not None
     infos = [d for d in status.details if d.Is(error_details_pb2.RetryInfo.DESCRIPTOR)]
@@ -555,7 +566,7 @@ def test_client_sends_a_token_and_renews_it_from_a_callable(
         pytest.raises(grpc.RpcError) as error,
     ):
         client.get_item(shop.id("b"))
-    assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+    assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 async def test_async_client_renews_from_a_callable(

@@ -29,9 +29,9 @@ async def test_privacy_handlers_see_their_verified_caller(tmp_path: Path) -> Non
         seen.append(current_caller())
         return b""
 
-    handler = grpc.unary_unary_rpc_method_handler(behaviour)
+    handler: grpc.RpcMethodHandler[Any, Any] = grpc.unary_unary_rpc_method_handler(behaviour)
 
-    async def continuation(details: Any) -> grpc.RpcMethodHandler:
+    async def continuation(details: Any) -> grpc.RpcMethodHandler[Any, Any]:
         return handler
 
     def details(method: str, scopes: list[str]) -> Any:
@@ -42,7 +42,9 @@ async def test_privacy_handlers_see_their_verified_caller(tmp_path: Path) -> Non
         continuation, details("/aisle.v1.UserService/EraseUser", ["privacy"])
     )
     assert wrapped is not handler
-    await wrapped.unary_unary(users_pb2.GetProfileRequest(user_id="u1"), None)
+    assert wrapped is not None and wrapped.unary_unary is not None
+    # No context: the behaviour under test never reads it.
+    await wrapped.unary_unary(users_pb2.GetProfileRequest(user_id="u1"), None)  # type: ignore[arg-type]
     assert seen[0] is not None and seen[0].partner == "dpo-tool" and seen[0].scopes == {"privacy"}
     assert current_caller() is None  # only around the handler
     # The hot path is left alone: a partner's Recommend gets the handler itself, no wrapper.

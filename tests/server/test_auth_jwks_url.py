@@ -78,12 +78,13 @@ def issuer(tmp_path: Path) -> Iterator[Issuer]:
 
 def status(server: ServerProcess, key: PrivateKey) -> grpc.StatusCode:
     with server.channel() as channel:
+        recommend: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            "/aisle.v1.RecommendationService/Recommend"
+        )
         try:
-            channel.unary_unary("/aisle.v1.RecommendationService/Recommend")(
-                REQUEST, metadata=[("authorization", f"Bearer {mint(key, ['admin'])}")], timeout=20
-            )
+            recommend(REQUEST, metadata=(("authorization", f"Bearer {mint(key, ['admin'])}"),), timeout=20)
         except grpc.RpcError as error:
-            return error.code()  # type: ignore[attr-defined, no-any-return]
+            return error.code()
     return grpc.StatusCode.OK
 
 

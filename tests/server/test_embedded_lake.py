@@ -24,7 +24,7 @@ def lake_server(tmp_path: Path, **env: str) -> ServerProcess:
     return ServerProcess(tmp_path / "server", env={"AISLE_LAKE_DIR": str(tmp_path / "lake"), **env})
 
 
-def event_ids(lake: Path) -> Counter[str]:
+def event_ids(lake: Path) -> Counter[str | None]:
     table = DeltaTable(table_uri(lake, EVENTS))
     return Counter(table.to_pyarrow_table(columns=["event_id"])["event_id"].to_pylist())
 

@@ -41,14 +41,14 @@ def ab(
     layer: str = "",
     start: float = 0.0,
     traffic: float = 1.0,
-    state: int = E.RUNNING,
+    state: E.ExperimentState.ValueType = E.RUNNING,
 ) -> E.Experiment:
     return E.Experiment(
         name=name,
         layer=layer,
         traffic_start=start,
         traffic=traffic,
-        state=state,  # type: ignore[arg-type]
+        state=state,
         variants=[E.Variant(name=n, weight=w, config=c) for n, w, c in variants],
     )
 
@@ -152,7 +152,14 @@ def exp_server(tmp_path: Path) -> Iterator[ServerProcess]:
     process.stop()
 
 
-def stubs(channel: grpc.Channel) -> tuple[object, object, object, object]:
+def stubs(
+    channel: grpc.Channel,
+) -> tuple[
+    recommendations_pb2_grpc.RecommendationServiceStub,
+    experiments_pb2_grpc.ExperimentServiceStub,
+    catalog_pb2_grpc.CatalogServiceStub,
+    events_pb2_grpc.EventServiceStub,
+]:
     return (
         recommendations_pb2_grpc.RecommendationServiceStub(channel),
         experiments_pb2_grpc.ExperimentServiceStub(channel),
@@ -165,7 +172,7 @@ def seed_shop(channel: grpc.Channel) -> Shop:
     shop = Shop()
     _, _, catalog, events = stubs(channel)
     items = [item(shop.id(f"p{i}"), category=shop.category("c")) for i in range(8)]
-    catalog.UpsertItems(catalog_pb2.UpsertItemsRequest(items=items), timeout=10)  # type: ignore[attr-defined]
+    catalog.UpsertItems(catalog_pb2.UpsertItemsRequest(items=items), timeout=10)
     # p0 and p1 viewed together often: co-visitation proposes p1 next to p0.
     evs = []
     for u in range(6):
@@ -173,7 +180,7 @@ def seed_shop(channel: grpc.Channel) -> Shop:
             view(f"{shop.prefix}-v{u}", shop.id("p0"), BASE_TS + u),
             view(f"{shop.prefix}-v{u}", shop.id("p1"), BASE_TS + u + 1),
         ]
-    events.Track(events_pb2.TrackRequest(events=evs), timeout=10)  # type: ignore[attr-defined]
+    events.Track(events_pb2.TrackRequest(events=evs), timeout=10)
     return shop
 
 
@@ -185,12 +192,12 @@ def test_variants_serve_their_configuration_and_log_exposures(exp_server: Server
         answers = []
         for i in range(40):
             user = f"{shop.prefix}-u{i}"
-            events.Track(events_pb2.TrackRequest(events=[view(user, shop.id("p0"))]), timeout=10)  # type: ignore
+            events.Track(events_pb2.TrackRequest(events=[view(user, shop.id("p0"))]), timeout=10)
             answer = recs.Recommend(
-                recommendations_pb2.RecommendRequest(user_id=user, k=3, explain=True),  # type: ignore
+                recommendations_pb2.RecommendRequest(user_id=user, k=3, explain=True),
                 timeout=10,
             )
-            again = recs.Recommend(recommendations_pb2.RecommendRequest(user_id=user, k=3), timeout=10)  # type: ignore
+            again = recs.Recommend(recommendations_pb2.RecommendRequest(user_id=user, k=3), timeout=10)
             assert answer.variant == again.variant  # sticky
             assert answer.recommendation_id and answer.recommendation_id != again.recommendation_id
             expected = "sources/everything" if draw("sources", user) < 0.5 else "sources/popular_only"
@@ -203,7 +210,7 @@ def test_variants_serve_their_configuration_and_log_exposures(exp_server: Server
         assert not any(r.startswith("co_viewed_with:") for r in by_variant["sources/popular_only"])
         # Without a user: the session decides, consistently.
         s1 = recs.Recommend(
-            recommendations_pb2.RecommendRequest(context_item_id=shop.id("p0"), session_id="s-42"),  # type: ignore
+            recommendations_pb2.RecommendRequest(context_item_id=shop.id("p0"), session_id="s-42"),
             timeout=10,
         )
         assert s1.variant == (
@@ -211,15 +218,15 @@ def test_variants_serve_their_configuration_and_log_exposures(exp_server: Server
         )
         anonymous = recs.Recommend(
             recommendations_pb2.RecommendRequest(context_item_id=shop.id("p0")), timeout=10
-        )  # type: ignore
+        )
         assert anonymous.variant == "default"
 
-        listed = admin.ListExperiments(E.ListExperimentsRequest(), timeout=10)  # type: ignore[attr-defined]
+        listed = admin.ListExperiments(E.ListExperimentsRequest(), timeout=10)
         assert [e.name for e in listed.experiments] == ["sources"]
-        admin.StopExperiment(E.StopExperimentRequest(name="sources"), timeout=10)  # type: ignore[attr-defined]
+        admin.StopExperiment(E.StopExperimentRequest(name="sources"), timeout=10)
         stopped = recs.Recommend(
             recommendations_pb2.RecommendRequest(user_id=f"{shop.prefix}-u0"), timeout=10
-        )  # type: ignore
+        )
         assert stopped.variant == "default"
 
     exp_server.stop()  # drains the exposure queue into the journal
@@ -239,14 +246,13 @@ def test_admin_service_create_start_stop_and_bad_input(exp_server: ServerProcess
         with pytest.raises(grpc.RpcError) as bad:
             admin.CreateExperiment(
                 E.CreateExperimentRequest(
-                    experiment=ab(  # type: ignore[attr-defined]
-                        "bad name!", ("a", 1, E.ServingConfig(sources=["nope"]))
-                    )
+                    experiment=ab("bad name!", ("a", 1, E.ServingConfig(sources=["nope"])))
                 ),
                 timeout=10,
             )
         assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        status = rpc_status.from_call(bad.value)
+        # The RpcError a stub raises is also the call (a grpc.Call), which the stubs do not say.
+        status = rpc_status.from_call(bad.value)  # type: ignore[arg-type]
         assert status is not None
         fields = set()
         for detail in status.details:
@@ -266,16 +272,16 @@ def test_admin_service_create_start_stop_and_bad_input(exp_server: ServerProcess
             ("off", 1, E.ServingConfig(use_ranker=False)),
             state=E.DRAFT,
         )
-        created = admin.CreateExperiment(E.CreateExperimentRequest(experiment=draft), timeout=10).experiment  # type: ignore
+        created = admin.CreateExperiment(E.CreateExperimentRequest(experiment=draft), timeout=10).experiment
         assert created.state == E.DRAFT
         with pytest.raises(grpc.RpcError) as taken:
-            admin.StartExperiment(E.StartExperimentRequest(name="ranker"), timeout=10)  # type: ignore[attr-defined]
+            admin.StartExperiment(E.StartExperimentRequest(name="ranker"), timeout=10)
         assert taken.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         with pytest.raises(grpc.RpcError) as exists:
-            admin.CreateExperiment(E.CreateExperimentRequest(experiment=draft), timeout=10)  # type: ignore
+            admin.CreateExperiment(E.CreateExperimentRequest(experiment=draft), timeout=10)
         assert exists.value.code() == grpc.StatusCode.ALREADY_EXISTS
         with pytest.raises(grpc.RpcError) as missing:
-            admin.StartExperiment(E.StartExperimentRequest(name="nothing"), timeout=10)  # type: ignore[attr-defined]
+            admin.StartExperiment(E.StartExperimentRequest(name="nothing"), timeout=10)
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
         # In another layer it runs beside "sources"; the answer names both.
@@ -286,12 +292,12 @@ def test_admin_service_create_start_stop_and_bad_input(exp_server: ServerProcess
             layer="ui",
             state=E.DRAFT,
         )
-        admin.CreateExperiment(E.CreateExperimentRequest(experiment=other), timeout=10)  # type: ignore
-        started = admin.StartExperiment(E.StartExperimentRequest(name="ui"), timeout=10).experiment  # type: ignore[attr-defined]
+        admin.CreateExperiment(E.CreateExperimentRequest(experiment=other), timeout=10)
+        started = admin.StartExperiment(E.StartExperimentRequest(name="ui"), timeout=10).experiment
         assert started.state == E.RUNNING and started.started_ms > 0
         variant = recs.Recommend(
             recommendations_pb2.RecommendRequest(user_id="someone", k=2), timeout=10
-        ).variant  # type: ignore
+        ).variant
         assert variant.startswith("sources/") and ";ui/" in variant
 
         # The file is the source of truth: the service wrote it, and an edit by hand is picked up.
@@ -305,11 +311,11 @@ def test_admin_service_create_start_stop_and_bad_input(exp_server: ServerProcess
         while (
             recs.Recommend(recommendations_pb2.RecommendRequest(user_id="someone"), timeout=10).variant
             != "default"
-        ):  # type: ignore
+        ):
             assert time.monotonic() < deadline
             time.sleep(0.05)
         with pytest.raises(grpc.RpcError) as restart:
-            admin.StartExperiment(E.StartExperimentRequest(name="ui"), timeout=10)  # type: ignore[attr-defined]
+            admin.StartExperiment(E.StartExperimentRequest(name="ui"), timeout=10)
         assert restart.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
@@ -317,15 +323,15 @@ def test_interleaving_mixes_two_variants_with_teams(exp_server: ServerProcess) -
     with exp_server.channel() as channel:
         recs, admin, _, events = stubs(channel)
         shop = seed_shop(channel)
-        admin.StopExperiment(E.StopExperimentRequest(name="sources"), timeout=10)  # type: ignore[attr-defined]
+        admin.StopExperiment(E.StopExperimentRequest(name="sources"), timeout=10)
         experiment = ab(
             "mix", ("blend", 0, E.ServingConfig()), ("popular", 0, E.ServingConfig(sources=["popular"]))
         )
         experiment.mode = E.INTERLEAVING
-        admin.CreateExperiment(E.CreateExperimentRequest(experiment=experiment), timeout=10)  # type: ignore
+        admin.CreateExperiment(E.CreateExperimentRequest(experiment=experiment), timeout=10)
         user = f"{shop.prefix}-shopper"
-        events.Track(events_pb2.TrackRequest(events=[view(user, shop.id("p0"))]), timeout=10)  # type: ignore
-        answer = recs.Recommend(recommendations_pb2.RecommendRequest(user_id=user, k=4), timeout=10)  # type: ignore
+        events.Track(events_pb2.TrackRequest(events=[view(user, shop.id("p0"))]), timeout=10)
+        answer = recs.Recommend(recommendations_pb2.RecommendRequest(user_id=user, k=4), timeout=10)
         assert answer.variant == "mix/interleaved" and len(answer.items) == 4
     exp_server.stop()
     exposure = {e.recommendation_id: e for e in read_journal(exp_server.data_dir / "exposures.bin")}[
@@ -354,12 +360,12 @@ def test_a_variant_serves_another_bundle_version_beside_the_promoted_one(
     bundles.promote(bundles_dir, "v2")
     with process.channel() as channel:
         recs, admin, catalog, _ = stubs(channel)
-        catalog.UpsertItems(catalog_pb2.UpsertItemsRequest(items=[item(i) for i in ids]), timeout=10)  # type: ignore
+        catalog.UpsertItems(catalog_pb2.UpsertItemsRequest(items=[item(i) for i in ids]), timeout=10)
         deadline = time.monotonic() + 30
         while (
             recs.Recommend(recommendations_pb2.RecommendRequest(user_id="x"), timeout=10).model_version
             != "v2"
-        ):  # type: ignore
+        ):
             assert time.monotonic() < deadline
             time.sleep(0.05)
         missing = ab(
@@ -368,20 +374,20 @@ def test_a_variant_serves_another_bundle_version_beside_the_promoted_one(
             ("new", 1, E.ServingConfig()),
             state=E.DRAFT,
         )
-        admin.CreateExperiment(E.CreateExperimentRequest(experiment=missing), timeout=10)  # type: ignore
+        admin.CreateExperiment(E.CreateExperimentRequest(experiment=missing), timeout=10)
         with pytest.raises(grpc.RpcError) as refused:
-            admin.StartExperiment(E.StartExperimentRequest(name="old-missing"), timeout=10)  # type: ignore[attr-defined]
+            admin.StartExperiment(E.StartExperimentRequest(name="old-missing"), timeout=10)
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "v9" in (
             refused.value.details() or ""
         )
-        admin.StopExperiment(E.StopExperimentRequest(name="old-missing"), timeout=10)  # type: ignore[attr-defined]
+        admin.StopExperiment(E.StopExperimentRequest(name="old-missing"), timeout=10)
         experiment = ab(
             "bundles", ("old", 1, E.ServingConfig(bundle_version="v1")), ("new", 1, E.ServingConfig())
         )
-        admin.CreateExperiment(E.CreateExperimentRequest(experiment=experiment), timeout=10)  # type: ignore
+        admin.CreateExperiment(E.CreateExperimentRequest(experiment=experiment), timeout=10)
         seen = set()
         for i in range(30):
-            answer = recs.Recommend(recommendations_pb2.RecommendRequest(user_id=f"b{i}", k=3), timeout=10)  # type: ignore
+            answer = recs.Recommend(recommendations_pb2.RecommendRequest(user_id=f"b{i}", k=3), timeout=10)
             expected = "v1" if answer.variant == "bundles/old" else "v2"
             assert answer.model_version == expected
             seen.add(answer.variant)

@@ -48,7 +48,9 @@ def test_handling_histogram_per_method_and_code(metered_server: ServerProcess) -
                 recommend(recommendations_pb2.RecommendRequest(user_id="u-metrics", k=500), timeout=10)
             assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         # Undecodable bytes never reach the handler: the error interceptor answers, and the metrics see it.
-        raw = channel.unary_unary(RECOMMEND, request_serializer=None, response_deserializer=None)
+        raw: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            RECOMMEND, request_serializer=None, response_deserializer=None
+        )
         with pytest.raises(grpc.RpcError) as undecodable:
             raw(b"\xff\xff\xff", timeout=10)
         assert undecodable.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -63,7 +65,8 @@ def test_handling_histogram_per_method_and_code(metered_server: ServerProcess) -
     bounds = {s.labels["le"] for s in samples if s.name == f"{HANDLING}_bucket"}
     assert {"2.5e-05", "0.001", "1.0", "+Inf"} <= bounds
     calls = [s for s in samples if s.name == "aisle_server_process_calls_total"]
-    assert len(calls) == 1 and calls[0].labels["pid"] == str(metered_server.proc.pid)  # type: ignore[union-attr]
+    assert metered_server.proc is not None  # started by the fixture
+    assert len(calls) == 1 and calls[0].labels["pid"] == str(metered_server.proc.pid)
 
 
 def test_stage_histogram_after_recommend(metered_server: ServerProcess) -> None:

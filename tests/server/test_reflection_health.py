@@ -14,14 +14,19 @@ def reflect(
 ) -> reflection_pb2.ServerReflectionResponse:
     with grpc.insecure_channel(target) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        return next(iter(stub.ServerReflectionInfo(iter([request]), timeout=10)))
+        # types-grpcio-reflection declares the method as an `Incomplete` that mypy cannot call.
+        answers = stub.ServerReflectionInfo(iter([request]), timeout=10)  # type: ignore[operator]
+        first: reflection_pb2.ServerReflectionResponse = next(iter(answers))
+        return first
 
 
 def test_health_reports_serving_for_each_service(server: ServerProcess) -> None:
     with grpc.insecure_channel(server.target) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         for service in ("", "aisle.v1.RecommendationService", "aisle.v1.EventService"):
-            status = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
+            # types-grpcio-health-checking's HealthStub declares no methods.
+            check = health.Check  # type: ignore[attr-defined]
+            status = check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
             assert status == health_pb2.HealthCheckResponse.SERVING
 
 

@@ -9,7 +9,7 @@ from google.protobuf.json_format import MessageToDict
 
 from clients.client import AisleClient, ClientOptions
 from loadtest.harness.server import ServerProcess
-from protos.aisle.v1 import events_pb2
+from protos.aisle.v1 import catalog_pb2, events_pb2
 from tests.shop import BASE_TS, event, item
 
 USERS = [f"u{i}" for i in range(40)]
@@ -42,7 +42,7 @@ def stream(seed: int = 7, n: int = 3000) -> list[events_pb2.Event]:
     return events
 
 
-def catalog() -> list:
+def catalog() -> list[catalog_pb2.Item]:
     return [
         item(i, category=f"dept{n % 3}/cat{n % 6}", brand=f"brand{n % 4}", in_stock=n % 11 != 0)
         for n, i in enumerate(ITEMS)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.certs import CertFiles, write_dev_certs
 from clients.client import AisleClient, ClientOptions
+from clients.tokens import PrivateKey
 from loadtest.harness.server import ServerProcess
 from loadtest.harness.services.nginx import NginxFront
 from protos.aisle.v1 import recommendations_pb2
@@ -38,11 +39,12 @@ def tls_credentials(certs: CertFiles, client_cert: bool = False) -> grpc.Channel
     return grpc.ssl_channel_credentials(certs.ca.read_bytes())
 
 
-def status_of(channel: grpc.Channel, metadata: list[tuple[str, str]] | None = None) -> grpc.StatusCode:
+def status_of(channel: grpc.Channel, metadata: Sequence[tuple[str, str]] | None = None) -> grpc.StatusCode:
+    recommend: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(RECOMMEND)
     try:
-        channel.unary_unary(RECOMMEND)(REQUEST, metadata=metadata, timeout=10)
+        recommend(REQUEST, metadata=None if metadata is None else tuple(metadata), timeout=10)
     except grpc.RpcError as error:
-        return error.code()  # type: ignore[attr-defined, no-any-return]
+        return error.code()
     return grpc.StatusCode.OK
 
 
@@ -110,15 +112,15 @@ def test_tls_settings_that_cannot_work_refuse_to_start(case: str, certs: CertFil
 
 
 @pytest.fixture(scope="module")
-def signing_key() -> object:
+def signing_key() -> PrivateKey:
     return generate_key("ES256")
 
 
 @pytest.fixture(scope="module")
-def backend(signing_key: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def backend(signing_key: PrivateKey, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A plaintext server on loopback with auth on: the front must pass the token through."""
     directory = tmp_path_factory.mktemp("front-backend")
-    write_jwks(directory / "jwks.json", [signing_key])  # type: ignore[list-item]
+    write_jwks(directory / "jwks.json", [signing_key])
     server = ServerProcess(directory / "server", env=auth_env(directory / "jwks.json")).start()
     yield server
     server.stop()
@@ -166,12 +168,14 @@ def handshake(port: int, certs: CertFiles, version: ssl.TLSVersion, client_cert:
         return str(tls.version())
 
 
-def test_the_front_serves_tls_1_3(front: NginxFront, certs: CertFiles, signing_key: object) -> None:
+def test_the_front_serves_tls_1_3(front: NginxFront, certs: CertFiles, signing_key: PrivateKey) -> None:
     assert handshake(front.port, certs, ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
     with grpc.secure_channel(front.target, tls_credentials(certs)) as channel:
-        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        # types-grpcio-health-checking's HealthStub declares no methods.
+        check = health_pb2_grpc.HealthStub(channel).Check  # type: ignore[attr-defined]
+        health = check(health_pb2.HealthCheckRequest(), timeout=10)
         assert health.status == health_pb2.HealthCheckResponse.SERVING
-        token = mint(signing_key, ["recommendations:read"])  # type: ignore[arg-type]
+        token = mint(signing_key, ["recommendations:read"])
         assert status_of(channel, [("authorization", f"Bearer {token}")]) == grpc.StatusCode.OK
         assert status_of(channel) == grpc.StatusCode.UNAUTHENTICATED  # the server's answer, through nginx
 
@@ -182,9 +186,9 @@ def test_the_front_refuses_tls_1_2(front: NginxFront, certs: CertFiles) -> None:
 
 
 def test_the_mtls_front_refuses_a_client_without_a_certificate(
-    mtls_front: NginxFront, certs: CertFiles, signing_key: object
+    mtls_front: NginxFront, certs: CertFiles, signing_key: PrivateKey
 ) -> None:
-    token = [("authorization", f"Bearer {mint(signing_key, ['recommendations:read'])}")]  # type: ignore[arg-type]
+    token = [("authorization", f"Bearer {mint(signing_key, ['recommendations:read'])}")]
     with grpc.secure_channel(mtls_front.target, tls_credentials(certs)) as anonymous:
         assert status_of(anonymous, token) == grpc.StatusCode.UNAUTHENTICATED
     with grpc.secure_channel(mtls_front.target, tls_credentials(certs, client_cert=True)) as known:

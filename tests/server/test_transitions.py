@@ -160,7 +160,8 @@ def test_the_bundles_transitions_join_the_candidates_as_a_source(
     pool = CandidateSet()
     sources.transitions(retriever, sources.learned_proposals(retriever, user, ()), index, pool)
     pool.finish()
-    found, _ = retriever.transitions.top(user.recent, (), sources.TRANSITION_CANDIDATES)  # type: ignore[union-attr]
+    assert retriever.transitions is not None  # the bundle has the transition model saved above
+    found, _ = retriever.transitions.top(user.recent, (), sources.TRANSITION_CANDIDATES)
     proposed = dict(zip(index.names(pool.positions), pool.scores[SOURCE].tolist()))
     assert set(proposed) == {ids[i] for i in found.tolist()}
     best = ids[int(found[0])]

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -147,7 +148,9 @@ def test_an_unchanged_state_s_proposals_are_remembered_and_a_changed_one_recompu
     retriever, shop = loaded
     first = [(1, CLICK, shop.id("p1"))]
 
-    def propose(recent: list[tuple[int, int, str]], context: tuple[str, ...], key: StateKey) -> UserProposals:
+    def propose(
+        recent: Sequence[tuple[int, int, str]], context: tuple[str, ...], key: StateKey
+    ) -> UserProposals:
         return retriever.proposals(recent, context, key, 3, sources.TRANSITION_CANDIDATES)
 
     remembered = propose(first, (), ("u", 1, 1))

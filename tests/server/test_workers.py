@@ -85,10 +85,11 @@ def test_every_worker_answers_and_all_stop_on_sigterm(multi_server: ServerProces
     made = 0
     for _ in range(20):  # 10 new connections a round; all landing on one process 20 times over is ~1e-60
         made += recommend_over_new_channels(multi_server, channels=10, calls_each=3)
-        wait_for(
-            lambda made=made: sum(calls_by_pid(multi_server).values()) == 1 + made,  # type: ignore[misc]
-            "the calls in the metrics",
-        )
+
+        def all_counted(made: int = made) -> bool:
+            return sum(calls_by_pid(multi_server).values()) == 1 + made
+
+        wait_for(all_counted, "the calls in the metrics")
         if all(calls > baseline[pid] for pid, calls in calls_by_pid(multi_server).items()):
             break
     served = calls_by_pid(multi_server)
@@ -128,18 +129,19 @@ def test_a_worker_that_dies_is_restarted(multi_server: ServerProcess) -> None:
     made = 0
     for _ in range(20):
         made += recommend_over_new_channels(multi_server, channels=10, calls_each=1)
-        wait_for(
-            lambda made=made: (
-                value(  # type: ignore[misc]
+
+        def all_counted(made: int = made) -> bool:
+            return (
+                value(
                     scrape(multi_server.metrics_url),
                     "aisle_grpc_server_handling_seconds_count",
                     method=RECOMMEND,
                     code="OK",
                 )
                 == made
-            ),
-            "the calls in the metrics",
-        )
+            )
+
+        wait_for(all_counted, "the calls in the metrics")
         if calls_by_pid(multi_server)[replacement] > 0:
             break
     assert calls_by_pid(multi_server)[replacement] > 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,7 @@ import pytest
 from trainer.__main__ import main
 from trainer.experiments.data import attribute
 from trainer.experiments.simulate import configure, false_positive_rates, run_live
-from trainer.experiments.stats import cuped, msprt, srm
+from trainer.experiments.stats import Floats, cuped, msprt, srm
 
 HOUR = 3_600_000
 
@@ -81,7 +82,10 @@ def test_cuped_removes_variance_explained_by_the_pre_period() -> None:
 
 def test_msprt_is_always_valid_and_finds_a_real_difference() -> None:
     rng = np.random.default_rng(1)
-    looks = lambda a, b: ([a[:n] for n in range(100, 2001, 100)], [b[:n] for n in range(100, 2001, 100)])
+
+    def looks(a: Floats, b: Floats) -> tuple[list[Floats], list[Floats]]:
+        return [a[:n] for n in range(100, 2001, 100)], [b[:n] for n in range(100, 2001, 100)]
+
     same = msprt(*looks(rng.normal(size=2000), rng.normal(size=2000)), tau=0.2)
     assert same["p_value"] > 0.05 and all(a >= b for a, b in zip(same["path"], same["path"][1:]))
     shifted = msprt(*looks(rng.normal(0.3, 1, size=2000), rng.normal(size=2000)), tau=0.2)
@@ -100,7 +104,7 @@ def test_aa_false_positive_rate_is_within_alpha() -> None:
             assert rate <= alpha + slack, (metric, test, rate)
 
 
-def simulate(tmp_path: Path, *extra: str) -> dict[str, object]:
+def simulate(tmp_path: Path, *extra: str) -> dict[str, Any]:
     parser = argparse.ArgumentParser()
     configure(parser)
     return run_live(parser.parse_args(["--users", "240", "--sessions", "3", "--out", str(tmp_path), *extra]))
@@ -111,22 +115,22 @@ def test_the_simulator_finds_a_true_lift_against_a_live_server(tmp_path: Path) -
     matches their tastes, so the treatment truly does better, and the report says so."""
     outcome = simulate(tmp_path, "--name", "personal-vs-popular", "--seed", "4")
     report = outcome["report"]
-    assert report["srm"]["mismatch"] is False  # type: ignore[index]
-    ctr = report["comparisons"]["treatment"]["ctr"]  # type: ignore[index]
+    assert report["srm"]["mismatch"] is False
+    ctr = report["comparisons"]["treatment"]["ctr"]
     assert ctr["significant"] and ctr["low"] > 0 and ctr["cuped"]["significant"]
-    assert report["variants"]["control"]["units"] + report["variants"]["treatment"]["units"] == 240  # type: ignore[index]
-    assert report["guardrails"]["treatment"]["empty_rate"] == 0  # type: ignore[index]
+    assert report["variants"]["control"]["units"] + report["variants"]["treatment"]["units"] == 240
+    assert report["guardrails"]["treatment"]["empty_rate"] == 0
 
 
 def test_an_aa_run_against_a_live_server_stays_quiet(tmp_path: Path) -> None:
     outcome = simulate(tmp_path, "--name", "same-same", "--seed", "5", "--treatment", "same")
-    for metric, result in outcome["report"]["comparisons"]["treatment"].items():  # type: ignore[index]
+    for metric, result in outcome["report"]["comparisons"]["treatment"].items():
         assert not result["significant"] and not result["sequential"]["significant"], metric
 
 
 def test_interleaving_credits_clicks_to_the_better_ranking(tmp_path: Path) -> None:
     outcome = simulate(tmp_path, "--name", "mixed", "--seed", "6", "--interleave")
-    result = outcome["report"]["interleaving"]  # type: ignore[index]
+    result = outcome["report"]["interleaving"]
     assert result["teams"] == ["control", "treatment"]
     assert result["significant"] and result["wins_b"] > result["wins_a"]
 
@@ -141,7 +145,7 @@ def test_experiment_report_command_writes_json_and_markdown(tmp_path: Path) -> N
                 "--lake",
                 outcome["simulation"]["lake"],
                 "--experiment",
-                "for-the-cli",  # type: ignore[index]
+                "for-the-cli",
                 "--control",
                 "control",
                 "--out",

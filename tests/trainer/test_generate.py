@@ -25,7 +25,8 @@ from trainer.data.generated import (
     read_meta,
     read_users,
 )
-from trainer.generate import DEFAULT_END_TS_MS, generate_shop
+from trainer.generate import generate_shop
+from trainer.generate.model import DEFAULT_END_TS_MS
 
 USERS = 200
 ITEMS = 100

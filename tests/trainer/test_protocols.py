@@ -10,17 +10,21 @@ from trainer.evaluation.protocols import cutoffs, leave_one_out, replay, sample_
 T0 = 1_700_000_000_000
 
 
-def _event(n: int, user: str, item: str, ts: int, etype: int = events_pb2.VIEW) -> events_pb2.Event:
+def _event(
+    n: int, user: str, item: str, ts: int, etype: events_pb2.EventType.ValueType = events_pb2.VIEW
+) -> events_pb2.Event:
     return events_pb2.Event(
         event_id=f"e{n}",
-        type=etype,  # type: ignore[arg-type]
+        type=etype,
         user_id=user,
         item_id=item,
         ts_ms=ts,
     )
 
 
-def _dataset(rows: list[tuple[str, str, int]], types: dict[int, int] | None = None) -> Dataset:
+def _dataset(
+    rows: list[tuple[str, str, int]], types: dict[int, events_pb2.EventType.ValueType] | None = None
+) -> Dataset:
     events = [_event(n, u, i, ts, (types or {}).get(n, events_pb2.VIEW)) for n, (u, i, ts) in enumerate(rows)]
     items = {e.item_id for e in events}
     from protos.aisle.v1 import catalog_pb2

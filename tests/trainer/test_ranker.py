@@ -9,21 +9,29 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from feature_worker.fold import acted_items
 from protos.aisle.v1 import catalog_pb2, events_pb2
 from server.ranking.features import FEATURES
 from server.ranking.ranker import Ranker
 from server.retrieval import bundles
 from server.retrieval.two_tower import TwoTowerRetriever
 from trainer.data.dataset import Dataset
-from trainer.evaluation.protocols import acted_items, new_item
+from trainer.evaluation.protocols import new_item
 from trainer.preparation import training_split
-from trainer.ranker_data import build_lists, list_metrics
+from trainer.ranker_data import RankerLists, build_lists, list_metrics
 from trainer.ranker_stage import split_by_user
 
 torch = pytest.importorskip("torch")
 
 from tests.trainer.test_train import chain_shop
-from trainer.models.ranker import RankerError, RankerParams, export_ranker, fit_ranker, ranker_meta
+from trainer.models.ranker import (
+    FittedRanker,
+    RankerError,
+    RankerParams,
+    export_ranker,
+    fit_ranker,
+    ranker_meta,
+)
 
 FRESH = 40  # items z0.. that only the mutated data set uses
 
@@ -88,7 +96,7 @@ def test_no_feature_reads_the_target_or_anything_after_it() -> None:
 
 
 @pytest.fixture(scope="module")
-def lists_and_ranker() -> tuple[object, object, object]:
+def lists_and_ranker() -> tuple[RankerLists, RankerLists, FittedRanker]:
     dataset = chain_shop(users=200)
     split = training_split(dataset, "loo")
     lists = build_lists(list(dataset.items.values()), split.train, split.cases, None, progress=False)
@@ -97,36 +105,40 @@ def lists_and_ranker() -> tuple[object, object, object]:
     return train, valid, fitted
 
 
-def test_the_ranker_learns_what_comes_next(lists_and_ranker: tuple[object, object, object]) -> None:
+def test_the_ranker_learns_what_comes_next(
+    lists_and_ranker: tuple[RankerLists, RankerLists, FittedRanker],
+) -> None:
     _, valid, fitted = lists_and_ranker
-    ranked = list_metrics(valid, fitted.scores(valid.features))  # type: ignore[attr-defined]
-    assert ranked["HR@10"] >= fitted.metrics["blend_valid"]["HR@10"] - 1e-9  # type: ignore[attr-defined]
+    ranked = list_metrics(valid, fitted.scores(valid.features))
+    assert ranked["HR@10"] >= fitted.metrics["blend_valid"]["HR@10"] - 1e-9
     assert ranked["NDCG@10"] > 0.5  # i -> i + 1 is easy to learn from co-visitation and recency
-    meta = fitted.metrics  # type: ignore[attr-defined]
+    meta = fitted.metrics
     assert set(meta["importance"]) == set(FEATURES) and meta["best_epoch"] >= 1
 
 
 def test_the_onnx_ranker_matches_pytorch_and_loads_in_the_server(
-    lists_and_ranker: tuple[object, object, object], tmp_path: Path
+    lists_and_ranker: tuple[RankerLists, RankerLists, FittedRanker], tmp_path: Path
 ) -> None:
     _, valid, fitted = lists_and_ranker
     path = tmp_path / bundles.RANKER
-    parity = export_ranker(fitted, path, valid.features)  # type: ignore[arg-type, attr-defined]
+    parity = export_ranker(fitted, path, valid.features)
     assert parity <= 1e-4
-    meta = ranker_meta(fitted, parity)  # type: ignore[arg-type]
+    meta = ranker_meta(fitted, parity)
     json.dumps(meta)  # meta.json must be able to hold it
     served = Ranker(path, meta)
     np.testing.assert_allclose(
         served.score(valid.features),
         fitted.scores(valid.features),
-        atol=1e-4,  # type: ignore[attr-defined]
+        atol=1e-4,
     )
 
 
-def test_too_few_lists_is_a_ranker_error(lists_and_ranker: tuple[object, object, object]) -> None:
+def test_too_few_lists_is_a_ranker_error(
+    lists_and_ranker: tuple[RankerLists, RankerLists, FittedRanker],
+) -> None:
     train, valid, _ = lists_and_ranker
     with pytest.raises(RankerError):
-        fit_ranker(train.subset(np.arange(3)), valid, list(FEATURES), log=lambda _: None)  # type: ignore[attr-defined]
+        fit_ranker(train.subset(np.arange(3)), valid, list(FEATURES), log=lambda _: None)
 
 
 def test_train_writes_both_stages_into_one_bundle(tmp_path: Path) -> None:

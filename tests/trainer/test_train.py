@@ -34,7 +34,7 @@ from trainer.export import (
     write_bundle,
 )
 from trainer.models.two_tower import TowerConfig, TwoTower
-from trainer.preparation import prepare
+from trainer.preparation import Prepared, prepare
 from trainer.train import TrainParams, fit, rank_targets
 
 N_ITEMS = 24
@@ -68,7 +68,7 @@ def chain_shop(users: int = 160, seed: int = 0) -> Dataset:
 
 
 @pytest.fixture(scope="module")
-def trained() -> tuple[TwoTower, object]:
+def trained() -> tuple[TwoTower, Prepared]:
     torch.manual_seed(0)
     dataset = chain_shop()
     data = prepare(dataset, "loo", MAX_LEN)
@@ -138,9 +138,9 @@ def test_long_streams_are_cut_into_windows() -> None:
         assert (targets[:-1] == inputs[1:]).all()
 
 
-def test_the_model_learns_the_next_item(trained: tuple[TwoTower, object]) -> None:
+def test_the_model_learns_the_next_item(trained: tuple[TwoTower, Prepared]) -> None:
     model, data = trained
-    vocab = data.vocab  # type: ignore[attr-defined]
+    vocab = data.vocab
     hits = 0
     for k in range(N_ITEMS):
         seq = [vocab.encode(f"i{(k + j) % N_ITEMS}") for j in range(3)]
@@ -154,26 +154,26 @@ def test_the_model_learns_the_next_item(trained: tuple[TwoTower, object]) -> Non
     assert hits >= N_ITEMS - 2
 
 
-def test_validation_ranks_the_target_first(trained: tuple[TwoTower, object]) -> None:
+def test_validation_ranks_the_target_first(trained: tuple[TwoTower, Prepared]) -> None:
     model, data = trained
     ranks = rank_targets(
         model,
-        data.valid_items,  # type: ignore[attr-defined]
-        data.valid_types,  # type: ignore[attr-defined]
-        data.valid_targets,  # type: ignore[attr-defined]
-        data.valid_history,  # type: ignore[attr-defined]
+        data.valid_items,
+        data.valid_types,
+        data.valid_targets,
+        data.valid_history,
     )
     assert (ranks == 1).mean() > 0.8
 
 
 def test_onnx_matches_pytorch_on_real_and_edge_sequences(
-    trained: tuple[TwoTower, object], tmp_path: Path
+    trained: tuple[TwoTower, Prepared], tmp_path: Path
 ) -> None:
     model, data = trained
     path = tmp_path / bundles.USER_TOWER
     export_user_tower(model, path, MAX_LEN)
-    items = np.concatenate([data.valid_items[:20], np.zeros((1, MAX_LEN), np.int64)])  # type: ignore[attr-defined]
-    types = np.concatenate([data.valid_types[:20], np.zeros((1, MAX_LEN), np.int64)])  # type: ignore[attr-defined]
+    items = np.concatenate([data.valid_items[:20], np.zeros((1, MAX_LEN), np.int64)])
+    types = np.concatenate([data.valid_types[:20], np.zeros((1, MAX_LEN), np.int64)])
     assert check_parity(model, path, items, types) < 1e-4
     # dynamic batch: one row alone gives the same vector as within the batch
     one = onnx_user_vectors(session(path), items[3:4], types[3:4])
@@ -185,7 +185,7 @@ def test_onnx_matches_pytorch_on_real_and_edge_sequences(
     np.testing.assert_allclose(alone, one, atol=1e-5)
 
 
-def test_parity_failure_is_loud(trained: tuple[TwoTower, object], tmp_path: Path) -> None:
+def test_parity_failure_is_loud(trained: tuple[TwoTower, Prepared], tmp_path: Path) -> None:
     model, data = trained
     path = tmp_path / bundles.USER_TOWER
     export_user_tower(model, path, MAX_LEN)
@@ -193,7 +193,7 @@ def test_parity_failure_is_loud(trained: tuple[TwoTower, object], tmp_path: Path
         model.user_tower.norm.bias.add_(1.0)  # PyTorch now disagrees with the exported graph
     try:
         with pytest.raises(ExportError, match="differ"):
-            check_parity(model, path, data.valid_items[:5], data.valid_types[:5])  # type: ignore[attr-defined]
+            check_parity(model, path, data.valid_items[:5], data.valid_types[:5])
     finally:
         with torch.no_grad():
             model.user_tower.norm.bias.sub_(1.0)
@@ -256,15 +256,16 @@ def test_an_inverted_file_that_misses_its_recall_falls_back_to_exact(monkeypatch
 
 
 def test_the_server_probes_the_lists_the_export_chose_and_feeds_unpadded_sequences(
-    trained: tuple[TwoTower, object], tmp_path: Path
+    trained: tuple[TwoTower, Prepared], tmp_path: Path
 ) -> None:
     from server.retrieval.two_tower import TwoTowerRetriever
 
     model, data = trained
-    paths = write_bundle(model, data, tmp_path, version="ivf", ivf_above=10, log=lambda _: None)  # type: ignore[arg-type]
+    paths = write_bundle(model, data, tmp_path, version="ivf", ivf_above=10, log=lambda _: None)
     meta = paths.read_meta()["index"]
     assert meta["kind"] == "IndexIVFFlat"
     retriever = TwoTowerRetriever.load(paths)
+    assert isinstance(retriever.index, faiss.IndexIVFFlat)  # faiss reads the index back as its own class
     assert retriever.index.nprobe == meta["nprobe"]
     vector = retriever.encode([(0, 1, retriever.item_ids[0])], ())
     assert vector is not None and len(retriever.search(vector, 5, ())) == 5
@@ -275,25 +276,27 @@ def test_the_server_probes_the_lists_the_export_chose_and_feeds_unpadded_sequenc
     assert alone is not None
     alone = alone.copy()
     retriever.dynamic_length = False
-    np.testing.assert_allclose(alone, retriever.encode(recent, (retriever.item_ids[9],)), atol=1e-5)
+    padded = retriever.encode(recent, (retriever.item_ids[9],))
+    assert padded is not None
+    np.testing.assert_allclose(alone, padded, atol=1e-5)
 
 
 def test_write_bundle_is_complete_and_never_overwrites(
-    trained: tuple[TwoTower, object], tmp_path: Path
+    trained: tuple[TwoTower, Prepared], tmp_path: Path
 ) -> None:
     model, data = trained
-    paths = write_bundle(model, data, tmp_path, version="v1", hnsw_above=0, log=lambda _: None)  # type: ignore[arg-type]
+    paths = write_bundle(model, data, tmp_path, version="v1", hnsw_above=0, log=lambda _: None)
     paths.check()
     assert bundles.versions(tmp_path) == ["v1"]
     assert [p.name for p in tmp_path.iterdir()] == ["v1"]  # no temporary directory left behind
     meta = paths.read_meta()
     assert meta["index"]["kind"] == "IndexHNSWFlat" and 0.0 < meta["index"]["recall_at_100"] <= 1.0
     assert meta["max_len"] == MAX_LEN and meta["dim"] == 32
-    assert paths.read_item_ids() == list(data.vocab.item_ids)  # type: ignore[attr-defined]
+    assert paths.read_item_ids() == list(data.vocab.item_ids)
     index = faiss.read_index(str(paths.item_index))
     assert index.ntotal == len(paths.read_item_ids())
     with pytest.raises(ExportError, match="exists"):
-        write_bundle(model, data, tmp_path, version="v1", log=lambda _: None)  # type: ignore[arg-type]
+        write_bundle(model, data, tmp_path, version="v1", log=lambda _: None)
 
 
 def test_cli_trains_a_generated_shop_and_promotes(tmp_path: Path) -> None:

@@ -24,7 +24,9 @@ START_MS = 1_767_225_600_000
 MINUTE = 60_000
 
 
-def events_of(sequences: dict[str, list[str]], etype: int = events_pb2.PURCHASE) -> list[events_pb2.Event]:
+def events_of(
+    sequences: dict[str, list[str]], etype: events_pb2.EventType.ValueType = events_pb2.PURCHASE
+) -> list[events_pb2.Event]:
     """One event per item, users in parallel, a minute apart, in time order."""
     out = [
         events_pb2.Event(
@@ -101,7 +103,8 @@ def test_save_and_load_keep_the_scores(tmp_path: Path) -> None:
 def test_a_refit_is_the_same() -> None:
     events = events_of(chains())
     first, second = fit(events), fit(events)
-    assert (first.neighbours != second.neighbours).nnz == 0
+    # scipy-stubs declare no `!=` for sparse matrices, so mypy takes object's (a bool); it is elementwise.
+    assert (first.neighbours != second.neighbours).nnz == 0  # type: ignore[attr-defined]
 
 
 def test_fit_and_save_learns_the_training_part(tmp_path: Path) -> None:

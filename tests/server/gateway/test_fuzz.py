@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from clients.tokens import PrivateKey, mint
 from loadtest.harness.gateway import GatewayProcess
-from server.gateway.routes import routes
+from server.gateway.routes import Route, routes
 from tests.http_json import call
 
 ROUTES = routes()
@@ -36,14 +36,14 @@ json_values = st.recursive(
 def test_no_request_gets_a_server_error(
     gateway: GatewayProcess,
     key: PrivateKey,
-    route: object,
+    route: Route,
     segment: str,
     query: list[tuple[str, str]],
     body: object,
 ) -> None:
     token = mint(key, ["admin"])
-    path = route.template  # type: ignore[attr-defined]
-    for variable in route.variables:  # type: ignore[attr-defined]
+    path = route.template
+    for variable in route.variables:
         path = path.replace("{" + variable + "}", quote(segment, safe=""))
     path += "?" + "&".join(f"{quote(k)}={quote(v)}" for k, v in query) if query else ""
     raw = body if isinstance(body, bytes) else None
@@ -52,7 +52,7 @@ def test_no_request_gets_a_server_error(
         route.http_method,
         path,
         None if raw is not None else body,
-        token,  # type: ignore[attr-defined]
+        token,
         raw=raw,
     )
     assert answer.status < 500, (path, body, answer.body)
