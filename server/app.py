@@ -41,6 +41,7 @@ from protos.aisle.v1 import (
     users_pb2,
     users_pb2_grpc,
 )
+from server.collector import GrowthFreezer, log_long_pauses
 from server.config import ServerSettings
 from server.embedded.ingest import EmbeddedIngest, JournalLake
 from server.embedded.journal import Journal
@@ -319,8 +320,12 @@ async def serve(
         loop.add_signal_handler(sig, stopping.set)
     running = await start(settings, metrics=metrics)
     # What start-up built (catalog, users, replayed state, modules) lives as long as the process: keep the
-    # collector from scanning it again and again, which otherwise costs tens of ms per full collection.
+    # collector from scanning it again and again (`server.collector`); and again after the warmer's bulk growth.
     gc.freeze()
+    log_long_pauses()
+    models = running.engine.models
+    if models is not None and models.warmer is not None:
+        models.warmer.on_computed = GrowthFreezer().grown
     # A request allocates a few hundred short-lived containers: with CPython's default (a young collection every
     # 700 allocations, an older one every 10 of those) objects of requests still running get promoted and old
     # generations are scanned often. Collecting less often took the in-process p99 of a 100k-user shop from

@@ -58,6 +58,9 @@ class ProposalWarmer:
         self._closed = False
         #: States computed since start (for metrics, logs and tests).
         self.computed = 0
+        #: Called (in the warmer's thread) with the number of states each batch computed; the server freezes
+        #: the collector's view of the heap after much growth (`server.collector.GrowthFreezer`).
+        self.on_computed: Callable[[int], None] | None = None
         self._in_flight = 0
         self._thread = threading.Thread(target=self._run, name="aisle-proposals", daemon=True)
         self._thread.start()
@@ -137,6 +140,8 @@ class ProposalWarmer:
                     continue
                 computed += done
                 self.computed += done
+                if done and self.on_computed is not None:
+                    self.on_computed(done)
             if computed:
                 log.info(
                     "learned proposals computed for %d user states in %.1f s",
