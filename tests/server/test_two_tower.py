@@ -54,6 +54,13 @@ def pair_bundle(bundles_dir: Path, shop: Shop, version: str = "v1", max_len: int
     return ids
 
 
+def pair_index(shop: Shop) -> ItemIndex:
+    """The catalog positions of p0..p4 and q0..q4, for calling the sources directly."""
+    catalog = Catalog()
+    catalog.upsert_many(item(shop.id(f"{kind}{i}")) for kind in "pq" for i in range(PAIRS))
+    return ItemIndex(catalog)
+
+
 def pair_catalog(client: AisleClient, shop: Shop) -> None:
     """Every item in its own category and brand, so the real-time content and brand sources stay quiet."""
     client.upsert_items(
@@ -116,9 +123,7 @@ def test_the_source_adds_learned_candidates_by_relative_probability(
     loaded: tuple[TwoTowerRetriever, Shop],
 ) -> None:
     retriever, shop = loaded
-    catalog = Catalog()
-    catalog.upsert_many(item(shop.id(f"{kind}{i}")) for kind in "pq" for i in range(PAIRS))
-    index = ItemIndex(catalog)
+    index = pair_index(shop)
     pool = CandidateSet()
     user = UserState(recent=[(1, CLICK, shop.id("p2"))])
     proposals = sources.learned_proposals(retriever, user, ())
@@ -195,9 +200,7 @@ def test_a_request_excluding_most_of_the_remembered_search_searches_again(
     loaded: tuple[TwoTowerRetriever, Shop],
 ) -> None:
     retriever, shop = loaded
-    catalog = Catalog()
-    catalog.upsert_many(item(shop.id(f"{kind}{i}")) for kind in "pq" for i in range(PAIRS))
-    index = ItemIndex(catalog)
+    index = pair_index(shop)
     recent = [(1, CLICK, shop.id("p1"))]
     full = retriever.proposals(recent, (), None, 10, 0)
     # A remembered search only three deep, of which the request excludes two.
