@@ -48,21 +48,28 @@ class GrowthFreezer:
 
 
 def log_long_pauses(threshold_s: float = LONG_PAUSE_S) -> None:
-    """Log every collection that stops the process for longer than ``threshold_s`` (once per process)."""
-    started: list[float] = []
+    """Log every collection that stops the process for longer than ``threshold_s`` (one callback per process;
+    a second call only changes the threshold)."""
+    global _threshold_s
+    _threshold_s = threshold_s
+    if _on_collection not in gc.callbacks:
+        gc.callbacks.append(_on_collection)
 
-    def callback(phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            started[:] = [time.perf_counter()]
-        elif started:
-            paused = time.perf_counter() - started[0]
-            if paused > threshold_s:
-                log.warning(
-                    "garbage collection of generation %d paused the process for %.0f ms (%d frozen objects)",
-                    info.get("generation", -1),
-                    paused * 1e3,
-                    gc.get_freeze_count(),
-                )
 
-    if not any(getattr(cb, "__qualname__", "").startswith("log_long_pauses") for cb in gc.callbacks):
-        gc.callbacks.append(callback)
+_threshold_s = LONG_PAUSE_S
+_started = 0.0
+
+
+def _on_collection(phase: str, info: dict[str, Any]) -> None:
+    global _started
+    if phase == "start":
+        _started = time.perf_counter()
+        return
+    paused = time.perf_counter() - _started
+    if paused > _threshold_s:
+        log.warning(
+            "garbage collection of generation %d paused the process for %.0f ms (%d frozen objects)",
+            info.get("generation", -1),
+            paused * 1e3,
+            gc.get_freeze_count(),
+        )

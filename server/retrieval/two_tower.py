@@ -43,8 +43,8 @@ MAX_EXTRA = 64
 class TwoTowerRetriever:
     """The user tower and the item index of one bundle, with the item id maps.
 
-    Not thread-safe: `encode` fills arrays allocated once, so one caller at a time (the server's event loop,
-    or one evaluation). Loading is safe in any thread; the loaded object is then only read.
+    Loading is safe in any thread; the loaded object is then only read (and its proposal cache written under a
+    lock), so the event loop and the warmer's thread use it at once.
     """
 
     def __init__(self, paths: BundlePaths, cache_capacity: int = DEFAULT_CAPACITY) -> None:
@@ -123,10 +123,6 @@ class TwoTowerRetriever:
                 )
             self.ranker = Ranker(paths.ranker, ranker_meta)
 
-        # Request buffers, allocated once: `encode` overwrites them in place.
-        self._items = np.zeros((1, self.max_len), dtype=np.int64)
-        self._types = np.zeros((1, self.max_len), dtype=np.int64)
-        self._feeds = {INPUT_ITEMS: self._items, INPUT_TYPES: self._types}
         self._outputs = [OUTPUT_USER]
         #: What this bundle proposed for recent user states (see `proposals`).
         self.cache = ProposalCache(cache_capacity)
@@ -164,39 +160,14 @@ class TwoTowerRetriever:
 
         ``recent`` is ``UserState.recent``: (ts_ms, EventType, item_id), oldest first. Items unknown to the
         bundle are dropped; the context items (the page being viewed) follow as views, so they are the newest.
-        The last ``max_len`` of them fill the right end of the tower's input; the rest is 0 (padding).
+        The last ``max_len`` of them fill the right end of the tower's input (`_known`); towers of a fixed length
+        get the rest as 0 (padding), dynamic ones only the real interactions (the same output, in about half
+        the time).
         """
-        index_of = self.index_of
-        items, types = self._items[0], self._types[0]
-        pos = self.max_len
-        for item in reversed(context_item_ids):
-            j = index_of.get(item)
-            if j is not None:
-                pos -= 1
-                items[pos] = j
-                types[pos] = VIEW
-                if pos == 0:
-                    break
-        if pos:
-            for i in range(len(recent) - 1, -1, -1):
-                _, etype, item = recent[i]
-                j = index_of.get(item)
-                if j is not None:
-                    pos -= 1
-                    items[pos] = j
-                    types[pos] = etype
-                    if pos == 0:
-                        break
-        if pos == self.max_len:
+        sequence = self._known(recent, context_item_ids)
+        if not sequence[0]:
             return None
-        if self.dynamic_length:
-            # Only the real interactions: the same output as the padded input, in about half the time.
-            feeds = {INPUT_ITEMS: self._items[:, pos:], INPUT_TYPES: self._types[:, pos:]}
-        else:
-            items[:pos] = 0
-            types[:pos] = 0
-            feeds = self._feeds
-        vector: np.ndarray = self.session.run(self._outputs, feeds)[0]
+        vector: np.ndarray = self._run([sequence], len(sequence[0]))
         return vector
 
     def proposals(
@@ -221,7 +192,7 @@ class TwoTowerRetriever:
         vector = self.encode(recent, context_item_ids)
         width = self._width(n)
         if vector is None:
-            labels, scores = _NO_LABELS, _NO_SCORES
+            labels, scores = _NO_ITEMS, _NO_SCORES
         else:
             found_scores, found_labels = self.index.search(vector, width)
             labels, scores = found_labels[0], found_scores[0]
@@ -235,7 +206,7 @@ class TwoTowerRetriever:
     ) -> int:
         """`proposals` for many user states at once, remembered: the tower runs once per sequence length and the
         index once for all. What the warmer (`server.retrieval.warmer`) calls in its own thread; safe beside
-        requests (it uses no request buffer). States already remembered are skipped; returns how many were
+        requests. States already remembered are skipped; returns how many were
         computed."""
         width = self._width(n)
         todo = [(key, recent) for key, recent in states if key not in self.cache]
@@ -251,7 +222,7 @@ class TwoTowerRetriever:
         for i, (key, recent) in enumerate(todo):
             row = row_of.get(i)
             if row is None:
-                proposals = self._proposal(_NO_LABELS, _NO_SCORES, width, recent, (), next_n)
+                proposals = self._proposal(_NO_ITEMS, _NO_SCORES, width, recent, (), next_n)
             else:
                 proposals = self._proposal(labels[row], scores[row], width, recent, (), next_n)
             self.cache.put(key, proposals)
@@ -313,40 +284,57 @@ class TwoTowerRetriever:
 
     def _encode_many(self, recents: Sequence[Sequence[tuple[int, int, str]]]) -> list[np.ndarray | None]:
         """`encode` of many users without context items (each ``[dim]``, None when no item is known): one tower
-        run per distinct sequence length (no padding, so each vector is what `encode` gives), or one padded run
-        for towers of a fixed length."""
-        index_of, max_len = self.index_of, self.max_len
-        sequences: list[tuple[list[int], list[int]]] = []
-        for recent in recents:
-            items: list[int] = []
-            types: list[int] = []
-            for i in range(len(recent) - 1, -1, -1):
-                _, etype, item = recent[i]
-                j = index_of.get(item)
-                if j is not None:
-                    items.append(j)
-                    types.append(etype)
-                    if len(items) == max_len:
-                        break
-            items.reverse()
-            types.reverse()
-            sequences.append((items, types))
+        run per distinct sequence length, so each vector is what `encode` gives."""
+        sequences = [self._known(recent, ()) for recent in recents]
         out: list[np.ndarray | None] = [None] * len(recents)
         groups: dict[int, list[int]] = {}
         for i, (items, _) in enumerate(sequences):
             if items:
-                groups.setdefault(len(items) if self.dynamic_length else max_len, []).append(i)
+                groups.setdefault(len(items), []).append(i)
         for length, members in groups.items():
-            items_in = np.zeros((len(members), length), dtype=np.int64)
-            types_in = np.zeros((len(members), length), dtype=np.int64)
-            for row, i in enumerate(members):
-                items, types = sequences[i]
-                items_in[row, length - len(items) :] = items
-                types_in[row, length - len(types) :] = types
-            vectors = self.session.run(self._outputs, {INPUT_ITEMS: items_in, INPUT_TYPES: types_in})[0]
+            vectors = self._run([sequences[i] for i in members], length)
             for row, i in enumerate(members):
                 out[i] = vectors[row]
         return out
+
+    def _known(
+        self, recent: Sequence[tuple[int, int, str]], context_item_ids: Sequence[str]
+    ) -> tuple[list[int], list[int]]:
+        """(item indices, event types) of the last ``max_len`` interactions the bundle knows, oldest first, the
+        context items last (as views)."""
+        index_of, max_len = self.index_of, self.max_len
+        items: list[int] = []
+        types: list[int] = []
+        for item in reversed(context_item_ids):
+            j = index_of.get(item)
+            if j is not None and len(items) < max_len:
+                items.append(j)
+                types.append(VIEW)
+        for i in range(len(recent) - 1, -1, -1):
+            if len(items) >= max_len:
+                break
+            _, etype, item = recent[i]
+            j = index_of.get(item)
+            if j is not None:
+                items.append(j)
+                types.append(etype)
+        items.reverse()
+        types.reverse()
+        return items, types
+
+    def _run(self, sequences: Sequence[tuple[list[int], list[int]]], length: int) -> np.ndarray:
+        """The tower over ``sequences`` of ``length`` interactions each (``[len(sequences), dim]``); towers of a
+        fixed length get them left-padded to ``max_len``."""
+        width = length if self.dynamic_length else self.max_len
+        items_in = np.zeros((len(sequences), width), dtype=np.int64)
+        types_in = np.zeros((len(sequences), width), dtype=np.int64)
+        for row, (items, types) in enumerate(sequences):
+            items_in[row, width - len(items) :] = items
+            types_in[row, width - len(types) :] = types
+        vectors: np.ndarray = self.session.run(self._outputs, {INPUT_ITEMS: items_in, INPUT_TYPES: types_in})[
+            0
+        ]
+        return vectors
 
     def transition_positions(self, index: ItemIndex) -> np.ndarray:
         """Position in ``index`` of each item of the bundle's transitions (-1: not in the catalog), computed once
@@ -443,7 +431,6 @@ def load(paths: BundlePaths, cache_capacity: int = DEFAULT_CAPACITY) -> TwoTower
 
 _NO_ITEMS = np.zeros(0, dtype=np.int64)
 _NO_SCORES = np.zeros(0, dtype=np.float32)
-_NO_LABELS = np.zeros(0, dtype=np.int64)
 
 
 def _positive_int(meta: dict[str, Any], key: str, paths: BundlePaths) -> int:

@@ -17,7 +17,8 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
+from itertools import islice
 
 from feature_worker.state import UserState
 from server.retrieval.proposals import StateKey, state_key
@@ -115,7 +116,7 @@ class ProposalWarmer:
     def _take(self) -> list[tuple[StateKey, Interactions]]:
         with self._lock:
             pending = self._pending
-            taken = [pending.pop(user_id) for user_id in list(_first(pending, self.batch))]
+            taken = [pending.pop(user_id) for user_id in list(islice(pending, self.batch))]
             self._in_flight = len(taken)
             if not taken:
                 self._idle.set()
@@ -148,13 +149,3 @@ class ProposalWarmer:
                     computed,
                     time.perf_counter() - started,
                 )
-
-
-def _first(pending: dict[str, tuple[StateKey, Interactions]], n: int) -> Sequence[str]:
-    """The ``n`` oldest user ids of ``pending`` (insertion order)."""
-    out: list[str] = []
-    for user_id in pending:
-        out.append(user_id)
-        if len(out) >= n:
-            break
-    return out

@@ -85,22 +85,43 @@ def loaded(tmp_path: Path) -> tuple[TwoTowerRetriever, Shop]:
     return TwoTowerRetriever.load(bundles.bundle(tmp_path, "v1")), shop
 
 
+def tower_input(
+    retriever: TwoTowerRetriever, recent: Sequence[tuple[int, int, str]], context: Sequence[str]
+) -> tuple[list[list[int]], list[list[int]]]:
+    """`encode`, returning the (items, types) it fed the tower."""
+    session = retriever.session
+    fed: list[dict[str, np.ndarray]] = []
+    run = session.run
+
+    def recording(outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        fed.append(feeds)
+        found: list[np.ndarray] = run(outputs, feeds)
+        return found
+
+    session.run = recording  # records what the tower is given, and runs it as is
+    try:
+        assert retriever.encode(recent, context) is not None
+    finally:
+        del session.run  # back to the class's method
+    return fed[0]["items"].tolist(), fed[0]["types"].tolist()
+
+
 def test_encode_left_pads_drops_unknown_items_and_puts_the_page_last(
     loaded: tuple[TwoTowerRetriever, Shop],
 ) -> None:
     retriever, shop = loaded
     p = [shop.id(f"p{i}") for i in range(PAIRS)]
     recent = [(1, VIEW, p[0]), (2, CLICK, "unknown-item"), (3, ADD_TO_CART, p[1])]
-    assert retriever.encode(recent, ()) is not None
-    assert retriever._items.tolist() == [[0, 0, 1, 2]]
-    assert retriever._types.tolist() == [[0, 0, VIEW, ADD_TO_CART]]
+    items, types = tower_input(retriever, recent, ())
+    assert items == [[0, 0, 1, 2]]
+    assert types == [[0, 0, VIEW, ADD_TO_CART]]
     # The page being viewed comes last, as a view; only the last max_len interactions are kept.
-    assert retriever.encode([*recent, (4, CLICK, p[2]), (5, CLICK, p[3])], (p[4],)) is not None
-    assert retriever._items.tolist() == [[2, 3, 4, 5]]
-    assert retriever._types.tolist() == [[ADD_TO_CART, CLICK, CLICK, VIEW]]
+    items, types = tower_input(retriever, [*recent, (4, CLICK, p[2]), (5, CLICK, p[3])], (p[4],))
+    assert items == [[2, 3, 4, 5]]
+    assert types == [[ADD_TO_CART, CLICK, CLICK, VIEW]]
     # Shorter again: stale columns are cleared.
-    retriever.encode([(1, CLICK, p[1])], ())
-    assert retriever._items.tolist() == [[0, 0, 0, 2]]
+    items, _ = tower_input(retriever, [(1, CLICK, p[1])], ())
+    assert items == [[0, 0, 0, 2]]
     assert retriever.encode([(1, VIEW, "unknown-item")], ()) is None
     assert retriever.encode([], ()) is None
 
