@@ -31,8 +31,7 @@ from typing import cast
 
 import redis.asyncio as aioredis
 
-from clients.client import AisleClient, AsyncAisleClient, ClientOptions
-from clients.replay import replay
+from clients.client import AisleClient, ClientOptions
 from feature_worker.apply import apply_events
 from feature_worker.catalog import Catalog
 from feature_worker.privacy.keystores.redis import RedisKeyStore
@@ -42,6 +41,7 @@ from feature_worker.state import UserState
 from feature_worker.stores.redis import RedisFeatureStore
 from loadtest.harness.children import with_master_key
 from loadtest.harness.server import ServerProcess
+from loadtest.shops import load_shop
 from loadtest.stats import format_ms, summarize_ms
 from protos.aisle.v1 import events_pb2, users_pb2
 from trainer.data.generated import read_events, read_items, read_users
@@ -160,13 +160,7 @@ def erasures(shop: Path, n: int, workdir: Path) -> None:
         started = time.perf_counter()
         customers = [u.user_id for u in read_users(shop)]
 
-        async def load() -> None:
-            async with AsyncAisleClient(ClientOptions(target=server.target, write_timeout_s=60)) as loader:
-                await replay(
-                    loader, list(read_items(shop)), list(read_users(shop)), read_events(shop), progress=False
-                )
-
-        asyncio.run(load())
+        load_shop(server.target, shop, progress=False)
         with AisleClient(ClientOptions(target=server.target, write_timeout_s=60)) as client:
             print(f"loaded {len(customers):,} customers in {time.perf_counter() - started:.1f} s")
             random.Random(2).shuffle(customers)

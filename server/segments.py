@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from feature_worker.decay import DAY_MS
 from feature_worker.errors import InvalidArgument
 from feature_worker.state import UserState
 from feature_worker.validation import MAX_TEXT_LEN, check_map, check_text
@@ -20,7 +21,6 @@ from protos.aisle.v1 import segments_pb2
 from server.engine import Engine, now_ms
 from server.recommender import MAX_K, Recommendation
 
-DAY_MS = 86_400_000
 #: Customers per streamed message: big enough to amortize a message, small enough to start output at once.
 CHUNK = 256
 
@@ -64,13 +64,14 @@ def validate(request: segments_pb2.ExportRecommendationsRequest) -> None:
         raise InvalidArgument(problems)
 
 
+def _wants_activity(segment: segments_pb2.Segment) -> bool:
+    """Whether the segment has activity conditions (which read the customer's features)."""
+    return bool(segment.active_within_days or segment.min_events or segment.category or segment.buyers_only)
+
+
 def _active(segment: segments_pb2.Segment, state: UserState | None, clock_ms: int) -> bool:
-    """Whether the customer's features meet the segment's activity conditions (all of them, when set)."""
-    wants_activity = (
-        segment.active_within_days or segment.min_events or segment.category or segment.buyers_only
-    )
-    if not wants_activity:
-        return True
+    """Whether the customer's features meet the segment's activity conditions (all of them; called only when
+    it has some, `_wants_activity`)."""
     if state is None:
         return False
     if segment.active_within_days and state.last_seen_ms < clock_ms - segment.active_within_days * DAY_MS:
@@ -98,9 +99,7 @@ async def export(engine: Engine, request: segments_pb2.ExportRecommendationsRequ
     clock_ms = engine.recommender.lists.clock_ms or now_ms()
     rows: list[Exported] = []
     model_version = ""
-    needs_features = bool(
-        segment.active_within_days or segment.min_events or segment.category or segment.buyers_only
-    )
+    needs_features = _wants_activity(segment)
     for scanned, user_id in enumerate(user_ids, start=1):
         record = engine.users.get(user_id)
         if record is None or any(record.attributes.get(k) != v for k, v in wanted.items()):

@@ -7,7 +7,6 @@ multi-process server (Kafka + Redis mode only); `metrics_port` serves `/metrics`
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from loadtest.harness.children import ChildProcess
+from loadtest.harness.services.process import free_port
+
+#: `free_port` is re-exported: the runners' users import it with `ServerProcess`.
+__all__ = ["ServerProcess", "free_port"]
 
 
 @dataclass
@@ -85,10 +88,3 @@ class ServerProcess(ChildProcess):
     def restart(self) -> ServerProcess:
         self.stop()
         return self.start()
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (for a child's metrics port)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

@@ -123,6 +123,8 @@ class Sampler:
         snaps = self.snapshots()
         hist, calls, failed = _handling(snaps)
         items, backfilled = _serving(snaps, "items"), _serving(snaps, "backfilled")
+        # Read before taking the lock: it asks every worker's /metrics over HTTP, which `view` must not wait for.
+        lag = worker_lag(self.worker_urls) if self.worker_urls else None
         point = None
         with self._lock:
             self.latest = snaps
@@ -147,7 +149,7 @@ class Sampler:
                     "p99_ms": _ms(quantile(delta, 0.99)),
                     "backfill_rate": delta_backfilled / delta_items if delta_items > 0 else None,
                     "freshness_s": max(freshness) if freshness else None,
-                    "worker_lag": worker_lag(self.worker_urls) if self.worker_urls else None,
+                    "worker_lag": lag,
                 }
                 self.points.append(point)
             self._previous = (now, hist["recommend"], calls, failed, items, backfilled)

@@ -110,10 +110,6 @@ class Assigner:
             layers.setdefault(layer_of(experiment), []).append(slot)
         self.layers = tuple((f"layer:{name}", tuple(slots)) for name, slots in sorted(layers.items()))
 
-    @property
-    def active(self) -> bool:
-        return bool(self.layers)
-
     def assign(self, unit: str) -> Assignment:
         """The unit's variants (`NOT_ASSIGNED` without a unit or without running experiments)."""
         if not unit or not self.layers:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from feature_worker.stores.base import RequestFeatures
@@ -168,6 +168,3 @@ def interleave(
     )
     model = versions[0] if versions[0] == versions[1] else f"{versions[0]}|{versions[1]}"
     return [by_id[i] for i in ids], [(a.name, b.name)[t] for t in teams], model
-
-
-Clock = Callable[[], float]

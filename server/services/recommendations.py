@@ -7,7 +7,8 @@ from server.engine import Engine
 from server.recommender import Recommendation
 
 
-def _scored(items: list[Recommendation], explain: bool) -> list[recommendations_pb2.ScoredItem]:
+def scored(items: list[Recommendation], explain: bool) -> list[recommendations_pb2.ScoredItem]:
+    """The answer's items as messages; reasons only when the client asked for them."""
     if explain:
         return [
             recommendations_pb2.ScoredItem(item_id=r.item_id, score=r.score, reasons=r.reasons) for r in items
@@ -37,7 +38,7 @@ class RecommendationService(recommendations_pb2_grpc.RecommendationServiceServic
             request.session_id,
         )
         return recommendations_pb2.RecommendResponse(
-            items=_scored(answer.items, request.explain),
+            items=scored(answer.items, request.explain),
             recommendation_id=answer.recommendation_id,
             variant=answer.variant,
             model_version=answer.model_version,
@@ -58,5 +59,5 @@ class RecommendationService(recommendations_pb2_grpc.RecommendationServiceServic
             request.max_per_category,
         )
         return recommendations_pb2.SimilarItemsResponse(
-            items=_scored(answer.items, request.explain), model_version=answer.model_version
+            items=scored(answer.items, request.explain), model_version=answer.model_version
         )

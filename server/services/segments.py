@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 import grpc
 
 from feature_worker.errors import AisleError
-from protos.aisle.v1 import recommendations_pb2, segments_pb2, segments_pb2_grpc
+from protos.aisle.v1 import segments_pb2, segments_pb2_grpc
 from server.engine import Engine
 from server.interceptors.errors import to_status
 from server.segments import export
+from server.services.recommendations import scored
 
 
 class SegmentService(segments_pb2_grpc.SegmentServiceServicer):
@@ -31,14 +32,7 @@ class SegmentService(segments_pb2_grpc.SegmentServiceServicer):
                     customers=[
                         segments_pb2.CustomerRecommendations(
                             user_id=row.user_id,
-                            items=[
-                                recommendations_pb2.ScoredItem(
-                                    item_id=r.item_id,
-                                    score=r.score,
-                                    reasons=r.reasons if request.explain else (),
-                                )
-                                for r in row.items
-                            ],
+                            items=scored(row.items, request.explain),
                             recommendation_id=row.recommendation_id,
                             personalized=row.personalized,
                         )

@@ -105,9 +105,7 @@ def test_the_dashboard_renders_live_data_without_console_errors(dashboard_server
             assert errors == []
 
 
-def test_the_grafana_dashboard_only_names_exported_metrics(
-    dashboard_server: ServerProcess, tmp_path: Path
-) -> None:
+def test_the_grafana_dashboard_only_names_exported_metrics(tmp_path: Path) -> None:
     """Every metric the Grafana panels query is one a server (or, for aisle_worker_*, a worker) exports."""
     import re
 

@@ -30,7 +30,7 @@ from server.experiments.assignment import Assigner, draw, unit_of
 from server.experiments.exposures import read_journal
 from server.experiments.interleaving import team_draft
 from server.experiments.model import pipeline_of
-from tests.shop import BASE_TS, Shop, event, item, view
+from tests.shop import BASE_TS, Shop, item, view
 
 E = experiments_pb2
 
@@ -340,7 +340,6 @@ def test_interleaving_mixes_two_variants_with_teams(exp_server: ServerProcess) -
     assert list(exposure.item_ids) == [i.item_id for i in answer.items]
     assert set(exposure.teams) <= {"blend", "popular"} and len(exposure.teams) == 4
     assert exposure.experiments["mix"] == "interleaved"
-    _ = event  # the builders are shared with other tests
 
 
 def test_a_variant_serves_another_bundle_version_beside_the_promoted_one(

@@ -10,13 +10,11 @@ import asyncio
 import dataclasses
 import json
 import time
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from clients.client import AisleClient, ClientOptions
 from feature_worker.catalog import Catalog
@@ -34,6 +32,7 @@ from server.retrieval.proposals import StateKey, UserProposals, state_key
 from server.retrieval.two_tower import TwoTowerRetriever
 from server.retrieval.warmer import ProposalWarmer
 from tests.kafka_stack import AppliedClient, KafkaStack
+from tests.server.test_metrics import scrape
 from tests.shop import BASE_TS, Shop, event, item, unique, view
 
 MIN = 60_000
@@ -397,13 +396,8 @@ def test_the_server_computes_learned_proposals_at_the_swap_and_when_the_fold_wri
 
 
 def proposal_metrics(server: ServerProcess) -> dict[str, float]:
-    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
-        text = response.read().decode()
     return {
-        sample.name: sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name.startswith("aisle_learned_proposals")
+        s.name: s.value for s in scrape(server.metrics_url) if s.name.startswith("aisle_learned_proposals")
     }
 
 

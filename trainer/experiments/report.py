@@ -20,9 +20,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from google.protobuf import json_format
 
-from protos.aisle.v1 import experiments_pb2
+from server.experiments.store import parse
 from trainer.experiments.data import attribute, pre_period, read_events, read_exposures
 from trainer.experiments.stats import METRICS, compare, cuped, interleaving, mean_ci, msprt, rate_ci, srm
 
@@ -211,8 +210,7 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"no exposures of experiment {args.experiment!r} in {args.lake}")
     spec = None
     if args.experiments_file is not None:
-        parsed = experiments_pb2.ExperimentsFile()
-        json_format.Parse(args.experiments_file.read_text(), parsed)
+        parsed = parse(args.experiments_file.read_text())  # the server's own reader, checks included
         spec = next((e for e in parsed.experiments if e.name == args.experiment), None)
     variants = sorted(set(exposures["variant"]))
     names = [v.name for v in spec.variants] if spec is not None else variants

@@ -25,7 +25,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 from google.protobuf import json_format
 from statsmodels.stats.power import NormalIndPower
@@ -144,10 +143,12 @@ def live(args: argparse.Namespace, target: str, lake: Path) -> dict[str, Any]:
     done = {"answers": 0, "clicks": 0, "carts": 0, "purchases": 0}
     with AisleClient(ClientOptions(target=target, read_timeout_s=10)) as client:
         client.upsert_items(items)
-        with grpc.insecure_channel(target) as channel:
-            experiments_pb2_grpc.ExperimentServiceStub(channel).CreateExperiment(
-                experiments_pb2.CreateExperimentRequest(experiment=experiment), timeout=30
-            )
+        # On the client's own channel: its token and TLS, if any, apply to this call too.
+        experiments_pb2_grpc.ExperimentServiceStub(client.channel).CreateExperiment(
+            experiments_pb2.CreateExperimentRequest(experiment=experiment),
+            timeout=30,
+            metadata=client.options.metadata(),
+        )
         now = int(time.time() * 1000)
         # The pre-period: a week of views in liked categories, and clicks and purchases as the customer's latent
         # engagement and propensity have it (the CUPED covariates, and the features personalisation reads).
