@@ -417,3 +417,26 @@ def test_forgetting_a_customer_removes_their_exposures_from_the_lake(tmp_path: P
     forget_user(Lake(lake_dir), "gone")
     left = DeltaTable(table_uri(lake_dir, EXPOSURES)).to_pyarrow_table().to_pylist()
     assert [row["user_id"] for row in left] == ["kept"]
+
+
+def test_maintenance_compacts_and_vacuums_the_exposures_too(tmp_path: Path) -> None:
+    from feature_worker.lake.maintenance import optimize
+    from feature_worker.lake.writer import Lake
+    from server.experiments.lake import EXPOSURES, ExposureTable
+
+    lake_dir = tmp_path / "lake"
+    table = ExposureTable(lake_dir)
+    for i in range(3):  # three small files, as three flushes write them
+        table.append(
+            [
+                E.Exposure(
+                    recommendation_id=f"r{i}",
+                    user_id="u",
+                    ts_ms=BASE_TS + i,
+                    variant="default",
+                    model_version="m",
+                )
+            ]
+        )
+    report = optimize(Lake(lake_dir), retention_hours=0)
+    assert report[EXPOSURES]["files_removed"] == 3 and report[EXPOSURES]["files_vacuumed"] >= 3
