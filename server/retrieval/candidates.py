@@ -114,28 +114,32 @@ def _columns(
     position (`ABSENT_RANK`, passed as ``absent``, where the source proposed nothing). Proposals at negative
     positions (items outside the index) or with scores <= 0 are dropped.
     """
-    valid = np.flatnonzero((pos >= 0) & (score > 0.0))
-    if len(valid) < len(pos):
-        pos, score, arg, source = pos[valid], score[valid], arg[valid], source[valid]
     m = len(pos)
-    order = np.argsort(pos)  # the order among equal positions does not matter here
-    row_of = np.empty(m, dtype=np.int64)
-    n = 0
-    last = -1
-    for j in range(m):
-        i = order[j]
-        if j == 0 or pos[i] != last:
-            last = pos[i]
-            n += 1
-        row_of[i] = n - 1
-    positions = np.empty(n, dtype=np.int64)
+    # Rows by a table over the positions proposed (a few tens of kB), not by sorting the proposals: each
+    # proposal is then one lookup, and only the distinct positions are sorted.
+    size = 0
     for i in range(m):
-        positions[row_of[i]] = pos[i]
+        size = max(size, pos[i] + 1)
+    row_at = np.full(size, -1, dtype=np.int32)
+    distinct = np.empty(m, dtype=np.int64)
+    n = 0
+    for i in range(m):
+        p = pos[i]
+        if p >= 0 and score[i] > 0.0 and row_at[p] < 0:
+            row_at[p] = 0
+            distinct[n] = p
+            n += 1
+    positions = np.sort(distinct[:n])
+    for r in range(n):
+        row_at[positions[r]] = r
     scores = np.zeros((k, n))
     args = np.full((k, n), -1, dtype=np.int64)
     best = np.full((k, n), -np.inf)
     for i in range(m):
-        s, r = source[i], row_of[i]
+        p = pos[i]
+        if p < 0 or not score[i] > 0.0:
+            continue
+        s, r = source[i], row_at[p]
         scores[s, r] += score[i]
         if score[i] >= best[s, r]:
             best[s, r] = score[i]
