@@ -20,7 +20,7 @@ from feature_worker.catalog import Catalog
 from feature_worker.state import UserState
 from feature_worker.stores.base import ItemStats, RequestFeatures
 from server.pipeline import Pipeline
-from server.ranking.diversity import best_first, cap_per_group
+from server.ranking.diversity import top_rows
 from server.ranking.features import feature_matrix
 from server.ranking.rules import Rules
 from server.retrieval import sources
@@ -238,21 +238,23 @@ class Recommender:
     def choose(self, stage: Retrieved, scores: Floats) -> list[Recommendation]:
         """Rules, diversity, the top k (ties by item id), backfill and reasons."""
         query, pool, index = stage.query, stage.pool, stage.index
-        allowed = np.flatnonzero(stage.rules.allowed(index, pool.positions))
-        order = allowed[best_first(scores[allowed], index.id_rank[pool.positions[allowed]])]
+        rules = stage.rules
         cap = DEFAULT_MAX_PER_CATEGORY if query.max_per_category == 0 else query.max_per_category
-        leaf = index.leaf[pool.positions]
         # A few spare rows: the live catalog may have changed since the index was built (checked below).
-        chosen = cap_per_group(order, leaf, query.k + 5, cap)
+        chosen = top_rows(
+            scores, pool.positions, index, rules.blocked(index), rules.category_mask(index), query.k + 5, cap
+        )
         result: list[Recommendation] = []
         ids = index.ids
-        allows = stage.rules.allows
+        # The mask is the rules over the index's catalog version: checked again item by item only when the
+        # catalog changed since (an item deleted or out of stock in between).
+        allows = stage.rules.allows if index.version != self.catalog.version else None
         rows: list[int] = []
         for row, position, score in zip(
             chosen.tolist(), pool.positions[chosen].tolist(), scores[chosen].tolist()
         ):
             item = ids[position]
-            if not allows(item):
+            if allows is not None and not allows(item):
                 continue
             result.append(Recommendation(item, score))
             rows.append(row)

@@ -13,6 +13,9 @@ from feature_worker.decay import DAY_MS
 from feature_worker.state import UserState
 from server.retrieval.item_index import Ints, ItemIndex, rows_of
 
+_NO_POSITIONS = np.zeros(0, dtype=np.int64)
+_NO_MASK = np.zeros(0, dtype=bool)
+
 #: An item bought within this many days is not recommended again ("just bought").
 REPURCHASE_BLOCK_DAYS = 30
 
@@ -54,12 +57,22 @@ class Rules:
     def allowed(self, index: ItemIndex, positions: Ints) -> npt.NDArray[np.bool_]:
         """`allows` for every position at once (``positions``: a `CandidateSet`'s, ascending and distinct)."""
         mask: npt.NDArray[np.bool_] = index.in_stock[positions]
-        for blocked in (self.exclude, self.just_bought):
-            if blocked:
-                mask[rows_of(positions, np.sort(index.positions(blocked, len(blocked))))] = False
+        mask[rows_of(positions, self.blocked(index))] = False
         if self.category_prefix:
             mask &= index.in_category(self.category_prefix)[positions]
         return mask
+
+    def blocked(self, index: ItemIndex) -> Ints:
+        """Positions in ``index`` of the excluded and just-bought items, ascending (ids outside it left out)."""
+        blocked = self.exclude | self.just_bought if self.just_bought else self.exclude
+        if not blocked:
+            return _NO_POSITIONS
+        positions = index.positions(blocked, len(blocked))
+        return np.sort(positions[positions >= 0])
+
+    def category_mask(self, index: ItemIndex) -> npt.NDArray[np.bool_]:
+        """Over ``index``'s positions: the items inside the category filter (empty: no filter)."""
+        return index.in_category(self.category_prefix) if self.category_prefix else _NO_MASK
 
     def backfill_order(self, popular: Iterable[str]) -> Iterable[str]:
         """Items to fill a short list with: ``popular`` (the shop's, or the category filter's, best first), then

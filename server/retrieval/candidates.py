@@ -77,18 +77,18 @@ class CandidateSet:
         score = np.concatenate([p[1] for _, p in parts]).astype(np.float64, copy=False)
         arg = np.concatenate([p[2] for _, p in parts])
         source = np.repeat(np.array([s for s, _ in parts], dtype=np.int64), [len(p[0]) for _, p in parts])
-        self.positions, self.scores, self.ranks, self.args = _columns(pos, score, arg, source, k, ABSENT_RANK)
-        n = len(self.positions)
-        extra: dict[str, Floats] = {}
-        for name, (pos, values) in self._extra_parts.items():
-            rows = np.searchsorted(self.positions, pos)
-            inside = rows < n
-            inside[inside] &= self.positions[rows[inside]] == pos[inside]
-            # float64 even when empty (bincount of no weights gives int64).
-            extra[name] = np.bincount(rows[inside], weights=values[inside], minlength=n).astype(
-                np.float64, copy=False
-            )
-        self.extra = extra
+        names = list(self._extra_parts)
+        extra_parts = list(self._extra_parts.values())
+        if extra_parts:
+            extra_pos = np.concatenate([p for p, _ in extra_parts])
+            extra_values = np.concatenate([v for _, v in extra_parts]).astype(np.float64, copy=False)
+            extra_column = np.repeat(np.arange(len(names), dtype=np.int64), [len(p) for p, _ in extra_parts])
+        else:
+            extra_pos, extra_values, extra_column = _NO_INTS, _NO_FLOATS, _NO_INTS
+        self.positions, self.scores, self.ranks, self.args, extra = _columns(
+            pos, score, arg, source, k, ABSENT_RANK, extra_pos, extra_values, extra_column, len(names)
+        )
+        self.extra = {name: extra[i] for i, name in enumerate(names)}
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -99,15 +99,31 @@ class CandidateSet:
         return column if column is not None else np.zeros(len(self.positions))
 
 
+_NO_INTS = np.zeros(0, dtype=np.int64)
+_NO_FLOATS = np.zeros(0)
+
+
 @njit(
-    "Tuple((i8[:], f8[:, :], i8[:, :], i8[:, :]))(i8[:], f8[:], i8[:], i8[:], i8, i8)",
+    "Tuple((i8[:], f8[:, :], i8[:, :], i8[:, :], f8[:, :]))(i8[:], f8[:], i8[:], i8[:], i8, i8, i8[:], f8[:], i8[:],"
+    " i8)",
     cache=True,
     nogil=True,
 )
 def _columns(
-    pos: Ints, score: Floats, arg: Ints, source: Ints, k: int, absent: int
-) -> tuple[Ints, Floats, Ints, Ints]:  # pragma: no cover - compiled; tests call it through `finish`
-    """(distinct positions ascending, scores, ranks, reason arguments), each column ``[k, rows]``.
+    pos: Ints,
+    score: Floats,
+    arg: Ints,
+    source: Ints,
+    k: int,
+    absent: int,
+    extra_pos: Ints,
+    extra_values: Floats,
+    extra_column: Ints,
+    n_extra: int,
+) -> tuple[Ints, Floats, Ints, Ints, Floats]:  # pragma: no cover - compiled; tests call it through `finish`
+    """(distinct positions ascending, scores, ranks, reason arguments), each column ``[k, rows]``, and the
+    extra columns ``[n_extra, rows]`` (``extra_values`` summed per row, by ``extra_column``; values at
+    positions no source proposed are dropped).
 
     Per cell: the sum of the source's scores for the row; the argument of the row's largest single score
     (a tie goes to the later proposal); the rank within the source by summed score, best first, ties by
@@ -158,4 +174,9 @@ def _columns(
             by_score = stable_argsort(keys[:count])
             for rank in range(count):
                 ranks[s, rows[by_score[rank]]] = rank
-    return positions, scores, ranks, args
+    extra = np.zeros((n_extra, n))
+    for i in range(len(extra_pos)):
+        p = extra_pos[i]
+        if 0 <= p < size and row_at[p] >= 0:
+            extra[extra_column[i], row_at[p]] += extra_values[i]
+    return positions, scores, ranks, args, extra
