@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit
 
 from feature_worker.catalog import Catalog
 from feature_worker.state import UserState
@@ -35,7 +36,7 @@ from server.retrieval.candidates import (
     TRENDING,
     CandidateSet,
 )
-from server.retrieval.item_index import Floats, ItemIndex
+from server.retrieval.item_index import Floats, Ints, ItemIndex
 from server.retrieval.proposals import StateKey
 from server.retrieval.toplists import TopLists
 from server.stages import StageTimes
@@ -310,17 +311,20 @@ class Recommender:
             if stage.pipeline is None or stage.pipeline.weights is None
             else stage.pipeline.weights
         )
-        shares = np.maximum(weights, 0.01)[:, None] * pool.scores[:, rows]  # [sources, rows]
-        orders = np.argsort(-shares, axis=0, kind="stable").T.tolist()
-        args = pool.args[:, rows].T.tolist()
-        present = (shares > 0.0).T.tolist()
+        found, found_args = _reason_order(
+            np.maximum(weights, 0.01).astype(np.float64),
+            pool.scores,
+            pool.args,
+            np.array(rows, dtype=np.int64),
+        )
+        order, args = found.tolist(), found_args.tolist()
         out: list[list[str]] = []
         for j, row in enumerate(rows):
             reasons: list[str] = []
-            for source in orders[j]:
-                if not present[j][source]:
+            for source, arg in zip(order[j], args[j]):
+                if source < 0:
                     break
-                reason = _render(stage, source, args[j][source], row)
+                reason = _render(stage, source, arg, row)
                 if reason not in reasons:
                     reasons.append(reason)
                     if len(reasons) >= MAX_REASONS:
@@ -375,3 +379,34 @@ def _render(stage: Retrieved, source: int, arg: int, row: int) -> str:
     if source == TRANSITIONS:
         return f"often_next_after:{seed}" if seed else "learned"
     return SOURCES[source]
+
+
+@njit("Tuple((i8[:, :], i8[:, :]))(f8[:], f8[:, :], i8[:, :], i8[:])", cache=True, nogil=True)
+def _reason_order(
+    weights: Floats, scores: Floats, args: Ints, rows: Ints
+) -> tuple[Ints, Ints]:  # pragma: no cover - compiled
+    """Per row: the sources that proposed it by weighted share, largest first (equal shares in source order),
+    then -1; and each one's reason argument."""
+    k = len(weights)
+    order = np.full((len(rows), k), -1, dtype=np.int64)
+    found_args = np.full((len(rows), k), -1, dtype=np.int64)
+    shares = np.empty(k)
+    for j in range(len(rows)):
+        row = rows[j]
+        count = 0
+        for source in range(k):
+            share = weights[source] * scores[source, row]
+            if not share > 0.0:
+                continue
+            # Insertion keeps equal shares in source order (a stable sort of a handful).
+            at = count
+            while at > 0 and shares[at - 1] < share:
+                shares[at] = shares[at - 1]
+                order[j, at] = order[j, at - 1]
+                at -= 1
+            shares[at] = share
+            order[j, at] = source
+            count += 1
+        for at in range(count):
+            found_args[j, at] = args[order[j, at], row]
+    return order, found_args

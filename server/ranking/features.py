@@ -131,8 +131,8 @@ def feature_matrix(
         index.top,
         index.brand,
         index.price,
-        lists.popularity_at.astype(np.float64, copy=False),
-        lists.trending_at.astype(np.float64, copy=False),
+        lists.log_popularity_at,
+        lists.log_trending_at,
         user is not None,
         category_affinity,
         brand_affinity,
@@ -209,10 +209,11 @@ def _seed_weight(arg: int) -> float:  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def _touches(
-    group_at: Ints, known: Ints, known_ts: npt.NDArray[np.int64]
-) -> tuple[Ints, Ints, int]:  # pragma: no cover - compiled
-    """Per group number seen among the recent items: the newest touch's time (-1: never) and the count; and the
-    number of recent items that have a group. Small dicts would do; arrays over the groups touched are simpler."""
+    group_at: Ints, known: Ints, known_ts: npt.NDArray[np.int64], clock_ms: int
+) -> tuple[Floats, Floats]:  # pragma: no cover - compiled
+    """Per group number up to the largest among the recent items: log1p(hours since the user last touched the
+    group), `NEVER` where never, and the share of the user's recent items (those with a group) in it. Once per
+    group, not per candidate row."""
     size = 0
     for p in known:
         size = max(size, group_at[p] + 1)
@@ -227,18 +228,13 @@ def _touches(
         if last[g] < 0:  # newest first: the first touch seen is the newest
             last[g] = known_ts[j]
         count[g] += 1
-    return last, count, total
-
-
-@njit(cache=True, nogil=True)
-def _touched(
-    group: int, last: Ints, count: Ints, total: int, clock_ms: int
-) -> tuple[float, float]:  # pragma: no cover - compiled
-    """log1p(hours since the user last touched ``group``) and the share of the user's recent items in it."""
-    if group < 0 or group >= len(last) or last[group] < 0:
-        return NEVER, 0.0
-    age_h = max(clock_ms - last[group], 0) / HOUR_MS
-    return np.log1p(age_h), count[group] / total
+    hours = np.full(size, NEVER)
+    share = np.zeros(size)
+    for g in range(size):
+        if last[g] >= 0:
+            hours[g] = np.log1p(max(clock_ms - last[g], 0) / HOUR_MS)
+            share[g] = count[g] / total
+    return hours, share
 
 
 @njit(
@@ -259,8 +255,8 @@ def _fill(  # pragma: no cover - compiled; tests call it through `feature_matrix
     top_at: Ints,
     brand_at: Ints,
     price_at: Floats,
-    popularity_at: Floats,
-    trending_at: Floats,
+    log_popularity_at: Floats,
+    log_trending_at: Floats,
     has_user: bool,
     category_affinity: Floats,
     brand_affinity: Floats,
@@ -284,8 +280,8 @@ def _fill(  # pragma: no cover - compiled; tests call it through `feature_matrix
         priced = recent_price[recent_price > 0]
         if len(priced):
             usual = np.median(priced)
-    leaf_last, leaf_count, leaf_total = _touches(leaf_at, known, known_ts)
-    brand_last, brand_count, brand_total = _touches(brand_at, known, known_ts)
+    leaf_hours, leaf_share = _touches(leaf_at, known, known_ts, clock_ms)
+    brand_hours, brand_share = _touches(brand_at, known, known_ts, clock_ms)
     latest_leaf = leaf_at[known[0]] if len(known) else -1
     latest_brand = brand_at[known[0]] if len(known) else -1
     context_leaves = leaf_at[context]
@@ -307,10 +303,10 @@ def _fill(  # pragma: no cover - compiled; tests call it through `feature_matrix
         row[_CONTENT_SEED] = _seed_weight(args[_CONTENT, r])
         row[_BRAND_SEED] = _seed_weight(args[_BRAND_SOURCE, r])
         row[_SOURCES] = count
-        if len(popularity_at):
-            row[_LOG_POPULARITY] = np.log1p(popularity_at[p])
-        if len(trending_at):
-            row[_LOG_TRENDING] = np.log1p(trending_at[p])
+        if len(log_popularity_at):
+            row[_LOG_POPULARITY] = log_popularity_at[p]
+        if len(log_trending_at):
+            row[_LOG_TRENDING] = log_trending_at[p]
         leaf, top, brand, price = leaf_at[p], top_at[p], brand_at[p], price_at[p]
         if has_user:
             if len(category_affinity):
@@ -331,10 +327,12 @@ def _fill(  # pragma: no cover - compiled; tests call it through `feature_matrix
         row[_HAS_PRICE] = 1.0 if price > 0 else 0.0
         if usual >= 0.0 and price > 0:
             row[_PRICE_RATIO] = np.log((price + 1.0) / (usual + 1.0))
-        row[_CATEGORY_HOURS], row[_CATEGORY_SHARE] = _touched(
-            leaf, leaf_last, leaf_count, leaf_total, clock_ms
-        )
-        row[_BRAND_HOURS], row[_BRAND_SHARE] = _touched(brand, brand_last, brand_count, brand_total, clock_ms)
+        touched = 0 <= leaf < len(leaf_hours)
+        row[_CATEGORY_HOURS] = leaf_hours[leaf] if touched else NEVER
+        row[_CATEGORY_SHARE] = leaf_share[leaf] if touched else 0.0
+        touched = 0 <= brand < len(brand_hours)
+        row[_BRAND_HOURS] = brand_hours[brand] if touched else NEVER
+        row[_BRAND_SHARE] = brand_share[brand] if touched else 0.0
         if len(known):
             row[_SAME_CATEGORY_LATEST] = 1.0 if leaf >= 0 and leaf == latest_leaf else 0.0
             row[_SAME_BRAND_LATEST] = 1.0 if brand >= 0 and brand == latest_brand else 0.0

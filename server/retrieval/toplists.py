@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit
 
 from feature_worker.catalog import Catalog
 from feature_worker.stores.base import ItemStats
@@ -43,6 +44,9 @@ class TopLists:
     trending_by_category_pos: dict[str, Ints] = field(default_factory=dict)
     popularity_at: Floats = field(default_factory=lambda: np.zeros(0))
     trending_at: Floats = field(default_factory=lambda: np.zeros(0))
+    #: log1p of ``popularity_at`` and ``trending_at``: ranker features, computed once per build, not per row.
+    log_popularity_at: Floats = field(default_factory=lambda: np.zeros(0))
+    log_trending_at: Floats = field(default_factory=lambda: np.zeros(0))
     #: What the seeded list sources propose for one seed item, (source name, seed position) -> (positions,
     #: scores before the seed's weight): it depends only on these lists, so it is computed once per build for
     #: the seeds requests use (`server.retrieval.sources`; written on the event loop only).
@@ -64,6 +68,8 @@ class TopLists:
         by_category = _grouped(index, by_pop, index.category_members, index.category_names, length)
         by_brand = _grouped(index, by_pop, index.brand_members, index.brand_names, length)
         trending_by_category = _grouped(index, by_trend, index.category_members, index.category_names, length)
+        popularity_at = np.nan_to_num(popularity[1], nan=0.0)
+        trending_at = np.nan_to_num(trending[1], nan=0.0)
         return cls(
             popularity=_as_dict(index, popularity, stats.popularity),
             clock_ms=stats.clock_ms,
@@ -72,8 +78,10 @@ class TopLists:
             popular_by_category_pos=by_category,
             popular_by_brand_pos=by_brand,
             trending_by_category_pos=trending_by_category,
-            popularity_at=np.nan_to_num(popularity[1], nan=0.0),
-            trending_at=np.nan_to_num(trending[1], nan=0.0),
+            popularity_at=popularity_at,
+            trending_at=trending_at,
+            log_popularity_at=log1p_each(popularity_at),
+            log_trending_at=log1p_each(trending_at),
         )
 
 
@@ -132,4 +140,14 @@ def _grouped(
     out: dict[str, Ints] = {}
     for g, start, end in zip(group_of[starts].tolist(), starts.tolist(), ends.tolist()):
         out[group_names[g]] = positions[start : min(end, start + length)]
+    return out
+
+
+@njit("f8[:](f8[:])", cache=True, nogil=True)
+def log1p_each(values: Floats) -> Floats:  # pragma: no cover - compiled
+    """``log1p`` of each value, by the same compiled routine the ranker's features always used (numpy's own
+    may differ in the last bit, and the features must not change with where they are computed)."""
+    out = np.empty(len(values))
+    for i in range(len(values)):
+        out[i] = np.log1p(values[i])
     return out
