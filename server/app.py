@@ -78,7 +78,7 @@ from server.tls import bind
 log = logging.getLogger(__name__)
 
 #: The collector's thresholds while serving (see `serve`).
-GC_THRESHOLDS = (20_000, 20, 100)
+GC_THRESHOLDS = (700, 10, 100)
 
 SERVICE_NAMES = (
     events_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
@@ -326,10 +326,12 @@ async def serve(
     models = running.engine.models
     if models is not None and models.warmer is not None:
         models.warmer.on_computed = GrowthFreezer().grown
-    # A request allocates a few hundred short-lived containers: with CPython's default (a young collection every
-    # 700 allocations, an older one every 10 of those) objects of requests still running get promoted and old
-    # generations are scanned often. Collecting less often took the in-process p99 of a 100k-user shop from
-    # 1.6 to 1.4 ms (p99.9 2.2 to 1.7 ms).
+    # The young generations keep CPython's thresholds: a young collection walks what survived since the last one,
+    # and its cost per object grows once that no longer fits the caches. Measured on the 100k shop while the
+    # per-item memos fill (`BENCHMARKS.md`): young collections every 20,000 allocations paused for 4.4 ms on
+    # average (10 ms at most), every 700 for 0.06 ms (0.25 ms), and the collector's total time halved. The
+    # oldest generation waits for 100 older collections (and CPython's own 25 % growth rule): start-up and
+    # growth are frozen, so a full collection only walks what was built since.
     gc.set_threshold(*GC_THRESHOLDS)
     # Background work in threads (the popular/trending rebuild) hands the GIL back to the event loop
     # every millisecond instead of every five, so requests wait less behind it.
