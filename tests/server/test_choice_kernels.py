@@ -1,0 +1,66 @@
+"""The compiled passes of the answer's last steps give what their plain numpy definitions give: the rules, the
+order and diversity in one pass (`top_rows`), and the order of an item's reasons (`_reason_order`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from feature_worker.catalog import Catalog
+from server.ranking.diversity import best_first, cap_per_group, top_rows
+from server.ranking.rules import Rules
+from server.recommender import _reason_order
+from server.retrieval.candidates import SOURCES
+from server.retrieval.item_index import ItemIndex
+from tests.shop import item
+
+CATEGORIES = ("beauty/skin", "beauty/hair", "beauty/skin/serum", "home/kitchen")
+
+
+def _index() -> tuple[Catalog, ItemIndex]:
+    catalog = Catalog()
+    catalog.upsert_many(
+        item(f"i{n:03d}", category=CATEGORIES[n % len(CATEGORIES)], in_stock=n % 7 != 0) for n in range(120)
+    )
+    return catalog, ItemIndex(catalog)
+
+
+def test_top_rows_is_the_rules_then_best_first_then_the_category_cap() -> None:
+    catalog, index = _index()
+    rng = np.random.default_rng(5)
+    for case in range(300):
+        positions = np.sort(rng.choice(len(index), size=int(rng.integers(0, 80)), replace=False)).astype(np.int64)
+        # Few distinct scores, so ties (broken by item id) are common.
+        scores = rng.integers(0, 6, size=len(positions)).astype(np.float64) / 5.0
+        exclude = {index.ids[p] for p in rng.choice(len(index), size=int(rng.integers(0, 6)))}
+        exclude.add("not-in-the-catalog")
+        prefix = ("", "beauty", "beauty/skin", "home")[case % 4]
+        rules = Rules(catalog, frozenset(exclude), prefix, frozenset())
+        k, cap = int(rng.integers(1, 15)), int(rng.integers(-1, 4))
+
+        allowed = np.flatnonzero(rules.allowed(index, positions))
+        order = allowed[best_first(scores[allowed], index.id_rank[positions[allowed]])]
+        expected = cap_per_group(order, index.leaf[positions], k, cap)
+
+        got = top_rows(scores, positions, index, rules.blocked(index), rules.category_mask(index), k, cap)
+        assert got.tolist() == expected.tolist(), f"case {case}"
+
+
+def test_reasons_are_ordered_by_weighted_share_with_ties_in_source_order() -> None:
+    rng = np.random.default_rng(3)
+    k = len(SOURCES)
+    for case in range(200):
+        n = int(rng.integers(1, 30))
+        scores = rng.integers(0, 4, size=(k, n)).astype(np.float64) / 3.0  # zeros and ties on purpose
+        args = rng.integers(-1, 9, size=(k, n)).astype(np.int64)
+        weights = np.maximum(rng.integers(0, 3, size=k).astype(np.float64), 0.01)
+        rows = rng.choice(n, size=int(rng.integers(0, n + 1)), replace=False).astype(np.int64)
+
+        order, found_args = _reason_order(weights, scores, args, rows)
+
+        shares = weights[:, None] * scores[:, rows]
+        by_share = np.argsort(-shares, axis=0, kind="stable").T
+        for j in range(len(rows)):
+            present = [int(s) for s in by_share[j] if shares[s, j] > 0.0]
+            assert order[j, : len(present)].tolist() == present, f"case {case}"
+            assert (order[j, len(present) :] == -1).all()
+            assert found_args[j, : len(present)].tolist() == [int(args[s, rows[j]]) for s in present]
