@@ -61,7 +61,7 @@ async def timed_start(data: Path, master: MasterKey | None, snapshots: bool) -> 
     users = len(ingest.store.features.users)
     ingest.journal.close()
     if ingest.reader.keys is not None:
-        await ingest.reader.keys.close()
+        ingest.reader.keys.close()
     return elapsed, replayed, users
 
 
@@ -95,7 +95,7 @@ async def run(shop: Path, n_events: int, sealed: bool, tail_mb: int) -> None:
         tail_at = max(0, journal_bytes - (tail_mb << 20))
         writer.journal.close()
         if writer.reader.keys is not None:
-            await writer.reader.keys.close()
+            writer.reader.keys.close()
 
         whole_s, replayed, users = await timed_start(data, master, snapshots=False)
         print(
@@ -116,7 +116,7 @@ async def run(shop: Path, n_events: int, sealed: bool, tail_mb: int) -> None:
         await snapper.snapshot()
         snapper.journal.close()
         if snapper.reader.keys is not None:
-            await snapper.reader.keys.close()
+            snapper.reader.keys.close()
         shutil.copy(early / "snapshot.bin", data / "snapshot.bin")
 
         tail_s, tail_records, _ = await timed_start(data, master, snapshots=True)

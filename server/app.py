@@ -219,7 +219,7 @@ async def build_embedded_engine(
             settings.lake_dir,
             settings.sink_batch_max,
             settings.sink_flush_s,
-            JournalReader(vault, keys),
+            JournalReader(vault, keys.file if keys is not None else None),
             users,
         )
     models = await build_models(settings)

@@ -51,10 +51,11 @@ def auth_env(jwks_path: Path, **extra: str) -> dict[str, str]:
     }
 
 
-def jwt_server(directory: Path, key: PrivateKey) -> ServerProcess:
-    """A started server in ``directory`` that requires tokens signed by ``key`` (its JWKS written beside it)."""
-    write_jwks(directory / "jwks.json", [key])
-    return ServerProcess(directory / "server", env=auth_env(directory / "jwks.json")).start()
+def jwt_server(directory: Path, *keys: PrivateKey, **extra: str) -> ServerProcess:
+    """A started server in ``directory`` that requires tokens signed by one of ``keys`` (its JWKS written
+    beside it, at ``directory / "jwks.json"``), with `auth_env`'s settings and ``extra``."""
+    write_jwks(directory / "jwks.json", list(keys))
+    return ServerProcess(directory / "server", env=auth_env(directory / "jwks.json", **extra)).start()
 
 
 def unsigned(header: dict[str, Any], claims: dict[str, Any]) -> str:

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from clients.client import AisleClient, ClientOptions
+from clients.tokens import PrivateKey
 from loadtest.harness.server import ServerProcess
+from tests.auth_keys import generate_key, jwt_server
 from tests.kafka_stack import AppliedClient, KafkaStack
 
 pytest_plugins = ["tests.services.fixtures"]
@@ -83,5 +85,20 @@ def client(server: ServerProcess, server_mode: str, request: pytest.FixtureReque
 def fresh_server(tmp_path: Path) -> Iterator[ServerProcess]:
     """A server of the test's own, for tests that restart it or need an empty shop."""
     process = ServerProcess(tmp_path / "server").start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def key() -> PrivateKey:
+    """The module's token signing key, the one `auth_server` trusts."""
+    return generate_key("RS256")
+
+
+@pytest.fixture(scope="module")
+def auth_server(key: PrivateKey, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server of the module's own with auth on (plaintext, on loopback): it requires tokens signed by
+    `key`."""
+    process = jwt_server(tmp_path_factory.mktemp("auth-server"), key)
     yield process
     process.stop()

@@ -78,6 +78,24 @@ def table_uri(root: str | Path, name: str) -> str:
     return f"{str(root).rstrip('/')}/{name}"
 
 
+def prepare_root(root: str | Path) -> str:
+    """The batch store's `root` as a string, its directory made first when it is local (an object-store URI
+    needs none)."""
+    root = str(root)
+    if "://" not in root:
+        Path(root).mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def create_table(root: str, name: str, schema: pa.Schema) -> DeltaTable:
+    """Table `name` under the batch store's `root`, created empty with `schema` when missing: partitioned by
+    `PARTITION_BY` like every table of the lake, named ``aisle_<name>``. Delta's and the file system's errors
+    propagate: the caller says what it could not open."""
+    return DeltaTable.create(
+        table_uri(root, name), schema, mode="ignore", partition_by=PARTITION_BY, name=f"aisle_{name}"
+    )
+
+
 class Lake:
     """The three tables of one batch store (`schema.TABLES`), created empty when missing.
 
@@ -86,19 +104,11 @@ class Lake:
     """
 
     def __init__(self, root: str | Path) -> None:
-        self.root = str(root)
-        if "://" not in self.root:
-            Path(self.root).mkdir(parents=True, exist_ok=True)
+        self.root = prepare_root(root)
         self.tables: dict[str, DeltaTable] = {}
         try:
             for name in TABLES:
-                self.tables[name] = DeltaTable.create(
-                    table_uri(self.root, name),
-                    SCHEMAS[name],
-                    mode="ignore",
-                    partition_by=PARTITION_BY,
-                    name=f"aisle_{name}",
-                )
+                self.tables[name] = create_table(self.root, name, SCHEMAS[name])
         except (DeltaError, OSError) as exc:
             raise LakeUnavailable(f"cannot open the batch store at {self.root}: {exc}") from exc
 

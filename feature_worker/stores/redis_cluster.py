@@ -71,17 +71,31 @@ from feature_worker.stores.redis import (
 
 log = logging.getLogger(__name__)
 
+#: How a `cross_slot` script (see `_Script`) rebuilds its key names as `K`: KEYS[1], then the ARGV after their
+#: count.
+_KEYS_PROLOGUE = """local nk = tonumber(ARGV[1])
+local K = {KEYS[1]}
+for i = 1, nk do K[i + 1] = ARGV[i + 1] end
+"""
+#: ... and its own arguments, the ARGV after the key names, as `A`.
+_ARGS_PROLOGUE = """local A = {}
+for i = nk + 2, #ARGV do A[#A + 1] = ARGV[i] end
+"""
+
+
+def _cross_slot_lua(body: str, *, writes: bool = True, own_args: bool = True) -> str:
+    """A `cross_slot` script: its flags (`allow-cross-slot-keys`, and `no-writes` for one that only reads), the
+    prologue that gives it `K` (and, with `own_args`, `A`), then ``body``."""
+    flags = "allow-cross-slot-keys" if writes else "allow-cross-slot-keys,no-writes"
+    return f"#!lua flags={flags}\n" + _KEYS_PROLOGUE + (_ARGS_PROLOGUE if own_args else "") + body
+
+
 # K: the node's outbox, then per user (features key, applied key[, data key]); A[1]: JSON {stride,
 # user_ttl, applied_ttl, entry}; A[2]: the entry's increments ('' for none); then per user (features,
 # applied ids[, the wrapped key they were sealed with]). As `stores.redis._COMMIT`: a user is written only
 # while the key is still theirs.
-_COMMIT_USERS = """#!lua flags=allow-cross-slot-keys
-local nk = tonumber(ARGV[1])
-local K = {KEYS[1]}
-for i = 1, nk do K[i + 1] = ARGV[i + 1] end
-local A = {}
-for i = nk + 2, #ARGV do A[#A + 1] = ARGV[i] end
-local m = cjson.decode(A[1])
+_COMMIT_USERS = _cross_slot_lua(
+    """local m = cjson.decode(A[1])
 local stride = m.stride
 local a = 3
 for k = 2, #K, stride do
@@ -94,16 +108,12 @@ end
 if A[2] ~= '' then redis.call('HSET', K[1], m.entry, A[2]) end
 return 1
 """
+)
 
 # K: markers and item keys (the entries name them by index); A[1]: JSON {ttls, caps, entries: [[marker index,
 # [kind, key index, inc], ...], ...]} with kind p (popularity hash), t (a day's trending hash), c (co-visitation zset), k (the clock).
-_APPLY_ITEMS = """#!lua flags=allow-cross-slot-keys
-local nk = tonumber(ARGV[1])
-local K = {KEYS[1]}
-for i = 1, nk do K[i + 1] = ARGV[i + 1] end
-local A = {}
-for i = nk + 2, #ARGV do A[#A + 1] = ARGV[i] end
-local m = cjson.decode(A[1])
+_APPLY_ITEMS = _cross_slot_lua(
+    """local m = cjson.decode(A[1])
 local cap, trim_at = m.covis_cap, m.covis_trim
 for _, e in ipairs(m.entries) do
   if redis.call('SET', K[e[1]], '1', 'NX', 'PX', m.marker_ttl) then
@@ -126,6 +136,7 @@ for _, e in ipairs(m.entries) do
 end
 return 1
 """
+)
 
 # KEYS: the user's features and data key (declared for routing; the script reads the names from ARGV, laid
 # out as for `stores.redis._READ`). Returns {features or false, wrapped key or false, seed, ...}.
@@ -133,14 +144,8 @@ _READ_USER = _READ_SEEDS + "\nreturn {blob, wrapped, unpack(seeds)}\n"
 
 # K: co-visitation keys; A[1]: neighbours per key. Returns {key index, {member, score, ...}, ties or
 # false, ...} for the keys that exist (ties as in `stores.redis._READ`).
-_READ_NEIGHBOURS = (
-    """#!lua flags=allow-cross-slot-keys,no-writes
-local nk = tonumber(ARGV[1])
-local K = {KEYS[1]}
-for i = 1, nk do K[i + 1] = ARGV[i + 1] end
-local A = {}
-for i = nk + 2, #ARGV do A[#A + 1] = ARGV[i] end
-local per_seed = tonumber(A[1])
+_READ_NEIGHBOURS = _cross_slot_lua(
+    """local per_seed = tonumber(A[1])
 """
     + TOP_NEIGHBOURS
     + """
@@ -154,32 +159,32 @@ for i, key in ipairs(K) do
   end
 end
 return out
-"""
+""",
+    writes=False,
 )
 
 
 # K: string keys of one node. Returns their values (false for a missing key), in order.
-_GET_MANY_BODY = """#!lua flags=allow-cross-slot-keys,no-writes
-local nk = tonumber(ARGV[1])
-local K = {KEYS[1]}
-for i = 1, nk do K[i + 1] = ARGV[i + 1] end
-local out = {}
+_GET_MANY_BODY = _cross_slot_lua(
+    """local out = {}
 for i, key in ipairs(K) do out[i] = redis.call('GET', key) end
 return out
-"""
+""",
+    writes=False,
+    own_args=False,
+)
 
 # K: string keys of one node; A: a value for each. SET NX each, then returns the value each key has now.
-_CREATE_MANY_BODY = """#!lua flags=allow-cross-slot-keys
-local nk = tonumber(ARGV[1])
-local K = {KEYS[1]}
-for i = 1, nk do K[i + 1] = ARGV[i + 1] end
-local out = {}
+_CREATE_MANY_BODY = _cross_slot_lua(
+    """local out = {}
 for i, key in ipairs(K) do
   redis.call('SET', key, ARGV[nk + 1 + i], 'NX')
   out[i] = redis.call('GET', key)
 end
 return out
-"""
+""",
+    own_args=False,
+)
 
 
 @contextmanager
@@ -203,7 +208,7 @@ class _Script:
     A node routes a script call by its declared keys, which must share a slot, even for a script flagged
     `allow-cross-slot-keys`; such a script may then touch keys of any slot the node holds, named in ARGV.
     So a `cross_slot` script gets the first key name as KEYS[1] and the others first in ARGV, after their
-    count (its prologue rebuilds them as `K`, its own arguments as `A`).
+    count (its prologue, `_cross_slot_lua`'s, rebuilds them as `K`, its own arguments as `A`).
     """
 
     body: str

@@ -44,7 +44,9 @@ class ChildProcess(ABC):
     ) -> None:
         """Run `python ARGS` from the repo root, output to `log_path`, until `ready()` holds.
 
-        Raises RuntimeError with the log's tail when the child exits or `timeout_s` passes first.
+        Raises RuntimeError with the log's tail when the child exits or `timeout_s` passes first; a child
+        still running then is stopped (SIGTERM, SIGKILL after `stop_timeout_s`) and reaped before the error
+        leaves, so a slow start is one failure and not a process left behind.
         """
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
@@ -55,10 +57,15 @@ class ChildProcess(ABC):
                 stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout_s
-        while not ready():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{what} did not start:\n{self.log_tail()}")
-            time.sleep(0.05)
+        try:
+            while not ready():
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{what} did not start:\n{self.log_tail()}")
+                time.sleep(0.05)
+        except BaseException:
+            # Whatever ends the wait (the timeout, an error in `ready`, an interrupt) ends the child too.
+            self.stop()
+            raise
 
     def _launch_on_port(
         self, port_file: Path, args: Sequence[str], env: dict[str, str], timeout_s: float, what: str

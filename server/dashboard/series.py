@@ -18,6 +18,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 from scipy.stats import binomtest
 
+from server.experiments.metrics import summed
 from server.metrics import BUCKETS, HANDLING
 
 log = logging.getLogger(__name__)
@@ -61,14 +62,6 @@ def quantile(counts: Sequence[float], q: float) -> float | None:
         seen += count
         lower = bound
     return BUCKETS[-1]
-
-
-def _serving(snaps: Sequence[dict[str, Any]], key: str) -> dict[str, float]:
-    total: dict[str, float] = {}
-    for snap in snaps:
-        for label, value in ((snap.get("serving") or {}).get(key) or {}).items():
-            total[label] = total.get(label, 0) + value
-    return total
 
 
 def worker_lag(urls: Sequence[str], timeout_s: float = 0.5) -> float | None:
@@ -122,7 +115,7 @@ class Sampler:
         now = time.time()
         snaps = self.snapshots()
         hist, calls, failed = _handling(snaps)
-        items, backfilled = _serving(snaps, "items"), _serving(snaps, "backfilled")
+        items, backfilled = summed(snaps, "serving", "items"), summed(snaps, "serving", "backfilled")
         # Read before taking the lock: it asks every worker's /metrics over HTTP, which `view` must not wait for.
         lag = worker_lag(self.worker_urls) if self.worker_urls else None
         point = None
@@ -183,15 +176,11 @@ def experiments(snaps: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per running experiment, per variant: answers, clicks, click rate per answer and purchases per answer
     with 95 % Wilson intervals, revenue (live counts; the report does the real analysis)."""
     running = sorted({n for s in snaps for n in (s.get("serving") or {}).get("running", [])})
-    answers = _serving(snaps, "answers")
-    revenue = _serving(snaps, "revenue")
-    outcome: dict[str, dict[str, float]] = {}
-    for name in ("click", "add_to_cart", "purchase"):
-        total: dict[str, float] = {}
-        for snap in snaps:
-            for label, value in ((snap.get("serving") or {}).get("outcomes", {}).get(name) or {}).items():
-                total[label] = total.get(label, 0) + value
-        outcome[name] = total
+    answers = summed(snaps, "serving", "answers")
+    revenue = summed(snaps, "serving", "revenue")
+    outcome = {
+        name: summed(snaps, "serving", "outcomes", name) for name in ("click", "add_to_cart", "purchase")
+    }
     out = []
     for name in running:
         variants: dict[str, dict[str, float]] = {}

@@ -78,7 +78,8 @@ class EmbeddedIngest(Ingest):
         self.journal = journal
         self.snapshot_path = snapshot_path
         self.snapshot_every_bytes = snapshot_every_bytes
-        self._sealer = Sealer(vault, keys) if vault is not None and keys is not None else None
+        key_file = keys.file if keys is not None else None
+        self._sealer = Sealer(vault, key_file) if vault is not None and key_file is not None else None
         #: The journal offset the newest snapshot covers (0: none).
         self.snapshot_offset = 0
         self._snapshotting: asyncio.Task[None] | None = None
@@ -86,7 +87,7 @@ class EmbeddedIngest(Ingest):
         self.users = users
         self.store = store
         self.vault = vault
-        self.reader = JournalReader(vault, keys)
+        self.reader = JournalReader(vault, key_file)
         #: Appends the journal to the batch store, when the server has one (set once recovered).
         self.lake: JournalLake | None = None
         #: Computes the served bundle's proposals for the users each batch changed (set once models load).
@@ -293,7 +294,7 @@ class EmbeddedIngest(Ingest):
         if self.lake is not None:
             await asyncio.to_thread(self.lake.close)
         if self.reader.keys is not None:
-            await self.reader.keys.close()
+            self.reader.keys.close()
 
 
 #: The journal's source id in the batch store's commits (`Lake.append`).

@@ -8,7 +8,7 @@ it is skipped and counted, which is what makes an erased customer stay erased ac
 
 from __future__ import annotations
 
-from feature_worker.privacy.keystores.file import FileKeyStore
+from feature_worker.privacy.keystores.file import KeyFile
 from feature_worker.privacy.sealing import EVENT, USER, Unreadable, open_sealed
 from feature_worker.privacy.vault import Vault
 from protos.aisle.v1 import events_pb2, sealed_pb2, users_pb2
@@ -18,7 +18,7 @@ from server.embedded.journal import RecordKind
 class JournalReader:
     """Decodes journal payloads; `vault` and `keys` open sealed ones (None: encryption off)."""
 
-    def __init__(self, vault: Vault | None, keys: FileKeyStore | None) -> None:
+    def __init__(self, vault: Vault | None, keys: KeyFile | None) -> None:
         self.vault = vault
         self.keys = keys
         #: Sealed payloads skipped because their key is gone (erased customers).
@@ -28,7 +28,7 @@ class JournalReader:
         if self.vault is None or self.keys is None:
             self.shredded += 1  # sealed, but encryption is off now: nothing can open it
             return None
-        wrapped = self.keys.get_now(record.user_id)
+        wrapped = self.keys.get(record.user_id)
         if wrapped is None:
             self.shredded += 1
             return None

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from feature_worker.catalog import Catalog
-from feature_worker.privacy.keystores.file import FileKeyStore
+from feature_worker.privacy.keystores.file import KeyFile
 from feature_worker.privacy.sealing import FEATURES, USER, Unreadable, open_sealed, seal
 from feature_worker.privacy.vault import Vault
 from feature_worker.state import UserState
@@ -55,16 +55,16 @@ class Sealer:
     """Seals and opens customers' data with their data keys (encryption on)."""
 
     vault: Vault
-    keys: FileKeyStore
+    keys: KeyFile
 
     def seal(self, user_id: str, field: bytes, data: bytes) -> bytes | None:
-        wrapped = self.keys.get_now(user_id)
+        wrapped = self.keys.get(user_id)
         if wrapped is None:
             return None  # no key: the customer's data cannot be kept (an erasure raced the snapshot)
         return seal(self.vault.cipher(user_id, wrapped), user_id, field, data)
 
     def open(self, user_id: str, field: bytes, data: bytes) -> bytes | None:
-        wrapped = self.keys.get_now(user_id)
+        wrapped = self.keys.get(user_id)
         if wrapped is None:
             return None
         try:

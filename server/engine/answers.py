@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from server.model_version import MODEL_VERSION
 from server.recommender import Recommendation
 
-#: Reported in every answer served without a model bundle; with one, its version is reported instead.
-MODEL_VERSION = "realtime-blend-1"
+#: `MODEL_VERSION` is re-exported: the engine's modules read it with `Answer`.
+__all__ = ["MODEL_VERSION", "Answer", "TrackResult", "now_ms"]
 
 
 @dataclass(slots=True)

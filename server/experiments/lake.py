@@ -10,12 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
-from deltalake import DeltaTable, write_deltalake
+from deltalake import write_deltalake
 from deltalake.exceptions import DeltaError
 
 from feature_worker.errors import StoreUnavailable
 from feature_worker.lake.schema import PARTITION_BY, utc_date
-from feature_worker.lake.writer import table_uri
+from feature_worker.lake.writer import create_table, prepare_root, table_uri
 from protos.aisle.v1 import experiments_pb2
 
 EXPOSURES = "exposures"
@@ -63,13 +63,10 @@ class ExposureTable:
     """Appends to ``<lake>/exposures`` (created when missing). One writer thread at a time."""
 
     def __init__(self, root: str | Path) -> None:
+        root = prepare_root(root)
         self.uri = table_uri(root, EXPOSURES)
-        if "://" not in str(root):
-            Path(root).mkdir(parents=True, exist_ok=True)
         try:
-            self.table = DeltaTable.create(
-                self.uri, EXPOSURES_SCHEMA, mode="ignore", partition_by=PARTITION_BY, name="aisle_exposures"
-            )
+            self.table = create_table(root, EXPOSURES, EXPOSURES_SCHEMA)
         except (DeltaError, OSError) as exc:
             raise StoreUnavailable(f"cannot open {self.uri}: {exc}") from exc
 

@@ -20,7 +20,7 @@ a multi-process server sums them like its histograms (`server.metrics.families`)
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -72,9 +72,17 @@ def snapshot(engine: Engine) -> dict[str, Any]:
     return out
 
 
-def _sum(target: dict[str, float], values: dict[str, float] | None) -> None:
-    for key, value in (values or {}).items():
-        target[key] = target.get(key, 0) + value
+def summed(snapshots: Iterable[Mapping[str, Any]], *path: str) -> dict[str, float]:
+    """The counts by label found at `path` in each snapshot (``summed(snaps, "outcomes", "click")``), summed
+    over the snapshots (a missing or empty level counts nothing); labels in the order first seen."""
+    total: dict[str, float] = {}
+    for snap in snapshots:
+        counts: Any = snap
+        for key in path:
+            counts = (counts or {}).get(key)
+        for label, value in (counts or {}).items():
+            total[label] = total.get(label, 0) + value
+    return total
 
 
 def families(snapshots: Iterable[dict[str, Any]]) -> Iterator[Metric]:
@@ -96,16 +104,12 @@ def families(snapshots: Iterable[dict[str, Any]]) -> Iterator[Metric]:
         "empty_answers": "empty",
     }
     for name, family in per_variant.items():
-        total: dict[str, float] = {}
-        for snap in snaps:
-            _sum(total, snap.get(keys[name]))
-        for label, value in sorted(total.items()):
+        for label, value in sorted(summed(snaps, keys[name]).items()):
             family.add_metric([label], value)
         yield family
-    models: dict[str, float] = {}
+    models = summed(snaps, "models")
     served: dict[str, float] = {}
     for snap in snaps:
-        _sum(models, snap.get("models"))
         if snap.get("model"):
             served[snap["model"]] = served.get(snap["model"], 0) + 1
     family = CounterMetricFamily(
@@ -147,20 +151,14 @@ def families(snapshots: Iterable[dict[str, Any]]) -> Iterator[Metric]:
         "Events attributed live to an answer, by variant and outcome",
         labels=["variant", "outcome"],
     )
-    revenue: dict[str, float] = {}
     for outcome in ("click", "add_to_cart", "purchase"):
-        total = {}
-        for snap in snaps:
-            _sum(total, snap.get("outcomes", {}).get(outcome))
-        for label, value in sorted(total.items()):
+        for label, value in sorted(summed(snaps, "outcomes", outcome).items()):
             outcomes.add_metric([label, outcome], value)
     yield outcomes
-    for snap in snaps:
-        _sum(revenue, snap.get("revenue"))
     family = CounterMetricFamily(
         "aisle_outcome_revenue", "Revenue of purchases attributed live, by variant", labels=["variant"]
     )
-    for label, value in sorted(revenue.items()):
+    for label, value in sorted(summed(snaps, "revenue").items()):
         family.add_metric([label], value)
     yield family
     exposures = CounterMetricFamily(
@@ -171,25 +169,15 @@ def families(snapshots: Iterable[dict[str, Any]]) -> Iterator[Metric]:
         "aisle_exposures_failed", "Exposures a sink failed to write", labels=["sink"]
     )
     queued = GaugeMetricFamily("aisle_exposures_queued", "Exposures waiting to be written")
-    totals: dict[str, float] = {}
-    by_sink: dict[str, float] = {}
-    failed_by_sink: dict[str, float] = {}
-    waiting = 0.0
-    for snap in snaps:
-        log = snap.get("exposures")
-        if log is None:
-            continue
-        _sum(totals, {"recorded": log["recorded"], "dropped": log["dropped"]})
-        _sum(by_sink, log["written"])
-        _sum(failed_by_sink, log["failed"])
-        waiting += log["queued"]
-    for label, value in sorted(totals.items()):
-        exposures.add_metric([label], value)
-    for label, value in sorted(by_sink.items()):
+    logs = [snap["exposures"] for snap in snaps if snap.get("exposures") is not None]
+    if logs:
+        for label in ("dropped", "recorded"):
+            exposures.add_metric([label], sum(log[label] for log in logs))
+    for label, value in sorted(summed(logs, "written").items()):
         written.add_metric([label], value)
-    for label, value in sorted(failed_by_sink.items()):
+    for label, value in sorted(summed(logs, "failed").items()):
         failed.add_metric([label], value)
-    queued.add_metric([], waiting)
+    queued.add_metric([], sum((log["queued"] for log in logs), 0.0))
     yield from (exposures, written, failed, queued)
     running = GaugeMetricFamily(
         "aisle_experiment_running", "1 for each running experiment", labels=["experiment"]

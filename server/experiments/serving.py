@@ -17,14 +17,12 @@ from server.experiments.assignment import Assignment
 from server.experiments.exposures import ExposureLog
 from server.experiments.interleaving import team_draft
 from server.experiments.store import ExperimentStore
+from server.model_version import MODEL_VERSION
 from server.pipeline import Pipeline
 from server.recommender import Query, Recommendation, Recommender
 from server.retrieval.proposals import StateKey
 from server.retrieval.registry import ModelRegistry
 from server.retrieval.two_tower import TwoTowerRetriever
-
-#: Model version reported without a bundle (`server.engine.MODEL_VERSION`, repeated to avoid an import cycle).
-NO_BUNDLE = "realtime-blend-1"
 
 
 @dataclass
@@ -156,7 +154,7 @@ def interleave(
                 with_pipeline(query, arm.pipeline), features, learned, user_key, None, arm.pipeline
             )
         )
-        versions.append(learned.version if learned is not None else NO_BUNDLE)
+        versions.append(learned.version if learned is not None else MODEL_VERSION)
     by_id: dict[str, Recommendation] = {}
     for ranking in reversed(rankings):  # the first arm's object wins for an item both proposed
         by_id.update((r.item_id, r) for r in ranking)

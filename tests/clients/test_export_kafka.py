@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from clients.client import ClientOptions
 from clients.export import stream
 from protos.aisle.v1 import segments_pb2, users_pb2
 from tests.kafka_stack import AppliedClient, KafkaStack
+from tests.polling import wait_for
 from tests.shop import BASE_TS, Shop, item, unique, view
 
 pytestmark = pytest.mark.integration
@@ -36,10 +35,11 @@ def test_export_reads_records_from_the_topic_and_activity_from_redis(kafka_stack
             + [view(readers[0], shop.id("b4"), ts_ms=BASE_TS + 10)]
         )
         # The server learns the records from the users topic: wait until it holds all four.
-        deadline = time.monotonic() + 60
-        while not all(client.profile(u).user.attributes.get("tier") == tier for u in [*readers, idle]):
-            assert time.monotonic() < deadline, "the users topic did not reach the server"
-            time.sleep(0.05)
+        wait_for(
+            lambda: all(client.profile(u).user.attributes.get("tier") == tier for u in [*readers, idle]),
+            "the users topic to reach the server",
+            interval_s=0.05,
+        )
 
         def exported(segment: segments_pb2.Segment) -> dict[str, list[str]]:
             chunks = stream(client, segments_pb2.ExportRecommendationsRequest(segment=segment, k=3))

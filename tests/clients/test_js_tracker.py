@@ -20,12 +20,11 @@ from urllib.parse import urlencode
 import pytest
 
 from clients.client import AisleClient, ClientOptions
-from clients.tokens import PrivateKey, generate_key, mint
+from clients.tokens import PrivateKey, mint
 from loadtest.harness.gateway import GatewayProcess
 from loadtest.harness.server import ServerProcess
 from loadtest.harness.services.browser import headless_chromium
 from protos.aisle.v1 import events_pb2
-from tests.auth_keys import jwt_server
 from tests.shop import BASE_TS, Shop, item, unique, view
 
 TRACKER_DIR = Path(__file__).resolve().parents[2] / "clients" / "js-tracker"
@@ -50,32 +49,20 @@ def static_origin() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def key() -> PrivateKey:
-    return generate_key("RS256")
-
-
-@pytest.fixture(scope="module")
-def backend(key: PrivateKey, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = jwt_server(tmp_path_factory.mktemp("tracker-backend"), key)
-    yield process
-    process.stop()
-
-
-@pytest.fixture(scope="module")
 def gateway(
-    backend: ServerProcess, static_origin: str, tmp_path_factory: pytest.TempPathFactory
+    auth_server: ServerProcess, static_origin: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
     process = GatewayProcess(
-        tmp_path_factory.mktemp("tracker-gateway"), backend.target, args=["--cors-origin", static_origin]
+        tmp_path_factory.mktemp("tracker-gateway"), auth_server.target, args=["--cors-origin", static_origin]
     ).start()
     yield process
     process.stop()
 
 
 @pytest.fixture(scope="module")
-def admin(key: PrivateKey, backend: ServerProcess) -> Iterator[AisleClient]:
+def admin(key: PrivateKey, auth_server: ServerProcess) -> Iterator[AisleClient]:
     with AisleClient(
-        ClientOptions(target=backend.target, token=mint(key, ["admin"]), read_timeout_s=10)
+        ClientOptions(target=auth_server.target, token=mint(key, ["admin"]), read_timeout_s=10)
     ) as client:
         yield client
 

@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 
 from clients.client import AisleClient, ClientOptions
-from clients.tokens import PrivateKey, generate_key, mint
+from clients.tokens import PrivateKey, mint
 from loadtest.harness.server import ServerProcess
 from protos.aisle.v1 import events_pb2
-from tests.auth_keys import jwt_server
 from tests.shop import BASE_TS, Shop, item, unique, view
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,18 +28,6 @@ EXAMPLES: dict[str, tuple[str, list[str]]] = {
     "java": ("clients-java", ["java", "-jar", str(ROOT / "clients/java/target/aisle-example.jar")]),
     "node": ("clients-node", ["node", str(ROOT / "clients/node/example.js")]),
 }
-
-
-@pytest.fixture(scope="module")
-def key() -> PrivateKey:
-    return generate_key("RS256")
-
-
-@pytest.fixture(scope="module")
-def auth_server(key: PrivateKey, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = jwt_server(tmp_path_factory.mktemp("polyglot"), key)
-    yield process
-    process.stop()
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """JWT authentication and authorization against a real server over a real channel.
 
 One server for the module with a JWKS file of three keys (RS256, ES256, EdDSA); tests that rotate keys
-start their own. Every call goes through `call()`: raw request bytes on a generic method, so the same helper
+start their own. Every call goes through `status_of()`: raw request bytes on a generic method, so the same helper
 reaches every method, including those this server may not implement yet (EraseUser, ExportUser).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +36,19 @@ from tests.auth_keys import (
     b64,
     generate_key,
     hs256_with_public_key,
+    jwt_server,
     kid_of,
     mint,
     tampered,
     unsigned,
     write_jwks,
 )
+from tests.polling import wait_for
 from tests.server.test_reflection_health import reflect
 from tests.shop import Shop, item, unique, view
+from tests.statuses import Metadata, bearer, status_of
 
 SCOPES = sorted({*METHOD_SCOPES.values(), "admin"})
-#: Call metadata as these tests write it; grpc's stubs want a tuple, which `call()` and `refusal()` make.
-Metadata = Sequence[tuple[str, str | bytes]]
 SLOW_PARTNER = "slow-partner"
 
 
@@ -60,10 +61,11 @@ def keys() -> dict[str, PrivateKey]:
 def auth_server(
     keys: dict[str, PrivateKey], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
-    directory = tmp_path_factory.mktemp("auth-server")
-    write_jwks(directory / "jwks.json", list(keys.values()))
-    env = auth_env(directory / "jwks.json", AISLE_AUTH_RATE_LIMITS=json.dumps({SLOW_PARTNER: 0.001}))
-    process = ServerProcess(directory / "server", env=env).start()
+    process = jwt_server(
+        tmp_path_factory.mktemp("auth-server"),
+        *keys.values(),
+        AISLE_AUTH_RATE_LIMITS=json.dumps({SLOW_PARTNER: 0.001}),
+    )
     yield process
     process.stop()
 
@@ -79,30 +81,12 @@ def shop(keys: dict[str, PrivateKey], channel: grpc.Channel) -> Shop:
     shop = Shop()
     items = catalog_pb2.UpsertItemsRequest(items=[item(shop.id(n)) for n in "abcdef"])
     assert (
-        call(channel, "/aisle.v1.CatalogService/UpsertItems", items, bearer(mint(keys["RS256"], ["admin"])))
+        status_of(
+            channel, "/aisle.v1.CatalogService/UpsertItems", items, bearer(mint(keys["RS256"], ["admin"]))
+        )
         == grpc.StatusCode.OK
     )
     return shop
-
-
-def bearer(token: str) -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {token}")]
-
-
-def call(
-    channel: grpc.Channel,
-    method: str,
-    request: Message | bytes,
-    metadata: Metadata | None = None,
-) -> grpc.StatusCode:
-    """The status of one call of `method` (a message or raw bytes) with `metadata`."""
-    data = request if isinstance(request, bytes) else request.SerializeToString()
-    rpc: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method)
-    try:
-        rpc(data, metadata=None if metadata is None else tuple(metadata), timeout=10)
-    except grpc.RpcError as error:
-        return error.code()
-    return grpc.StatusCode.OK
 
 
 def refusal(
@@ -159,17 +143,20 @@ def test_health_and_reflection_stay_open(channel: grpc.Channel, auth_server: Ser
 
 def test_every_method_needs_a_token(channel: grpc.Channel, shop: Shop) -> None:
     for method, request in requests(shop, unique("u")).items():
-        assert call(channel, method, request) == grpc.StatusCode.UNAUTHENTICATED, method
+        assert status_of(channel, method, request) == grpc.StatusCode.UNAUTHENTICATED, method
     # Also methods nobody serves: deny by default, before anything else is said.
-    assert call(channel, "/aisle.v1.AdminService/Anything", b"") == grpc.StatusCode.UNAUTHENTICATED
-    assert call(channel, "/other.Service/Method", b"") == grpc.StatusCode.UNAUTHENTICATED
+    assert status_of(channel, "/aisle.v1.AdminService/Anything", b"") == grpc.StatusCode.UNAUTHENTICATED
+    assert status_of(channel, "/other.Service/Method", b"") == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_the_token_is_checked_before_the_request(channel: grpc.Channel) -> None:
     bad = recommendations_pb2.RecommendRequest(user_id="u", k=500)  # INVALID_ARGUMENT with a token
-    assert call(channel, "/aisle.v1.RecommendationService/Recommend", bad) == grpc.StatusCode.UNAUTHENTICATED
+    assert (
+        status_of(channel, "/aisle.v1.RecommendationService/Recommend", bad)
+        == grpc.StatusCode.UNAUTHENTICATED
+    )
     garbage = b"\xff\xff\xff"
-    assert call(channel, "/aisle.v1.EventService/Track", garbage) == grpc.StatusCode.UNAUTHENTICATED
+    assert status_of(channel, "/aisle.v1.EventService/Track", garbage) == grpc.StatusCode.UNAUTHENTICATED
 
 
 # -- forged and broken tokens ------------------------------------------------------------------------------
@@ -278,12 +265,12 @@ def test_each_allowed_algorithm_is_accepted(
     for key in keys.values():
         token = mint(key, ["recommendations:read"])
         assert (
-            call(channel, "/aisle.v1.RecommendationService/Recommend", request, bearer(token))
+            status_of(channel, "/aisle.v1.RecommendationService/Recommend", request, bearer(token))
             == grpc.StatusCode.OK
         )
         # Again, from the cache of verified tokens; and with the scheme in another case (RFC 7235).
         assert (
-            call(
+            status_of(
                 channel,
                 "/aisle.v1.RecommendationService/Recommend",
                 request,
@@ -297,7 +284,7 @@ def test_a_token_within_the_leeway_is_accepted(keys: dict[str, PrivateKey], chan
     now = int(time.time())
     token = _signed(keys["RS256"], "RS256", _claims(nbf=now + 5, iat=now + 5))
     assert (
-        call(
+        status_of(
             channel,
             "/aisle.v1.RecommendationService/Recommend",
             recommendations_pb2.RecommendRequest(user_id="u", k=3),
@@ -316,7 +303,7 @@ def test_method_by_scope_matrix(
 ) -> None:
     token = mint(keys["ES256"], [scope] if scope else [])
     for method, request in requests(shop, unique("u")).items():
-        code = call(channel, method, request, bearer(token))
+        code = status_of(channel, method, request, bearer(token))
         allowed = scope in (METHOD_SCOPES[method], "admin")
         if not allowed:
             assert code == grpc.StatusCode.PERMISSION_DENIED, (method, scope)
@@ -328,7 +315,7 @@ def test_method_by_scope_matrix(
         else:
             assert code == grpc.StatusCode.OK, (method, scope)
     # A method not in the table needs admin.
-    code = call(channel, "/aisle.v1.AdminService/Anything", b"", bearer(token))
+    code = status_of(channel, "/aisle.v1.AdminService/Anything", b"", bearer(token))
     assert code == (grpc.StatusCode.UNIMPLEMENTED if scope == "admin" else grpc.StatusCode.PERMISSION_DENIED)
 
 
@@ -336,9 +323,9 @@ def test_several_scopes_in_one_token(keys: dict[str, PrivateKey], channel: grpc.
     token = mint(keys["EdDSA"], ["events:write", "recommendations:read"])
     reqs = requests(shop, unique("u"))
     for method in ("/aisle.v1.EventService/Track", "/aisle.v1.RecommendationService/Recommend"):
-        assert call(channel, method, reqs[method], bearer(token)) == grpc.StatusCode.OK
+        assert status_of(channel, method, reqs[method], bearer(token)) == grpc.StatusCode.OK
     assert (
-        call(
+        status_of(
             channel,
             "/aisle.v1.UserService/GetProfile",
             reqs["/aisle.v1.UserService/GetProfile"],
@@ -367,26 +354,26 @@ def test_a_user_bound_token_acts_for_its_user_only(
     }
     for method in METHOD_SCOPES:
         expected = grpc.StatusCode.OK if method in allowed_own else grpc.StatusCode.PERMISSION_DENIED
-        assert call(channel, method, own[method], bearer(token)) == expected, method
+        assert status_of(channel, method, own[method], bearer(token)) == expected, method
     for method in (
         "/aisle.v1.EventService/Track",
         "/aisle.v1.RecommendationService/Recommend",
         "/aisle.v1.UserService/GetProfile",
         "/aisle.v1.UserService/UpsertUser",
     ):
-        assert call(channel, method, others[method], bearer(token)) == grpc.StatusCode.PERMISSION_DENIED, (
-            method
-        )
+        assert (
+            status_of(channel, method, others[method], bearer(token)) == grpc.StatusCode.PERMISSION_DENIED
+        ), method
     # Recommend without a user, or with only a page item, does not speak for the token's user either.
     anonymous = recommendations_pb2.RecommendRequest(context_item_id=shop.id("a"), k=3)
     assert (
-        call(channel, "/aisle.v1.RecommendationService/Recommend", anonymous, bearer(token))
+        status_of(channel, "/aisle.v1.RecommendationService/Recommend", anonymous, bearer(token))
         == grpc.StatusCode.PERMISSION_DENIED
     )
     # Erasure and export are never for user-bound tokens, even with the privacy scope.
     privacy = mint(keys["RS256"], ["privacy"], user=me)
     for method in ("/aisle.v1.UserService/EraseUser", "/aisle.v1.UserService/ExportUser"):
-        assert call(channel, method, b"", bearer(privacy)) == grpc.StatusCode.PERMISSION_DENIED
+        assert status_of(channel, method, b"", bearer(privacy)) == grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_a_user_bound_track_with_another_users_event_applies_nothing(
@@ -398,7 +385,7 @@ def test_a_user_bound_track_with_another_users_event_applies_nothing(
         events=[view(me, shop.id("a")), view(other, shop.id("b")), view(me, shop.id("c"))]
     )
     assert (
-        call(channel, "/aisle.v1.EventService/Track", batch, bearer(token))
+        status_of(channel, "/aisle.v1.EventService/Track", batch, bearer(token))
         == grpc.StatusCode.PERMISSION_DENIED
     )
     admin = mint(keys["RS256"], ["admin"])
@@ -421,7 +408,7 @@ def test_a_user_bound_token_with_a_bad_request_gets_invalid_argument(
 ) -> None:
     token = mint(keys["RS256"], ["events:write"], user=unique("me"))
     assert (
-        call(channel, "/aisle.v1.EventService/Track", b"\xff\xff", bearer(token))
+        status_of(channel, "/aisle.v1.EventService/Track", b"\xff\xff", bearer(token))
         == grpc.StatusCode.INVALID_ARGUMENT
     )
 
@@ -434,7 +421,9 @@ def test_a_partner_over_its_rate_gets_resource_exhausted_with_retry_info(
 ) -> None:
     request = recommendations_pb2.RecommendRequest(user_id="u", k=3)
     slow = bearer(mint(keys["RS256"], ["recommendations:read"], subject=SLOW_PARTNER))
-    assert call(channel, "/aisle.v1.RecommendationService/Recommend", request, slow) == grpc.StatusCode.OK
+    assert (
+        status_of(channel, "/aisle.v1.RecommendationService/Recommend", request, slow) == grpc.StatusCode.OK
+    )
     error = refusal(channel, "/aisle.v1.RecommendationService/Recommend", request, slow)
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     # The RpcError a call raises is also the call (a grpc.Call), which the stubs do not say.
@@ -449,39 +438,27 @@ def test_a_partner_over_its_rate_gets_resource_exhausted_with_retry_info(
     other = bearer(mint(keys["RS256"], ["recommendations:read"], subject=unique("partner")))
     for _ in range(5):
         assert (
-            call(channel, "/aisle.v1.RecommendationService/Recommend", request, other) == grpc.StatusCode.OK
+            status_of(channel, "/aisle.v1.RecommendationService/Recommend", request, other)
+            == grpc.StatusCode.OK
         )
 
 
 # -- key rotation ---------------------------------------------------------------------------------------
 
 
-def _status_until(
-    check: Callable[[], grpc.StatusCode],
-    wanted: grpc.StatusCode,
-    timeout_s: float = 30.0,
-) -> grpc.StatusCode:
-    """Poll until the status is `wanted` (the server re-reads the JWKS file on its own schedule)."""
-    deadline = time.monotonic() + timeout_s
-    code = check()
-    while code != wanted and time.monotonic() < deadline:
-        time.sleep(0.1)
-        code = check()
-    return code
-
-
 def test_key_rotation_through_the_jwks_file(tmp_path: Path) -> None:
     old, new = generate_key("RS256"), generate_key("ES256")
+    server = jwt_server(tmp_path, old)
     jwks_path = tmp_path / "jwks.json"
-    write_jwks(jwks_path, [old])
-    server = ServerProcess(tmp_path / "server", env=auth_env(jwks_path)).start()
     try:
         request = recommendations_pb2.RecommendRequest(user_id="u", k=3)
         old_token, new_token = mint(old, ["admin"]), mint(new, ["admin"])
         with server.channel() as chan:
 
             def with_token(token: str) -> Callable[[], grpc.StatusCode]:
-                return lambda: call(chan, "/aisle.v1.RecommendationService/Recommend", request, bearer(token))
+                return lambda: status_of(
+                    chan, "/aisle.v1.RecommendationService/Recommend", request, bearer(token)
+                )
 
             assert with_token(old_token)() == grpc.StatusCode.OK
             assert with_token(new_token)() == grpc.StatusCode.UNAUTHENTICATED
@@ -489,9 +466,12 @@ def test_key_rotation_through_the_jwks_file(tmp_path: Path) -> None:
             assert with_token(new_token)() == grpc.StatusCode.OK  # an unknown kid re-reads the file at once
             assert with_token(old_token)() == grpc.StatusCode.OK
             write_jwks(jwks_path, [new])  # retire the old key
-            assert (
-                _status_until(with_token(old_token), grpc.StatusCode.UNAUTHENTICATED)
-                == grpc.StatusCode.UNAUTHENTICATED
+            # The server re-reads the JWKS file on its own schedule.
+            wait_for(
+                lambda: with_token(old_token)() == grpc.StatusCode.UNAUTHENTICATED,
+                "the retired key to be refused",
+                timeout_s=30,
+                interval_s=0.1,
             )
             assert with_token(new_token)() == grpc.StatusCode.OK
             jwks_path.write_text("{not json")  # a broken file keeps the last good keys
@@ -641,7 +621,7 @@ def test_arbitrary_tokens_are_unauthenticated_never_an_error(
     token = ".".join(b64(json.dumps(part).encode()) for part in (header, claims)) + "." + b64(signature)
     request = recommendations_pb2.RecommendRequest(user_id="u", k=3)
     assert (
-        call(
+        status_of(
             channel, "/aisle.v1.RecommendationService/Recommend", request, [("authorization", scheme + token)]
         )
         == grpc.StatusCode.UNAUTHENTICATED
@@ -652,7 +632,9 @@ def test_arbitrary_tokens_are_unauthenticated_never_an_error(
 @given(value=st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=5000))
 def test_arbitrary_authorization_values_are_unauthenticated(value: str, channel: grpc.Channel) -> None:
     request = recommendations_pb2.RecommendRequest(user_id="u", k=3)
-    code = call(channel, "/aisle.v1.RecommendationService/Recommend", request, [("authorization", value)])
+    code = status_of(
+        channel, "/aisle.v1.RecommendationService/Recommend", request, [("authorization", value)]
+    )
     assert code == grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -662,7 +644,9 @@ def test_the_audit_log_names_the_verified_partner(
     user = unique("audited")
     request = users_pb2.ExportUserRequest(user_id=user)
     token = mint(keys["ES256"], ["privacy"], subject="privacy-officer")
-    assert call(channel, "/aisle.v1.UserService/ExportUser", request, bearer(token)) == grpc.StatusCode.OK
+    assert (
+        status_of(channel, "/aisle.v1.UserService/ExportUser", request, bearer(token)) == grpc.StatusCode.OK
+    )
     lines = (auth_server.data_dir / "audit.log").read_text().splitlines()
     entries = [json.loads(line) for line in lines if user in line]
     assert [(e["who"], e["method"], e["outcome"]) for e in entries] == [

@@ -18,6 +18,7 @@ from clients.tokens import PrivateKey, jwks
 from loadtest.harness.server import ServerProcess
 from protos.aisle.v1 import recommendations_pb2
 from tests.auth_keys import AUDIENCE, ISSUER, generate_key, mint
+from tests.statuses import bearer, status_of
 
 REQUEST = recommendations_pb2.RecommendRequest(user_id="u1", k=3).SerializeToString()
 
@@ -77,15 +78,11 @@ def issuer(tmp_path: Path) -> Iterator[Issuer]:
 
 
 def status(server: ServerProcess, key: PrivateKey) -> grpc.StatusCode:
+    """The status of a Recommend with an admin token signed by `key`."""
     with server.channel() as channel:
-        recommend: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
-            "/aisle.v1.RecommendationService/Recommend"
+        return status_of(
+            channel, "/aisle.v1.RecommendationService/Recommend", REQUEST, bearer(mint(key, ["admin"])), 20
         )
-        try:
-            recommend(REQUEST, metadata=(("authorization", f"Bearer {mint(key, ['admin'])}"),), timeout=20)
-        except grpc.RpcError as error:
-            return error.code()
-    return grpc.StatusCode.OK
 
 
 def test_rotation_through_the_url_and_the_last_good_keys_kept(issuer: Issuer, tmp_path: Path) -> None:

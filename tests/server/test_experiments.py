@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from loadtest.harness.server import ServerProcess
 from protos.aisle.v1 import (
@@ -30,7 +27,9 @@ from server.experiments.assignment import Assigner, draw, unit_of
 from server.experiments.exposures import read_journal
 from server.experiments.interleaving import team_draft
 from server.experiments.model import pipeline_of
+from tests.polling import wait_for
 from tests.shop import BASE_TS, Shop, item, view
+from tests.statuses import field_violations
 
 E = experiments_pb2
 
@@ -152,6 +151,22 @@ def exp_server(tmp_path: Path) -> Iterator[ServerProcess]:
     process.stop()
 
 
+def wait_for_answer(
+    recs: recommendations_pb2_grpc.RecommendationServiceStub,
+    user_id: str,
+    condition: Callable[[recommendations_pb2.RecommendResponse], bool],
+    what: str,
+) -> None:
+    """Ask for `user_id`'s recommendations until the answer meets `condition` (the server picks up a changed
+    experiments file or a promoted bundle on its own schedule)."""
+    wait_for(
+        lambda: condition(recs.Recommend(recommendations_pb2.RecommendRequest(user_id=user_id), timeout=10)),
+        what,
+        timeout_s=30,
+        interval_s=0.05,
+    )
+
+
 def stubs(
     channel: grpc.Channel,
 ) -> tuple[
@@ -251,19 +266,11 @@ def test_admin_service_create_start_stop_and_bad_input(exp_server: ServerProcess
                 timeout=10,
             )
         assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        # The RpcError a stub raises is also the call (a grpc.Call), which the stubs do not say.
-        status = rpc_status.from_call(bad.value)  # type: ignore[arg-type]
-        assert status is not None
-        fields = set()
-        for detail in status.details:
-            request = error_details_pb2.BadRequest()
-            detail.Unpack(request)
-            fields |= {v.field for v in request.field_violations}
         assert {
             "experiment.name",
             "experiment.variants",
             "experiment.variants[0].config.sources[0]",
-        } <= fields
+        } <= set(field_violations(bad.value))
 
         # The layer "default" is taken whole by the running experiment "sources": a second one cannot start there.
         draft = ab(
@@ -307,13 +314,7 @@ def test_admin_service_create_start_stop_and_bad_input(exp_server: ServerProcess
         for e in spec["experiments"]:
             e["state"] = "STOPPED"
         path.write_text(json.dumps(spec))
-        deadline = time.monotonic() + 30
-        while (
-            recs.Recommend(recommendations_pb2.RecommendRequest(user_id="someone"), timeout=10).variant
-            != "default"
-        ):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_for_answer(recs, "someone", lambda a: a.variant == "default", "the stopped experiments")
         with pytest.raises(grpc.RpcError) as restart:
             admin.StartExperiment(E.StartExperimentRequest(name="ui"), timeout=10)
         assert restart.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -360,13 +361,7 @@ def test_a_variant_serves_another_bundle_version_beside_the_promoted_one(
     with process.channel() as channel:
         recs, admin, catalog, _ = stubs(channel)
         catalog.UpsertItems(catalog_pb2.UpsertItemsRequest(items=[item(i) for i in ids]), timeout=10)
-        deadline = time.monotonic() + 30
-        while (
-            recs.Recommend(recommendations_pb2.RecommendRequest(user_id="x"), timeout=10).model_version
-            != "v2"
-        ):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_for_answer(recs, "x", lambda a: a.model_version == "v2", "v2 to be served")
         missing = ab(
             "old-missing",
             ("old", 1, E.ServingConfig(bundle_version="v9")),

@@ -23,6 +23,7 @@ from server.retrieval import bundles
 from server.retrieval.bundles import BundlePaths
 from server.retrieval.registry import ModelRegistry
 from server.retrieval.two_tower import TwoTowerRetriever, load
+from tests.polling import wait_for, wait_for_version
 from tests.shop import BASE_TS, Shop, item, unique, view
 
 SEEDS = 3
@@ -75,15 +76,6 @@ def swapping(tmp_path: Path) -> Iterator[tuple[ServerProcess, Path, Shop, dict[s
     server.stop()
 
 
-def served(client: AisleClient, user: str, version: str, tries: int = 1000) -> None:
-    """Ask until ``version`` answers (a poll or two after the promotion)."""
-    for _ in range(tries):
-        if client.recommend(user, 1).model_version == version:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{version} was never served")
-
-
 def test_hot_swaps_under_load_never_fail_nor_mix_versions(
     swapping: tuple[ServerProcess, Path, Shop, dict[str, set[str]]],
 ) -> None:
@@ -112,7 +104,7 @@ def test_hot_swaps_under_load_never_fail_nor_mix_versions(
         try:
             for version in ["B", "A", "B", "A", "B", "A"]:
                 bundles.promote(bundles_dir, version)
-                served(client, unique("probe"), version)
+                wait_for_version(client, unique("probe"), version)
                 # ... and the firing clients have had answers from it, so every swap happened under load.
                 seen = len(answers)
                 while not errors and not any(a.model_version == version for a in answers[seen:]):
@@ -141,20 +133,20 @@ def test_a_broken_bundle_is_refused_and_the_old_one_keeps_serving(
         sided_catalog(client, shop)
         user = unique("u")
         client.track([view(user, shop.id("s1"), BASE_TS)])
-        served(client, user, "A")
+        wait_for_version(client, user, "A")
         bundles.promote(bundles_dir, "C-broken")
-        for _ in range(1000):
-            if "refused bundle C-broken" in server.log_tail(400):
-                break
-            time.sleep(0.02)
-        else:
-            raise AssertionError(f"the broken bundle was not refused:\n{server.log_tail()}")
+        wait_for(
+            lambda: "refused bundle C-broken" in server.log_tail(400),
+            lambda: f"the broken bundle to be refused:\n{server.log_tail()}",
+            timeout_s=20,
+            interval_s=0.02,
+        )
         answer = client.recommend(user, 5, explain=True)
         assert answer.model_version == "A"
         assert learned_items(answer) and learned_items(answer) <= sides["A"]
         # A good bundle promoted after the broken one is served.
         bundles.promote(bundles_dir, "B")
-        served(client, user, "B")
+        wait_for_version(client, user, "B")
         assert learned_items(client.recommend(user, 5, explain=True)) <= sides["B"]
 
 
@@ -167,9 +159,9 @@ def test_rollback_serves_the_previous_bundle(
         user = unique("u")
         client.track([view(user, shop.id("s2"), BASE_TS)])
         bundles.promote(bundles_dir, "B")
-        served(client, user, "B")
+        wait_for_version(client, user, "B")
         assert bundles.rollback(bundles_dir) == "A"
-        served(client, user, "A")
+        wait_for_version(client, user, "A")
         answer = client.recommend(user, 5, explain=True)
         assert learned_items(answer) and learned_items(answer) <= sides["A"]
 

@@ -5,14 +5,12 @@ and that analytics consent keeps events out of the batch store."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 from deltalake import DeltaTable
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from clients.client import AisleClient, ClientOptions
 from feature_worker.lake.erasures import ERASURES
@@ -23,6 +21,7 @@ from loadtest.harness.server import ServerProcess
 from protos.aisle.v1 import catalog_pb2, events_pb2, users_pb2
 from tests.modes import SERVER_MODES
 from tests.shop import BASE_TS, Shop, item, unique, view
+from tests.statuses import refusal_of
 
 MIN = 60_000
 
@@ -53,19 +52,6 @@ def stranger_answer(client: AisleClient) -> list[str]:
 
 def audit_entries(server: ServerProcess) -> list[dict[str, object]]:
     return [json.loads(line) for line in (server.data_dir / "audit.log").read_text().splitlines()]
-
-
-def status_of(call: Callable[..., object], *args: object) -> tuple[grpc.StatusCode, list[str]]:
-    with pytest.raises(grpc.RpcError) as info:
-        call(*args)
-    # The RpcError a call raises is also the call (a grpc.Call), which the stubs do not say.
-    status = rpc_status.from_call(info.value)  # type: ignore[arg-type]
-    fields = []
-    for detail in status.details if status else []:
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad):
-            fields += [v.field for v in bad.field_violations]
-    return info.value.code(), fields
 
 
 class TestBothModes:
@@ -138,7 +124,7 @@ class TestBothModes:
     ) -> None:
         for bad in ("", "x" * 129, "a\nb"):
             for call in (client.erase_user, client.export_user):
-                code, fields = status_of(call, bad)
+                code, fields = refusal_of(call, bad)
                 assert code == grpc.StatusCode.INVALID_ARGUMENT and fields == ["user_id"], (bad, call)
         outcomes = [e["outcome"] for e in audit_entries(server)[-6:]]
         assert outcomes == ["INVALID_ARGUMENT"] * 6

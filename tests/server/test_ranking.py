@@ -25,7 +25,7 @@ from server.recommender import Query
 from server.retrieval import bundles
 from server.retrieval.bundles import BundleError
 from server.retrieval.two_tower import TwoTowerRetriever
-from tests.server.test_two_tower import wait_for_version
+from tests.polling import wait_for_version
 from tests.shop import BASE_TS, Shop, event, item, unique, view
 from trainer.evaluation.serving import ServingPipeline
 

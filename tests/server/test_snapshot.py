@@ -120,7 +120,7 @@ async def test_a_snapshot_and_the_journal_tail_give_exactly_the_whole_replay(
     # A kill: no snapshot on the way out (the files closed only to keep the test tidy).
     writer.journal.close()
     if writer.reader.keys is not None:
-        await writer.reader.keys.close()
+        writer.reader.keys.close()
     assert 0 < snapshot_at < end, "the shop should leave a snapshot and a tail after it"
 
     restarted = open_ingest(tmp_path, sealed, snapshots=True, every=0)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import socket
 import ssl
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -20,7 +20,8 @@ from clients.tokens import PrivateKey
 from loadtest.harness.server import ServerProcess
 from loadtest.harness.services.nginx import NginxFront
 from protos.aisle.v1 import recommendations_pb2
-from tests.auth_keys import auth_env, generate_key, mint, write_jwks
+from tests.auth_keys import mint
+from tests.statuses import bearer, status_of
 
 RECOMMEND = "/aisle.v1.RecommendationService/Recommend"
 REQUEST = recommendations_pb2.RecommendRequest(user_id="u1", k=3).SerializeToString()
@@ -39,15 +40,6 @@ def tls_credentials(certs: CertFiles, client_cert: bool = False) -> grpc.Channel
     return grpc.ssl_channel_credentials(certs.ca.read_bytes())
 
 
-def status_of(channel: grpc.Channel, metadata: Sequence[tuple[str, str]] | None = None) -> grpc.StatusCode:
-    recommend: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(RECOMMEND)
-    try:
-        recommend(REQUEST, metadata=None if metadata is None else tuple(metadata), timeout=10)
-    except grpc.RpcError as error:
-        return error.code()
-    return grpc.StatusCode.OK
-
-
 # -- TLS on the server's own port ------------------------------------------------------------------------
 
 
@@ -61,7 +53,7 @@ def test_the_server_serves_tls_only(certs: CertFiles, tmp_path: Path) -> None:
         with AisleClient(options) as client:
             assert len(client.recommend("u1", 3).items) == 0  # an empty shop answers, over TLS
         with grpc.insecure_channel(server.target) as plaintext:
-            assert status_of(plaintext) == grpc.StatusCode.UNAVAILABLE
+            assert status_of(plaintext, RECOMMEND, REQUEST) == grpc.StatusCode.UNAVAILABLE
         assert "(embedded" in server.log_tail() and "; TLS, auth: OFF" in server.log_tail()
     finally:
         server.stop()
@@ -77,7 +69,7 @@ def test_mutual_tls_refuses_a_client_without_a_certificate(certs: CertFiles, tmp
     server.start()
     try:
         with grpc.secure_channel(server.target, tls_credentials(certs)) as anonymous:
-            assert status_of(anonymous) == grpc.StatusCode.UNAVAILABLE
+            assert status_of(anonymous, RECOMMEND, REQUEST) == grpc.StatusCode.UNAVAILABLE
         options = ClientOptions(
             target=server.target,
             root_certificates=certs.ca.read_bytes(),
@@ -112,25 +104,13 @@ def test_tls_settings_that_cannot_work_refuse_to_start(case: str, certs: CertFil
 
 
 @pytest.fixture(scope="module")
-def signing_key() -> PrivateKey:
-    return generate_key("ES256")
-
-
-@pytest.fixture(scope="module")
-def backend(signing_key: PrivateKey, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A plaintext server on loopback with auth on: the front must pass the token through."""
-    directory = tmp_path_factory.mktemp("front-backend")
-    write_jwks(directory / "jwks.json", [signing_key])
-    server = ServerProcess(directory / "server", env=auth_env(directory / "jwks.json")).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def front(
-    backend: ServerProcess, certs: CertFiles, tmp_path_factory: pytest.TempPathFactory
+    auth_server: ServerProcess, certs: CertFiles, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[NginxFront]:
-    nginx = NginxFront(tmp_path_factory.mktemp("front"), backend.target, certs.server_cert, certs.server_key)
+    """TLS 1.3 in front of `auth_server` (plaintext, on loopback, auth on): it must pass the token through."""
+    nginx = NginxFront(
+        tmp_path_factory.mktemp("front"), auth_server.target, certs.server_cert, certs.server_key
+    )
     nginx.start()
     yield nginx
     nginx.stop()
@@ -138,13 +118,13 @@ def front(
 
 @pytest.fixture(scope="module")
 def mtls_front(
-    backend: ServerProcess,
+    auth_server: ServerProcess,
     certs: CertFiles,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[NginxFront]:
     nginx = NginxFront(
         tmp_path_factory.mktemp("mtls-front"),
-        backend.target,
+        auth_server.target,
         certs.server_cert,
         certs.server_key,
         client_ca=certs.ca,
@@ -168,16 +148,17 @@ def handshake(port: int, certs: CertFiles, version: ssl.TLSVersion, client_cert:
         return str(tls.version())
 
 
-def test_the_front_serves_tls_1_3(front: NginxFront, certs: CertFiles, signing_key: PrivateKey) -> None:
+def test_the_front_serves_tls_1_3(front: NginxFront, certs: CertFiles, key: PrivateKey) -> None:
     assert handshake(front.port, certs, ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
     with grpc.secure_channel(front.target, tls_credentials(certs)) as channel:
         # types-grpcio-health-checking's HealthStub declares no methods.
         check = health_pb2_grpc.HealthStub(channel).Check  # type: ignore[attr-defined]
         health = check(health_pb2.HealthCheckRequest(), timeout=10)
         assert health.status == health_pb2.HealthCheckResponse.SERVING
-        token = mint(signing_key, ["recommendations:read"])
-        assert status_of(channel, [("authorization", f"Bearer {token}")]) == grpc.StatusCode.OK
-        assert status_of(channel) == grpc.StatusCode.UNAUTHENTICATED  # the server's answer, through nginx
+        token = mint(key, ["recommendations:read"])
+        assert status_of(channel, RECOMMEND, REQUEST, bearer(token)) == grpc.StatusCode.OK
+        # The server's answer, through nginx.
+        assert status_of(channel, RECOMMEND, REQUEST) == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_the_front_refuses_tls_1_2(front: NginxFront, certs: CertFiles) -> None:
@@ -186,13 +167,13 @@ def test_the_front_refuses_tls_1_2(front: NginxFront, certs: CertFiles) -> None:
 
 
 def test_the_mtls_front_refuses_a_client_without_a_certificate(
-    mtls_front: NginxFront, certs: CertFiles, signing_key: PrivateKey
+    mtls_front: NginxFront, certs: CertFiles, key: PrivateKey
 ) -> None:
-    token = [("authorization", f"Bearer {mint(signing_key, ['recommendations:read'])}")]
+    token = bearer(mint(key, ["recommendations:read"]))
     with grpc.secure_channel(mtls_front.target, tls_credentials(certs)) as anonymous:
-        assert status_of(anonymous, token) == grpc.StatusCode.UNAUTHENTICATED
+        assert status_of(anonymous, RECOMMEND, REQUEST, token) == grpc.StatusCode.UNAUTHENTICATED
     with grpc.secure_channel(mtls_front.target, tls_credentials(certs, client_cert=True)) as known:
-        assert status_of(known, token) == grpc.StatusCode.OK
+        assert status_of(known, RECOMMEND, REQUEST, token) == grpc.StatusCode.OK
     assert handshake(mtls_front.port, certs, ssl.TLSVersion.TLSv1_3, client_cert=True) == "TLSv1.3"
     with pytest.raises(ssl.SSLError):
         handshake(mtls_front.port, certs, ssl.TLSVersion.TLSv1_2, client_cert=True)

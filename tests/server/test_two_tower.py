@@ -32,6 +32,7 @@ from server.retrieval.proposals import StateKey, UserProposals, state_key
 from server.retrieval.two_tower import TwoTowerRetriever
 from server.retrieval.warmer import ProposalWarmer
 from tests.kafka_stack import AppliedClient, KafkaStack
+from tests.polling import wait_for, wait_for_version
 from tests.server.test_metrics import scrape
 from tests.shop import BASE_TS, Shop, event, item, unique, view
 
@@ -288,15 +289,6 @@ def test_a_damaged_bundle_is_refused_with_a_bundle_error(tmp_path: Path, damage:
 # -- the server ----------------------------------------------------------------------------------------------
 
 
-def wait_for_version(client: AisleClient, user: str, version: str, tries: int = 600) -> None:
-    """Ask until the server answers with ``version`` (the watcher swaps within a poll or two)."""
-    for _ in range(tries):
-        if client.recommend(user, 1).model_version == version:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"the server never served {version}")
-
-
 def check_a_click_changes_the_next_answer(client: AisleClient, shop: Shop, version: str) -> None:
     user = unique("u")
     cold = client.recommend(user, 5, explain=True)
@@ -401,17 +393,22 @@ def proposal_metrics(server: ServerProcess) -> dict[str, float]:
     }
 
 
-def wait_for_proposals(server: ServerProcess, computed: int, tries: int = 600) -> None:
+def wait_for_proposals(server: ServerProcess, computed: int) -> None:
     """Until the warmer has computed ``computed`` user states and has none pending."""
-    for _ in range(tries):
+
+    def done() -> bool:
         found = proposal_metrics(server)
-        if (
+        return (
             found.get("aisle_learned_proposals_pending") == 0
             and found.get("aisle_learned_proposals_computed_total", 0) >= computed
-        ):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"the warmer never computed {computed} user states: {proposal_metrics(server)}")
+        )
+
+    wait_for(
+        done,
+        lambda: f"the warmer to compute {computed} user states: {proposal_metrics(server)}",
+        timeout_s=30,
+        interval_s=0.05,
+    )
 
 
 def test_a_broken_bundle_at_start_leaves_the_real_time_sources_serving(tmp_path: Path) -> None:

@@ -6,9 +6,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -18,18 +17,10 @@ from loadtest.harness.children import ROOT
 from loadtest.harness.server import ServerProcess, free_port
 from protos.aisle.v1 import recommendations_pb2, recommendations_pb2_grpc
 from tests.kafka_stack import stack_env
+from tests.polling import wait_for
 from tests.server.test_metrics import RECOMMEND, scrape, value
 
 WORKERS = 2
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    """Poll until `condition()` holds (the workers write their metrics every second)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def calls_by_pid(server: ServerProcess) -> dict[int, float]:

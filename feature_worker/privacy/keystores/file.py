@@ -10,7 +10,9 @@ more room than live ones, opening the file rewrites it without them (beside, fsy
 filesystem that copies on write, or a disk that remaps blocks, may keep the old bytes until they are reused: put
 the data directory on an encrypted volume to cover that too.)
 
-Thread-safe: the server's event loop creates and destroys keys, the batch store's thread reads them.
+`KeyFile` is the file and its one implementation, in plain calls (the journal reader and the snapshot's sealer,
+which run in threads, use it directly); `FileKeyStore` puts it behind the async `KeyStore` interface for the
+vault. Thread-safe: the server's event loop creates and destroys keys, the batch store's thread reads them.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ def _line(user_id: str, wrapped: bytes) -> bytes:
     return f"{user_id}\t{base64.b64encode(wrapped).decode()}\n".encode()
 
 
-class FileKeyStore(KeyStore):
-    """Wrapped keys in `path`, mirrored in a dict with each line's place in the file."""
+class KeyFile:
+    """Wrapped keys in `path`, mirrored in a dict with each line's place in the file; plain calls, nothing
+    awaited."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -75,10 +78,17 @@ class FileKeyStore(KeyStore):
             self._lines[user] = (offset, len(line))
             offset += len(line)
 
-    def get_now(self, user_id: str) -> bytes | None:
+    def get(self, user_id: str) -> bytes | None:
+        """The customer's wrapped key; None when they have none."""
         return self._keys.get(user_id)
 
-    def create_many_now(self, wrapped: Mapping[str, bytes]) -> dict[str, bytes]:
+    def get_many(self, user_ids: Collection[str]) -> dict[str, bytes]:
+        """As `KeyStore.get_many`."""
+        keys = self._keys
+        return {u: keys[u] for u in user_ids if u in keys}
+
+    def create_many(self, wrapped: Mapping[str, bytes]) -> dict[str, bytes]:
+        """As `KeyStore.create_many`: the new lines are on disk (fsynced) when it returns."""
         with self._lock:
             new = {u: _line(u, w) for u, w in wrapped.items() if u not in self._keys}
             if new:
@@ -94,7 +104,8 @@ class FileKeyStore(KeyStore):
                     self._end += len(line)
             return {u: self._keys[u] for u in wrapped}
 
-    def delete_user_now(self, user_id: str) -> bool:
+    def delete_user(self, user_id: str) -> bool:
+        """As `KeyStore.delete_user`: the key's line is overwritten with spaces and fsynced."""
         with self._lock:
             place = self._lines.get(user_id)
             if place is None:
@@ -114,18 +125,29 @@ class FileKeyStore(KeyStore):
             del self._keys[user_id], self._lines[user_id]
             return True
 
+    def close(self) -> None:
+        self._file.close()
+
+
+class FileKeyStore(KeyStore):
+    """`KeyFile` behind the `KeyStore` interface (the embedded server's key store): each method is one plain call
+    of the core."""
+
+    def __init__(self, path: Path) -> None:
+        #: The keys and their one implementation; synchronous code (the journal reader, snapshots) uses it directly.
+        self.file = KeyFile(path)
+
     async def get_many(self, user_ids: Collection[str]) -> dict[str, bytes]:
-        keys = self._keys
-        return {u: keys[u] for u in user_ids if u in keys}
+        return self.file.get_many(user_ids)
 
     async def create_many(self, wrapped: Mapping[str, bytes]) -> dict[str, bytes]:
-        return self.create_many_now(wrapped)
+        return self.file.create_many(wrapped)
 
     async def delete_user(self, user_id: str) -> bool:
-        return self.delete_user_now(user_id)
+        return self.file.delete_user(user_id)
 
     async def close(self) -> None:
-        self._file.close()
+        self.file.close()
 
 
 def _fsync_dir(directory: Path) -> None:
