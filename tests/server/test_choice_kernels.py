@@ -28,7 +28,9 @@ def test_top_rows_is_the_rules_then_best_first_then_the_category_cap() -> None:
     catalog, index = _index()
     rng = np.random.default_rng(5)
     for case in range(300):
-        positions = np.sort(rng.choice(len(index), size=int(rng.integers(0, 80)), replace=False)).astype(np.int64)
+        positions = np.sort(rng.choice(len(index), size=int(rng.integers(0, 80)), replace=False)).astype(
+            np.int64
+        )
         # Few distinct scores, so ties (broken by item id) are common.
         scores = rng.integers(0, 6, size=len(positions)).astype(np.float64) / 5.0
         exclude = {index.ids[p] for p in rng.choice(len(index), size=int(rng.integers(0, 6)))}
