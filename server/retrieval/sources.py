@@ -295,18 +295,30 @@ def trending_in_categories(
     # Prefer specific categories: rank by depth, then by affinity.
     top = heapq.nsmallest(TRENDING_CATEGORIES, affinity, key=lambda c: (-c.count("/"), -affinity[c], c))
     total = sum(affinity[c] for c in top) or 1.0
-    trending = lists.trending_at
+    memo = lists.trending_memo
     for category in top:
-        ranked = lists.trending_by_category_pos.get(category)
-        if ranked is None or not len(ranked):
-            continue
-        ranked = ranked[:TRENDING_PER_CATEGORY]
-        best = float(trending[ranked[0]]) or 1.0
-        share = affinity[category] / total
-        score = share * trending[ranked] / best
-        pool.add(
-            TRENDING, ranked, score, np.full(len(ranked), index.category_id.get(category, -1), dtype=np.int64)
-        )
+        found = memo.get(category)
+        if found is None:
+            found = memo[category] = _trending_in(category, lists, index)
+        ranked, trend, best, args = found
+        if len(ranked):
+            pool.add(TRENDING, ranked, affinity[category] / total * trend / best, args)
+
+
+def _trending_in(category: str, lists: TopLists, index: ItemIndex) -> tuple[Ints, Floats, float, Ints]:
+    """(positions, their trend, the best trend, reason arguments) that `trending_in_categories` proposes for
+    ``category`` before the user's share: it depends only on the lists, so it is remembered per build."""
+    ranked = lists.trending_by_category_pos.get(category)
+    if ranked is None or not len(ranked):
+        return _NO_POSITIONS, _NO_SCORES, 1.0, _NO_POSITIONS
+    ranked = ranked[:TRENDING_PER_CATEGORY]
+    trend = lists.trending_at[ranked]
+    return (
+        ranked,
+        trend,
+        float(trend[0]) or 1.0,
+        np.full(len(ranked), index.category_id.get(category, -1), dtype=np.int64),
+    )
 
 
 def popular(lists: TopLists, index: ItemIndex, pool: CandidateSet, category_prefix: str, limit: int) -> None:

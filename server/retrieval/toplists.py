@@ -51,6 +51,9 @@ class TopLists:
     #: scores before the seed's weight): it depends only on these lists, so it is computed once per build for
     #: the seeds requests use (`server.retrieval.sources`; written on the event loop only).
     memo: dict[tuple[str, int], tuple[Ints, Floats]] = field(default_factory=dict)
+    #: What `trending_in_categories` proposes per category before the user's share (positions, trend, best
+    #: trend, reason arguments), for as long as these lists serve (written on the event loop only).
+    trending_memo: dict[str, tuple[Ints, Floats, float, Ints]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, stats: ItemStats, catalog: Catalog, length: int = LIST_LENGTH) -> TopLists:
