@@ -1,19 +1,27 @@
 from __future__ import annotations
 
 import grpc
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 from protos.aisle.v1 import recommendations_pb2, recommendations_pb2_grpc
 from server.engine import Engine
 from server.recommender import Recommendation
 
 
-def scored(items: list[Recommendation], explain: bool) -> list[recommendations_pb2.ScoredItem]:
-    """The answer's items as messages; reasons only when the client asked for them."""
+def add_scored(
+    target: RepeatedCompositeFieldContainer[recommendations_pb2.ScoredItem],
+    items: list[Recommendation],
+    explain: bool,
+) -> None:
+    """Append the answer's items to a message's repeated ``ScoredItem`` field, built in place (a list handed to
+    the message's constructor is copied once more); reasons only when the client asked for them."""
+    add = target.add
     if explain:
-        return [
-            recommendations_pb2.ScoredItem(item_id=r.item_id, score=r.score, reasons=r.reasons) for r in items
-        ]
-    return [recommendations_pb2.ScoredItem(item_id=r.item_id, score=r.score) for r in items]
+        for r in items:
+            add(item_id=r.item_id, score=r.score, reasons=r.reasons)
+    else:
+        for r in items:
+            add(item_id=r.item_id, score=r.score)
 
 
 class RecommendationService(recommendations_pb2_grpc.RecommendationServiceServicer):
@@ -37,12 +45,13 @@ class RecommendationService(recommendations_pb2_grpc.RecommendationServiceServic
             request.explain,
             request.session_id,
         )
-        return recommendations_pb2.RecommendResponse(
-            items=scored(answer.items, request.explain),
+        response = recommendations_pb2.RecommendResponse(
             recommendation_id=answer.recommendation_id,
             variant=answer.variant,
             model_version=answer.model_version,
         )
+        add_scored(response.items, answer.items, request.explain)
+        return response
 
     async def SimilarItems(
         self,
@@ -58,6 +67,6 @@ class RecommendationService(recommendations_pb2_grpc.RecommendationServiceServic
             request.category_prefix,
             request.max_per_category,
         )
-        return recommendations_pb2.SimilarItemsResponse(
-            items=scored(answer.items, request.explain), model_version=answer.model_version
-        )
+        response = recommendations_pb2.SimilarItemsResponse(model_version=answer.model_version)
+        add_scored(response.items, answer.items, request.explain)
+        return response

@@ -11,7 +11,7 @@ from protos.aisle.v1 import segments_pb2, segments_pb2_grpc
 from server.engine import Engine
 from server.interceptors.errors import to_status
 from server.segments import export
-from server.services.recommendations import scored
+from server.services.recommendations import add_scored
 
 
 class SegmentService(segments_pb2_grpc.SegmentServiceServicer):
@@ -28,19 +28,16 @@ class SegmentService(segments_pb2_grpc.SegmentServiceServicer):
         # The error interceptor wraps unary calls only: a streaming call maps its domain errors here.
         try:
             async for chunk in export(self.engine, request):
-                yield segments_pb2.ExportRecommendationsResponse(
-                    customers=[
-                        segments_pb2.CustomerRecommendations(
-                            user_id=row.user_id,
-                            items=scored(row.items, request.explain),
-                            recommendation_id=row.recommendation_id,
-                            personalized=row.personalized,
-                        )
-                        for row in chunk.rows
-                    ],
-                    scanned=chunk.scanned,
-                    total=chunk.total,
-                    model_version=chunk.model_version,
+                response = segments_pb2.ExportRecommendationsResponse(
+                    scanned=chunk.scanned, total=chunk.total, model_version=chunk.model_version
                 )
+                for row in chunk.rows:
+                    customer = response.customers.add(
+                        user_id=row.user_id,
+                        recommendation_id=row.recommendation_id,
+                        personalized=row.personalized,
+                    )
+                    add_scored(customer.items, row.items, request.explain)
+                yield response
         except AisleError as exc:
             await context.abort_with_status(to_status(exc))
