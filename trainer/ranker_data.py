@@ -98,7 +98,7 @@ def build_lists(
         target = index.position.get(case.target, -1)
         if target < 0:
             continue
-        allowed = np.flatnonzero(stage.rules.allowed(index, pool.positions))
+        allowed = stage.rules.allowed_rows(index, pool.positions)
         hit = np.flatnonzero(pool.positions[allowed] == target)
         if not len(hit):
             continue

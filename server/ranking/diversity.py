@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
-from numba import njit, types
-from numba.core.typing.templates import Signature
+from numba import njit
 
 from server.retrieval.item_index import Floats, Ints, ItemIndex
 
@@ -73,66 +71,19 @@ def _capped(ranked: Ints, groups: Ints, k: int, cap: int) -> Ints:  # pragma: no
     return out
 
 
-def top_rows(
-    scores: Floats,
-    positions: Ints,
-    index: ItemIndex,
-    blocked: Ints,
-    category: npt.NDArray[np.bool_],
-    k: int,
-    cap: int,
-) -> Ints:
-    """The rules, the order and diversity in one compiled pass: the rows of the allowed candidates (in stock,
-    not at a ``blocked`` position, inside ``category`` unless it is empty), by score best first with ties by
-    item id (`best_first`), the first ``k`` with at most ``cap`` per leaf category (`cap_per_group`)."""
+def top_rows(scores: Floats, allowed: Ints, positions: Ints, index: ItemIndex, k: int, cap: int) -> Ints:
+    """Order and diversity in one compiled pass: of the ``allowed`` rows (`Rules.allowed_rows`), by score best
+    first with ties by item id (`best_first`), the first ``k`` with at most ``cap`` per leaf category
+    (`cap_per_group`)."""
     return _top_rows(
-        scores.astype(np.float64, copy=False),
-        positions,
-        index.in_stock,
-        blocked,
-        category,
-        index.id_rank,
-        index.leaf,
-        k,
-        cap,
+        scores.astype(np.float64, copy=False), allowed, positions, index.id_rank, index.leaf, k, cap
     )
 
 
-def _top_rows_signature(readonly_category: bool) -> Signature:
-    ints, bools = types.int64[:], types.boolean[:]
-    category = types.Array(types.boolean, 1, "C", readonly=readonly_category)
-    return types.int64[:](types.float64[:], ints, bools, ints, category, ints, ints, types.int64, types.int64)
-
-
-# The category mask is read-only when it comes from `ItemIndex.in_category` (it is shared), writable when empty.
-@njit([_top_rows_signature(True), _top_rows_signature(False)], cache=True, nogil=True)
+@njit("i8[:](f8[:], i8[:], i8[:], i8[:], i8[:], i8, i8)", cache=True, nogil=True)
 def _top_rows(
-    scores: Floats,
-    positions: Ints,
-    in_stock: npt.NDArray[np.bool_],
-    blocked: Ints,
-    category: npt.NDArray[np.bool_],
-    id_rank: Ints,
-    leaf_at: Ints,
-    k: int,
-    cap: int,
+    scores: Floats, allowed: Ints, positions: Ints, id_rank: Ints, leaf_at: Ints, k: int, cap: int
 ) -> Ints:  # pragma: no cover - compiled
-    n = len(positions)
-    allowed = np.empty(n, dtype=np.int64)
-    m = 0
-    for r in range(n):
-        p = positions[r]
-        if not in_stock[p] or (len(category) and not category[p]):
-            continue
-        hit = False
-        for b in blocked:
-            if b == p:
-                hit = True
-                break
-        if not hit:
-            allowed[m] = r
-            m += 1
-    allowed = allowed[:m]
     order = allowed[_best_first(scores[allowed], id_rank[positions[allowed]])]
     if cap <= 0 or len(order) <= cap:
         return order[:k]

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit, types
+from numba.core.typing.templates import Signature
 
 from feature_worker.catalog import Catalog
 from feature_worker.decay import DAY_MS
 from feature_worker.state import UserState
-from server.retrieval.item_index import Ints, ItemIndex, rows_of
+from server.retrieval.item_index import Ints, ItemIndex
 
 _NO_POSITIONS = np.zeros(0, dtype=np.int64)
 _NO_MASK = np.zeros(0, dtype=bool)
@@ -54,21 +56,19 @@ class Rules:
         prefix = self.category_prefix
         return not prefix or info.category == prefix or info.category.startswith(prefix + "/")
 
-    def allowed(self, index: ItemIndex, positions: Ints) -> npt.NDArray[np.bool_]:
-        """`allows` for every position at once (``positions``: a `CandidateSet`'s, ascending and distinct)."""
-        mask: npt.NDArray[np.bool_] = index.in_stock[positions]
-        mask[rows_of(positions, self.blocked(index))] = False
-        if self.category_prefix:
-            mask &= index.in_category(self.category_prefix)[positions]
-        return mask
+    def allowed_rows(self, index: ItemIndex, positions: Ints) -> Ints:
+        """The rows of ``positions`` (a `CandidateSet`'s) whose items `allows` accepts, ascending: every row
+        checked at once against the index's stock, the blocked positions and the category filter."""
+        return _allowed_rows(positions, index.in_stock, self.blocked(index), self.category_mask(index))
 
     def blocked(self, index: ItemIndex) -> Ints:
-        """Positions in ``index`` of the excluded and just-bought items, ascending (ids outside it left out)."""
+        """Positions in ``index`` of the excluded and just-bought items (ids outside it left out)."""
         blocked = self.exclude | self.just_bought if self.just_bought else self.exclude
         if not blocked:
             return _NO_POSITIONS
         positions = index.positions(blocked, len(blocked))
-        return np.sort(positions[positions >= 0])
+        found: Ints = positions[positions >= 0]
+        return found
 
     def category_mask(self, index: ItemIndex) -> npt.NDArray[np.bool_]:
         """Over ``index``'s positions: the items inside the category filter (empty: no filter)."""
@@ -86,3 +86,31 @@ class Rules:
         else:
             scope = self.catalog.items.keys()
         yield from sorted(scope)
+
+
+def _allowed_rows_signature(readonly_category: bool) -> Signature:
+    ints = types.int64[:]
+    category = types.Array(types.boolean, 1, "C", readonly=readonly_category)
+    return ints(ints, types.boolean[:], ints, category)
+
+
+# The category mask is read-only when it comes from `ItemIndex.in_category` (it is shared), writable when empty.
+@njit([_allowed_rows_signature(True), _allowed_rows_signature(False)], cache=True, nogil=True)
+def _allowed_rows(
+    positions: Ints, in_stock: npt.NDArray[np.bool_], blocked: Ints, category: npt.NDArray[np.bool_]
+) -> Ints:  # pragma: no cover - compiled
+    rows = np.empty(len(positions), dtype=np.int64)
+    n = 0
+    for r in range(len(positions)):
+        p = positions[r]
+        if not in_stock[p] or (len(category) and not category[p]):
+            continue
+        hit = False
+        for b in blocked:  # a request blocks a few dozen items at most
+            if b == p:
+                hit = True
+                break
+        if not hit:
+            rows[n] = r
+            n += 1
+    return rows[:n]

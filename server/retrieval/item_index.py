@@ -148,18 +148,6 @@ class ItemIndex:
         return mask
 
 
-def rows_of(sorted_positions: Ints, positions: Ints) -> Ints:
-    """The rows of ``sorted_positions`` (ascending, distinct: a `CandidateSet`'s) that hold any of ``positions``.
-
-    What ``np.isin`` answers, without its sort: the candidates are sorted already and the other side is short.
-    """
-    if not len(sorted_positions) or not len(positions):
-        return np.zeros(0, dtype=np.int64)
-    rows = np.minimum(np.searchsorted(sorted_positions, positions), len(sorted_positions) - 1)
-    found: Ints = rows[sorted_positions[rows] == positions]
-    return found
-
-
 def _pairs(pairs: list[tuple[int, int]]) -> tuple[Ints, Ints]:
     """(group numbers, positions) of memberships, sorted by group number."""
     if not pairs:

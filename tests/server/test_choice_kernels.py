@@ -1,5 +1,6 @@
-"""The compiled passes of the answer's last steps give what their plain numpy definitions give: the rules, the
-order and diversity in one pass (`top_rows`), and the order of an item's reasons (`_reason_order`)."""
+"""The compiled passes of the answer's last steps give what their plain definitions give: the rules over every
+candidate at once (`Rules.allowed_rows`), order and diversity in one pass (`top_rows`), and the order of an item's
+reasons (`_reason_order`)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def _index() -> tuple[Catalog, ItemIndex]:
     return catalog, ItemIndex(catalog)
 
 
-def test_top_rows_is_the_rules_then_best_first_then_the_category_cap() -> None:
+def test_allowed_rows_are_the_rows_whose_items_the_rules_allow_and_top_rows_orders_and_caps_them() -> None:
     catalog, index = _index()
     rng = np.random.default_rng(5)
     for case in range(300):
@@ -35,16 +36,21 @@ def test_top_rows_is_the_rules_then_best_first_then_the_category_cap() -> None:
         scores = rng.integers(0, 6, size=len(positions)).astype(np.float64) / 5.0
         exclude = {index.ids[p] for p in rng.choice(len(index), size=int(rng.integers(0, 6)))}
         exclude.add("not-in-the-catalog")
+        bought = frozenset(index.ids[p] for p in rng.choice(len(index), size=int(rng.integers(0, 3))))
         prefix = ("", "beauty", "beauty/skin", "home")[case % 4]
-        rules = Rules(catalog, frozenset(exclude), prefix, frozenset())
+        rules = Rules(catalog, frozenset(exclude), prefix, bought)
         k, cap = int(rng.integers(1, 15)), int(rng.integers(-1, 4))
 
-        allowed = np.flatnonzero(rules.allowed(index, positions))
+        allowed = rules.allowed_rows(index, positions)
+        assert allowed.tolist() == [r for r, p in enumerate(positions) if rules.allows(index.ids[p])], (
+            f"case {case}"
+        )
+
         order = allowed[best_first(scores[allowed], index.id_rank[positions[allowed]])]
         expected = cap_per_group(order, index.leaf[positions], k, cap)
-
-        got = top_rows(scores, positions, index, rules.blocked(index), rules.category_mask(index), k, cap)
-        assert got.tolist() == expected.tolist(), f"case {case}"
+        assert top_rows(scores, allowed, positions, index, k, cap).tolist() == expected.tolist(), (
+            f"case {case}"
+        )
 
 
 def test_reasons_are_ordered_by_weighted_share_with_ties_in_source_order() -> None:
