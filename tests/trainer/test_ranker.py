@@ -133,6 +133,30 @@ def test_the_onnx_ranker_matches_pytorch_and_loads_in_the_server(
     )
 
 
+@pytest.mark.parametrize("hidden", [(), (8,), (16, 8)])
+def test_the_written_graph_is_the_module_without_its_elementwise_nodes(
+    hidden: tuple[int, ...], tmp_path: Path
+) -> None:
+    """The graph is written from the weights (standardisation folded in), for any depth; it scores as the
+    module does, on rows far from the training mean too."""
+    import onnx
+
+    from trainer.models.ranker import _module
+
+    rng = np.random.default_rng(7)
+    n = 12
+    mean, scale = rng.normal(0, 5, n).astype(np.float32), rng.uniform(0.1, 10, n).astype(np.float32)
+    torch.manual_seed(3)
+    params = RankerParams(hidden=hidden)
+    fitted = FittedRanker(_module(n, params, mean, scale), [f"f{i}" for i in range(n)], params, {})
+    rows = (rng.normal(0, 3, (300, n)) * scale + mean).astype(np.float32)
+    path = tmp_path / bundles.RANKER
+    assert export_ranker(fitted, path, rows) <= 1e-4
+    ops = [node.op_type for node in onnx.load(str(path)).graph.node]
+    assert ops.count("Gemm") == len(hidden) + 2 and ops.count("Relu") == len(hidden)
+    assert not {"Sub", "Div", "Add"} & set(ops)
+
+
 def test_too_few_lists_is_a_ranker_error(
     lists_and_ranker: tuple[RankerLists, RankerLists, FittedRanker],
 ) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +27,8 @@ from trainer.ranker_data import RankerLists, list_metrics
 
 if TYPE_CHECKING:
     import torch
+
+    from trainer.models.ranker_graph import RankerWeights
 
 Log = Callable[[str], None]
 #: ONNX and PyTorch scores must agree this closely on the validation rows, else the export fails.
@@ -202,28 +203,14 @@ def permutation_importance(
 
 
 def export_ranker(fitted: FittedRanker, path: Path, check: npt.NDArray[np.float32]) -> float:
-    """Write the ONNX ranker to ``path`` and return the largest |ONNX - PyTorch| score on ``check`` rows;
-    `RankerError` when it exceeds `PARITY_TOLERANCE`."""
+    """Write the ONNX ranker to ``path`` (`trainer.models.ranker_graph`: the module's function in six nodes) and
+    return the largest |ONNX - PyTorch| score on ``check`` rows; `RankerError` when it exceeds
+    `PARITY_TOLERANCE`."""
     import onnxruntime as ort
-    import torch
 
-    module = fitted.module
-    module.eval()
-    sample = torch.from_numpy(check[: min(len(check), 64)].astype(np.float32))
-    with torch.no_grad(), warnings.catch_warnings():
-        # The legacy exporter warns that it is deprecated; it needs no extra package (as for the user tower,
-        # `trainer.export.export_user_tower`), and the parity check below is what says the graph is right.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            module,
-            (sample,),
-            str(path),
-            input_names=[RANKER_INPUT],
-            output_names=[RANKER_OUTPUT],
-            dynamic_axes={RANKER_INPUT: {0: "rows"}, RANKER_OUTPUT: {0: "rows"}},
-            opset_version=17,
-            dynamo=False,
-        )
+    from trainer.models.ranker_graph import serving_graph
+
+    path.write_bytes(serving_graph(ranker_weights(fitted.module)).SerializeToString())
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     onnx_scores = session.run([RANKER_OUTPUT], {RANKER_INPUT: check.astype(np.float32)})[0]
     gap = float(np.abs(onnx_scores - fitted.scores(check.astype(np.float32))).max()) if len(check) else 0.0
@@ -232,6 +219,26 @@ def export_ranker(fitted: FittedRanker, path: Path, check: npt.NDArray[np.float3
             f"the ONNX ranker differs from PyTorch by {gap:.2e} (> {PARITY_TOLERANCE}) on validation rows"
         )
     return gap
+
+
+def ranker_weights(module: Any) -> RankerWeights:
+    """The numbers of a module built by `_module`: its hidden layers (each ``Linear`` before a ``ReLU``), the
+    output layer, the linear path and the standardisation."""
+    import torch
+
+    from trainer.models.ranker_graph import RankerWeights
+
+    def numbers(tensor: torch.Tensor) -> npt.NDArray[np.float32]:
+        return tensor.detach().cpu().numpy().astype(np.float32)
+
+    linears = [layer for layer in module.net if isinstance(layer, torch.nn.Linear)]
+    return RankerWeights(
+        mean=numbers(module.mean),
+        scale=numbers(module.scale),
+        layers=[(numbers(layer.weight), numbers(layer.bias)) for layer in linears[:-1]],
+        output=(numbers(linears[-1].weight), numbers(linears[-1].bias)),
+        linear=(numbers(module.linear.weight), numbers(module.linear.bias)),
+    )
 
 
 def ranker_meta(fitted: FittedRanker, parity: float) -> dict[str, Any]:
