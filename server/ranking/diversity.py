@@ -6,6 +6,7 @@ import numpy as np
 from numba import njit
 
 from server.retrieval.item_index import Floats, Ints, ItemIndex
+from server.retrieval.kernels import stable_argsort
 
 
 def best_first(scores: Floats, tiebreak: Ints) -> Ints:
@@ -16,7 +17,7 @@ def best_first(scores: Floats, tiebreak: Ints) -> Ints:
 @njit("i8[:](f8[:], i8[:])", cache=True, nogil=True)
 def _best_first(scores: Floats, tiebreak: Ints) -> Ints:  # pragma: no cover - compiled
     # One sort by score; the (rare) runs of equal scores are then put in tiebreak order.
-    order = np.argsort(-scores)
+    order = stable_argsort(-scores)
     start = 0
     n = len(order)
     while start < n:

@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit
 
 from server.retrieval.item_index import Floats, Ints
-from server.retrieval.kernels import stable_argsort
+from server.retrieval.kernels import radix_order, sortable, sorted_ints
 
 #: The candidate sources, in column order. Each has a score, a rank and a reason-argument column.
 SOURCES = ("covisitation", "brand", "content", "trending", "popular", "learned", "transitions")
@@ -145,7 +145,7 @@ def _columns(
             row_at[p] = 0
             distinct[n] = p
             n += 1
-    positions = np.sort(distinct[:n])
+    positions = sorted_ints(distinct[:n])
     for r in range(n):
         row_at[positions[r]] = r
     scores = np.zeros((k, n))
@@ -160,20 +160,31 @@ def _columns(
         if score[i] >= best[s, r]:
             best[s, r] = score[i]
             args[s, r] = arg[i]
-    ranks = np.full((k, n), absent, dtype=np.int64)
-    rows = np.empty(n, dtype=np.int64)
-    keys = np.empty(n)
+    # Ranks: every (source, row) cell with a score, in one sort by score (best first), not one per source.
+    # The cells go in source by source, rows ascending, and the sort is stable, so counting each source's
+    # cells in sorted order ranks them by score with ties by position.
+    cells = 0
     for s in range(k):
-        count = 0
         for r in range(n):
             if scores[s, r] > 0.0:
-                rows[count] = r
-                keys[count] = -scores[s, r]
-                count += 1
-        if count:
-            by_score = stable_argsort(keys[:count])
-            for rank in range(count):
-                ranks[s, rows[by_score[rank]]] = rank
+                cells += 1
+    keys = np.empty(cells, dtype=np.uint64)
+    cell_source = np.empty(cells, dtype=np.int64)
+    cell_row = np.empty(cells, dtype=np.int64)
+    c = 0
+    for s in range(k):
+        for r in range(n):
+            if scores[s, r] > 0.0:
+                keys[c] = sortable(-scores[s, r])
+                cell_source[c] = s
+                cell_row[c] = r
+                c += 1
+    ranks = np.full((k, n), absent, dtype=np.int64)
+    next_rank = np.zeros(k, dtype=np.int64)
+    for c in radix_order(keys):
+        s = cell_source[c]
+        ranks[s, cell_row[c]] = next_rank[s]
+        next_rank[s] += 1
     extra = np.zeros((n_extra, n))
     for i in range(len(extra_pos)):
         p = extra_pos[i]

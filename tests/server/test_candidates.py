@@ -60,3 +60,36 @@ def test_a_co_visitation_list_is_converted_once_per_list_object() -> None:
     # The store hands out a new list when the item's neighbours change: converted again.
     changed, _, total = index.neighbours("b", [("a", 5.0)])
     assert index.names(changed) == ["a"] and total == 5.0
+
+
+def test_random_pools_match_the_plain_definition_of_the_columns() -> None:
+    """Hundreds of proposals per source, with repeats and ties: rows, sums, ranks (score, ties by position)
+    and arguments as plain Python defines them."""
+    rng = np.random.default_rng(11)
+    for _ in range(60):
+        pool = CandidateSet()
+        proposed: dict[int, list[tuple[int, float, int]]] = {s: [] for s in range(len(SOURCES))}
+        for source in range(len(SOURCES)):
+            for _ in range(int(rng.integers(0, 3))):
+                size = int(rng.integers(0, 150))
+                positions = rng.integers(-1, 400, size)
+                scores = rng.integers(0, 5, size) / 4.0  # few distinct values: ties and zeros are common
+                args = rng.integers(-1, 5, size)
+                pool.add(source, positions, scores, args)
+                proposed[source] += zip(positions.tolist(), scores.tolist(), args.tolist())
+        pool.finish()
+        kept = {s: [(p, v, a) for p, v, a in found if p >= 0 and v > 0] for s, found in proposed.items()}
+        rows = sorted({p for found in kept.values() for p, _, _ in found})
+        assert pool.positions.tolist() == rows
+        for source, found in kept.items():
+            summed = {p: 0.0 for p in rows}
+            best: dict[int, tuple[float, int]] = {}
+            for p, v, a in found:
+                summed[p] += v
+                if p not in best or v >= best[p][0]:
+                    best[p] = (v, a)
+            ranked = sorted((p for p in rows if summed[p] > 0), key=lambda p: (-summed[p], p))
+            rank = {p: r for r, p in enumerate(ranked)}
+            np.testing.assert_allclose(pool.scores[source], [summed[p] for p in rows])
+            assert pool.ranks[source].tolist() == [rank.get(p, ABSENT_RANK) for p in rows]
+            assert pool.args[source].tolist() == [best[p][1] if p in best else -1 for p in rows]
