@@ -243,7 +243,12 @@ class Recommender:
         cap = DEFAULT_MAX_PER_CATEGORY if query.max_per_category == 0 else query.max_per_category
         # A few spare rows: the live catalog may have changed since the index was built (checked below).
         chosen = top_rows(
-            scores, rules.allowed_rows(index, pool.positions), pool.positions, index, query.k + 5, cap
+            scores,
+            rules.allowed_rows(index, pool.positions),
+            pool.positions,
+            stage.lists.items,
+            query.k + 5,
+            cap,
         )
         result: list[Recommendation] = []
         ids = index.ids

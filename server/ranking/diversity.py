@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from server.retrieval.item_index import Floats, Ints, ItemIndex
+from server.retrieval.item_index import Floats, Ints
+from server.retrieval.item_rows import ITEM_ID_RANK, ITEM_LEAF
 from server.retrieval.kernels import stable_argsort
 
 
@@ -72,20 +73,26 @@ def _capped(ranked: Ints, groups: Ints, k: int, cap: int) -> Ints:  # pragma: no
     return out
 
 
-def top_rows(scores: Floats, allowed: Ints, positions: Ints, index: ItemIndex, k: int, cap: int) -> Ints:
+def top_rows(scores: Floats, allowed: Ints, positions: Ints, items: Floats, k: int, cap: int) -> Ints:
     """Order and diversity in one compiled pass: of the ``allowed`` rows (`Rules.allowed_rows`), by score best
     first with ties by item id (`best_first`), the first ``k`` with at most ``cap`` per leaf category
-    (`cap_per_group`)."""
-    return _top_rows(
-        scores.astype(np.float64, copy=False), allowed, positions, index.id_rank, index.leaf, k, cap
-    )
+    (`cap_per_group`). ``items``: `item_rows` of the index that ``positions`` refer to (the id order and the
+    leaf category are read from there: the rows the feature pass just read, still in cache)."""
+    return _top_rows(scores.astype(np.float64, copy=False), allowed, positions, items, k, cap)
 
 
-@njit("i8[:](f8[:], i8[:], i8[:], i8[:], i8[:], i8, i8)", cache=True, nogil=True)
+@njit("i8[:](f8[:], i8[:], i8[:], f8[:, ::1], i8, i8)", cache=True, nogil=True)
 def _top_rows(
-    scores: Floats, allowed: Ints, positions: Ints, id_rank: Ints, leaf_at: Ints, k: int, cap: int
+    scores: Floats, allowed: Ints, positions: Ints, items: Floats, k: int, cap: int
 ) -> Ints:  # pragma: no cover - compiled
-    order = allowed[_best_first(scores[allowed], id_rank[positions[allowed]])]
+    m = len(allowed)
+    id_rank = np.empty(m, dtype=np.int64)
+    for j in range(m):
+        id_rank[j] = int(items[positions[allowed[j]], ITEM_ID_RANK])
+    order = allowed[_best_first(scores[allowed], id_rank)]
     if cap <= 0 or len(order) <= cap:
         return order[:k]
-    return _capped(order, leaf_at[positions], k, cap)
+    leaf = np.full(len(positions), -1, dtype=np.int64)
+    for row in order:
+        leaf[row] = int(items[positions[row], ITEM_LEAF])
+    return _capped(order, leaf, k, cap)

@@ -25,6 +25,14 @@ from feature_worker.fold import FoldConfig
 from feature_worker.state import UserState
 from server.retrieval.candidates import ABSENT_RANK, BRAND, CONTENT, COVISITATION, SOURCES, CandidateSet
 from server.retrieval.item_index import Floats, Ints, ItemIndex
+from server.retrieval.item_rows import (
+    ITEM_BRAND,
+    ITEM_LEAF,
+    ITEM_LOG_POPULARITY,
+    ITEM_LOG_TRENDING,
+    ITEM_PRICE,
+    ITEM_TOP,
+)
 from server.retrieval.sources import Seed
 from server.retrieval.toplists import TopLists
 
@@ -119,6 +127,9 @@ def feature_matrix(
         decayed = user.engagement * scale_at(clock_ms, _HALF_LIFE_MS)
         engagement = math.log1p(max(decayed, 0.0)) if math.isfinite(decayed) else 0.0
     context = np.array([s.position for s in seeds if s.is_context and s.position >= 0], dtype=np.int64)
+    items = lists.items
+    if len(items) != len(index):
+        raise ValueError(f"the lists' item rows are for {len(items)} items, the index has {len(index)}")
     _fill(
         out,
         pool.positions,
@@ -127,12 +138,7 @@ def feature_matrix(
         pool.args,
         pool.extra_column("covis_latest"),
         pool.extra_column("learned_logit"),
-        index.leaf,
-        index.top,
-        index.brand,
-        index.price,
-        lists.log_popularity_at,
-        lists.log_trending_at,
+        items,
         user is not None,
         category_affinity,
         brand_affinity,
@@ -209,19 +215,19 @@ def _seed_weight(arg: int) -> float:  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def _touches(
-    group_at: Ints, known: Ints, known_ts: npt.NDArray[np.int64], clock_ms: int
+    items: Floats, column: int, known: Ints, known_ts: npt.NDArray[np.int64], clock_ms: int
 ) -> tuple[Floats, Floats]:  # pragma: no cover - compiled
-    """Per group number up to the largest among the recent items: log1p(hours since the user last touched the
-    group), `NEVER` where never, and the share of the user's recent items (those with a group) in it. Once per
-    group, not per candidate row."""
+    """Per group number (the ``column`` of `item_rows`: leaf category or brand) up to the largest among the
+    recent items: log1p(hours since the user last touched the group), `NEVER` where never, and the share of
+    the user's recent items (those with a group) in it. Once per group, not per candidate row."""
     size = 0
     for p in known:
-        size = max(size, group_at[p] + 1)
+        size = max(size, int(items[p, column]) + 1)
     last = np.full(size, -1, dtype=np.int64)
     count = np.zeros(size, dtype=np.int64)
     total = 0
     for j in range(len(known)):
-        g = group_at[known[j]]
+        g = int(items[known[j], column])
         if g < 0:
             continue
         total += 1
@@ -238,8 +244,8 @@ def _touches(
 
 
 @njit(
-    "void(f4[:, :], i8[:], f8[:, :], i8[:, :], i8[:, :], f8[:], f8[:], i8[:], i8[:], i8[:], f8[:], f8[:], f8[:],"
-    " b1, f8[:], f8[:], i8[:], i8[:], f8, i8[:], i8[:], i8[:], i8)",
+    "void(f4[:, :], i8[:], f8[:, :], i8[:, :], i8[:, :], f8[:], f8[:], f8[:, ::1], b1, f8[:], f8[:], i8[:],"
+    " i8[:], f8, i8[:], i8[:], i8[:], i8)",
     cache=True,
     nogil=True,
 )
@@ -251,12 +257,7 @@ def _fill(  # pragma: no cover - compiled; tests call it through `feature_matrix
     args: Ints,
     covis_latest: Floats,
     learned_logit: Floats,
-    leaf_at: Ints,
-    top_at: Ints,
-    brand_at: Ints,
-    price_at: Floats,
-    log_popularity_at: Floats,
-    log_trending_at: Floats,
+    items: Floats,
     has_user: bool,
     category_affinity: Floats,
     brand_affinity: Floats,
@@ -268,24 +269,31 @@ def _fill(  # pragma: no cover - compiled; tests call it through `feature_matrix
     context: Ints,
     clock_ms: int,
 ) -> None:
-    """Every cell of ``out`` (zeros on entry). ``recent``/``recent_ts``: the user's recent items' positions
-    (-1: not in the index) and times, newest first; ``context``: the context items' positions."""
+    """Every cell of ``out`` (zeros on entry). ``items``: `item_rows` of the index; ``recent``/``recent_ts``:
+    the user's recent items' positions (-1: not in the index) and times, newest first; ``context``: the
+    context items' positions."""
     n = len(pos)
     # The user's recent items in the index: the usual price, and per category/brand the newest touch and count.
     known = recent[recent >= 0]
     known_ts = recent_ts[recent >= 0]
     usual = -1.0
-    if len(known):
-        recent_price = price_at[known]
-        priced = recent_price[recent_price > 0]
-        if len(priced):
-            usual = np.median(priced)
-    leaf_hours, leaf_share = _touches(leaf_at, known, known_ts, clock_ms)
-    brand_hours, brand_share = _touches(brand_at, known, known_ts, clock_ms)
-    latest_leaf = leaf_at[known[0]] if len(known) else -1
-    latest_brand = brand_at[known[0]] if len(known) else -1
-    context_leaves = leaf_at[context]
-    context_brands = brand_at[context]
+    priced = np.empty(len(known))
+    n_priced = 0
+    for j in range(len(known)):
+        if items[known[j], ITEM_PRICE] > 0:
+            priced[n_priced] = items[known[j], ITEM_PRICE]
+            n_priced += 1
+    if n_priced:
+        usual = np.median(priced[:n_priced])
+    leaf_hours, leaf_share = _touches(items, ITEM_LEAF, known, known_ts, clock_ms)
+    brand_hours, brand_share = _touches(items, ITEM_BRAND, known, known_ts, clock_ms)
+    latest_leaf = np.int64(items[known[0], ITEM_LEAF]) if len(known) else -1
+    latest_brand = np.int64(items[known[0], ITEM_BRAND]) if len(known) else -1
+    context_leaves = np.empty(len(context), dtype=np.int64)
+    context_brands = np.empty(len(context), dtype=np.int64)
+    for j in range(len(context)):
+        context_leaves[j] = np.int64(items[context[j], ITEM_LEAF])
+        context_brands[j] = np.int64(items[context[j], ITEM_BRAND])
     log_history = np.log1p(len(recent))
     for r in range(n):
         p = pos[r]
@@ -303,11 +311,11 @@ def _fill(  # pragma: no cover - compiled; tests call it through `feature_matrix
         row[_CONTENT_SEED] = _seed_weight(args[_CONTENT, r])
         row[_BRAND_SEED] = _seed_weight(args[_BRAND_SOURCE, r])
         row[_SOURCES] = count
-        if len(log_popularity_at):
-            row[_LOG_POPULARITY] = log_popularity_at[p]
-        if len(log_trending_at):
-            row[_LOG_TRENDING] = log_trending_at[p]
-        leaf, top, brand, price = leaf_at[p], top_at[p], brand_at[p], price_at[p]
+        # One cache line: every number of the candidate's item.
+        row[_LOG_POPULARITY] = items[p, ITEM_LOG_POPULARITY]
+        row[_LOG_TRENDING] = items[p, ITEM_LOG_TRENDING]
+        leaf, top, brand = int(items[p, ITEM_LEAF]), int(items[p, ITEM_TOP]), int(items[p, ITEM_BRAND])
+        price = items[p, ITEM_PRICE]
         if has_user:
             if len(category_affinity):
                 if leaf >= 0:

@@ -21,6 +21,7 @@ from numba import njit
 from feature_worker.catalog import Catalog
 from feature_worker.stores.base import ItemStats
 from server.retrieval.item_index import Floats, Ints, ItemIndex
+from server.retrieval.item_rows import COLUMNS, item_rows
 
 #: Items kept per list: enough for candidates and backfill, small enough to rebuild often.
 LIST_LENGTH = 200
@@ -47,6 +48,8 @@ class TopLists:
     #: log1p of ``popularity_at`` and ``trending_at``: ranker features, computed once per build, not per row.
     log_popularity_at: Floats = field(default_factory=lambda: np.zeros(0))
     log_trending_at: Floats = field(default_factory=lambda: np.zeros(0))
+    #: Each item's numbers that the per-candidate passes read, one cache line per item (`item_rows`).
+    items: Floats = field(default_factory=lambda: np.zeros((0, COLUMNS)))
     #: What the seeded list sources propose for one seed item, (source name, seed position) -> (positions,
     #: scores before the seed's weight): it depends only on these lists, so it is computed once per build for
     #: the seeds requests use (`server.retrieval.sources`; written on the event loop only).
@@ -73,6 +76,7 @@ class TopLists:
         trending_by_category = _grouped(index, by_trend, index.category_members, index.category_names, length)
         popularity_at = np.nan_to_num(popularity[1], nan=0.0)
         trending_at = np.nan_to_num(trending[1], nan=0.0)
+        log_popularity_at, log_trending_at = log1p_each(popularity_at), log1p_each(trending_at)
         return cls(
             popularity=_as_dict(index, popularity, stats.popularity),
             clock_ms=stats.clock_ms,
@@ -83,8 +87,9 @@ class TopLists:
             trending_by_category_pos=trending_by_category,
             popularity_at=popularity_at,
             trending_at=trending_at,
-            log_popularity_at=log1p_each(popularity_at),
-            log_trending_at=log1p_each(trending_at),
+            log_popularity_at=log_popularity_at,
+            log_trending_at=log_trending_at,
+            items=item_rows(index, log_popularity_at, log_trending_at),
         )
 
 

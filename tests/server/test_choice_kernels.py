@@ -1,6 +1,6 @@
 """The compiled passes of the answer's last steps give what their plain definitions give: the rules over every
-candidate at once (`Rules.allowed_rows`), order and diversity in one pass (`top_rows`), and the order of an item's
-reasons (`_reason_order`)."""
+candidate at once (`Rules.allowed_rows`), order and diversity in one pass (`top_rows`), the order of an item's
+reasons (`_reason_order`), and the item rows they read (`item_rows`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,17 @@ from server.ranking.rules import Rules
 from server.recommender import _reason_order
 from server.retrieval.candidates import SOURCES
 from server.retrieval.item_index import ItemIndex
+from server.retrieval.item_rows import (
+    ITEM_BRAND,
+    ITEM_ID_RANK,
+    ITEM_IN_STOCK,
+    ITEM_LEAF,
+    ITEM_LOG_POPULARITY,
+    ITEM_LOG_TRENDING,
+    ITEM_PRICE,
+    ITEM_TOP,
+    item_rows,
+)
 from tests.shop import item
 
 CATEGORIES = ("beauty/skin", "beauty/hair", "beauty/skin/serum", "home/kitchen")
@@ -27,6 +38,7 @@ def _index() -> tuple[Catalog, ItemIndex]:
 
 def test_allowed_rows_are_the_rows_whose_items_the_rules_allow_and_top_rows_orders_and_caps_them() -> None:
     catalog, index = _index()
+    items = item_rows(index, np.zeros(0), np.zeros(0))
     rng = np.random.default_rng(5)
     for case in range(300):
         positions = np.sort(rng.choice(len(index), size=int(rng.integers(0, 80)), replace=False)).astype(
@@ -48,7 +60,7 @@ def test_allowed_rows_are_the_rows_whose_items_the_rules_allow_and_top_rows_orde
 
         order = allowed[best_first(scores[allowed], index.id_rank[positions[allowed]])]
         expected = cap_per_group(order, index.leaf[positions], k, cap)
-        assert top_rows(scores, allowed, positions, index, k, cap).tolist() == expected.tolist(), (
+        assert top_rows(scores, allowed, positions, items, k, cap).tolist() == expected.tolist(), (
             f"case {case}"
         )
 
@@ -72,3 +84,23 @@ def test_reasons_are_ordered_by_weighted_share_with_ties_in_source_order() -> No
             assert order[j, : len(present)].tolist() == present, f"case {case}"
             assert (order[j, len(present) :] == -1).all()
             assert found_args[j, : len(present)].tolist() == [int(args[s, rows[j]]) for s in present]
+
+
+def test_item_rows_hold_the_index_columns_one_cache_line_per_item() -> None:
+    _, index = _index()
+    popularity, trend = np.linspace(0, 3, len(index)), np.linspace(5, 1, len(index))
+    items = item_rows(index, popularity, trend)
+    assert items.shape == (len(index), 8) and items.ctypes.data % 64 == 0 and items.strides[0] == 64
+    for column, expected in [
+        (ITEM_LEAF, index.leaf),
+        (ITEM_TOP, index.top),
+        (ITEM_BRAND, index.brand),
+        (ITEM_PRICE, index.price),
+        (ITEM_LOG_POPULARITY, popularity),
+        (ITEM_LOG_TRENDING, trend),
+        (ITEM_ID_RANK, index.id_rank),
+        (ITEM_IN_STOCK, index.in_stock),
+    ]:
+        assert items[:, column].tolist() == np.asarray(expected, dtype=np.float64).tolist()
+    no_lists = item_rows(index, np.zeros(0), np.zeros(0))
+    assert not no_lists[:, [ITEM_LOG_POPULARITY, ITEM_LOG_TRENDING]].any()
