@@ -1,5 +1,8 @@
-"""Recommend: seeds -> candidate sources (columnar) -> features -> ranker (or blend) -> rules -> diversity
+"""Recommend: seeds -> candidate sources (columnar) -> rules -> features -> ranker (or blend) -> diversity
 -> backfill -> reasons.
+
+The rules filter rows and the ranker scores each row on its own, so filtering first gives the same answer
+as ranking first, without featurising and scoring the rows that would be thrown away.
 
 This object is the serving path. The gRPC service calls it, `trainer evaluate` calls it, and `trainer train`
 builds the ranker's training lists with its `retrieve` and `features`, so the accuracy we publish is the
@@ -8,6 +11,7 @@ accuracy users get and the ranker learns from exactly what it is served.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -164,6 +168,9 @@ class Recommender:
         t0 = clock() if times is not None else 0.0
         stage = self.retrieve(query, features, learned, user_key, pipeline)
         t1 = clock() if times is not None else 0.0
+        stage = self.allowed_only(stage)
+        t_rules = clock() - t1 if times is not None else 0.0
+        t1 += t_rules
         use_ranker = (
             self.use_ranker if pipeline is None or pipeline.use_ranker is None else pipeline.use_ranker
         )
@@ -178,8 +185,8 @@ class Recommender:
         t3 = clock() if times is not None else 0.0
         result = self.choose(stage, scores)
         if times is not None:
-            times.retrieval, times.features, times.ranking = t1 - t0, t2 - t1, t3 - t2
-            times.rules = clock() - t3
+            times.retrieval, times.features, times.ranking = t1 - t0 - t_rules, t2 - t1, t3 - t2
+            times.rules = clock() - t3 + t_rules
         return result
 
     def retrieve(
@@ -224,6 +231,15 @@ class Recommender:
         pool.finish()
         return Retrieved(query, user, seeds, lists, index, pool, rules, pipeline)
 
+    def allowed_only(self, stage: Retrieved) -> Retrieved:
+        """``stage`` with only the candidates the rules allow (`Rules.allowed_rows`): the rules come first, so
+        refused rows are never featurised nor scored (a category filter may refuse most of them); the answer
+        is the same as ranking everything and filtering after."""
+        rows = stage.rules.allowed_rows(stage.index, stage.pool.positions)
+        if len(rows) == len(stage.pool):
+            return stage
+        return dataclasses.replace(stage, pool=stage.pool.only(rows))
+
     def blend(self, pool: CandidateSet, weights: Floats | None = None) -> Floats:
         """The blended score of every candidate (`BlendWeights`, or ``weights`` in `SOURCES` order): what
         ranks without a learned ranker."""
@@ -237,14 +253,14 @@ class Recommender:
         )
 
     def choose(self, stage: Retrieved, scores: Floats) -> list[Recommendation]:
-        """Rules, diversity, the top k (ties by item id), backfill and reasons."""
+        """Diversity, the top k (ties by item id), backfill and reasons, of a stage that holds only what the
+        rules allow (`allowed_only`)."""
         query, pool, index = stage.query, stage.pool, stage.index
-        rules = stage.rules
         cap = DEFAULT_MAX_PER_CATEGORY if query.max_per_category == 0 else query.max_per_category
         # A few spare rows: the live catalog may have changed since the index was built (checked below).
         chosen = top_rows(
             scores,
-            rules.allowed_rows(index, pool.positions),
+            np.arange(len(pool), dtype=np.int64),
             pool.positions,
             stage.lists.items,
             query.k + 5,

@@ -1,5 +1,6 @@
-"""Re-ranking on the serving path: a bundle's ranker orders the answer, the rules and diversity come after it,
-and the server's feature matrix is the trainer's.
+"""Re-ranking on the serving path: a bundle's ranker orders the answer, the rules hold whatever it prefers (they
+filter before it, which gives the answer ranking everything first would), diversity comes after it, and the
+server's feature matrix is the trainer's.
 
 Rankers here are linear ONNX graphs over named features (`loadtest.harness.bundles.linear_ranker`), so each test
 knows what order to expect.
@@ -96,7 +97,7 @@ def test_the_bundles_ranker_orders_the_answer_and_rules_and_diversity_come_after
         ids = [i.item_id for i in answer.items]
         assert answer.model_version == "unpopular"
         assert ids == [shop.id(f"a{i}") for i in reversed(range(N))]  # least popular first
-        assert shop.id("gone") not in ids  # the rules come after the ranker: never out of stock
+        assert shop.id("gone") not in ids  # the rules hold whatever the ranker prefers: never out of stock
         scores = [i.score for i in answer.items]
         assert scores == sorted(scores, reverse=True)
         assert all(i.reasons for i in answer.items)  # every ranked item still says why it is there
@@ -202,3 +203,51 @@ def test_features_are_zero_rows_for_no_candidates() -> None:
     pool.finish()
     index = ItemIndex(Catalog())
     assert feature_matrix(pool, index, TopLists(), None, [], 0).shape == (0, len(FEATURES))
+
+
+def test_filtering_before_the_ranker_answers_as_ranking_everything_then_filtering(tmp_path: Path) -> None:
+    """The rules refuse rows before the features and the ranker see them (a category filter refuses most), and
+    the answer is the one that scoring every candidate and filtering afterwards gives."""
+    shop = Shop()
+    rng = np.random.default_rng(1)
+    shop_bundle(
+        tmp_path, shop, "v1", ranker={n: float(w) for n, w in zip(FEATURES, rng.normal(size=len(FEATURES)))}
+    )
+    retriever = TwoTowerRetriever.load(bundles.bundle(tmp_path, "v1"))
+    ranker = retriever.ranker
+    assert ranker is not None
+    scored_rows: list[int] = []
+    score_all = ranker.score
+
+    def counted(matrix: np.ndarray) -> np.ndarray:
+        scored_rows.append(len(matrix))
+        return score_all(matrix)
+
+    ranker.score = counted  # type: ignore[method-assign]
+    user = unique("u")
+    pipeline = ServingPipeline(catalog_items(shop), learned=retriever)
+    pipeline.update(
+        [
+            *popularity_events(shop),
+            view(user, shop.id("a2"), BASE_TS + 30 * MIN),
+            view(user, shop.id("d1"), BASE_TS + 31 * MIN),
+            view(user, shop.id("a4"), BASE_TS + 32 * MIN),
+        ]
+    )
+    pipeline.refresh()
+    recommender = pipeline.recommender
+    for prefix in ("", shop.category("shelf"), shop.category("d0")):
+        query = Query(user_id=user, k=4, category_prefix=prefix, max_per_category=-1, explain=False)
+        features = pipeline.store.read_request(user, ())
+        stage = recommender.retrieve(query, features, retriever)
+        everything = score_all(recommender.features(stage)).astype(np.float64)
+        allowed = stage.rules.allowed_rows(stage.index, stage.pool.positions)
+        assert 0 < len(allowed) < len(stage.pool)  # the sold-out item at least is refused
+        ids = stage.index.names(stage.pool.positions[allowed])
+        expected = sorted(zip(everything[allowed].tolist(), ids), key=lambda pair: (-pair[0], pair[1]))[:4]
+        scored_rows.clear()
+        answer = recommender.recommend(query, features, retriever)
+        assert scored_rows == [len(allowed)]
+        ranked = [r for r in answer if not r.backfilled]
+        assert [r.item_id for r in ranked] == [item_id for _, item_id in expected]
+        np.testing.assert_allclose([r.score for r in ranked], [score for score, _ in expected], rtol=1e-6)
