@@ -11,7 +11,6 @@ accuracy users get and the ranker learns from exactly what it is served.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -168,7 +167,8 @@ class Recommender:
         t0 = clock() if times is not None else 0.0
         stage = self.retrieve(query, features, learned, user_key, pipeline)
         t1 = clock() if times is not None else 0.0
-        stage = self.allowed_only(stage)
+        # The rules first: refused rows are never featurised nor scored (see the module's docstring).
+        allowed = stage.rules.allowed_rows(stage.index, stage.pool.positions)
         t_rules = clock() - t1 if times is not None else 0.0
         t1 += t_rules
         use_ranker = (
@@ -176,14 +176,14 @@ class Recommender:
         )
         ranker = learned.ranker if learned is not None and use_ranker else None
         if ranker is not None:
-            matrix = self.features(stage)
+            matrix = self.features(stage, allowed)
             t2 = clock() if times is not None else 0.0
             scores: Floats = ranker.score(matrix).astype(np.float64)
         else:
             t2 = t1
-            scores = self.blend(stage.pool, pipeline.weights if pipeline is not None else None)
+            scores = self.blend(stage.pool, pipeline.weights if pipeline is not None else None)[allowed]
         t3 = clock() if times is not None else 0.0
-        result = self.choose(stage, scores)
+        result = self.choose(stage, allowed, scores)
         if times is not None:
             times.retrieval, times.features, times.ranking = t1 - t0 - t_rules, t2 - t1, t3 - t2
             times.rules = clock() - t3 + t_rules
@@ -231,41 +231,27 @@ class Recommender:
         pool.finish()
         return Retrieved(query, user, seeds, lists, index, pool, rules, pipeline)
 
-    def allowed_only(self, stage: Retrieved) -> Retrieved:
-        """``stage`` with only the candidates the rules allow (`Rules.allowed_rows`): the rules come first, so
-        refused rows are never featurised nor scored (a category filter may refuse most of them); the answer
-        is the same as ranking everything and filtering after."""
-        rows = stage.rules.allowed_rows(stage.index, stage.pool.positions)
-        if len(rows) == len(stage.pool):
-            return stage
-        return dataclasses.replace(stage, pool=stage.pool.only(rows))
-
     def blend(self, pool: CandidateSet, weights: Floats | None = None) -> Floats:
         """The blended score of every candidate (`BlendWeights`, or ``weights`` in `SOURCES` order): what
         ranks without a learned ranker."""
         scores: Floats = (self._weights if weights is None else weights) @ pool.scores
         return scores
 
-    def features(self, stage: Retrieved) -> npt.NDArray[np.float32]:
-        """The ranker's feature matrix of the candidates (`server.ranking.features`)."""
+    def features(self, stage: Retrieved, rows: Ints | None = None) -> npt.NDArray[np.float32]:
+        """The ranker's feature matrix of the candidates (`server.ranking.features`), of ``rows`` only when
+        given."""
         return feature_matrix(
-            stage.pool, stage.index, stage.lists, stage.user, stage.seeds, stage.lists.clock_ms
+            stage.pool, stage.index, stage.lists, stage.user, stage.seeds, stage.lists.clock_ms, rows
         )
 
-    def choose(self, stage: Retrieved, scores: Floats) -> list[Recommendation]:
-        """Diversity, the top k (ties by item id), backfill and reasons, of a stage that holds only what the
-        rules allow (`allowed_only`)."""
+    def choose(self, stage: Retrieved, allowed: Ints, scores: Floats) -> list[Recommendation]:
+        """Diversity, the top k (ties by item id), backfill and reasons, among the ``allowed`` rows (the rules',
+        `Rules.allowed_rows`) scored ``scores`` (one per allowed row)."""
         query, pool, index = stage.query, stage.pool, stage.index
         cap = DEFAULT_MAX_PER_CATEGORY if query.max_per_category == 0 else query.max_per_category
         # A few spare rows: the live catalog may have changed since the index was built (checked below).
-        chosen = top_rows(
-            scores,
-            np.arange(len(pool), dtype=np.int64),
-            pool.positions,
-            stage.lists.items,
-            query.k + 5,
-            cap,
-        )
+        picked = top_rows(scores, allowed, pool.positions, stage.lists.items, query.k + 5, cap)
+        chosen = allowed[picked]
         result: list[Recommendation] = []
         ids = index.ids
         # The mask is the rules over the index's catalog version: checked again item by item only when the
@@ -273,7 +259,7 @@ class Recommender:
         allows = stage.rules.allows if index.version != self.catalog.version else None
         rows: list[int] = []
         for row, position, score in zip(
-            chosen.tolist(), pool.positions[chosen].tolist(), scores[chosen].tolist()
+            chosen.tolist(), pool.positions[chosen].tolist(), scores[picked].tolist()
         ):
             item = ids[position]
             if allows is not None and not allows(item):

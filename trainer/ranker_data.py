@@ -102,8 +102,7 @@ def build_lists(
         hit = np.flatnonzero(pool.positions[allowed] == target)
         if not len(hit):
             continue
-        matrix = recommender.features(stage)
-        features.append(matrix[allowed])
+        features.append(recommender.features(stage, allowed))
         blends.append(recommender.blend(pool)[allowed])
         sizes.append(len(allowed))
         targets.append(int(hit[0]))

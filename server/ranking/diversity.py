@@ -74,10 +74,11 @@ def _capped(ranked: Ints, groups: Ints, k: int, cap: int) -> Ints:  # pragma: no
 
 
 def top_rows(scores: Floats, allowed: Ints, positions: Ints, items: Floats, k: int, cap: int) -> Ints:
-    """Order and diversity in one compiled pass: of the ``allowed`` rows (`Rules.allowed_rows`), by score best
-    first with ties by item id (`best_first`), the first ``k`` with at most ``cap`` per leaf category
-    (`cap_per_group`). ``items``: `item_rows` of the index that ``positions`` refer to (the id order and the
-    leaf category are read from there: the rows the feature pass just read, still in cache)."""
+    """Order and diversity in one compiled pass over the ``allowed`` rows (`Rules.allowed_rows`), scored
+    ``scores`` (one per allowed row): by score best first with ties by item id (`best_first`), the first ``k``
+    with at most ``cap`` per leaf category (`cap_per_group`). Returns indices into ``allowed`` (and
+    ``scores``). ``items``: `item_rows` of the index that ``positions`` refer to (the id order and the leaf
+    category are read there: the rows the feature pass just read, still in cache)."""
     return _top_rows(scores.astype(np.float64, copy=False), allowed, positions, items, k, cap)
 
 
@@ -89,10 +90,10 @@ def _top_rows(
     id_rank = np.empty(m, dtype=np.int64)
     for j in range(m):
         id_rank[j] = int(items[positions[allowed[j]], ITEM_ID_RANK])
-    order = allowed[_best_first(scores[allowed], id_rank)]
-    if cap <= 0 or len(order) <= cap:
+    order = _best_first(scores, id_rank)
+    if cap <= 0 or m <= cap:
         return order[:k]
-    leaf = np.full(len(positions), -1, dtype=np.int64)
-    for row in order:
-        leaf[row] = int(items[positions[row], ITEM_LEAF])
+    leaf = np.empty(m, dtype=np.int64)
+    for j in range(m):
+        leaf[j] = int(items[positions[allowed[j]], ITEM_LEAF])
     return _capped(order, leaf, k, cap)

@@ -100,15 +100,18 @@ def feature_matrix(
     user: UserState | None,
     seeds: Sequence[Seed],
     clock_ms: int,
+    rows: Ints | None = None,
 ) -> npt.NDArray[np.float32]:
-    """``[len(pool), N_FEATURES]`` float32, columns as `FEATURES` names them.
+    """``[len(rows), N_FEATURES]`` float32 (every row of ``pool`` when ``rows`` is None), columns as `FEATURES`
+    names them. A row's features do not depend on which other rows are asked for.
 
     Python gathers the request's inputs as arrays (the user's affinities over the index's category and brand
     numbers, the recent items' positions, cart and purchases); one compiled pass (`_fill`) writes every cell.
     """
-    n = len(pool)
-    out = np.zeros((n, N_FEATURES), dtype=np.float32)
-    if n == 0:
+    if rows is None:
+        rows = np.arange(len(pool), dtype=np.int64)
+    out = np.zeros((len(rows), N_FEATURES), dtype=np.float32)
+    if len(rows) == 0:
         return out
     view = UserView.of(user, index)
     no_floats = np.zeros(0)
@@ -132,6 +135,7 @@ def feature_matrix(
         raise ValueError(f"the lists' item rows are for {len(items)} items, the index has {len(index)}")
     _fill(
         out,
+        rows,
         pool.positions,
         pool.scores,
         pool.ranks,
@@ -244,13 +248,14 @@ def _touches(
 
 
 @njit(
-    "void(f4[:, :], i8[:], f8[:, :], i8[:, :], i8[:, :], f8[:], f8[:], f8[:, ::1], b1, f8[:], f8[:], i8[:],"
-    " i8[:], f8, i8[:], i8[:], i8[:], i8)",
+    "void(f4[:, :], i8[:], i8[:], f8[:, :], i8[:, :], i8[:, :], f8[:], f8[:], f8[:, ::1], b1, f8[:], f8[:],"
+    " i8[:], i8[:], f8, i8[:], i8[:], i8[:], i8)",
     cache=True,
     nogil=True,
 )
 def _fill(  # pragma: no cover - compiled; tests call it through `feature_matrix`
     out: npt.NDArray[np.float32],
+    rows: Ints,
     pos: Ints,
     scores: Floats,
     ranks: Ints,
@@ -269,10 +274,9 @@ def _fill(  # pragma: no cover - compiled; tests call it through `feature_matrix
     context: Ints,
     clock_ms: int,
 ) -> None:
-    """Every cell of ``out`` (zeros on entry). ``items``: `item_rows` of the index; ``recent``/``recent_ts``:
-    the user's recent items' positions (-1: not in the index) and times, newest first; ``context``: the
-    context items' positions."""
-    n = len(pos)
+    """Every cell of ``out`` (zeros on entry; its row i is candidate row ``rows[i]``). ``items``: `item_rows`
+    of the index; ``recent``/``recent_ts``: the user's recent items' positions (-1: not in the index) and
+    times, newest first; ``context``: the context items' positions."""
     # The user's recent items in the index: the usual price, and per category/brand the newest touch and count.
     known = recent[recent >= 0]
     known_ts = recent_ts[recent >= 0]
@@ -295,9 +299,10 @@ def _fill(  # pragma: no cover - compiled; tests call it through `feature_matrix
         context_leaves[j] = np.int64(items[context[j], ITEM_LEAF])
         context_brands[j] = np.int64(items[context[j], ITEM_BRAND])
     log_history = np.log1p(len(recent))
-    for r in range(n):
+    for i in range(len(rows)):
+        r = rows[i]
         p = pos[r]
-        row = out[r]
+        row = out[i]
         count = 0
         for s in range(_K):
             row[s] = scores[s, r]

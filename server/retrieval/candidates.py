@@ -93,15 +93,6 @@ class CandidateSet:
     def __len__(self) -> int:
         return len(self.positions)
 
-    def only(self, rows: Ints) -> CandidateSet:
-        """The candidates at ``rows`` (ascending) of a finished set, every column as `finish` built it: a row's
-        rank stays its rank among everything its source proposed."""
-        kept = CandidateSet()
-        kept.positions = self.positions[rows]
-        kept.scores, kept.ranks, kept.args = self.scores[:, rows], self.ranks[:, rows], self.args[:, rows]
-        kept.extra = {name: column[rows] for name, column in self.extra.items()}
-        return kept
-
     def extra_column(self, name: str) -> Floats:
         """An extra column (zeros when no source recorded it)."""
         column = self.extra.get(name)
