@@ -49,8 +49,9 @@ if TYPE_CHECKING:
 
 MAX_K = 200
 DEFAULT_K = 10
-#: Popular items entered as candidates; past them, a short list is backfilled in popularity order anyway.
-POPULAR_CANDIDATES = 50
+#: Popular items entered as candidates; past them, a short list is backfilled in popularity order anyway (20 and
+#: 50 measure the same on the validation splits: BENCHMARKS.md, fifth pass).
+POPULAR_CANDIDATES = 20
 #: Diversity: at most this many items of one (leaf) category in an answer, unless the request says otherwise
 #: (`Query.max_per_category`). Chosen on validation splits (see BENCHMARKS.md): a cap this loose costs no
 #: accuracy there and still keeps one category from filling a whole page.
