@@ -49,9 +49,6 @@ if TYPE_CHECKING:
 
 MAX_K = 200
 DEFAULT_K = 10
-#: Popular items entered as candidates; past them, a short list is backfilled in popularity order anyway (20 and
-#: 50 measure the same on the validation splits: BENCHMARKS.md, fifth pass).
-POPULAR_CANDIDATES = 20
 #: Diversity: at most this many items of one (leaf) category in an answer, unless the request says otherwise
 #: (`Query.max_per_category`). Chosen on validation splits (see BENCHMARKS.md): a cap this loose costs no
 #: accuracy there and still keeps one category from filling a whole page.
@@ -211,15 +208,17 @@ class Recommender:
         pool = CandidateSet()
         # An experiment variant may leave sources out (`Pipeline.sources`); every request else runs them all.
         allows = pipeline.allows if pipeline is not None else _every_source
+        with_learned = learned is not None and (allows(LEARNED) or allows(TRANSITIONS))
+        tails = sources.TAILS_WITH_BUNDLE if with_learned else sources.TAILS
         if allows(COVISITATION):
             sources.covisitation(seeds, features, lists, index, pool)
         if allows(BRAND):
-            sources.brand(seeds, features, lists, index, pool)
+            sources.brand(seeds, features, lists, index, pool, tails.brand_per_seed)
         if allows(CONTENT):
             sources.content(seeds, lists, index, pool)
         if allows(TRENDING):
-            sources.trending_in_categories(user, lists, index, pool)
-        if learned is not None and (allows(LEARNED) or allows(TRANSITIONS)):
+            sources.trending_in_categories(user, lists, index, pool, tails.trending_per_category)
+        if learned is not None and with_learned:
             proposals = sources.learned_proposals(learned, user, query.context_item_ids, user_key)
             if allows(LEARNED):
                 blocked = sources.blocked_positions(seeds, query.exclude_item_ids, index)
@@ -228,7 +227,7 @@ class Recommender:
                 sources.transitions(learned, proposals, index, pool)
         if allows(POPULAR):
             # A fixed number, whatever k: the answer for k is then the first k of the answer for any larger k.
-            sources.popular(lists, index, pool, rules.category_prefix, limit=POPULAR_CANDIDATES)
+            sources.popular(lists, index, pool, rules.category_prefix, limit=tails.popular)
         pool.finish()
         return Retrieved(query, user, seeds, lists, index, pool, rules, pipeline)
 

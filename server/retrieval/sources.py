@@ -54,8 +54,6 @@ MAX_SEEDS = 10
 CONTENT_SEEDS = 3
 CONTENT_PER_SEED = 20
 TRENDING_CATEGORIES = 3
-#: Trending items per category (15 and 30 measure the same on the validation splits: BENCHMARKS.md, fifth pass).
-TRENDING_PER_CATEGORY = 15
 #: Seeds whose co-visited items are candidates: older ones weigh under a fifth of the latest (0.65 ** 4) and
 #: cost as much to score; all `MAX_SEEDS` are still excluded from the answer.
 COVIS_SEEDS = 5
@@ -68,10 +66,8 @@ COVIS_SEED_EXPONENT = 0.5
 COVIS_POPULARITY_EXPONENT = 0.15
 #: Popularity below this (about one fresh view) does not raise a neighbour further: it is noise, or stale.
 COVIS_POPULARITY_FLOOR = 1.0
-#: Seeds whose brand's best sellers are added (brand source), and how many of each (15 and 30 measure the same on
-#: the validation splits; each row costs the features and the ranker).
+#: Seeds whose brand's best sellers are added (brand source); how many of each is `Tails.brand_per_seed`.
 BRAND_SEEDS = 5
-BRAND_PER_SEED = 15
 #: Within a brand, best sellers lead, but gently: score = (popularity / the brand's best) ** this.
 BRAND_POPULARITY_EXPONENT = 0.25
 #: Co-visits of a seed at which its brand suggestions count half (see `brand`).
@@ -80,6 +76,25 @@ BRAND_SHRINKAGE = 50.0
 TWO_TOWER_CANDIDATES = 100
 #: Items the item-transition source (`transitions`) adds.
 TRANSITION_CANDIDATES = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Tails:
+    """How far down their lists the sources with long tails go: the popular items, each trending category's and
+    each seed brand's best sellers."""
+
+    popular: int
+    trending_per_category: int
+    brand_per_seed: int
+
+
+#: Without a bundle the blend ranks, and the long tails are worth their rows (validation NDCG@10 1 % lower with
+#: the short ones, on Beauty and on the generated shop).
+TAILS = Tails(popular=50, trending_per_category=30, brand_per_seed=30)
+#: With a bundle the learned sources find what the tails found for the ranker: the same accuracy on both
+#: validation splits with a quarter fewer rows, which is 5 % of a call (BENCHMARKS.md, issue 9, fifth pass).
+#: The ranker's training lists are made with these too (a bundle's towers are served while they are made).
+TAILS_WITH_BUNDLE = Tails(popular=20, trending_per_category=15, brand_per_seed=15)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +185,7 @@ def content(seeds: Sequence[Seed], lists: TopLists, index: ItemIndex, pool: Cand
         seeds,
         CONTENT_SEEDS,
         lambda p: index.leaf[p] >= 0,
-        lambda p: _memoised(lists, ("content", p), lambda: _content_of(p, lists, index)),
+        lambda p: _memoised(lists, ("content", p, CONTENT_PER_SEED), lambda: _content_of(p, lists, index)),
         lambda seed: seed.weight,
     )
     _add_seeded(pool, CONTENT, parts, weights, numbers)
@@ -191,7 +206,12 @@ def _content_of(p: int, lists: TopLists, index: ItemIndex) -> tuple[Ints, Floats
 
 
 def brand(
-    seeds: Sequence[Seed], features: RequestFeatures, lists: TopLists, index: ItemIndex, pool: CandidateSet
+    seeds: Sequence[Seed],
+    features: RequestFeatures,
+    lists: TopLists,
+    index: ItemIndex,
+    pool: CandidateSet,
+    per_seed: int = TAILS.brand_per_seed,
 ) -> None:
     """The best sellers of the seed items' brands: customers who buy a brand come back for more of it.
 
@@ -210,19 +230,20 @@ def brand(
         seeds,
         BRAND_SEEDS,
         lambda p: index.brand[p] >= 0,
-        lambda p: _memoised(lists, ("brand", p), lambda: _brand_of(p, lists, index)),
+        lambda p: _memoised(lists, ("brand", p, per_seed), lambda: _brand_of(p, lists, index, per_seed)),
         weight,
     )
     _add_seeded(pool, BRAND, parts, weights, numbers)
 
 
-def _brand_of(p: int, lists: TopLists, index: ItemIndex) -> tuple[Ints, Floats]:
-    """(positions, scores for a seed of weight 1 and no co-visits) that `brand` proposes for the seed at ``p``."""
+def _brand_of(p: int, lists: TopLists, index: ItemIndex, per_seed: int) -> tuple[Ints, Floats]:
+    """(positions, scores for a seed of weight 1 and no co-visits) that `brand` proposes for the seed at ``p``:
+    the brand's first ``per_seed`` best sellers but the seed."""
     full = lists.popular_by_brand_pos.get(index.brand_names[index.brand[p]])
     if full is None or not len(full):
         return _NO_POSITIONS, _NO_SCORES
     popularity = lists.popularity_at
-    ranked = full[:BRAND_PER_SEED]
+    ranked = full[:per_seed]
     ranked = ranked[ranked != p]
     best = float(popularity[full[0]]) or 1.0
     return ranked, (popularity[ranked] / best) ** BRAND_POPULARITY_EXPONENT
@@ -231,7 +252,7 @@ def _brand_of(p: int, lists: TopLists, index: ItemIndex) -> tuple[Ints, Floats]:
 Proposal = tuple[Ints, Floats]
 
 
-def _memoised(lists: TopLists, key: tuple[str, int], compute: Callable[[], Proposal]) -> Proposal:
+def _memoised(lists: TopLists, key: tuple[str, int, int], compute: Callable[[], Proposal]) -> Proposal:
     """``compute()``, remembered in ``lists.memo`` under ``key`` for as long as these lists serve."""
     found = lists.memo.get(key)
     if found is None:
@@ -285,9 +306,14 @@ def _add_seeded(
 
 
 def trending_in_categories(
-    user: UserState | None, lists: TopLists, index: ItemIndex, pool: CandidateSet
+    user: UserState | None,
+    lists: TopLists,
+    index: ItemIndex,
+    pool: CandidateSet,
+    per_category: int = TAILS.trending_per_category,
 ) -> None:
-    """What is trending now in the categories the user cares most about (deepest levels first).
+    """What is trending now in the categories the user cares most about (deepest levels first), the first
+    ``per_category`` of each (at most `TAILS`'s, which the lists' memo holds).
 
     The reason argument is the category's number in the index.
     """
@@ -304,6 +330,7 @@ def trending_in_categories(
             found = memo[category] = _trending_in(category, lists, index)
         ranked, trend, best, args = found
         if len(ranked):
+            ranked, trend, args = ranked[:per_category], trend[:per_category], args[:per_category]
             pool.add(TRENDING, ranked, affinity[category] / total * trend / best, args)
 
 
@@ -313,7 +340,7 @@ def _trending_in(category: str, lists: TopLists, index: ItemIndex) -> tuple[Ints
     ranked = lists.trending_by_category_pos.get(category)
     if ranked is None or not len(ranked):
         return _NO_POSITIONS, _NO_SCORES, 1.0, _NO_POSITIONS
-    ranked = ranked[:TRENDING_PER_CATEGORY]
+    ranked = ranked[: TAILS.trending_per_category]
     trend = lists.trending_at[ranked]
     return (
         ranked,

@@ -50,10 +50,10 @@ class TopLists:
     log_trending_at: Floats = field(default_factory=lambda: np.zeros(0))
     #: Each item's numbers that the per-candidate passes read, one cache line per item (`item_rows`).
     items: Floats = field(default_factory=lambda: np.zeros((0, COLUMNS)))
-    #: What the seeded list sources propose for one seed item, (source name, seed position) -> (positions,
+    #: What the seeded list sources propose for one seed item, (source name, seed position, how many) -> (positions,
     #: scores before the seed's weight): it depends only on these lists, so it is computed once per build for
     #: the seeds requests use (`server.retrieval.sources`; written on the event loop only).
-    memo: dict[tuple[str, int], tuple[Ints, Floats]] = field(default_factory=dict)
+    memo: dict[tuple[str, int, int], tuple[Ints, Floats]] = field(default_factory=dict)
     #: What `trending_in_categories` proposes per category before the user's share (positions, trend, best
     #: trend, reason arguments), for as long as these lists serve (written on the event loop only).
     trending_memo: dict[str, tuple[Ints, Floats, float, Ints]] = field(default_factory=dict)

@@ -251,3 +251,33 @@ def test_filtering_before_the_ranker_answers_as_ranking_everything_then_filterin
         ranked = [r for r in answer if not r.backfilled]
         assert [r.item_id for r in ranked] == [item_id for _, item_id in expected]
         np.testing.assert_allclose([r.score for r in ranked], [score for score, _ in expected], rtol=1e-6)
+
+
+def test_the_long_tailed_sources_go_less_deep_when_a_bundle_is_served(tmp_path: Path) -> None:
+    """Without a bundle the blend ranks and the popular, trending and brand lists go `TAILS` deep; with one,
+    `TAILS_WITH_BUNDLE` (the learned sources find what the rest found)."""
+    from server.retrieval.candidates import POPULAR
+    from server.retrieval.sources import TAILS, TAILS_WITH_BUNDLE
+
+    shop = Shop()
+    items = [item(shop.id(f"p{i}"), category=shop.category("shelf")) for i in range(60)]
+    events = [
+        view(f"{shop.prefix}-fan{j}", shop.id(f"p{i}"), BASE_TS + i * MIN)
+        for i in range(60)
+        for j in range(2)
+    ]
+    ids = [i.item_id for i in items]
+    write_bundle(
+        tmp_path, "v1", ids, np.stack([one_hot(len(ids), j, 0.01) for j in range(len(ids))]), params={}
+    )
+    retriever = TwoTowerRetriever.load(bundles.bundle(tmp_path, "v1"))
+    pipeline = ServingPipeline(items, learned=retriever)
+    pipeline.update(events)
+    pipeline.refresh()
+    query = Query(user_id=unique("nobody"), k=10)
+    features = pipeline.store.read_request(query.user_id, ())
+    without = pipeline.recommender.retrieve(query, features, None)
+    served = pipeline.recommender.retrieve(query, features, retriever)
+    assert TAILS_WITH_BUNDLE.popular < TAILS.popular < len(items)
+    assert int((without.pool.scores[POPULAR] > 0).sum()) == TAILS.popular
+    assert int((served.pool.scores[POPULAR] > 0).sum()) == TAILS_WITH_BUNDLE.popular
