@@ -45,10 +45,8 @@ class TopLists:
     trending_by_category_pos: dict[str, Ints] = field(default_factory=dict)
     popularity_at: Floats = field(default_factory=lambda: np.zeros(0))
     trending_at: Floats = field(default_factory=lambda: np.zeros(0))
-    #: log1p of ``popularity_at`` and ``trending_at``: ranker features, computed once per build, not per row.
-    log_popularity_at: Floats = field(default_factory=lambda: np.zeros(0))
-    log_trending_at: Floats = field(default_factory=lambda: np.zeros(0))
-    #: Each item's numbers that the per-candidate passes read, one cache line per item (`item_rows`).
+    #: Each item's numbers that the per-candidate passes read, one cache line per item (`item_rows`), the log1p
+    #: of ``popularity_at`` and ``trending_at`` (ranker features) among them: computed once per build, not per row.
     items: Floats = field(default_factory=lambda: np.zeros((0, COLUMNS)))
     #: What the seeded list sources propose for one seed item, (source name, seed position, how many) -> (positions,
     #: scores before the seed's weight): it depends only on these lists, so it is computed once per build for
@@ -76,7 +74,6 @@ class TopLists:
         trending_by_category = _grouped(index, by_trend, index.category_members, index.category_names, length)
         popularity_at = np.nan_to_num(popularity[1], nan=0.0)
         trending_at = np.nan_to_num(trending[1], nan=0.0)
-        log_popularity_at, log_trending_at = log1p_each(popularity_at), log1p_each(trending_at)
         return cls(
             popularity=_as_dict(index, popularity, stats.popularity),
             clock_ms=stats.clock_ms,
@@ -87,9 +84,7 @@ class TopLists:
             trending_by_category_pos=trending_by_category,
             popularity_at=popularity_at,
             trending_at=trending_at,
-            log_popularity_at=log_popularity_at,
-            log_trending_at=log_trending_at,
-            items=item_rows(index, log_popularity_at, log_trending_at),
+            items=item_rows(index, log1p_each(popularity_at), log1p_each(trending_at)),
         )
 
 

@@ -15,7 +15,6 @@ from server.retrieval.item_index import ItemIndex
 from server.retrieval.item_rows import (
     ITEM_BRAND,
     ITEM_ID_RANK,
-    ITEM_IN_STOCK,
     ITEM_LEAF,
     ITEM_LOG_POPULARITY,
     ITEM_LOG_TRENDING,
@@ -98,7 +97,6 @@ def test_item_rows_hold_the_index_columns_one_cache_line_per_item() -> None:
         (ITEM_LOG_POPULARITY, popularity),
         (ITEM_LOG_TRENDING, trend),
         (ITEM_ID_RANK, index.id_rank),
-        (ITEM_IN_STOCK, index.in_stock),
     ]:
         assert items[:, column].tolist() == np.asarray(expected, dtype=np.float64).tolist()
     no_lists = item_rows(index, np.zeros(0), np.zeros(0))
