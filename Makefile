@@ -12,7 +12,8 @@ DESCRIPTORS := protos/aisle/v1/descriptors.binpb
 .PHONY: install lint protos proto-check proto-release clients-go clients-node clients-java gateway openapi demo test services services-down serve serve-kafka worker sink lake-optimize bench-kafka keys certs front clean master-key
 
 install: $(STAMP) $(STUBS)
-	@# Compiles the serving path's numba kernels once (cached beside the sources) instead of in the first request.
+	@# Compiles the serving path's numba kernels once (cached beside the sources, by their digest: server/kernel_cache.py)
+	@# instead of in the first request.
 	@$(PY) -c 'import server.recommender'
 
 $(STAMP): pyproject.toml
