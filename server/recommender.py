@@ -32,6 +32,7 @@ from server.retrieval.candidates import (
     BRAND,
     CONTENT,
     COVISITATION,
+    ITEM_KNN,
     LEARNED,
     POPULAR,
     SOURCES,
@@ -75,6 +76,8 @@ class BlendWeights:
     #: NDCG@10 0.0635 without it, 0.0686 / 0.0708 / 0.0718 / 0.0710 at 0.5 / 1 / 2 / 4.
     two_tower: float = 2.0
     transitions: float = 0.0
+    #: The whole-history item neighbours (`sources.item_knn`): for the ranker; the blend was chosen without them.
+    item_knn: float = 0.0
 
     def vector(self) -> Floats:
         """The weights in `SOURCES` order."""
@@ -87,6 +90,7 @@ class BlendWeights:
                 self.popular,
                 self.two_tower,
                 self.transitions,
+                self.item_knn,
             ]
         )
 
@@ -208,7 +212,7 @@ class Recommender:
         pool = CandidateSet()
         # An experiment variant may leave sources out (`Pipeline.sources`); every request else runs them all.
         allows = pipeline.allows if pipeline is not None else _every_source
-        with_learned = learned is not None and (allows(LEARNED) or allows(TRANSITIONS))
+        with_learned = learned is not None and (allows(LEARNED) or allows(TRANSITIONS) or allows(ITEM_KNN))
         tails = sources.TAILS_WITH_BUNDLE if with_learned else sources.TAILS
         if allows(COVISITATION):
             sources.covisitation(seeds, features, lists, index, pool)
@@ -225,6 +229,8 @@ class Recommender:
                 sources.two_tower(learned, proposals, user, query.context_item_ids, blocked, index, pool)
             if allows(TRANSITIONS):
                 sources.transitions(learned, proposals, index, pool)
+            if allows(ITEM_KNN):
+                sources.item_knn(learned, proposals, index, pool)
         if allows(POPULAR):
             # A fixed number, whatever k: the answer for k is then the first k of the answer for any larger k.
             sources.popular(lists, index, pool, rules.category_prefix, limit=tails.popular)
@@ -385,6 +391,8 @@ def _render(stage: Retrieved, source: int, arg: int, row: int) -> str:
         return "learned"
     if source == TRANSITIONS:
         return f"often_next_after:{seed}" if seed else "learned"
+    if source == ITEM_KNN:
+        return "customers_also_liked"
     return SOURCES[source]
 
 

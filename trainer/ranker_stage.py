@@ -1,5 +1,5 @@
-"""The second stage of ``trainer train``: item transitions and the re-ranker, trained on the serving path's own
-candidates.
+"""The second stage of ``trainer train``: item transitions, whole-history item neighbours and the re-ranker, trained
+on the serving path's own candidates.
 
 Runs inside the bundle being written (`trainer.export.write_bundle`'s ``second_stage``), before the bundle is
 renamed into place: it loads the just-exported towers exactly as the server does (`TwoTowerRetriever`), makes
@@ -16,8 +16,9 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -27,6 +28,7 @@ from server.retrieval.bundles import BundlePaths
 from server.retrieval.two_tower import TwoTowerRetriever
 from trainer.data.dataset import Dataset
 from trainer.evaluation.protocols import StaticSplit, leave_one_out, time_split
+from trainer.models.item_knn import fit as fit_item_knn
 from trainer.models.ranker import RankerParams, export_ranker, fit_ranker, ranker_meta
 from trainer.models.transitions import fit as fit_transitions
 from trainer.preparation import training_split
@@ -79,31 +81,54 @@ def second_stage(
     transitions: bool = True,
     log: Log = print,
     progress: bool = True,
+    item_knn: bool = False,
 ) -> dict[str, Any]:
-    """Item transitions, then the ranker, into the bundle at ``paths``; the ``meta.json`` entries to add.
+    """Item transitions and item neighbours, then the ranker, into the bundle at ``paths``; the ``meta.json``
+    entries to add.
 
-    The transitions are fitted on the protocol's training split first, so the ranker's lists see them exactly
-    as they were without each case's target; once the ranker is fitted they are refitted on everything the
-    bundle may learn from (`learnable_events`), so the served source is as fresh as the data allows.
+    The transitions and the neighbours are fitted on the protocol's training split first, so the ranker's lists
+    see them exactly as they were without each case's target; once the ranker is fitted they are refitted on
+    everything the bundle may learn from (`learnable_events`), so the served sources are as fresh as the data
+    allows.
     """
     split = training_split(dataset, protocol)
     meta: dict[str, Any] = {}
-    if transitions:
+    lists = _item_lists(paths, transitions, item_knn)
+    for name, (fit, path) in lists.items():
         started = time.perf_counter()
-        fit_transitions(split.train).save(paths.transitions)
-        log(f"item transitions fitted on the training split ({time.perf_counter() - started:.1f} s)")
+        fit(split.train).save(path)
+        log(f"{name} fitted on the training split ({time.perf_counter() - started:.1f} s)")
     meta["ranker"] = train_ranker_stage(paths, dataset, split, params, log, progress)
-    if transitions:
+    learnable = learnable_events(dataset, protocol, strict) if lists else []
+    for name, (fit, path) in lists.items():
         started = time.perf_counter()
-        model = fit_transitions(learnable_events(dataset, protocol, strict))
-        model.save(paths.transitions)
-        meta["transitions"] = {
+        model = fit(learnable)
+        model.save(path)
+        meta[path.stem] = {
             **model.info,
             "refitted_on": "learnable events",
             "seconds": round(time.perf_counter() - started, 1),
         }
-        log(f"item transitions refitted on every learnable event ({time.perf_counter() - started:.1f} s)")
+        log(f"{name} refitted on every learnable event ({time.perf_counter() - started:.1f} s)")
     return meta
+
+
+class _Fitted(Protocol):
+    info: dict[str, Any]
+
+    def save(self, path: Path) -> None: ...
+
+
+def _item_lists(
+    paths: BundlePaths, transitions: bool, item_knn: bool
+) -> dict[str, tuple[Callable[[Sequence[events_pb2.Event]], _Fitted], Path]]:
+    """The bundle's neighbour-list models to fit (name -> (fit, file)), as asked."""
+    out: dict[str, tuple[Callable[[Sequence[events_pb2.Event]], _Fitted], Path]] = {}
+    if transitions:
+        out["item transitions"] = (fit_transitions, paths.transitions)
+    if item_knn:
+        out["item neighbours"] = (fit_item_knn, paths.item_knn)
+    return out
 
 
 def train_ranker_stage(

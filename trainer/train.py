@@ -3,11 +3,12 @@
     python -m trainer train --data DIR --format FMT [--protocol loo|time-split|none] --out BUNDLES \\
         [--version V] [--promote] [--epochs N] [--dim D] [--max-len L] [--negatives K] [--batch-size B] \\
         [--lr LR] [--dropout P] [--patience N] [--seed S] [--threads T] [--no-ranker] [--ranker-epochs N] \\
-        [--no-progress]
+        [--no-transitions] [--item-knn] [--no-progress]
 
 Two stages, one bundle: the two-tower model (user tower in ONNX, item index in FAISS), then the item transitions
 and the learned re-ranker over the serving path's own candidates for the protocol's validation cases
-(``trainer.ranker_stage``; ``--no-ranker`` skips both, ``--no-transitions`` the transitions).
+(``trainer.ranker_stage``; ``--no-ranker`` skips both, ``--no-transitions`` the transitions; ``--item-knn`` adds the
+whole-history item neighbours).
 
 What is learned from, and what early stopping watches (``trainer.evaluation.protocols``):
 
@@ -327,6 +328,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--no-transitions", action="store_true", help="no item-transition source in the bundle"
     )
     parser.add_argument(
+        "--item-knn",
+        action="store_true",
+        help="add the whole-history item-neighbour source to the bundle (off by default: see the README)",
+    )
+    parser.add_argument(
         "--ranker-epochs",
         type=int,
         default=RankerParams().epochs,
@@ -435,6 +441,7 @@ def run(args: argparse.Namespace) -> int:
                 strict=args.strict,
                 params=ranker_params,
                 transitions=not args.no_transitions,
+                item_knn=args.item_knn,
                 log=lambda line: print(line, flush=True),
                 progress=not args.no_progress,
             )

@@ -17,6 +17,8 @@ A bundle is one directory, ``<bundles_dir>/<version>/``, written once and never 
   ``[rows]``. A bundle without it is served with the blended score.
 - ``transitions.npz`` (optional: a bundle without it loads and serves without that source): the item-transition
   model's neighbour lists (``trainer.models.transitions``, read by ``server.retrieval.transitions``).
+- ``item_knn.npz`` (optional, the same layout): whole-history item neighbours (``trainer.models.item_knn``), read by
+  the same class and served as the ``item_knn`` source.
 - ``meta.json``: ``version``, ``created_at`` (UTC, ISO 8601), ``max_len``, ``dim``, ``index`` (the FAISS
   index kind and its measured recall), ``data`` (the data set's provenance), ``params``, ``metrics``
   (validation metrics), ``train_seconds``.
@@ -41,6 +43,8 @@ ITEM_IDS = "item_ids.txt"
 META = "meta.json"
 #: Optional: not in `FILES`, so a bundle without it is still complete.
 TRANSITIONS = "transitions.npz"
+#: Optional, like `TRANSITIONS` and in its layout: the whole-history item neighbours.
+ITEM_KNN = "item_knn.npz"
 CURRENT = "CURRENT"
 HISTORY = "HISTORY"
 #: The files a complete bundle holds; a directory missing one is not a bundle (yet).
@@ -95,6 +99,11 @@ class BundlePaths:
     def transitions(self) -> Path:
         """The optional item-transition model (may be absent)."""
         return self.root / TRANSITIONS
+
+    @property
+    def item_knn(self) -> Path:
+        """The optional whole-history item neighbours (may be absent)."""
+        return self.root / ITEM_KNN
 
     def check(self) -> None:
         """Raise `BundleError` unless every file of a bundle is there."""

@@ -18,8 +18,8 @@ from server.retrieval.item_index import Floats, Ints
 from server.retrieval.kernels import radix_order, sortable, sorted_ints
 
 #: The candidate sources, in column order. Each has a score, a rank and a reason-argument column.
-SOURCES = ("covisitation", "brand", "content", "trending", "popular", "learned", "transitions")
-COVISITATION, BRAND, CONTENT, TRENDING, POPULAR, LEARNED, TRANSITIONS = range(len(SOURCES))
+SOURCES = ("covisitation", "brand", "content", "trending", "popular", "learned", "transitions", "item_knn")
+COVISITATION, BRAND, CONTENT, TRENDING, POPULAR, LEARNED, TRANSITIONS, ITEM_KNN = range(len(SOURCES))
 #: Rank given to items a source did not propose.
 ABSENT_RANK = 1_000_000
 

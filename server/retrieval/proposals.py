@@ -1,4 +1,5 @@
-"""What a bundle proposes for one user state, remembered per state: the learned search and the transitions' list.
+"""What a bundle proposes for one user state, remembered per state: the learned search, the transitions' and the
+item neighbours' lists.
 
 The learned sources read only the user's own interactions (`UserState.recent`) and the bundle, so their work can
 be done once per user state instead of on every Recommend: when the fold writes the user (`server.retrieval.warmer`,
@@ -38,7 +39,8 @@ class UserProposals:
     ``labels``/``scores``: the FAISS search, best first, `searched` wide (the learned source takes fewer and
     drops the request's exclusions from the rest); ``exhausted`` when a wider search could find nothing more.
     ``next_items``/``next_scores``: the transitions' top list (indices into the bundle's transitions), best
-    first, ``next_width`` asked. Empty arrays when the user has no interaction the bundle knows.
+    first, ``next_width`` asked; ``knn_items``/``knn_scores`` the same of the item neighbours (``item_knn.npz``).
+    Empty arrays when the user has no interaction the bundle knows (or the bundle has no such file).
     """
 
     labels: npt.NDArray[np.int64]
@@ -48,6 +50,8 @@ class UserProposals:
     next_items: npt.NDArray[np.int64]
     next_scores: npt.NDArray[np.float32]
     next_width: int
+    knn_items: npt.NDArray[np.int64]
+    knn_scores: npt.NDArray[np.float32]
 
 
 class ProposalCache:

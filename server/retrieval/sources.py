@@ -24,6 +24,7 @@ from server.retrieval.candidates import (
     BRAND,
     CONTENT,
     COVISITATION,
+    ITEM_KNN,
     LEARNED,
     POPULAR,
     TRANSITIONS,
@@ -76,6 +77,8 @@ BRAND_SHRINKAGE = 50.0
 TWO_TOWER_CANDIDATES = 100
 #: Items the item-transition source (`transitions`) adds.
 TRANSITION_CANDIDATES = 100
+#: Items the whole-history neighbour source (`item_knn`) adds.
+KNN_CANDIDATES = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,6 +433,24 @@ def transitions(
     positions = retriever.transition_positions(index)[found]
     best = float(scores[0]) or 1.0
     pool.add(TRANSITIONS, positions, scores.astype(np.float64) / best, np.zeros(len(found), dtype=np.int64))
+
+
+def item_knn(
+    retriever: TwoTowerRetriever,
+    proposals: UserProposals,
+    index: ItemIndex,
+    pool: CandidateSet,
+    limit: int = KNN_CANDIDATES,
+) -> None:
+    """What the customers of the user's items also chose, over their whole histories (the bundle's ``item_knn.npz``,
+    `trainer.models.item_knn`; computed into ``proposals``): the first ``limit``, scores relative to the request's
+    best, no reason argument (the whole history is the reason)."""
+    found, scores = proposals.knn_items[:limit], proposals.knn_scores[:limit]
+    if not len(found):
+        return
+    positions = retriever.knn_positions(index)[found]
+    best = float(scores[0]) or 1.0
+    pool.add(ITEM_KNN, positions, scores.astype(np.float64) / best, np.full(len(found), -1, dtype=np.int64))
 
 
 _NO_POSITIONS = np.zeros(0, dtype=np.int64)

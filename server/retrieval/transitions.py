@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from server.retrieval.bundles import BundleError, BundlePaths
+from server.retrieval.bundles import BundleError
 from server.retrieval.kernels import stable_argsort
 
 #: The layout version of ``transitions.npz`` this module reads.
@@ -176,9 +176,9 @@ class ItemTransitions:
         return [(item_ids[i], s) for i, s in zip(found.tolist(), values.tolist(), strict=True)]
 
 
-def load_optional(paths: BundlePaths) -> ItemTransitions | None:
-    """The bundle's item transitions, or None when the bundle has no ``transitions.npz`` (it is optional)."""
-    path = paths.transitions
+def load_optional(path: Path) -> ItemTransitions | None:
+    """The neighbour lists at ``path`` (a bundle's ``transitions.npz`` or ``item_knn.npz``), or None when the
+    bundle has no such file (both are optional)."""
     if not path.is_file():
         return None
     return ItemTransitions.load(path)

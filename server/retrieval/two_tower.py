@@ -108,10 +108,13 @@ class TwoTowerRetriever:
             self.index.nprobe = int(nprobe) if isinstance(nprobe, int) and nprobe > 0 else DEFAULT_NPROBE
 
         #: The bundle's item transitions (a candidate source), None when the bundle has none.
-        self.transitions: ItemTransitions | None = load_optional(paths)
-        #: Catalog positions of the transitions' items, for the `ItemIndex` they were computed for (see
-        #: `transition_positions`).
+        self.transitions: ItemTransitions | None = load_optional(paths.transitions)
+        #: The bundle's whole-history item neighbours (a candidate source), None when the bundle has none.
+        self.item_knn: ItemTransitions | None = load_optional(paths.item_knn)
+        #: Catalog positions of the transitions' and the neighbours' items, for the `ItemIndex` they were computed
+        #: for (see `transition_positions`).
         self._transition_positions: tuple[ItemIndex, np.ndarray] | None = None
+        self._knn_positions: tuple[ItemIndex, np.ndarray] | None = None
         self._label_positions: tuple[ItemIndex, np.ndarray] | None = None
         #: The bundle's learned re-ranker, None when the bundle has none (the blend ranks).
         self.ranker: Ranker | None = None
@@ -178,7 +181,8 @@ class TwoTowerRetriever:
         n: int,
         next_n: int,
     ) -> UserProposals:
-        """The learned search (``n`` wanted) and the transitions' ``next_n`` best for these interactions.
+        """The learned search (``n`` wanted), and the transitions' and the item neighbours' ``next_n`` best for
+        these interactions.
 
         Remembered under ``key`` (`server.retrieval.proposals.state_key` of the state ``recent`` comes from)
         when there is no context item, so an unchanged user costs a dict lookup; with context items (the page
@@ -271,6 +275,11 @@ class TwoTowerRetriever:
             next_items, next_scores = transitions.top(recent, context_item_ids, next_n)
         else:
             next_items, next_scores = _NO_ITEMS, _NO_SCORES
+        item_knn = self.item_knn
+        if item_knn is not None and next_n > 0:
+            knn_items, knn_scores = item_knn.top(recent, context_item_ids, next_n)
+        else:
+            knn_items, knn_scores = _NO_ITEMS, _NO_SCORES
         return UserProposals(
             labels=labels[found],
             scores=scores[found],
@@ -280,6 +289,8 @@ class TwoTowerRetriever:
             next_items=next_items,
             next_scores=next_scores,
             next_width=next_n,
+            knn_items=knn_items,
+            knn_scores=knn_scores,
         )
 
     def _encode_many(self, recents: Sequence[Sequence[tuple[int, int, str]]]) -> list[np.ndarray | None]:
@@ -340,13 +351,16 @@ class TwoTowerRetriever:
         """Position in ``index`` of each item of the bundle's transitions (-1: not in the catalog), computed once
         per index (a new catalog version brings a new index)."""
         cached = self._transition_positions
-        if cached is not None and cached[0] is index:
-            return cached[1]
-        transitions = self.transitions
-        ids = transitions.item_ids if transitions is not None else []
-        positions = index.positions(ids, len(ids))
-        self._transition_positions = (index, positions)
-        return positions
+        if cached is None or cached[0] is not index:
+            cached = self._transition_positions = (index, _positions_in(self.transitions, index))
+        return cached[1]
+
+    def knn_positions(self, index: ItemIndex) -> np.ndarray:
+        """`transition_positions` of the bundle's item neighbours."""
+        cached = self._knn_positions
+        if cached is None or cached[0] is not index:
+            cached = self._knn_positions = (index, _positions_in(self.item_knn, index))
+        return cached[1]
 
     def label_positions(self, index: ItemIndex) -> np.ndarray:
         """Position in ``index`` of each FAISS label (-1: not in the catalog), computed once per index."""
@@ -438,3 +452,9 @@ def _positive_int(meta: dict[str, Any], key: str, paths: BundlePaths) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise BundleError(f"{paths.meta}: {key} must be a positive integer, got {value!r}")
     return value
+
+
+def _positions_in(lists: ItemTransitions | None, index: ItemIndex) -> np.ndarray:
+    """Position in ``index`` of each item of ``lists`` (-1: not in the catalog; empty without lists)."""
+    ids = lists.item_ids if lists is not None else []
+    return index.positions(ids, len(ids))

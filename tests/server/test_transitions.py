@@ -96,9 +96,9 @@ def test_a_bundle_without_transitions_still_loads(tmp_path: Path, model: Transit
     vectors = np.eye(4, dtype=np.float32)
     paths = write_bundle(tmp_path, "v1", ["a", "b", "c", "d"], vectors)
     assert TwoTowerRetriever.load(paths).item_ids == ["a", "b", "c", "d"]
-    assert load_optional(paths) is None
+    assert load_optional(paths.transitions) is None and load_optional(paths.item_knn) is None
     model.save(paths.transitions)
-    loaded = load_optional(paths)
+    loaded = load_optional(paths.transitions)
     assert loaded is not None and loaded.item_ids == model.item_ids
     assert TwoTowerRetriever.load(paths).version == "v1"
 

@@ -175,7 +175,7 @@ def test_train_writes_both_stages_into_one_bundle(tmp_path: Path) -> None:
     argv = [
         "train", "--data", str(shop), "--format", "generated", "--protocol", "none", "--out", str(out),
         "--version", "r1", "--epochs", "2", "--dim", "16", "--max-len", "10", "--ranker-epochs", "3",
-        "--negatives", "64", "--no-progress", "--threads", "1",
+        "--negatives", "64", "--no-progress", "--threads", "1", "--item-knn",
     ]  # fmt: skip
     assert main(argv) == 0
     paths = bundles.bundle(out, "r1")
@@ -188,11 +188,14 @@ def test_train_writes_both_stages_into_one_bundle(tmp_path: Path) -> None:
     served = TwoTowerRetriever.load(paths)
     assert served.ranker is not None and served.ranker.features == list(FEATURES)
     assert served.transitions is not None
+    assert paths.item_knn.is_file() and meta["item_knn"]["refitted_on"] == "learnable events"
+    assert served.item_knn is not None
     # --no-ranker: the first stage alone, served with the blend.
     assert main([a if a != "r1" else "r2" for a in argv] + ["--no-ranker"]) == 0
     assert (
         not bundles.bundle(out, "r2").ranker.is_file() and not bundles.bundle(out, "r2").transitions.is_file()
     )
+    assert not bundles.bundle(out, "r2").item_knn.is_file()
     assert TwoTowerRetriever.load(bundles.bundle(out, "r2")).ranker is None
 
 

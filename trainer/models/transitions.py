@@ -238,17 +238,8 @@ class TransitionModel:
         return np.asarray(result, dtype=np.float32)
 
     def save(self, path: Path) -> None:
-        """Write ``transitions.npz`` (no pickle): the CSR arrays, the item ids and the parameters as JSON."""
-        csr = self.neighbours
-        np.savez(
-            path,
-            format_version=np.array(FORMAT_VERSION, dtype=np.int64),
-            item_ids=np.array(self.item_ids, dtype=np.str_),
-            indptr=csr.indptr.astype(np.int64),
-            indices=csr.indices.astype(np.int32),
-            data=csr.data.astype(np.float32),
-            params=np.array(json.dumps({**asdict(self.params), "info": self.info})),
-        )
+        """Write ``transitions.npz`` (`write_lists`)."""
+        write_lists(path, self.item_ids, self.neighbours, {**asdict(self.params), "info": self.info})
 
     @classmethod
     def load(cls, path: Path) -> TransitionModel:
@@ -258,6 +249,20 @@ class TransitionModel:
             ids = [str(i) for i in npz["item_ids"]]
             csr = sp.csr_matrix((npz["data"], npz["indices"], npz["indptr"]), shape=(len(ids), len(ids)))
         return cls(ids, csr, TransitionParams(**meta), info)
+
+
+def write_lists(path: Path, item_ids: Sequence[str], csr: sp.csr_matrix, params: dict[str, Any]) -> None:
+    """Write neighbour lists (no pickle): the CSR arrays, the item ids and ``params`` as JSON, which must hold the
+    serving weights ``decay`` and ``window`` (``server.retrieval.transitions.ItemTransitions`` reads the file)."""
+    np.savez(
+        path,
+        format_version=np.array(FORMAT_VERSION, dtype=np.int64),
+        item_ids=np.array(item_ids, dtype=np.str_),
+        indptr=csr.indptr.astype(np.int64),
+        indices=csr.indices.astype(np.int32),
+        data=csr.data.astype(np.float32),
+        params=np.array(json.dumps(params)),
+    )
 
 
 def fit(events: Sequence[events_pb2.Event], params: TransitionParams | None = None) -> TransitionModel:
