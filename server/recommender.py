@@ -171,8 +171,7 @@ class Recommender:
         t1 = clock() if times is not None else 0.0
         # The rules first: refused rows are never featurised nor scored (see the module's docstring).
         allowed = stage.rules.allowed_rows(stage.index, stage.pool.positions)
-        t_rules = clock() - t1 if times is not None else 0.0
-        t1 += t_rules
+        t_allowed = clock() if times is not None else 0.0
         use_ranker = (
             self.use_ranker if pipeline is None or pipeline.use_ranker is None else pipeline.use_ranker
         )
@@ -182,13 +181,13 @@ class Recommender:
             t2 = clock() if times is not None else 0.0
             scores: Floats = ranker.score(matrix).astype(np.float64)
         else:
-            t2 = t1
+            t2 = t_allowed
             scores = self.blend(stage.pool, pipeline.weights if pipeline is not None else None)[allowed]
         t3 = clock() if times is not None else 0.0
         result = self.choose(stage, allowed, scores)
         if times is not None:
-            times.retrieval, times.features, times.ranking = t1 - t0 - t_rules, t2 - t1, t3 - t2
-            times.rules = clock() - t3 + t_rules
+            times.retrieval, times.features, times.ranking = t1 - t0, t2 - t_allowed, t3 - t2
+            times.rules = (t_allowed - t1) + (clock() - t3)
         return result
 
     def retrieve(

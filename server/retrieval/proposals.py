@@ -23,6 +23,10 @@ from feature_worker.state import UserState
 #: User states whose proposals a bundle remembers, by default (about 2 KiB each: 100,000 is ~0.2 GiB).
 DEFAULT_CAPACITY = 100_000
 
+#: Items of the item neighbours' list remembered per state: all that the `item_knn` source serves (there is no
+#: exclusion to make room for, unlike the learned search).
+KNN_CANDIDATES = 20
+
 #: (user id, events applied, last seen): what `state_key` returns.
 StateKey = tuple[str, int, int]
 
@@ -39,7 +43,8 @@ class UserProposals:
     ``labels``/``scores``: the FAISS search, best first, `searched` wide (the learned source takes fewer and
     drops the request's exclusions from the rest); ``exhausted`` when a wider search could find nothing more.
     ``next_items``/``next_scores``: the transitions' top list (indices into the bundle's transitions), best
-    first, ``next_width`` asked; ``knn_items``/``knn_scores`` the same of the item neighbours (``item_knn.npz``).
+    first, ``next_width`` asked; ``knn_items``/``knn_scores`` the same of the item neighbours (``item_knn.npz``),
+    `KNN_CANDIDATES` of them.
     Empty arrays when the user has no interaction the bundle knows (or the bundle has no such file).
     """
 

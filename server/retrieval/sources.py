@@ -77,8 +77,6 @@ BRAND_SHRINKAGE = 50.0
 TWO_TOWER_CANDIDATES = 100
 #: Items the item-transition source (`transitions`) adds.
 TRANSITION_CANDIDATES = 100
-#: Items the whole-history neighbour source (`item_knn`) adds.
-KNN_CANDIDATES = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,12 +438,11 @@ def item_knn(
     proposals: UserProposals,
     index: ItemIndex,
     pool: CandidateSet,
-    limit: int = KNN_CANDIDATES,
 ) -> None:
     """What the customers of the user's items also chose, over their whole histories (the bundle's ``item_knn.npz``,
-    `trainer.models.item_knn`; computed into ``proposals``): the first ``limit``, scores relative to the request's
-    best, no reason argument (the whole history is the reason)."""
-    found, scores = proposals.knn_items[:limit], proposals.knn_scores[:limit]
+    `trainer.models.item_knn`; computed into ``proposals``, `proposals.KNN_CANDIDATES` of them), scores relative to the
+    request's best, no reason argument (the whole history is the reason)."""
+    found, scores = proposals.knn_items, proposals.knn_scores
     if not len(found):
         return
     positions = retriever.knn_positions(index)[found]

@@ -26,7 +26,13 @@ from server.retrieval.bundles import INPUT_ITEMS, INPUT_TYPES, OUTPUT_USER, RANK
 from server.retrieval.item_index import ItemIndex
 from server.retrieval.kernels import is_in
 from server.retrieval.onnx_session import single_thread_session
-from server.retrieval.proposals import DEFAULT_CAPACITY, ProposalCache, StateKey, UserProposals
+from server.retrieval.proposals import (
+    DEFAULT_CAPACITY,
+    KNN_CANDIDATES,
+    ProposalCache,
+    StateKey,
+    UserProposals,
+)
 from server.retrieval.transitions import ItemTransitions, load_optional
 
 log = logging.getLogger(__name__)
@@ -181,8 +187,8 @@ class TwoTowerRetriever:
         n: int,
         next_n: int,
     ) -> UserProposals:
-        """The learned search (``n`` wanted), and the transitions' and the item neighbours' ``next_n`` best for
-        these interactions.
+        """The learned search (``n`` wanted), the transitions' ``next_n`` best and the item neighbours'
+        `KNN_CANDIDATES` best for these interactions.
 
         Remembered under ``key`` (`server.retrieval.proposals.state_key` of the state ``recent`` comes from)
         when there is no context item, so an unchanged user costs a dict lookup; with context items (the page
@@ -277,7 +283,7 @@ class TwoTowerRetriever:
             next_items, next_scores = _NO_ITEMS, _NO_SCORES
         item_knn = self.item_knn
         if item_knn is not None and next_n > 0:
-            knn_items, knn_scores = item_knn.top(recent, context_item_ids, next_n)
+            knn_items, knn_scores = item_knn.top(recent, context_item_ids, KNN_CANDIDATES)
         else:
             knn_items, knn_scores = _NO_ITEMS, _NO_SCORES
         return UserProposals(

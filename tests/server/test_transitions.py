@@ -9,11 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from feature_worker.catalog import Catalog
 from feature_worker.fold import CLICK, PURCHASE, VIEW
 from loadtest.harness.bundles import write_bundle
 from server.retrieval.bundles import TRANSITIONS, BundleError
+from server.retrieval.item_index import ItemIndex
 from server.retrieval.transitions import ItemTransitions, load_optional
 from server.retrieval.two_tower import TwoTowerRetriever
+from tests.shop import item
 from tests.trainer.test_transitions import chains, events_of
 from trainer.models.transitions import TransitionModel, TransitionParams, fit
 
@@ -24,6 +27,13 @@ def model() -> TransitionModel:
     items = [f"i{i}" for i in range(60)]
     sequences = {f"u{u}": rng.sample(items, rng.randint(2, 12)) for u in range(300)}
     return fit(events_of(sequences), TransitionParams(window=5, decay=1.5, neighbours=20))
+
+
+def reversed_catalog(ids: list[str]) -> tuple[Catalog, ItemIndex]:
+    """A catalog of ``ids`` in reverse order (its positions differ from a model's indices) and its index."""
+    catalog = Catalog()
+    catalog.upsert_many(item(i) for i in ids[::-1])
+    return catalog, ItemIndex(catalog)
 
 
 def recent_of(items: list[str], types: list[int] | None = None) -> list[tuple[int, int, str]]:
@@ -141,21 +151,16 @@ def test_a_model_of_no_events_serves_nothing(tmp_path: Path) -> None:
 def test_the_bundles_transitions_join_the_candidates_as_a_source(
     model: TransitionModel, tmp_path: Path
 ) -> None:
-    from feature_worker.catalog import Catalog
     from feature_worker.state import UserState
     from server.retrieval import sources
     from server.retrieval.candidates import TRANSITIONS as SOURCE
     from server.retrieval.candidates import CandidateSet
-    from server.retrieval.item_index import ItemIndex
-    from tests.shop import item
 
     ids = model.item_ids
     paths = write_bundle(tmp_path, "v1", ids, np.eye(len(ids), dtype=np.float32))
     model.save(paths.transitions)
     retriever = TwoTowerRetriever.load(paths)
-    catalog = Catalog()
-    catalog.upsert_many(item(i) for i in ids[::-1])  # catalog positions differ from the model's indices
-    index = ItemIndex(catalog)
+    _, index = reversed_catalog(ids)
     user = UserState(recent=recent_of(ids[:3]))
     pool = CandidateSet()
     sources.transitions(retriever, sources.learned_proposals(retriever, user, ()), index, pool)

@@ -10,18 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from feature_worker.fold import VIEW
 from loadtest.harness.bundles import write_bundle
 from protos.aisle.v1 import events_pb2
 from server.retrieval.bundles import ITEM_KNN
 from server.retrieval.transitions import ItemTransitions
 from server.retrieval.two_tower import TwoTowerRetriever
+from tests.server.test_transitions import recent_of, reversed_catalog
 from tests.trainer.test_transitions import events_of
 from trainer.models.item_knn import KnnParams, fit
-
-
-def recent_of(items: list[str]) -> list[tuple[int, int, str]]:
-    return [(1_000 + 60_000 * p, VIEW, item) for p, item in enumerate(items)]
 
 
 def test_neighbours_are_the_cosine_of_the_item_columns() -> None:
@@ -91,14 +87,12 @@ def test_the_file_is_served_by_the_neighbour_list_reader(tmp_path: Path) -> None
 
 
 def test_the_bundles_neighbours_join_the_candidates_with_their_reason(tmp_path: Path) -> None:
-    from feature_worker.catalog import Catalog
     from feature_worker.state import UserState
     from server.recommender import Recommender
     from server.retrieval import sources
     from server.retrieval.candidates import ITEM_KNN as SOURCE
     from server.retrieval.candidates import CandidateSet
-    from server.retrieval.item_index import ItemIndex
-    from tests.shop import item
+    from server.retrieval.proposals import KNN_CANDIDATES
 
     rng = random.Random(9)
     items = [f"i{i}" for i in range(60)]
@@ -109,15 +103,13 @@ def test_the_bundles_neighbours_join_the_candidates_with_their_reason(tmp_path: 
     assert retriever.item_knn is None  # optional: a bundle without the file serves without the source
     model.save(paths.item_knn)
     retriever = TwoTowerRetriever.load(paths)
-    catalog = Catalog()
-    catalog.upsert_many(item(i) for i in ids[::-1])  # catalog positions differ from the model's indices
-    index = ItemIndex(catalog)
+    catalog, index = reversed_catalog(ids)
     user = UserState(recent=recent_of(ids[:4]))
     pool = CandidateSet()
     sources.item_knn(retriever, sources.learned_proposals(retriever, user, ()), index, pool)
     pool.finish()
     assert retriever.item_knn is not None
-    found, _ = retriever.item_knn.top(user.recent, (), sources.KNN_CANDIDATES)
+    found, _ = retriever.item_knn.top(user.recent, (), KNN_CANDIDATES)
     proposed = dict(zip(index.names(pool.positions), pool.scores[SOURCE].tolist()))
     assert set(proposed) == {ids[i] for i in found.tolist()}
     assert proposed[ids[int(found[0])]] == 1.0 and all(0.0 < s <= 1.0 for s in proposed.values())

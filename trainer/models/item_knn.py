@@ -33,9 +33,6 @@ from protos.aisle.v1 import events_pb2
 from trainer.data.dataset import INTERACTION_TYPES
 from trainer.models.transitions import write_lists
 
-#: Events of these types make an item part of a user's history (as the ItemKNN baseline of ``trainer evaluate``).
-HISTORY_TYPES = INTERACTION_TYPES
-
 
 @dataclass(frozen=True, slots=True)
 class KnnParams:
@@ -76,7 +73,8 @@ def fit(events: Sequence[events_pb2.Event], params: KnnParams | None = None) -> 
     rows: list[int] = []
     cols: list[int] = []
     for event in events:
-        if event.type not in HISTORY_TYPES:
+        # An interaction makes an item part of the user's history (as in the ItemKNN baseline of `trainer evaluate`).
+        if event.type not in INTERACTION_TYPES:
             continue
         items = acted_items(event)
         if not items:
