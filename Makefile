@@ -16,7 +16,14 @@ install: $(STAMP) $(STUBS)
 	@# instead of in the first request.
 	@$(PY) -c 'import server.recommender'
 
+# PyPI's torch for Linux is the CUDA build: with its libraries the environment takes about 7 GB, and pip needs room
+# for the wheels beside it. Say so before pip runs out of space halfway (a warning: pip has the last word).
+MIN_FREE_GB := 10
 $(STAMP): pyproject.toml
+	@free=$$(df -P -BG . | awk 'NR == 2 { sub("G", "", $$4); print $$4 }'); \
+	if [ "$${free:-0}" -lt $(MIN_FREE_GB) ]; then \
+	  echo "make install: warning: $${free} GB free on this disk; the environment needs about $(MIN_FREE_GB) GB (torch's CUDA build and libraries: ~7 GB)" >&2; \
+	fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,train]'
