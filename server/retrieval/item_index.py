@@ -117,8 +117,10 @@ class ItemIndex:
         found = self._neighbours.get(item_id)
         if found is not None and found[0] is ranked:
             return found[1], found[2], found[3]
-        counts = [count for _, count in ranked]
-        positions = self.positions([name for name, _ in ranked], len(ranked))
+        if not ranked:
+            return np.zeros(0, dtype=np.int64), np.zeros(0), 0.0
+        names, counts = zip(*ranked)  # one pass over the pairs, not one per column
+        positions = self.positions(names, len(names))
         total = sum(counts)  # Python's left-to-right sum, as the scores were always computed
         converted = (ranked, positions, np.array(counts, dtype=np.float64), total)
         if len(self._neighbours) >= MAX_NEIGHBOUR_LISTS:

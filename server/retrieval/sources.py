@@ -10,7 +10,7 @@ BENCHMARKS.md for the figures.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,7 +33,7 @@ from server.retrieval.candidates import (
 )
 from server.retrieval.item_index import Floats, Ints, ItemIndex
 from server.retrieval.proposals import StateKey, UserProposals
-from server.retrieval.toplists import TopLists
+from server.retrieval.toplists import GroupLists, TopLists
 
 if TYPE_CHECKING:
     from server.retrieval.two_tower import TwoTowerRetriever
@@ -181,29 +181,25 @@ def covisitation(
 
 
 def content(seeds: Sequence[Seed], lists: TopLists, index: ItemIndex, pool: CandidateSet) -> None:
-    """Popular items of the seed items' own category, same brand first."""
-    parts, weights, numbers = _seeded(
-        seeds,
-        CONTENT_SEEDS,
-        lambda p: index.leaf[p] >= 0,
-        lambda p: _memoised(lists, ("content", p, CONTENT_PER_SEED), lambda: _content_of(p, lists, index)),
-        lambda seed: seed.weight,
-    )
-    _add_seeded(pool, CONTENT, parts, weights, numbers)
-
-
-def _content_of(p: int, lists: TopLists, index: ItemIndex) -> tuple[Ints, Floats]:
-    """(positions, scores for a seed of weight 1) that `content` proposes for the seed at ``p``."""
-    ranked = lists.popular_by_category_pos.get(index.category_names[index.leaf[p]])
-    if ranked is None or not len(ranked):
-        return _NO_POSITIONS, _NO_SCORES
-    ranked = ranked[: CONTENT_PER_SEED + 1]
-    rank = np.arange(len(ranked), dtype=np.float64)
-    keep = ranked != p
-    ranked, rank = ranked[keep][:CONTENT_PER_SEED], rank[keep][:CONTENT_PER_SEED]
-    brand = index.brand[p]
-    same_brand = (index.brand[ranked] == brand) & (brand >= 0)
-    return ranked, 1.0 / (1.0 + rank / 10.0) * np.where(same_brand, 1.0, 0.5)
+    """Popular items of the seed items' own category, same brand first: each of the first `CONTENT_SEEDS` seeds
+    with a category proposes the first `CONTENT_PER_SEED` of its category's popular list but itself, scored
+    ``1 / (1 + rank / 10)`` (rank in that list), halved for another brand."""
+    numbers = _seeds_in_groups(seeds, index.leaf, CONTENT_SEEDS)
+    if numbers:
+        _add_group_lists(
+            pool,
+            CONTENT,
+            seeds,
+            numbers,
+            [seeds[n].weight for n in numbers],
+            index.leaf,
+            lists.popular_by_category,
+            CONTENT_PER_SEED + 1,
+            CONTENT_PER_SEED,
+            False,
+            lists,
+            index,
+        )
 
 
 def brand(
@@ -214,7 +210,9 @@ def brand(
     pool: CandidateSet,
     per_seed: int = TAILS.brand_per_seed,
 ) -> None:
-    """The best sellers of the seed items' brands: customers who buy a brand come back for more of it.
+    """The best sellers of the seed items' brands: customers who buy a brand come back for more of it. Each of
+    the first `BRAND_SEEDS` seeds with a brand proposes its brand's first ``per_seed`` best sellers but itself,
+    scored ``(popularity / the brand's best) ** BRAND_POPULARITY_EXPONENT``.
 
     A guess for seeds with little co-visitation evidence: each seed's share is multiplied by
     ``BRAND_SHRINKAGE / (BRAND_SHRINKAGE + its co-visit count)``, so it fades where what other customers did
@@ -227,83 +225,67 @@ def brand(
         covisits = index.neighbours(seed.item_id, neighbours)[2] if neighbours else 0.0
         return seed.weight * BRAND_SHRINKAGE / (BRAND_SHRINKAGE + covisits)
 
-    parts, weights, numbers = _seeded(
-        seeds,
-        BRAND_SEEDS,
-        lambda p: index.brand[p] >= 0,
-        lambda p: _memoised(lists, ("brand", p, per_seed), lambda: _brand_of(p, lists, index, per_seed)),
-        weight,
-    )
-    _add_seeded(pool, BRAND, parts, weights, numbers)
+    numbers = _seeds_in_groups(seeds, index.brand, BRAND_SEEDS)
+    if numbers:
+        _add_group_lists(
+            pool,
+            BRAND,
+            seeds,
+            numbers,
+            [weight(seeds[n]) for n in numbers],
+            index.brand,
+            lists.popular_by_brand,
+            per_seed,
+            per_seed,
+            True,
+            lists,
+            index,
+        )
 
 
-def _brand_of(p: int, lists: TopLists, index: ItemIndex, per_seed: int) -> tuple[Ints, Floats]:
-    """(positions, scores for a seed of weight 1 and no co-visits) that `brand` proposes for the seed at ``p``:
-    the brand's first ``per_seed`` best sellers but the seed."""
-    full = lists.popular_by_brand_pos.get(index.brand_names[index.brand[p]])
-    if full is None or not len(full):
-        return _NO_POSITIONS, _NO_SCORES
-    popularity = lists.popularity_at
-    ranked = full[:per_seed]
-    ranked = ranked[ranked != p]
-    best = float(popularity[full[0]]) or 1.0
-    return ranked, (popularity[ranked] / best) ** BRAND_POPULARITY_EXPONENT
-
-
-Proposal = tuple[Ints, Floats]
-
-
-def _memoised(lists: TopLists, key: tuple[str, int, int], compute: Callable[[], Proposal]) -> Proposal:
-    """``compute()``, remembered in ``lists.memo`` under ``key`` for as long as these lists serve."""
-    found = lists.memo.get(key)
-    if found is None:
-        found = lists.memo[key] = compute()
-    return found
-
-
-def _seeded(
-    seeds: Sequence[Seed],
-    limit: int,
-    eligible: Callable[[int], bool],
-    propose: Callable[[int], Proposal],
-    weight: Callable[[Seed], float],
-) -> tuple[list[Proposal], list[float], list[int]]:
-    """The proposals of the first ``limit`` seeds in the index that are ``eligible``, with their weights and
-    numbers (a seed whose proposal is empty still counts towards ``limit``)."""
-    parts: list[Proposal] = []
-    weights: list[float] = []
+def _seeds_in_groups(seeds: Sequence[Seed], group_at: Ints, limit: int) -> list[int]:
+    """The numbers of the first ``limit`` seeds in the index that belong to a group (``group_at[position] >= 0``:
+    a brand, a category); a seed whose group has no list still counts."""
     numbers: list[int] = []
-    used = 0
     for number, seed in enumerate(seeds):
-        p = seed.position
-        if p < 0 or not eligible(p):
-            continue
-        proposal = propose(p)
-        if len(proposal[0]):
-            parts.append(proposal)
-            weights.append(weight(seed))
+        if seed.position >= 0 and group_at[seed.position] >= 0:
             numbers.append(number)
-        used += 1
-        if used >= limit:
-            break
-    return parts, weights, numbers
+            if len(numbers) >= limit:
+                break
+    return numbers
 
 
-def _add_seeded(
+def _add_group_lists(
     pool: CandidateSet,
     source: int,
-    parts: list[tuple[Ints, Floats]],
-    weights: list[float],
+    seeds: Sequence[Seed],
     numbers: list[int],
+    weights: list[float],
+    group_at: Ints,
+    groups: GroupLists,
+    take: int,
+    keep: int,
+    by_popularity: bool,
+    lists: TopLists,
+    index: ItemIndex,
 ) -> None:
-    """Add the proposals of several seeds at once: each part's scores times its seed's weight, the seed's number
-    as the reason argument."""
-    if not parts:
-        return
-    lengths = [len(positions) for positions, _ in parts]
-    positions = np.concatenate([positions for positions, _ in parts])
-    scores = np.concatenate([scores for _, scores in parts]) * np.repeat(np.array(weights), lengths)
-    pool.add(source, positions, scores, np.repeat(np.array(numbers, dtype=np.int64), lengths))
+    """Add what the seeds ``numbers`` (weighted ``weights``) propose from their groups' lists, in one compiled
+    pass (`_group_proposals`), the seed's number as the reason argument."""
+    positions, scores, args = _group_proposals(
+        np.array([seeds[n].position for n in numbers], dtype=np.int64),
+        np.array(weights),
+        np.array(numbers, dtype=np.int64),
+        group_at,
+        groups.starts,
+        groups.ends,
+        groups.members,
+        take,
+        keep,
+        by_popularity,
+        lists.popularity_at.astype(np.float64, copy=False),
+        index.brand,
+    )
+    pool.add(source, positions, scores, args)
 
 
 def trending_in_categories(
@@ -314,7 +296,7 @@ def trending_in_categories(
     per_category: int = TAILS.trending_per_category,
 ) -> None:
     """What is trending now in the categories the user cares most about (deepest levels first), the first
-    ``per_category`` of each (at most `TAILS`'s, which the lists' memo holds).
+    ``per_category`` of each, scored ``the category's share of the user's affinity * trend / its best trend``.
 
     The reason argument is the category's number in the index.
     """
@@ -324,31 +306,17 @@ def trending_in_categories(
     # Prefer specific categories: rank by depth, then by affinity.
     top = heapq.nsmallest(TRENDING_CATEGORIES, affinity, key=lambda c: (-c.count("/"), -affinity[c], c))
     total = sum(affinity[c] for c in top) or 1.0
-    memo = lists.trending_memo
-    for category in top:
-        found = memo.get(category)
-        if found is None:
-            found = memo[category] = _trending_in(category, lists, index)
-        ranked, trend, best, args = found
-        if len(ranked):
-            ranked, trend, args = ranked[:per_category], trend[:per_category], args[:per_category]
-            pool.add(TRENDING, ranked, affinity[category] / total * trend / best, args)
-
-
-def _trending_in(category: str, lists: TopLists, index: ItemIndex) -> tuple[Ints, Floats, float, Ints]:
-    """(positions, their trend, the best trend, reason arguments) that `trending_in_categories` proposes for
-    ``category`` before the user's share: it depends only on the lists, so it is remembered per build."""
-    ranked = lists.trending_by_category_pos.get(category)
-    if ranked is None or not len(ranked):
-        return _NO_POSITIONS, _NO_SCORES, 1.0, _NO_POSITIONS
-    ranked = ranked[: TAILS.trending_per_category]
-    trend = lists.trending_at[ranked]
-    return (
-        ranked,
-        trend,
-        float(trend[0]) or 1.0,
-        np.full(len(ranked), index.category_id.get(category, -1), dtype=np.int64),
+    groups = lists.trending_by_category
+    positions, scores, args = _trending_proposals(
+        np.array([index.category_id.get(c, -1) for c in top], dtype=np.int64),
+        np.array([affinity[c] / total for c in top]),
+        groups.starts,
+        groups.ends,
+        groups.members,
+        per_category,
+        lists.trending_at,
     )
+    pool.add(TRENDING, positions, scores, args)
 
 
 def popular(lists: TopLists, index: ItemIndex, pool: CandidateSet, category_prefix: str, limit: int) -> None:
@@ -481,3 +449,101 @@ def _covisitation_scores(
     if not best > 0.0:
         return np.zeros(0), np.zeros(0, dtype=np.int64)
     return score / best, arg
+
+
+@njit(
+    "Tuple((i8[:], f8[:], i8[:]))(i8[:], f8[:], i8[:], i8[:], i8[:], i8[:], i8[:], i8, i8, b1, f8[:], i8[:])",
+    cache=True,
+    nogil=True,
+)
+def _group_proposals(
+    seed_pos: Ints,
+    seed_weight: Floats,
+    seed_number: Ints,
+    group_at: Ints,
+    starts: Ints,
+    ends: Ints,
+    members: Ints,
+    take: int,
+    keep: int,
+    by_popularity: bool,
+    popularity_at: Floats,
+    brand_at: Ints,
+) -> tuple[Ints, Floats, Ints]:  # pragma: no cover - compiled
+    """(positions, scores times the seed's weight, the seed's number) that each seed proposes from its group's
+    list (``members[starts[g]:ends[g]]``, ``g = group_at[seed]``): the first ``take`` items of it but the seed,
+    at most ``keep``. Scored ``(popularity / the list's best) ** BRAND_POPULARITY_EXPONENT`` when
+    ``by_popularity`` (`brand`), else ``1 / (1 + rank / 10)``, halved for another brand than the seed's
+    (`content`)."""
+    total = 0
+    for s in range(len(seed_pos)):
+        g = group_at[seed_pos[s]]
+        total += min(ends[g] - starts[g], take)
+    positions = np.empty(total, dtype=np.int64)
+    scores = np.empty(total)
+    args = np.empty(total, dtype=np.int64)
+    at = 0
+    for s in range(len(seed_pos)):
+        p = seed_pos[s]
+        g = group_at[p]
+        start, end = starts[g], min(ends[g], starts[g] + take)
+        if end <= start:
+            continue
+        best = popularity_at[members[start]]
+        if best == 0.0:
+            best = 1.0
+        kept = 0
+        for i in range(start, end):
+            item = members[i]
+            if item == p:
+                continue
+            if by_popularity:
+                score = (popularity_at[item] / best) ** BRAND_POPULARITY_EXPONENT
+            else:
+                same_brand = brand_at[item] == brand_at[p] and brand_at[p] >= 0
+                score = 1.0 / (1.0 + (i - start) / 10.0) * (1.0 if same_brand else 0.5)
+            positions[at] = item
+            scores[at] = score * seed_weight[s]
+            args[at] = seed_number[s]
+            at += 1
+            kept += 1
+            if kept >= keep:
+                break
+    return positions[:at], scores[:at], args[:at]
+
+
+@njit("Tuple((i8[:], f8[:], i8[:]))(i8[:], f8[:], i8[:], i8[:], i8[:], i8, f8[:])", cache=True, nogil=True)
+def _trending_proposals(
+    categories: Ints,
+    shares: Floats,
+    starts: Ints,
+    ends: Ints,
+    members: Ints,
+    per_category: int,
+    trending_at: Floats,
+) -> tuple[Ints, Floats, Ints]:  # pragma: no cover - compiled
+    """(positions, scores, the category's number) of the first ``per_category`` items of each category's
+    trending list (``members[starts[c]:ends[c]]``; none for a category numbered -1, outside the index), scored
+    ``share * trend / the list's best trend``."""
+    total = 0
+    for j in range(len(categories)):
+        c = categories[j]
+        if c >= 0:
+            total += min(ends[c] - starts[c], per_category)
+    positions = np.empty(total, dtype=np.int64)
+    scores = np.empty(total)
+    args = np.empty(total, dtype=np.int64)
+    at = 0
+    for j in range(len(categories)):
+        c = categories[j]
+        if c < 0 or ends[c] <= starts[c]:
+            continue
+        best = trending_at[members[starts[c]]]
+        if best == 0.0:
+            best = 1.0
+        for i in range(starts[c], min(ends[c], starts[c] + per_category)):
+            positions[at] = members[i]
+            scores[at] = shares[j] * trending_at[members[i]] / best
+            args[at] = c
+            at += 1
+    return positions, scores, args

@@ -27,6 +27,22 @@ from server.retrieval.item_rows import COLUMNS, item_rows
 LIST_LENGTH = 200
 
 
+@dataclass(frozen=True, slots=True)
+class GroupLists:
+    """Every group's list in one array, by the group's number (a brand's or a category's in the `ItemIndex`):
+    group ``g``'s list is ``members[starts[g]:ends[g]]``, empty for a group without one. The compiled seeded
+    sources read these, where a dict of arrays by name would cost a lookup and a Python call per seed."""
+
+    starts: Ints
+    ends: Ints
+    members: Ints
+
+
+def _no_groups() -> GroupLists:
+    empty = np.zeros(0, dtype=np.int64)
+    return GroupLists(empty, empty, empty)
+
+
 @dataclass(slots=True)
 class TopLists:
     """Item ids best first, with the score each list was sorted by (in stock or not: rules decide).
@@ -42,19 +58,16 @@ class TopLists:
     popular_pos: Ints = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     popular_by_category_pos: dict[str, Ints] = field(default_factory=dict)
     popular_by_brand_pos: dict[str, Ints] = field(default_factory=dict)
-    trending_by_category_pos: dict[str, Ints] = field(default_factory=dict)
+    #: ``popular_by_category_pos`` and ``popular_by_brand_pos`` by number (`GroupLists`).
+    popular_by_category: GroupLists = field(default_factory=_no_groups)
+    popular_by_brand: GroupLists = field(default_factory=_no_groups)
+    #: Each category's trending items, by number (`GroupLists`).
+    trending_by_category: GroupLists = field(default_factory=_no_groups)
     popularity_at: Floats = field(default_factory=lambda: np.zeros(0))
     trending_at: Floats = field(default_factory=lambda: np.zeros(0))
     #: Each item's numbers that the per-candidate passes read, one cache line per item (`item_rows`), the log1p
     #: of ``popularity_at`` and ``trending_at`` (ranker features) among them: computed once per build, not per row.
     items: Floats = field(default_factory=lambda: np.zeros((0, COLUMNS)))
-    #: What the seeded list sources propose for one seed item, (source name, seed position, how many) -> (positions,
-    #: scores before the seed's weight): it depends only on these lists, so it is computed once per build for
-    #: the seeds requests use (`server.retrieval.sources`; written on the event loop only).
-    memo: dict[tuple[str, int, int], tuple[Ints, Floats]] = field(default_factory=dict)
-    #: What `trending_in_categories` proposes per category before the user's share (positions, trend, best
-    #: trend, reason arguments), for as long as these lists serve (written on the event loop only).
-    trending_memo: dict[str, tuple[Ints, Floats, float, Ints]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, stats: ItemStats, catalog: Catalog, length: int = LIST_LENGTH) -> TopLists:
@@ -69,9 +82,13 @@ class TopLists:
         trending = _scores(index, stats.trending, positive=True)
         by_pop = _ranked(index, popularity)
         by_trend = _ranked(index, trending)
-        by_category = _grouped(index, by_pop, index.category_members, index.category_names, length)
-        by_brand = _grouped(index, by_pop, index.brand_members, index.brand_names, length)
-        trending_by_category = _grouped(index, by_trend, index.category_members, index.category_names, length)
+        by_category, category_lists = _grouped(
+            index, by_pop, index.category_members, index.category_names, length
+        )
+        by_brand, brand_lists = _grouped(index, by_pop, index.brand_members, index.brand_names, length)
+        trending_by_category = _grouped(
+            index, by_trend, index.category_members, index.category_names, length, by_name=False
+        )[1]
         popularity_at = np.nan_to_num(popularity[1], nan=0.0)
         trending_at = np.nan_to_num(trending[1], nan=0.0)
         return cls(
@@ -81,7 +98,9 @@ class TopLists:
             popular_pos=by_pop[:length].copy(),
             popular_by_category_pos=by_category,
             popular_by_brand_pos=by_brand,
-            trending_by_category_pos=trending_by_category,
+            popular_by_category=category_lists,
+            popular_by_brand=brand_lists,
+            trending_by_category=trending_by_category,
             popularity_at=popularity_at,
             trending_at=trending_at,
             items=item_rows(index, log1p_each(popularity_at), log1p_each(trending_at)),
@@ -122,10 +141,15 @@ def _as_dict(index: ItemIndex, scores: _Scores, values: Mapping[str, float]) -> 
 
 
 def _grouped(
-    index: ItemIndex, ranked: Ints, members: tuple[Ints, Ints], group_names: list[str], length: int
-) -> dict[str, Ints]:
-    """For each group, the positions of its first `length` members in the order of `ranked` (groups
-    without any left out)."""
+    index: ItemIndex,
+    ranked: Ints,
+    members: tuple[Ints, Ints],
+    group_names: list[str],
+    length: int,
+    by_name: bool = True,
+) -> tuple[dict[str, Ints], GroupLists]:
+    """For each group, the positions of its first `length` members in the order of `ranked`: by name (groups
+    without any left out; an empty dict unless ``by_name``), and by number (`GroupLists`, over the same array)."""
     groups, items = members
     n = len(index)
     rank = np.full(n, n, dtype=np.int64)
@@ -135,15 +159,19 @@ def _grouped(
     # One sort orders every group's members by rank: the key is (group, rank) in one integer.
     keys = np.sort(groups[keep] * (n + 1) + member_rank[keep])
     if not len(keys):
-        return {}
+        return {}, GroupLists(*(np.zeros(len(group_names), dtype=np.int64),) * 2, np.zeros(0, dtype=np.int64))
     group_of = keys // (n + 1)
     starts = np.flatnonzero(np.r_[True, group_of[1:] != group_of[:-1]])
-    ends = np.r_[starts[1:], len(keys)]
+    ends = np.minimum(np.r_[starts[1:], len(keys)], starts + length)
     positions = ranked[keys % (n + 1)]
     out: dict[str, Ints] = {}
-    for g, start, end in zip(group_of[starts].tolist(), starts.tolist(), ends.tolist()):
-        out[group_names[g]] = positions[start : min(end, start + length)]
-    return out
+    if by_name:
+        for g, start, end in zip(group_of[starts].tolist(), starts.tolist(), ends.tolist()):
+            out[group_names[g]] = positions[start:end]
+    by_number = np.zeros((2, len(group_names)), dtype=np.int64)
+    by_number[0, group_of[starts]] = starts
+    by_number[1, group_of[starts]] = ends
+    return out, GroupLists(by_number[0], by_number[1], positions)
 
 
 @njit("f8[:](f8[:])", cache=True, nogil=True)
