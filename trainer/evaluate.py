@@ -60,6 +60,7 @@ from trainer.evaluation.base import EvalModel
 from trainer.evaluation.baselines import BASELINES
 from trainer.evaluation.harness import ModelResult, run_replay, run_static
 from trainer.evaluation.metrics import METRICS
+from trainer.evaluation.paired import paired_markdown, paired_rows
 from trainer.evaluation.protocols import PROTOCOLS, SPLITS, cutoffs, replay, sample_cases, static_split
 from trainer.evaluation.serving import ServingPipeline
 from trainer.evaluation.transitions import TRANSITIONS, TRANSITIONS_TRAIN_ONLY, TransitionsEval
@@ -370,6 +371,9 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     print(markdown(rows))
+    paired = paired_rows(rows)
+    if paired:
+        print("\n" + paired_markdown(paired))
     print(f"\ntotal {time.perf_counter() - started:.1f} s")
     if args.json is not None:
         document = {
@@ -378,6 +382,8 @@ def run(args: argparse.Namespace) -> int:
             "split": args.split,
             "results": [mean_row(name, results) for name, results in rows],
         }
+        if paired:
+            document["paired"] = paired
         if args.strict:
             document["strict"] = True
         if bundle_info is not None:

@@ -79,7 +79,7 @@ def test_command_line_prints_a_table_and_writes_the_json_contract(
     printed = capsys.readouterr().out
     assert "| model | HR@10 | NDCG@10 |" in printed and "| aisle |" in printed
     document = json.loads(out.read_text())
-    assert set(document) == {"dataset", "protocol", "split", "results"}
+    assert set(document) == {"dataset", "protocol", "split", "results", "paired"}
     assert (document["dataset"], document["protocol"], document["split"]) == ("Clusters", "loo", "valid")
     assert [row["model"] for row in document["results"]] == list(DEFAULT_MODELS)
     for row in document["results"]:
@@ -87,6 +87,11 @@ def test_command_line_prints_a_table_and_writes_the_json_contract(
         assert all(isinstance(row[key], float) for key in row if key != "model")
     aisle = document["results"][0]
     assert aisle["HR@10"] == 1.0
+    # aisle against every other row on the same cases (one run: the seeds change nothing without --users).
+    assert [row["model"] for row in document["paired"]] == list(DEFAULT_MODELS)[1:]
+    for row in document["paired"]:
+        assert row["low"] <= row["difference"] <= row["high"] and row["metric"] == "NDCG@10"
+    assert "aisle minus each row on the same cases" in printed
 
 
 def test_command_line_reports_malformed_data_with_file_and_line(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
@@ -40,6 +40,8 @@ class ModelResult:
     seconds: float
     #: Mean wall time of one ranked case, in milliseconds (the serving path's per-request cost).
     ms_per_case: float
+    #: Each case's NDCG@10 in case order (the same order for every model of a run), for paired comparisons.
+    case_ndcg10: list[float] = field(default_factory=list)
 
 
 def run_static(
@@ -71,7 +73,14 @@ def run_static(
                 bar.update(len(batch))
         seconds = learned - start + ranking
         results.append(
-            ModelResult(model.name, acc.result(catalog_size), acc.cases, seconds, _ms(ranking, acc.cases))
+            ModelResult(
+                model.name,
+                acc.result(catalog_size),
+                acc.cases,
+                seconds,
+                _ms(ranking, acc.cases),
+                acc.ndcg10_cases,
+            )
         )
     return results
 
@@ -113,7 +122,12 @@ def run_replay(
             bar.update(1)
     return [
         ModelResult(
-            model.name, acc.result(catalog_size), acc.cases, spent[m] + ranking[m], _ms(ranking[m], acc.cases)
+            model.name,
+            acc.result(catalog_size),
+            acc.cases,
+            spent[m] + ranking[m],
+            _ms(ranking[m], acc.cases),
+            acc.ndcg10_cases,
         )
         for m, (model, acc) in enumerate(zip(built, accs, strict=True))
     ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 #: How many items every model ranks per case (the serving path's largest k, `server.recommender.MAX_K`).
 CUTOFF = 200
@@ -49,12 +49,16 @@ class Accumulator:
     ndcg20: float = 0.0
     rr: float = 0.0
     shown: set[str] | None = None
+    #: Each case's NDCG@10, in case order: what `paired_difference` compares two models on.
+    ndcg10_cases: list[float] = field(default_factory=list)
 
     def add(self, target: str, ranked: Sequence[str]) -> None:
         rank = rank_of(target, ranked)
         self.cases += 1
         self.hr10 += hit(rank, 10)
-        self.ndcg10 += ndcg(rank, 10)
+        case_ndcg10 = ndcg(rank, 10)
+        self.ndcg10 += case_ndcg10
+        self.ndcg10_cases.append(case_ndcg10)
         self.hr20 += hit(rank, 20)
         self.ndcg20 += ndcg(rank, 20)
         self.rr += reciprocal_rank(rank)
