@@ -25,10 +25,13 @@ torch = pytest.importorskip("torch")
 
 from tests.trainer.test_train import chain_shop
 from trainer.models.ranker import (
+    LINEAR_KIND,
+    MLP_KIND,
     FittedRanker,
     RankerError,
     RankerParams,
     export_ranker,
+    fit_linear_mean,
     fit_ranker,
     ranker_meta,
 )
@@ -157,6 +160,28 @@ def test_the_written_graph_is_the_module_without_its_elementwise_nodes(
     assert not {"Sub", "Div", "Add"} & set(ops)
 
 
+def test_the_linear_mean_scores_the_mean_of_its_seeds(
+    lists_and_ranker: tuple[RankerLists, RankerLists, FittedRanker], tmp_path: Path
+) -> None:
+    """Averaging the weights of linear rankers averages their scores: the ensemble is one model when served."""
+    train, valid, _ = lists_and_ranker
+    params = RankerParams(epochs=3, seed=4)
+    mean = fit_linear_mean(train, valid, list(FEATURES), params, log=lambda _: None, seeds=3)
+    seeded = [
+        fit_ranker(
+            train, valid, list(FEATURES), RankerParams(epochs=3, seed=4 + s, hidden=()), log=lambda _: None
+        )
+        for s in range(3)
+    ]
+    rows = valid.features.astype(np.float32)
+    expected = np.mean([fit.scores(rows) for fit in seeded], axis=0)
+    np.testing.assert_allclose(mean.scores(rows), expected, rtol=1e-5, atol=1e-5)
+    assert mean.kind == LINEAR_KIND and mean.params.hidden == ()
+    meta = ranker_meta(mean, export_ranker(mean, tmp_path / bundles.RANKER, rows))
+    assert meta["kind"] == LINEAR_KIND and meta["seeds"] == 3 and len(meta["seed_valid_ndcg10"]) == 3
+    assert Ranker(tmp_path / bundles.RANKER, meta).score(rows).shape == (len(rows),)
+
+
 def test_too_few_lists_is_a_ranker_error(
     lists_and_ranker: tuple[RankerLists, RankerLists, FittedRanker],
 ) -> None:
@@ -184,6 +209,12 @@ def test_train_writes_both_stages_into_one_bundle(tmp_path: Path) -> None:
     ranker = meta["ranker"]
     assert ranker["features"] == list(FEATURES) and ranker["onnx_parity"] <= 1e-4
     assert {"valid", "blend_valid", "importance", "recall"} <= set(ranker)
+    # Both shapes were tried on the validation lists, and the better one is the bundle's.
+    shapes = ranker["shapes_valid"]
+    assert set(shapes) == {MLP_KIND, LINEAR_KIND}
+    assert ranker["valid"] == max(shapes.values(), key=lambda metrics: metrics["NDCG@10"])
+    if ranker["kind"] == MLP_KIND:  # a tie keeps the MLP
+        assert shapes[MLP_KIND]["NDCG@10"] >= shapes[LINEAR_KIND]["NDCG@10"]
     assert paths.transitions.is_file() and meta["transitions"]["refitted_on"] == "learnable events"
     served = TwoTowerRetriever.load(paths)
     assert served.ranker is not None and served.ranker.features == list(FEATURES)

@@ -1,4 +1,5 @@
-"""The learned re-ranker: a small MLP over the candidate features, trained listwise, exported to ONNX.
+"""The learned re-ranker: a small MLP over the candidate features (or the mean of linear ones, `fit_linear_mean`),
+trained listwise, exported to ONNX.
 
 Each training list is one request's candidates (``trainer.ranker_data``) with one right answer; the loss is
 the softmax cross-entropy of the right answer among its list's rows (ListNet with a one-hot target, what
@@ -15,7 +16,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,10 @@ if TYPE_CHECKING:
 Log = Callable[[str], None]
 #: ONNX and PyTorch scores must agree this closely on the validation rows, else the export fails.
 PARITY_TOLERANCE = 1e-4
+#: The linear ranker weighed against the MLP (`fit_linear_mean`) is the mean of this many, one per seed.
+LINEAR_SEEDS = 5
+MLP_KIND = "mlp-listwise-softmax"
+LINEAR_KIND = "linear-listwise-softmax-mean"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +93,8 @@ class FittedRanker:
     features: list[str]
     params: RankerParams
     metrics: dict[str, Any]
+    #: `MLP_KIND`, or `LINEAR_KIND` for `fit_linear_mean`'s.
+    kind: str = MLP_KIND
 
     def scores(self, matrix: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         import torch
@@ -172,19 +179,80 @@ def fit_ranker(
     module.load_state_dict(best_state)
     module.eval()
     fitted = FittedRanker(module, feature_names, params, {})
+    _describe(fitted, train, valid, blend, {"best_epoch": best_epoch, "epochs": history}, started)
+    return fitted
+
+
+def fit_linear_mean(
+    train: RankerLists,
+    valid: RankerLists,
+    feature_names: list[str],
+    params: RankerParams = RankerParams(),
+    log: Log = print,
+    seeds: int = LINEAR_SEEDS,
+) -> FittedRanker:
+    """The mean of ``seeds`` linear rankers (no hidden layer), each trained as `fit_ranker` trains one, from seeds
+    ``params.seed`` on. A linear model's scores are linear in its weights, so the mean of the weights scores what
+    the mean of the models' scores would: an ensemble that costs one small model when served. With few lists one
+    linear model's weights still move with its seed (the generated shop's 1,434 lists: test NDCG@10 0.1145 to
+    0.1194 over five seeds); their mean moves far less."""
+    import torch
+
+    started = time.perf_counter()
+    fits = [
+        fit_ranker(
+            train, valid, feature_names, replace(params, hidden=(), seed=params.seed + s), lambda _: None
+        )
+        for s in range(seeds)
+    ]
+    states = [fit.module.state_dict() for fit in fits]
+    module = fits[0].module
+    module.load_state_dict(
+        {name: torch.stack([state[name] for state in states]).mean(dim=0) for name in states[0]}
+    )
+    module.eval()
+    fitted = FittedRanker(module, feature_names, replace(params, hidden=()), {}, LINEAR_KIND)
+    blend = list_metrics(valid, valid.blend)
+    seeded = [fit.metrics["valid"]["NDCG@10"] for fit in fits]
+    _describe(
+        fitted,
+        train,
+        valid,
+        blend,
+        {
+            "best_epoch": [fit.metrics["best_epoch"] for fit in fits],
+            "seeds": seeds,
+            "seed_valid_ndcg10": seeded,
+        },
+        started,
+    )
+    log(
+        f"linear ranker, mean of {seeds} seeds: valid NDCG@10 {fitted.metrics['valid']['NDCG@10']:.4f} "
+        f"(each seed {min(seeded):.4f} to {max(seeded):.4f})"
+    )
+    return fitted
+
+
+def _describe(
+    fitted: FittedRanker,
+    train: RankerLists,
+    valid: RankerLists,
+    blend: dict[str, float],
+    training: dict[str, Any],
+    started: float,
+) -> None:
+    """Fill ``fitted.metrics``: validation figures, the blend's on the same lists, how it trained, importance."""
     valid_scores = fitted.scores(valid.features.astype(np.float32))
     fitted.metrics = {
         "valid": list_metrics(valid, valid_scores),
         "blend_valid": blend,
         "recall": valid.recall,
-        "best_epoch": best_epoch,
-        "epochs": history,
+        **training,
         "train_lists": len(train),
         "valid_lists": len(valid),
         "seconds": time.perf_counter() - started,
         "importance": permutation_importance(fitted, valid, valid_scores),
     }
-    return fitted
 
 
 def permutation_importance(
@@ -244,7 +312,7 @@ def ranker_weights(module: Any) -> RankerWeights:
 def ranker_meta(fitted: FittedRanker, parity: float) -> dict[str, Any]:
     """The ``ranker`` object of the bundle's meta.json."""
     return {
-        "kind": "mlp-listwise-softmax",
+        "kind": fitted.kind,
         "features": fitted.features,
         "params": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(fitted.params).items()},
         "onnx_parity": parity,
