@@ -351,8 +351,8 @@ class Recommender:
         # Backfilled items score below every ranked one, so the order stays honest.
         floor = min((r.score for r in result), default=1.0)
         prefix = rules.category_prefix
-        popular = lists.popular_by_category_pos.get(prefix) if prefix else lists.popular_pos
-        names = index.names(popular) if popular is not None else []
+        popular = lists.popular_in(prefix) if prefix else lists.popular_pos
+        names = index.names(popular)
         for item in rules.backfill_order(names):
             if item in taken or not rules.allows(item):
                 continue

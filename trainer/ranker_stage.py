@@ -30,7 +30,14 @@ from server.retrieval.two_tower import TwoTowerRetriever
 from trainer.data.dataset import Dataset
 from trainer.evaluation.protocols import StaticSplit, leave_one_out, time_split
 from trainer.models.item_knn import fit as fit_item_knn
-from trainer.models.ranker import RankerParams, export_ranker, fit_linear_mean, fit_ranker, ranker_meta
+from trainer.models.ranker import (
+    RankerParams,
+    add_importance,
+    export_ranker,
+    fit_linear_mean,
+    fit_ranker,
+    ranker_meta,
+)
 from trainer.models.transitions import fit as fit_transitions
 from trainer.preparation import training_split
 from trainer.ranker_data import RankerLists, build_lists
@@ -156,11 +163,12 @@ def train_ranker_stage(
     # The ranker's shape is chosen on the validation lists, as everything else: the MLP, or the mean of linear
     # rankers, which wins where the lists are few (the MLP on Beauty's 7,781, the linear mean on the generated shop's
     # 1,434; BENCHMARKS.md). A tie keeps the MLP.
-    mlp = fit_ranker(train, valid, list(FEATURES), params, log)
-    linear = fit_linear_mean(train, valid, list(FEATURES), params, log)
+    mlp = fit_ranker(train, valid, list(FEATURES), params, log, importance=False)
+    linear = fit_linear_mean(train, valid, list(FEATURES), params, log, importance=False)
     shapes = {ranker.kind: ranker.metrics["valid"] for ranker in (mlp, linear)}
     fitted = linear if linear.metrics["valid"]["NDCG@10"] > mlp.metrics["valid"]["NDCG@10"] else mlp
     log(f"ranker: {fitted.kind} chosen on the validation lists")
+    add_importance(fitted, valid)
     parity = export_ranker(fitted, paths.ranker, valid.features[:4096])
     meta = ranker_meta(fitted, parity)
     meta["shapes_valid"] = shapes

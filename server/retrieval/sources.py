@@ -323,11 +323,11 @@ def popular(lists: TopLists, index: ItemIndex, pool: CandidateSet, category_pref
     """The shop's (or the requested category's) most popular items; the reason argument is the category's
     number (-1: the whole shop)."""
     if category_prefix:
-        ranked = lists.popular_by_category_pos.get(category_prefix)
+        ranked = lists.popular_in(category_prefix)
         arg = index.category_id.get(category_prefix, -1)
     else:
         ranked, arg = lists.popular_pos, -1
-    if ranked is None or not len(ranked):
+    if not len(ranked):
         return
     ranked = ranked[:limit]
     best = float(lists.popularity_at[ranked[0]]) or 1.0
@@ -419,7 +419,6 @@ def item_knn(
 
 
 _NO_POSITIONS = np.zeros(0, dtype=np.int64)
-_NO_SCORES = np.zeros(0)
 
 #: `learned_logit` is the log relative probability plus this (items more than e**-20 below the best are at 0).
 LOGIT_FLOOR = 20.0

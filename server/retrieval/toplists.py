@@ -37,6 +37,12 @@ class GroupLists:
     ends: Ints
     members: Ints
 
+    def of(self, group: int) -> Ints:
+        """Group ``group``'s list (empty for a number outside these lists, such as -1)."""
+        if not 0 <= group < len(self.starts):
+            return self.members[:0]
+        return self.members[self.starts[group] : self.ends[group]]
+
 
 def _no_groups() -> GroupLists:
     empty = np.zeros(0, dtype=np.int64)
@@ -56,9 +62,7 @@ class TopLists:
     clock_ms: int = 0
     index: ItemIndex | None = None
     popular_pos: Ints = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    popular_by_category_pos: dict[str, Ints] = field(default_factory=dict)
-    popular_by_brand_pos: dict[str, Ints] = field(default_factory=dict)
-    #: ``popular_by_category_pos`` and ``popular_by_brand_pos`` by number (`GroupLists`).
+    #: Each category's and each brand's popular items, by number (`GroupLists`; by name: `popular_in`).
     popular_by_category: GroupLists = field(default_factory=_no_groups)
     popular_by_brand: GroupLists = field(default_factory=_no_groups)
     #: Each category's trending items, by number (`GroupLists`).
@@ -68,6 +72,11 @@ class TopLists:
     #: Each item's numbers that the per-candidate passes read, one cache line per item (`item_rows`), the log1p
     #: of ``popularity_at`` and ``trending_at`` (ranker features) among them: computed once per build, not per row.
     items: Floats = field(default_factory=lambda: np.zeros((0, COLUMNS)))
+
+    def popular_in(self, category: str) -> Ints:
+        """The popular items of a category by its name (empty for one the index does not know)."""
+        numbers = self.index.category_id if self.index is not None else {}
+        return self.popular_by_category.of(numbers.get(category, -1))
 
     @classmethod
     def build(cls, stats: ItemStats, catalog: Catalog, length: int = LIST_LENGTH) -> TopLists:
@@ -82,13 +91,11 @@ class TopLists:
         trending = _scores(index, stats.trending, positive=True)
         by_pop = _ranked(index, popularity)
         by_trend = _ranked(index, trending)
-        by_category, category_lists = _grouped(
-            index, by_pop, index.category_members, index.category_names, length
-        )
-        by_brand, brand_lists = _grouped(index, by_pop, index.brand_members, index.brand_names, length)
+        category_lists = _grouped(index, by_pop, index.category_members, len(index.category_names), length)
+        brand_lists = _grouped(index, by_pop, index.brand_members, len(index.brand_names), length)
         trending_by_category = _grouped(
-            index, by_trend, index.category_members, index.category_names, length, by_name=False
-        )[1]
+            index, by_trend, index.category_members, len(index.category_names), length
+        )
         popularity_at = np.nan_to_num(popularity[1], nan=0.0)
         trending_at = np.nan_to_num(trending[1], nan=0.0)
         return cls(
@@ -96,8 +103,6 @@ class TopLists:
             clock_ms=stats.clock_ms,
             index=index,
             popular_pos=by_pop[:length].copy(),
-            popular_by_category_pos=by_category,
-            popular_by_brand_pos=by_brand,
             popular_by_category=category_lists,
             popular_by_brand=brand_lists,
             trending_by_category=trending_by_category,
@@ -141,15 +146,10 @@ def _as_dict(index: ItemIndex, scores: _Scores, values: Mapping[str, float]) -> 
 
 
 def _grouped(
-    index: ItemIndex,
-    ranked: Ints,
-    members: tuple[Ints, Ints],
-    group_names: list[str],
-    length: int,
-    by_name: bool = True,
-) -> tuple[dict[str, Ints], GroupLists]:
-    """For each group, the positions of its first `length` members in the order of `ranked`: by name (groups
-    without any left out; an empty dict unless ``by_name``), and by number (`GroupLists`, over the same array)."""
+    index: ItemIndex, ranked: Ints, members: tuple[Ints, Ints], n_groups: int, length: int
+) -> GroupLists:
+    """For each of the ``n_groups`` groups, the positions of its first `length` members in the order of `ranked`
+    (`GroupLists`: empty for a group with none)."""
     groups, items = members
     n = len(index)
     rank = np.full(n, n, dtype=np.int64)
@@ -159,19 +159,15 @@ def _grouped(
     # One sort orders every group's members by rank: the key is (group, rank) in one integer.
     keys = np.sort(groups[keep] * (n + 1) + member_rank[keep])
     if not len(keys):
-        return {}, GroupLists(*(np.zeros(len(group_names), dtype=np.int64),) * 2, np.zeros(0, dtype=np.int64))
+        return GroupLists(*(np.zeros(n_groups, dtype=np.int64),) * 2, np.zeros(0, dtype=np.int64))
     group_of = keys // (n + 1)
     starts = np.flatnonzero(np.r_[True, group_of[1:] != group_of[:-1]])
     ends = np.minimum(np.r_[starts[1:], len(keys)], starts + length)
     positions = ranked[keys % (n + 1)]
-    out: dict[str, Ints] = {}
-    if by_name:
-        for g, start, end in zip(group_of[starts].tolist(), starts.tolist(), ends.tolist()):
-            out[group_names[g]] = positions[start:end]
-    by_number = np.zeros((2, len(group_names)), dtype=np.int64)
+    by_number = np.zeros((2, n_groups), dtype=np.int64)
     by_number[0, group_of[starts]] = starts
     by_number[1, group_of[starts]] = ends
-    return out, GroupLists(by_number[0], by_number[1], positions)
+    return GroupLists(by_number[0], by_number[1], positions)
 
 
 @njit("f8[:](f8[:])", cache=True, nogil=True)

@@ -45,16 +45,22 @@ def proposals(pool: CandidateSet, source: int, lists: TopLists) -> list[tuple[st
     return out
 
 
-def test_group_lists_hold_the_named_lists_by_number(lists: TopLists) -> None:
+def test_group_lists_hold_each_groups_popular_items_by_number(lists: TopLists) -> None:
     index = lists.index
     assert index is not None
-    for groups, by_name, names in (
-        (lists.popular_by_brand, lists.popular_by_brand_pos, index.brand_names),
-        (lists.popular_by_category, lists.popular_by_category_pos, index.category_names),
-    ):
-        for number, name in enumerate(names):
-            found = groups.members[groups.starts[number] : groups.ends[number]]
-            assert found.tolist() == by_name.get(name, np.zeros(0)).tolist(), name
+    by_popularity = sorted(POPULARITY, key=lambda i: -POPULARITY[i])
+    skin = [i for i in by_popularity if i[0] in "ab"]
+    expected = [
+        (lists.popular_by_brand, index.brand_id["acme"], [i for i in by_popularity if i[0] in "ah"]),
+        (lists.popular_by_brand, index.brand_id["bold"], [i for i in by_popularity if i[0] == "b"]),
+        (lists.popular_by_category, index.category_id["beauty"], by_popularity),
+        (lists.popular_by_category, index.category_id["beauty/skin"], skin),
+        (lists.popular_by_category, index.category_id["beauty/hair"], ["h1", "h2"]),
+    ]
+    for groups, number, items in expected:
+        assert index.names(groups.of(number)) == items
+    assert index.names(lists.popular_in("beauty/skin")) == skin
+    assert len(lists.popular_in("no/such/category")) == 0 and len(lists.popular_by_brand.of(-1)) == 0
     solo = index.brand_id["solo"]
     assert lists.popular_by_brand.starts[solo] == lists.popular_by_brand.ends[solo]  # no popular item: empty
 

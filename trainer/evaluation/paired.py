@@ -29,7 +29,7 @@ class Difference:
     worse: int
 
 
-def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> Difference:
+def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> Difference:
     """``a`` minus ``b``, case by case (the same cases in the same order): the mean difference and its
     ``confidence`` interval by Student's t over the per-case differences (thousands of cases here, so the mean is
     close to normal whatever one case's metric looks like). Two models measured on the same cases differ far

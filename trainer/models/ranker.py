@@ -111,8 +111,10 @@ def fit_ranker(
     feature_names: list[str],
     params: RankerParams = RankerParams(),
     log: Log = print,
+    importance: bool = True,
 ) -> FittedRanker:
-    """Train on ``train``'s lists, early-stopping on ``valid``'s NDCG@10 (misses counted)."""
+    """Train on ``train``'s lists, early-stopping on ``valid``'s NDCG@10 (misses counted); ``importance``: with
+    each feature's permutation importance (`add_importance`)."""
     import torch
     from torch.nn import functional
 
@@ -180,6 +182,8 @@ def fit_ranker(
     module.eval()
     fitted = FittedRanker(module, feature_names, params, {})
     _describe(fitted, train, valid, blend, {"best_epoch": best_epoch, "epochs": history}, started)
+    if importance:
+        add_importance(fitted, valid)
     return fitted
 
 
@@ -190,6 +194,7 @@ def fit_linear_mean(
     params: RankerParams = RankerParams(),
     log: Log = print,
     seeds: int = LINEAR_SEEDS,
+    importance: bool = True,
 ) -> FittedRanker:
     """The mean of ``seeds`` linear rankers (no hidden layer), each trained as `fit_ranker` trains one, from seeds
     ``params.seed`` on. A linear model's scores are linear in its weights, so the mean of the weights scores what
@@ -201,7 +206,12 @@ def fit_linear_mean(
     started = time.perf_counter()
     fits = [
         fit_ranker(
-            train, valid, feature_names, replace(params, hidden=(), seed=params.seed + s), lambda _: None
+            train,
+            valid,
+            feature_names,
+            replace(params, hidden=(), seed=params.seed + s),
+            lambda _: None,
+            importance=False,
         )
         for s in range(seeds)
     ]
@@ -230,6 +240,8 @@ def fit_linear_mean(
         f"linear ranker, mean of {seeds} seeds: valid NDCG@10 {fitted.metrics['valid']['NDCG@10']:.4f} "
         f"(each seed {min(seeded):.4f} to {max(seeded):.4f})"
     )
+    if importance:
+        add_importance(fitted, valid)
     return fitted
 
 
@@ -241,18 +253,24 @@ def _describe(
     training: dict[str, Any],
     started: float,
 ) -> None:
-    """Fill ``fitted.metrics``: validation figures, the blend's on the same lists, how it trained, importance."""
-    valid_scores = fitted.scores(valid.features.astype(np.float32))
+    """Fill ``fitted.metrics``: validation figures, the blend's on the same lists, how it trained."""
     fitted.metrics = {
-        "valid": list_metrics(valid, valid_scores),
+        "valid": list_metrics(valid, fitted.scores(valid.features.astype(np.float32))),
         "blend_valid": blend,
         "recall": valid.recall,
         **training,
         "train_lists": len(train),
         "valid_lists": len(valid),
         "seconds": time.perf_counter() - started,
-        "importance": permutation_importance(fitted, valid, valid_scores),
     }
+
+
+def add_importance(fitted: FittedRanker, valid: RankerLists) -> None:
+    """Add ``importance`` to ``fitted.metrics`` (`permutation_importance` on ``valid``): one scoring of the
+    validation rows per feature, so it is done for the ranker kept, not for every one tried."""
+    fitted.metrics["importance"] = permutation_importance(
+        fitted, valid, fitted.scores(valid.features.astype(np.float32))
+    )
 
 
 def permutation_importance(
