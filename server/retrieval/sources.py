@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from numba import njit
@@ -98,8 +98,10 @@ TAILS = Tails(popular=50, trending_per_category=30, brand_per_seed=30)
 TAILS_WITH_BUNDLE = Tails(popular=20, trending_per_category=15, brand_per_seed=15)
 
 
-@dataclass(frozen=True, slots=True)
-class Seed:
+class Seed(NamedTuple):
+    """An item recommendations grow from. A named tuple, not a frozen dataclass: a request makes up to ten,
+    and a frozen dataclass's ``__init__`` costs twice a tuple's (0.57 against 0.26 µs here)."""
+
     item_id: str
     weight: float
     is_context: bool
