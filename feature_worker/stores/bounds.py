@@ -3,7 +3,8 @@ answer the same reads with the same numbers (`tests/feature_worker/test_stores.p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from operator import itemgetter
 
 from feature_worker.decay import DAY_MS
 from feature_worker.state import UserState
@@ -22,9 +23,31 @@ def covis_trim_at(cap: int) -> int:
     return cap * 5 // 4
 
 
-def by_weight_desc(pair: tuple[str, float]) -> tuple[float, str]:
-    """Sort key of (id, weight) pairs: heaviest first, ties broken by id so answers are deterministic."""
-    return (-pair[1], pair[0])
+def heaviest(pairs: Iterable[tuple[str, float]], n: int) -> list[tuple[str, float]]:
+    """The ``n`` heaviest of some (id, weight) pairs with distinct ids, heaviest first, equal weights by id so
+    answers are deterministic.
+
+    Sorted with C-level keys only, not with a Python key function per pair: a third of the time for the 250
+    neighbours of a busy item (20 against 62 µs), which the embedded store's Recommend read pays whenever a seed's
+    neighbours changed since the last read.
+    """
+    if n <= 0:
+        return []
+    ranked = sorted(pairs, key=_WEIGHT, reverse=True)
+    if len(ranked) > n:
+        # Only the pairs that weigh as much as the n-th can still change places with it: the rest are cut.
+        last, end = ranked[n - 1][1], n
+        while end < len(ranked) and ranked[end][1] == last:
+            end += 1
+        del ranked[end:]
+    ranked.sort()  # by id (distinct, so the weights are never compared) ...
+    ranked.sort(
+        key=_WEIGHT, reverse=True
+    )  # ... then by weight: a stable sort keeps equal weights in id order
+    return ranked[:n]
+
+
+_WEIGHT = itemgetter(1)
 
 
 def recent_seeds(user: UserState, context_item_ids: Sequence[str]) -> list[str]:

@@ -16,8 +16,8 @@ from feature_worker.stores.base import FeatureStore, ItemStats, RequestFeatures
 from feature_worker.stores.bounds import (
     COVIS_CAP,
     NEIGHBOURS_PER_SEED,
-    by_weight_desc,
     covis_trim_at,
+    heaviest,
     recent_seeds,
     yesterday_share,
 )
@@ -136,7 +136,7 @@ class MemoryFeatures:
                 neighbours = self.covis.get(item)
                 if not neighbours:
                     continue
-                ranked = cache[item] = sorted(neighbours.items(), key=by_weight_desc)[:NEIGHBOURS_PER_SEED]
+                ranked = cache[item] = heaviest(neighbours.items(), NEIGHBOURS_PER_SEED)
             covis[item] = ranked
         return RequestFeatures(user=user, covis=covis)
 
@@ -188,6 +188,6 @@ class MemoryFeatureStore(FeatureStore):
 
 
 def _prune(neighbours: dict[str, float], cap: int) -> None:
-    keep = sorted(neighbours.items(), key=by_weight_desc)[:cap]
+    keep = heaviest(neighbours.items(), cap)
     neighbours.clear()
     neighbours.update(keep)

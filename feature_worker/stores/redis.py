@@ -46,8 +46,8 @@ from feature_worker.stores.base import FeatureStore, ItemStats, RequestFeatures
 from feature_worker.stores.bounds import (
     NEIGHBOURS_PER_SEED,
     RECENT_SEEDS,
-    by_weight_desc,
     covis_trim_at,
+    heaviest,
     recent_seeds,
     yesterday_share,
 )
@@ -530,6 +530,5 @@ def _neighbours(out: list[Any]) -> dict[str, list[tuple[str, float]]]:
         if ties:
             last = ranked[-1][1]
             ranked = [pair for pair in ranked if pair[1] > last] + [(_decoded(t), last) for t in ties]
-        ranked.sort(key=by_weight_desc)
-        covis[_decoded(out[i])] = ranked[:NEIGHBOURS_PER_SEED]
+        covis[_decoded(out[i])] = heaviest(ranked, NEIGHBOURS_PER_SEED)
     return covis

@@ -7,6 +7,7 @@ import random
 
 from redis.asyncio.connection import Connection
 
+from feature_worker.stores.bounds import heaviest
 from feature_worker.stores.redis import _packing_in_c
 from feature_worker.validation import _event_problems, _plainly_valid, validate_event
 from protos.aisle.v1 import events_pb2
@@ -52,3 +53,18 @@ def test_commands_packed_by_hiredis_are_the_bytes_redis_py_sends() -> None:
         ("GET", b"k"),
     ]:
         assert b"".join(fast.pack_command(*args)) == b"".join(plain.pack_command(*args))
+
+
+def test_heaviest_ranks_as_a_sort_by_weight_then_id_does() -> None:
+    rng = random.Random(5)
+    for _ in range(2_000):
+        size = rng.randrange(0, 300)
+        # Few distinct weights: most lists have ties at the cut, which is what the fast path must get right.
+        weights = [
+            rng.choice([0.25, 1.0, 2.0, 3.0]) if rng.random() < 0.7 else rng.random() for _ in range(size)
+        ]
+        pairs = {f"item-{rng.randrange(10_000):05d}": w for w in weights}
+        n = rng.choice([0, 1, 5, 50, 200, 400])
+        expected = sorted(pairs.items(), key=lambda pair: (-pair[1], pair[0]))[:n]
+        assert heaviest(pairs.items(), n) == expected
+        assert heaviest(list(pairs.items()), n) == expected
