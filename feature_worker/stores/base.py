@@ -16,8 +16,8 @@ class RequestFeatures:
 
     user: UserState | None
     #: item -> its co-visited neighbours, strongest first, for the user's recent items and the
-    #: requested context items.
-    covis: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    #: requested context items (the in-process store ranks each list when it is first read).
+    covis: Mapping[str, list[tuple[str, float]]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

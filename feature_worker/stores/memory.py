@@ -6,7 +6,7 @@ through the same fold on start (see `server.embedded.journal`).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from feature_worker.decay import DAY_MS, scale_at
@@ -128,17 +128,18 @@ class MemoryFeatures:
     def read_request(self, user_id: str, context_item_ids: Sequence[str]) -> RequestFeatures:
         user = self.users.get(user_id)
         seeds = recent_seeds(user, context_item_ids) if user is not None else list(context_item_ids)
-        covis = {}
-        cache = self._covis_sorted
-        for item in seeds:
-            ranked = cache.get(item)
-            if ranked is None:
-                neighbours = self.covis.get(item)
-                if not neighbours:
-                    continue
-                ranked = cache[item] = heaviest(neighbours.items(), NEIGHBOURS_PER_SEED)
-            covis[item] = ranked
-        return RequestFeatures(user=user, covis=covis)
+        return RequestFeatures(user=user, covis=RankedNeighbours(self, seeds))
+
+    def ranked_neighbours(self, item: str) -> list[tuple[str, float]] | None:
+        """The item's strongest `NEIGHBOURS_PER_SEED` neighbours, heaviest first (None: it has none); ranked
+        once per change of its neighbours."""
+        ranked = self._covis_sorted.get(item)
+        if ranked is None:
+            neighbours = self.covis.get(item)
+            if not neighbours:
+                return None
+            ranked = self._covis_sorted[item] = heaviest(neighbours.items(), NEIGHBOURS_PER_SEED)
+        return ranked
 
     def item_stats(self) -> ItemStats:
         clock = self.clock_ms
@@ -153,6 +154,43 @@ class MemoryFeatures:
 
     def delete_user(self, user_id: str) -> bool:
         return self.users.pop(user_id, None) is not None
+
+
+class RankedNeighbours(Mapping[str, list[tuple[str, float]]]):
+    """`RequestFeatures.covis` of the in-process store: the seeds' neighbour lists, each ranked when first read.
+
+    A Recommend reads the lists of its first five seeds (`server.retrieval.sources.COVIS_SEEDS`, and brand's of
+    the first five with a brand) of the ten the store hands over, and ranking a list whose neighbours changed
+    since it was last ranked is most of what the read costs (20 µs for a busy item's 250 neighbours). Read it
+    before the store changes again, as every caller does (in the same turn of the event loop, or between two
+    commits of a replay).
+    """
+
+    __slots__ = ("_features", "_seeds")
+
+    def __init__(self, features: MemoryFeatures, seeds: Sequence[str]) -> None:
+        self._features = features
+        self._seeds = seeds
+
+    def get(  # type: ignore[override]  # the default is only ever None here
+        self, item: str, default: list[tuple[str, float]] | None = None
+    ) -> list[tuple[str, float]] | None:
+        if item not in self._seeds:
+            return default
+        ranked = self._features.ranked_neighbours(item)
+        return default if ranked is None else ranked
+
+    def __getitem__(self, item: str) -> list[tuple[str, float]]:
+        ranked = self.get(item)
+        if ranked is None:
+            raise KeyError(item)
+        return ranked
+
+    def __iter__(self) -> Iterator[str]:
+        return (item for item in dict.fromkeys(self._seeds) if self._features.ranked_neighbours(item))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 class MemoryFeatureStore(FeatureStore):

@@ -78,6 +78,25 @@ async def test_batches_apply_idempotently(store: FeatureStore, catalog: Catalog)
     assert not await store.delete_user("u1")
 
 
+async def test_the_in_process_store_ranks_a_seeds_neighbours_only_when_they_are_read(
+    catalog: Catalog,
+) -> None:
+    store = MemoryFeatureStore()
+    # u1 views i0..i11: each of them co-visits the others.
+    await apply_events(store, catalog, [view("u1", f"i{n}", BASE_TS + n * MIN) for n in range(12)])
+    features = await store.read_request("u1", ())
+    ranked = store.features._covis_sorted
+    assert ranked == {}  # nothing ranked by the read itself
+    newest = features.covis.get("i11")
+    assert newest is not None and ("i10", 1.0) in newest and set(ranked) == {"i11"}
+    assert features.covis.get("i0") is None  # not among the ten newest seeds
+    assert features.covis.get("nowhere") is None and "nowhere" not in features.covis
+    assert list(features.covis) == [f"i{n}" for n in range(11, 1, -1)] and len(features.covis) == 10
+    # The same lists as ranking every seed's when read, in the seeds' order.
+    eager = {item: store.features.ranked_neighbours(item) for item in features.covis}
+    assert dict(features.covis) == eager and features.covis == eager
+
+
 async def test_a_random_stream_gives_what_the_memory_store_gives(
     store: FeatureStore, catalog: Catalog
 ) -> None:
