@@ -40,10 +40,10 @@ def heaviest(pairs: Iterable[tuple[str, float]], n: int) -> list[tuple[str, floa
         while end < len(ranked) and ranked[end][1] == last:
             end += 1
         del ranked[end:]
-    ranked.sort()  # by id (distinct, so the weights are never compared) ...
-    ranked.sort(
-        key=_WEIGHT, reverse=True
-    )  # ... then by weight: a stable sort keeps equal weights in id order
+    # By id (distinct, so the weights are never compared), then by weight: a stable sort keeps equal weights in
+    # id order.
+    ranked.sort()
+    ranked.sort(key=_WEIGHT, reverse=True)
     return ranked[:n]
 
 
