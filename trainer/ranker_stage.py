@@ -163,8 +163,8 @@ def train_ranker_stage(
     # The ranker's shape is chosen on the validation lists, as everything else: the MLP, or the mean of linear
     # rankers, which wins where the lists are few (the MLP on Beauty's 7,781, the linear mean on the generated shop's
     # 1,434; BENCHMARKS.md). A tie keeps the MLP.
-    mlp = fit_ranker(train, valid, list(FEATURES), params, log, importance=False)
-    linear = fit_linear_mean(train, valid, list(FEATURES), params, log, importance=False)
+    mlp = fit_ranker(train, valid, list(FEATURES), params, log)
+    linear = fit_linear_mean(train, valid, list(FEATURES), params, log)
     shapes = {ranker.kind: ranker.metrics["valid"] for ranker in (mlp, linear)}
     fitted = linear if linear.metrics["valid"]["NDCG@10"] > mlp.metrics["valid"]["NDCG@10"] else mlp
     log(f"ranker: {fitted.kind} chosen on the validation lists")

@@ -30,6 +30,7 @@ from trainer.models.ranker import (
     FittedRanker,
     RankerError,
     RankerParams,
+    add_importance,
     export_ranker,
     fit_linear_mean,
     fit_ranker,
@@ -105,6 +106,7 @@ def lists_and_ranker() -> tuple[RankerLists, RankerLists, FittedRanker]:
     lists = build_lists(list(dataset.items.values()), split.train, split.cases, None, progress=False)
     train, valid = split_by_user(lists, share=0.3)
     fitted = fit_ranker(train, valid, list(FEATURES), RankerParams(epochs=15, seed=0), log=lambda _: None)
+    add_importance(fitted, valid)
     return train, valid, fitted
 
 

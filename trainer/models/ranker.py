@@ -111,10 +111,9 @@ def fit_ranker(
     feature_names: list[str],
     params: RankerParams = RankerParams(),
     log: Log = print,
-    importance: bool = True,
 ) -> FittedRanker:
-    """Train on ``train``'s lists, early-stopping on ``valid``'s NDCG@10 (misses counted); ``importance``: with
-    each feature's permutation importance (`add_importance`)."""
+    """Train on ``train``'s lists, early-stopping on ``valid``'s NDCG@10 (misses counted). Feature importance is
+    added for the ranker that is kept (`add_importance`), not for each one tried."""
     import torch
     from torch.nn import functional
 
@@ -182,8 +181,6 @@ def fit_ranker(
     module.eval()
     fitted = FittedRanker(module, feature_names, params, {})
     _describe(fitted, train, valid, blend, {"best_epoch": best_epoch, "epochs": history}, started)
-    if importance:
-        add_importance(fitted, valid)
     return fitted
 
 
@@ -194,7 +191,6 @@ def fit_linear_mean(
     params: RankerParams = RankerParams(),
     log: Log = print,
     seeds: int = LINEAR_SEEDS,
-    importance: bool = True,
 ) -> FittedRanker:
     """The mean of ``seeds`` linear rankers (no hidden layer), each trained as `fit_ranker` trains one, from seeds
     ``params.seed`` on. A linear model's scores are linear in its weights, so the mean of the weights scores what
@@ -211,7 +207,6 @@ def fit_linear_mean(
             feature_names,
             replace(params, hidden=(), seed=params.seed + s),
             lambda _: None,
-            importance=False,
         )
         for s in range(seeds)
     ]
@@ -240,8 +235,6 @@ def fit_linear_mean(
         f"linear ranker, mean of {seeds} seeds: valid NDCG@10 {fitted.metrics['valid']['NDCG@10']:.4f} "
         f"(each seed {min(seeded):.4f} to {max(seeded):.4f})"
     )
-    if importance:
-        add_importance(fitted, valid)
     return fitted
 
 
