@@ -5,8 +5,10 @@
 Loads the shop through the public API (catalog, users, then every event through Track), prints the
 target (and the `/metrics` URL with --metrics-port), and serves until Ctrl-C. With --bundles the server
 serves the bundle promoted there (learned retrieval); with --metrics-port too, "serving" is printed only once
-the server has computed every loaded user's learned proposals (`aisle_learned_proposals_pending` 0), so a
-measurement that starts then sees the steady state of a shop whose users are not acting.
+the server has computed every loaded user's learned proposals (`aisle_learned_proposals_pending` 0); with
+--metrics-port, only once it has also ranked in idle time the co-visitation lists the load changed
+(`aisle_neighbour_lists_unranked` 0, seconds after the load). A measurement that starts then sees the steady
+state of a shop whose users are not acting.
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ def main() -> None:
         ).start()
         try:
             print(loaded(load_shop(server.target, args.shop)), flush=True)
-            if args.bundles and args.metrics_port:
-                wait_for_proposals(server.metrics_url)
+            if args.metrics_port:
+                if args.bundles:
+                    wait_for_proposals(server.metrics_url)
+                wait_for_neighbour_lists(server.metrics_url)
             metrics = f", metrics on {server.metrics_url}" if args.metrics_port else ""
             print(f"serving {args.shop} on {server.target}{metrics} (Ctrl-C to stop)", flush=True)
             while server.proc is not None and server.proc.poll() is None:
@@ -65,6 +69,20 @@ def wait_for_proposals(metrics_url: str, timeout_s: float = 1800.0) -> None:
             return
         time.sleep(1.0)
     print(f"learned proposals still pending after {timeout_s:.0f} s; serving anyway", flush=True)
+
+
+def wait_for_neighbour_lists(metrics_url: str, timeout_s: float = 600.0) -> None:
+    """Wait until the server has ranked every co-visitation list the load changed (or exports no such gauge)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        now = scrape(metrics_url)
+        unranked = now.gauge_sum("aisle_neighbour_lists_unranked")
+        if unranked is None or unranked == 0:
+            ranked = now.counter_sum("aisle_neighbour_lists_ranked")
+            print(f"co-visitation lists ranked in idle time: {ranked:,.0f}", flush=True)
+            return
+        time.sleep(1.0)
+    print(f"co-visitation lists still unranked after {timeout_s:.0f} s; serving anyway", flush=True)
 
 
 if __name__ == "__main__":

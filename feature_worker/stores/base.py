@@ -65,6 +65,20 @@ class FeatureStore(ABC):
         The state's `applied_ids` may be left empty: reading needs no idempotency keys.
         """
 
+    #: True for a store that ranks a co-visitation list when it is read after a change (the in-process one):
+    #: the embedded server then ranks changed lists in idle time (`rank_changed`). Redis keeps them ranked.
+    ranks_on_read: bool = False
+
+    async def rank_changed(self, limit: int) -> list[tuple[str, list[tuple[str, float]]]]:
+        """Rank up to ``limit`` neighbour lists that changed since they were last ranked, as `read_request` would:
+        (item, its ranked list) for each. Nothing to do for a store that keeps its lists ranked."""
+        return []
+
+    @property
+    def unranked(self) -> int:
+        """Neighbour lists changed since `rank_changed` last ranked them (0 for a store that keeps them ranked)."""
+        return 0
+
     @abstractmethod
     async def item_stats(self) -> ItemStats:
         """Popularity and trending of every item."""

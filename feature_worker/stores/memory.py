@@ -52,6 +52,8 @@ class MemoryFeatures:
         self.covis: dict[str, dict[str, float]] = {}
         #: item -> its strongest neighbours, sorted; dropped when the item's neighbours change.
         self._covis_sorted: dict[str, list[tuple[str, float]]] = {}
+        #: Items whose neighbours changed since `rank_changed` last ranked their list, latest change last.
+        self._unranked: dict[str, None] = {}
         self.clock_ms = 0
         self._version = 0
         self._frozen: Frozen | None = None
@@ -97,9 +99,11 @@ class MemoryFeatures:
             bucket = self.trend.setdefault(day, {})
             bucket[item] = bucket.get(item, 0.0) + weight
         covis = self.covis
-        stale = self._covis_sorted
+        stale, unranked = self._covis_sorted, self._unranked
         for (item, other), count in deltas.covis.items():
             stale.pop(item, None)
+            unranked.pop(item, None)  # to the end: `rank_changed` takes the latest change first
+            unranked[item] = None
             neighbours = covis.get(item)
             if neighbours is None:
                 neighbours = covis[item] = {}
@@ -121,7 +125,10 @@ class MemoryFeatures:
         return self._version
 
     def changed(self) -> None:
-        """Count a change made to the state other than by `commit` (a snapshot loaded into it)."""
+        """Count a change made to the state other than by `commit` (a snapshot loaded into it): every neighbour
+        list may have changed."""
+        self._covis_sorted.clear()
+        self._unranked = dict.fromkeys(self.covis)
         self._version += 1
 
     # -- reader side -------------------------------------------------------------------------------
@@ -140,6 +147,28 @@ class MemoryFeatures:
                 return None
             ranked = self._covis_sorted[item] = heaviest(neighbours.items(), NEIGHBOURS_PER_SEED)
         return ranked
+
+    def rank_changed(self, limit: int) -> list[tuple[str, list[tuple[str, float]]]]:
+        """Rank up to ``limit`` of the neighbour lists that changed since this last ranked them, as a read would
+        (`ranked_neighbours`), the latest change first: (item, its ranked list) for each that has neighbours.
+
+        For idle time (`server.retrieval.list_warmer`): a Recommend then finds its seeds' lists ranked instead
+        of ranking them itself. Lists a read has ranked since are handed out as they are.
+        """
+        unranked = self._unranked
+        done: list[tuple[str, list[tuple[str, float]]]] = []
+        while unranked and len(done) < limit:
+            # popitem takes the latest: the items customers touch now are the ones their next requests read.
+            item = unranked.popitem()[0]
+            ranked = self.ranked_neighbours(item)
+            if ranked is not None:
+                done.append((item, ranked))
+        return done
+
+    @property
+    def unranked(self) -> int:
+        """Neighbour lists changed since `rank_changed` last ranked them (some may have been read since)."""
+        return len(self._unranked)
 
     def item_stats(self) -> ItemStats:
         clock = self.clock_ms
@@ -198,6 +227,8 @@ class MemoryFeatureStore(FeatureStore):
     plain call of the core, which never suspends, so a read or a commit costs no await beyond the caller's own
     and no thread hop."""
 
+    ranks_on_read = True
+
     def __init__(self, config: FoldConfig = FoldConfig()) -> None:
         #: The state and its one implementation; synchronous code (snapshots, tests) uses it directly.
         self.features = MemoryFeatures(config)
@@ -217,6 +248,13 @@ class MemoryFeatureStore(FeatureStore):
 
     async def read_request(self, user_id: str, context_item_ids: Sequence[str]) -> RequestFeatures:
         return self._read_request(user_id, context_item_ids)
+
+    async def rank_changed(self, limit: int) -> list[tuple[str, list[tuple[str, float]]]]:
+        return self.features.rank_changed(limit)
+
+    @property
+    def unranked(self) -> int:
+        return self.features.unranked
 
     async def item_stats(self) -> ItemStats:
         return self.features.item_stats()

@@ -13,6 +13,7 @@ from feature_worker.stores.base import FeatureStore
 from feature_worker.users import UserDirectory
 from server.ingest import Ingest
 from server.recommender import Recommender
+from server.retrieval.list_warmer import ListWarmer
 from server.retrieval.toplists import TopLists
 from server.stages import StageTimes
 
@@ -47,6 +48,11 @@ class EngineCore:
         self.lists_refresh_s = lists_refresh_s
         self._lists_key: tuple[int, int] | None = None
         self._refresher: asyncio.Task[None] | None = None
+        #: Ranks the store's changed co-visitation lists in idle time, for a store that would rank them on read
+        #: (the in-process one, `server.retrieval.list_warmer`); started by `start`.
+        self.list_warmer = (
+            ListWarmer(store, lambda: self.recommender.lists.index) if store.ranks_on_read else None
+        )
         #: Called with each Recommend's stage times (the server's metrics); None records nothing.
         self.stage_observer: Callable[[StageTimes], None] | None = None
         #: Erasure and export of customers (`server.privacy.rights`), set by the server's builder.
@@ -75,9 +81,11 @@ class EngineCore:
         self._lists_key = key
 
     def start(self) -> None:
-        """Refresh the derived lists in the background, off the request path."""
+        """Refresh the derived lists, and rank changed neighbour lists, in the background, off the request path."""
         if self.lists_refresh_s > 0 and self._refresher is None:
             self._refresher = asyncio.create_task(self._refresh_forever())
+        if self.list_warmer is not None:
+            self.list_warmer.start()
         if self.models is not None:
             self.models.start()
         if self.experiments is not None:
@@ -94,6 +102,8 @@ class EngineCore:
     async def close(self) -> None:
         if self._refresher is not None:
             self._refresher.cancel()
+        if self.list_warmer is not None:
+            await self.list_warmer.close()
         if self.models is not None:
             await self.models.close()
         if self.experiments is not None:

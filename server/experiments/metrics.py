@@ -12,6 +12,8 @@ a multi-process server sums them like its histograms (`server.metrics.families`)
   live counts of events carrying a recent answer's recommendation id (`serving.Outcomes`);
 - ``aisle_exposures_total{result}`` (recorded, dropped), ``aisle_exposures_written_total{sink}``,
   ``aisle_exposures_failed_total{sink}``, ``aisle_exposures_queued``;
+- ``aisle_neighbour_lists_unranked``, ``aisle_neighbour_lists_ranked_total``: the embedded store's co-visitation
+  lists waiting for idle time, and those ranked in it (`server.retrieval.list_warmer`);
 - ``aisle_experiment_running{experiment}``;
 - ``aisle_freshness_seconds``: now minus the newest event time the served popular/trending lists reflect (how far
   behind the event stream the derived lists are; large when no events arrive at all).
@@ -43,6 +45,9 @@ def snapshot(engine: Engine) -> dict[str, Any]:
             "computed": models.warmer.computed,
             "cached": len(current.cache) if current is not None else 0,
         }
+    lists = engine.list_warmer
+    if lists is not None:
+        out["neighbour_lists"] = {"unranked": lists.unranked, "ranked": lists.ranked}
     clock_ms = engine.recommender.lists.clock_ms
     out["freshness_s"] = max(0.0, time.time() - clock_ms / 1000) if clock_ms else None
     if experiments is None:
@@ -138,6 +143,18 @@ def families(snapshots: Iterable[dict[str, Any]]) -> Iterator[Metric]:
             metric = GaugeMetricFamily(name, doc) if kind == "gauge" else CounterMetricFamily(name, doc)
             metric.add_metric([], sum(p.get(key, 0) for p in proposals))
             yield metric
+    neighbour_lists = [snap["neighbour_lists"] for snap in snaps if snap.get("neighbour_lists")]
+    if neighbour_lists:
+        unranked = GaugeMetricFamily(
+            "aisle_neighbour_lists_unranked", "Co-visitation lists changed and not yet ranked in idle time"
+        )
+        unranked.add_metric([], sum(n["unranked"] for n in neighbour_lists))
+        yield unranked
+        ranked = CounterMetricFamily(
+            "aisle_neighbour_lists_ranked", "Co-visitation lists ranked in idle time"
+        )
+        ranked.add_metric([], sum(n["ranked"] for n in neighbour_lists))
+        yield ranked
     gauge = GaugeMetricFamily(
         "aisle_model_served_info",
         "Server processes serving each promoted bundle version",

@@ -17,6 +17,7 @@ from feature_worker.apply import apply_events, fold_batch
 from feature_worker.catalog import Catalog
 from feature_worker.errors import StoreUnavailable
 from feature_worker.stores.base import FeatureStore
+from feature_worker.stores.bounds import NEIGHBOURS_PER_SEED, heaviest
 from feature_worker.stores.memory import MemoryFeatureStore
 from feature_worker.stores.redis import RedisFeatureStore
 from feature_worker.stores.redis_cluster import RedisClusterFeatureStore, redis_store_from_url
@@ -95,6 +96,34 @@ async def test_the_in_process_store_ranks_a_seeds_neighbours_only_when_they_are_
     # The same lists as ranking every seed's when read, in the seeds' order.
     eager = {item: store.features.ranked_neighbours(item) for item in features.covis}
     assert dict(features.covis) == eager and features.covis == eager
+
+
+async def test_the_in_process_store_ranks_changed_lists_when_asked_latest_change_first(
+    catalog: Catalog,
+) -> None:
+    store = MemoryFeatureStore()
+    features = store.features
+    await apply_events(store, catalog, [view("u1", f"i{n}", BASE_TS + n * MIN) for n in range(4)])
+    assert store.unranked == 4 and features._covis_sorted == {}
+    read = (await store.read_request("u1", ())).covis.get("i3")  # a read ranks i3's list itself
+    await apply_events(
+        store, catalog, [view("u2", "i5", BASE_TS + 9 * MIN), view("u2", "i0", BASE_TS + 10 * MIN)]
+    )
+    # i5 and i0 changed last (i0 again): ranked first; i3's list, ranked by the read, is handed out as it is.
+    first = await store.rank_changed(2)
+    assert sorted(item for item, _ in first) == ["i0", "i5"]
+    rest = await store.rank_changed(10)
+    assert sorted(item for item, _ in rest) == ["i1", "i2", "i3"] and dict(rest)["i3"] is read
+    assert store.unranked == 0 and await store.rank_changed(10) == []
+    # The same lists a read ranks, and a read now ranks nothing more.
+    for seed, ranked in first + rest:
+        assert ranked == heaviest(features.covis[seed].items(), NEIGHBOURS_PER_SEED)
+        assert features.ranked_neighbours(seed) is ranked
+    # A snapshot loaded into the store may have changed every list.
+    features.changed()
+    assert store.unranked == len(features.covis) == 5 and features._covis_sorted == {}
+    # A store that keeps its lists ranked (Redis) has none to rank.
+    assert FeatureStore.ranks_on_read is False and store.ranks_on_read is True
 
 
 async def test_a_random_stream_gives_what_the_memory_store_gives(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,10 +12,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from clients.client import AisleClient, ClientOptions
 from loadtest.harness.server import ServerProcess, free_port
 from protos.aisle.v1 import recommendations_pb2, recommendations_pb2_grpc
 from server.metrics import BUCKETS, ServerMetrics, families
 from server.stages import STAGES, StageTimes
+from tests.shop import BASE_TS, Shop, item, view
 
 RECOMMEND = "/aisle.v1.RecommendationService/Recommend"
 HANDLING = "aisle_grpc_server_handling_seconds"
@@ -81,6 +84,34 @@ def test_stage_histogram_after_recommend(metered_server: ServerProcess) -> None:
     for stage in ("read", "ranking"):
         assert value(samples, "aisle_recommend_stage_seconds_count", stage=stage) == 4
         assert value(samples, "aisle_recommend_stage_seconds_sum", stage=stage) > 0
+
+
+def test_changed_co_visitation_lists_are_ranked_in_idle_time(metered_server: ServerProcess) -> None:
+    shop = Shop()
+    names = [f"x{i}" for i in range(6)]
+    with AisleClient(ClientOptions(target=metered_server.target)) as client:
+        client.upsert_items(item(shop.id(name), category=shop.category("skin/cream")) for name in names)
+        # Two customers view the six items in turn: each item's list of co-viewed items changes.
+        events = [
+            view(user, shop.id(name), BASE_TS + n * 60_000)
+            for user in ("u-lists-1", "u-lists-2")
+            for n, name in enumerate(names)
+        ]
+        events.append(view("u-lists-3", shop.id("x0"), BASE_TS + 60 * 60_000))
+        assert client.track(events).accepted == len(events)
+        # The server ranks those lists between requests (server.retrieval.list_warmer); wait until it has.
+        deadline = time.monotonic() + 60
+        while True:
+            samples = scrape(metered_server.metrics_url)
+            if value(samples, "aisle_neighbour_lists_unranked") == 0:
+                break
+            assert time.monotonic() < deadline, "the changed lists were never ranked"
+            time.sleep(0.05)
+        assert value(samples, "aisle_neighbour_lists_ranked_total") >= len(names)
+        # A Recommend reads the lists the warmer ranked, with the same answer as a read ranking them.
+        answer = client.recommend("u-lists-3", k=3)
+        assert len(answer.items) == 3
+        assert f"co_viewed_with:{shop.id('x0')}" in answer.items[0].reasons
 
 
 def test_snapshots_of_processes_are_summed() -> None:
