@@ -385,7 +385,7 @@ def two_tower(
     if not len(positions):
         return
     logits = retriever.log_relative(raw)
-    pool.add(LEARNED, positions, np.exp(logits), np.full(len(positions), -1, dtype=np.int64))
+    pool.add(LEARNED, positions, np.exp(logits), _no_args(len(positions)))
     pool.add_extra("learned_logit", positions, np.maximum(logits + LOGIT_FLOOR, 1e-6))
 
 
@@ -417,10 +417,19 @@ def item_knn(
         return
     positions = retriever.knn_positions(index)[found]
     best = float(scores[0]) or 1.0
-    pool.add(ITEM_KNN, positions, scores.astype(np.float64) / best, np.full(len(found), -1, dtype=np.int64))
+    pool.add(ITEM_KNN, positions, scores.astype(np.float64) / best, _no_args(len(found)))
 
 
 _NO_POSITIONS = np.zeros(0, dtype=np.int64)
+#: Reason arguments of a source that has none (-1), shared read-only (`CandidateSet` only reads them).
+_MINUS_ONES = np.full(1024, -1, dtype=np.int64)
+_MINUS_ONES.flags.writeable = False
+
+
+def _no_args(n: int) -> Ints:
+    """``n`` reason arguments -1."""
+    return _MINUS_ONES[:n] if n <= len(_MINUS_ONES) else np.full(n, -1, dtype=np.int64)
+
 
 #: `learned_logit` is the log relative probability plus this (items more than e**-20 below the best are at 0).
 LOGIT_FLOOR = 20.0

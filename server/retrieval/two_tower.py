@@ -19,6 +19,8 @@ from typing import Any
 
 import faiss
 import numpy as np
+import numpy.typing as npt
+from numba import njit
 
 from feature_worker.fold import VIEW
 from server.ranking.ranker import Ranker
@@ -250,16 +252,18 @@ class TwoTowerRetriever:
         """The learned source's (positions in ``index``, inner products), best first, at most ``n``, none of the
         positions ``exclude`` and none outside the catalog: the first ``n`` of the remembered search that
         survive; searched again, wider, only when too many of it are excluded."""
-        positions = self.label_positions(index)[proposals.labels]
-        wanted: np.ndarray = positions >= 0
-        if len(exclude):
-            wanted &= ~is_in(positions, exclude)
-        kept = np.flatnonzero(wanted)[:n]
-        if len(kept) >= n or proposals.exhausted:
-            return positions[kept], proposals.scores[kept]
+        positions, scores = _first_allowed(
+            self.label_positions(index),
+            proposals.labels,
+            proposals.scores,
+            np.asarray(exclude, dtype=np.int64),
+            n,
+        )
+        if len(positions) >= n or proposals.exhausted:
+            return positions, scores
         vector = self.encode(recent, context_item_ids)
         if vector is None:  # the proposals were computed from these interactions, so this cannot happen
-            return positions[kept], proposals.scores[kept]
+            return positions, scores
         return self.search_positions(vector, n, index, exclude)
 
     def _width(self, n: int) -> int:
@@ -451,6 +455,44 @@ def load(paths: BundlePaths, cache_capacity: int = DEFAULT_CAPACITY) -> TwoTower
 
 _NO_ITEMS = np.zeros(0, dtype=np.int64)
 _NO_SCORES = np.zeros(0, dtype=np.float32)
+
+
+@njit(
+    [
+        "Tuple((i8[:], f4[:]))(i8[:], i8[:], f4[:], i8[:], i8)",
+        "Tuple((i8[:], f8[:]))(i8[:], i8[:], f8[:], i8[:], i8)",
+    ],
+    cache=True,
+    nogil=True,
+)
+def _first_allowed(
+    label_positions: npt.NDArray[np.int64],
+    labels: npt.NDArray[np.int64],
+    scores: npt.NDArray[np.floating[Any]],
+    exclude: npt.NDArray[np.int64],
+    n: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.floating[Any]]]:  # pragma: no cover - compiled
+    """(positions in the index, scores) of the first ``n`` searched ``labels`` that are in the index
+    (``label_positions[label] >= 0``) and not in ``exclude``: one pass instead of six numpy calls."""
+    positions = np.empty(min(n, len(labels)), dtype=np.int64)
+    kept = np.empty(len(positions), dtype=scores.dtype)
+    at = 0
+    for i in range(len(labels)):
+        if at >= len(positions):
+            break
+        p = label_positions[labels[i]]
+        if p < 0:
+            continue
+        excluded = False
+        for e in exclude:
+            if e == p:
+                excluded = True
+                break
+        if not excluded:
+            positions[at] = p
+            kept[at] = scores[i]
+            at += 1
+    return positions[:at], kept[:at]
 
 
 def _positive_int(meta: dict[str, Any], key: str, paths: BundlePaths) -> int:

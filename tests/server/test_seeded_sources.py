@@ -40,7 +40,7 @@ def proposals(pool: CandidateSet, source: int, lists: TopLists) -> list[tuple[st
     """(item, score, reason argument) as the source added them, in order."""
     assert lists.index is not None
     out: list[tuple[str, float, int]] = []
-    for positions, scores, args in pool._parts[source]:
+    for positions, scores, args in pool.added(source):
         out += zip(lists.index.names(positions), scores.tolist(), args.tolist())
     return out
 
