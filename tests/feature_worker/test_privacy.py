@@ -133,28 +133,32 @@ def sealed(client: aioredis.Redis) -> RedisFeatureStore:
 @pytest.mark.integration
 async def test_sealed_features_read_in_one_call_while_the_seeds_hold(redis_client: aioredis.Redis) -> None:
     catalog = Catalog()
-    catalog.upsert_many([item(f"i{n}") for n in range(6)])
+    # Ids long enough that the ciphertext never holds one by chance (a 2-byte id did, 1 run in ~300).
+    catalog.upsert_many([item(f"item-{n}") for n in range(6)])
     store = sealed(redis_client)
     await apply_events(
         store,
         catalog,
         [
-            view("u1", "i0", BASE_TS),
-            view("u1", "i1", BASE_TS + 1000),
-            view("u2", "i1", BASE_TS),
-            view("u2", "i2", BASE_TS + 1000),
+            view("u1", "item-0", BASE_TS),
+            view("u1", "item-1", BASE_TS + 1000),
+            view("u2", "item-1", BASE_TS),
+            view("u2", "item-2", BASE_TS + 1000),
         ],
     )
     raw = await redis_client.get(keys.user("u1"))
-    assert isinstance(raw, bytes) and is_sealed(raw) and b"i0" not in raw
+    assert isinstance(raw, bytes) and is_sealed(raw) and b"item-0" not in raw
     first = await store.read_request("u1", ())
-    assert store.second_reads == 1 and set(first.covis) == {"i0", "i1"}  # seeds unknown before the first read
+    assert store.second_reads == 1 and set(first.covis) == {
+        "item-0",
+        "item-1",
+    }  # seeds unknown before the first read
     again = await store.read_request("u1", ())
     assert store.second_reads == 1 and again.covis == first.covis and again.user == first.user
-    await apply_events(store, catalog, [view("u1", "i3", BASE_TS + 2000)])
+    await apply_events(store, catalog, [view("u1", "item-3", BASE_TS + 2000)])
     moved = await store.read_request("u1", ())
-    assert moved.user is not None and [i for *_, i in moved.user.recent][-1] == "i3"
-    assert store.second_reads == 2 and "i3" in moved.covis
+    assert moved.user is not None and [i for *_, i in moved.user.recent][-1] == "item-3"
+    assert store.second_reads == 2 and "item-3" in moved.covis
     await store.delete_user("u1")
     assert (await store.read_request("u1", ())).user is None
 
