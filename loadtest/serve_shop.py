@@ -18,10 +18,11 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from loadtest.harness.server import ServerProcess
-from loadtest.server_metrics import scrape
+from loadtest.server_metrics import Scrape, scrape
 from loadtest.shops import load_shop, loaded
 
 
@@ -45,8 +46,8 @@ def main() -> None:
             print(loaded(load_shop(server.target, args.shop)), flush=True)
             if args.metrics_port:
                 if args.bundles:
-                    wait_for_proposals(server.metrics_url)
-                wait_for_neighbour_lists(server.metrics_url)
+                    wait_for_zero(server.metrics_url, "aisle_learned_proposals_pending", proposals_ready)
+                wait_for_zero(server.metrics_url, "aisle_neighbour_lists_unranked", lists_ready)
             metrics = f", metrics on {server.metrics_url}" if args.metrics_port else ""
             print(f"serving {args.shop} on {server.target}{metrics} (Ctrl-C to stop)", flush=True)
             while server.proc is not None and server.proc.poll() is None:
@@ -57,32 +58,30 @@ def main() -> None:
             server.stop()
 
 
-def wait_for_proposals(metrics_url: str, timeout_s: float = 1800.0) -> None:
-    """Wait until the server's warmer has no user state left to compute (or it exports no such gauge)."""
+def wait_for_zero(
+    metrics_url: str, gauge: str, ready: Callable[[Scrape], str], timeout_s: float = 1800.0
+) -> None:
+    """Wait until the server's ``gauge`` (work it has left to do in the background) is 0, or it exports no such
+    gauge; then print ``ready`` of the last scrape."""
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
         now = scrape(metrics_url)
-        pending = now.gauge_sum("aisle_learned_proposals_pending")
-        if pending is None or pending == 0:
-            cached = now.gauge_sum("aisle_learned_proposals_cached")
-            print(f"learned proposals ready for {cached or 0:,.0f} user states", flush=True)
+        left = now.gauge_sum(gauge)
+        if left is None or left == 0:
+            print(ready(now), flush=True)
             return
         time.sleep(1.0)
-    print(f"learned proposals still pending after {timeout_s:.0f} s; serving anyway", flush=True)
+    print(f"{gauge} still above 0 after {timeout_s:.0f} s; serving anyway", flush=True)
 
 
-def wait_for_neighbour_lists(metrics_url: str, timeout_s: float = 600.0) -> None:
-    """Wait until the server has ranked every co-visitation list the load changed (or exports no such gauge)."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        now = scrape(metrics_url)
-        unranked = now.gauge_sum("aisle_neighbour_lists_unranked")
-        if unranked is None or unranked == 0:
-            ranked = now.counter_sum("aisle_neighbour_lists_ranked")
-            print(f"co-visitation lists ranked in idle time: {ranked:,.0f}", flush=True)
-            return
-        time.sleep(1.0)
-    print(f"co-visitation lists still unranked after {timeout_s:.0f} s; serving anyway", flush=True)
+def proposals_ready(now: Scrape) -> str:
+    return (
+        f"learned proposals ready for {now.gauge_sum('aisle_learned_proposals_cached') or 0:,.0f} user states"
+    )
+
+
+def lists_ready(now: Scrape) -> str:
+    return f"co-visitation lists ranked in idle time: {now.counter_sum('aisle_neighbour_lists_ranked'):,.0f}"
 
 
 if __name__ == "__main__":
