@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaProducer
 from protos.aisle.v1 import experiments_pb2
 from server.embedded.journal import Journal, RecordKind
 from server.experiments.lake import ExposureTable
+from server.tasks import stop
 
 log = logging.getLogger(__name__)
 
@@ -210,13 +211,8 @@ class ExposureLog:
 
     async def close(self) -> None:
         """Stop draining, write what is buffered, close the sinks."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await stop(self._task)
+        self._task = None
         if self._writing:  # cancelled in the middle of a batch: it may be written twice rather than lost
             batch, self._writing = self._writing, []
             await self._write(batch)

@@ -28,6 +28,7 @@ from protos.aisle.v1 import experiments_pb2
 from server.experiments.assignment import Assigner
 from server.experiments.errors import ExperimentConflict, ExperimentExists
 from server.experiments.model import DRAFT, RUNNING, STOPPED, check_experiment, check_file, state_of
+from server.tasks import stop
 
 if TYPE_CHECKING:
     from server.retrieval.registry import ModelRegistry
@@ -206,13 +207,8 @@ class ExperimentStore:
                 log.exception("reading the experiments file failed")
 
     async def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            try:
-                await self._watcher
-            except asyncio.CancelledError:
-                pass
-            self._watcher = None
+        await stop(self._watcher)
+        self._watcher = None
 
 
 def _write_atomic(path: Path, text: str) -> None:

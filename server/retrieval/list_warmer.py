@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from feature_worker.stores.base import FeatureStore
 from server.retrieval.item_index import ItemIndex
+from server.tasks import stop
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +51,8 @@ class ListWarmer:
             self._task = asyncio.create_task(self._run(), name="aisle-list-warmer")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await stop(self._task)
+        self._task = None
 
     @property
     def unranked(self) -> int:

@@ -23,6 +23,7 @@ from server.retrieval import bundles
 from server.retrieval.bundles import BundleError, BundlePaths
 from server.retrieval.two_tower import TwoTowerRetriever, load
 from server.retrieval.warmer import ProposalWarmer
+from server.tasks import stop
 
 log = logging.getLogger(__name__)
 
@@ -173,10 +174,5 @@ class ModelRegistry:
         if self.warmer is not None:
             await asyncio.to_thread(self.warmer.close)
             self.warmer = None
-        if self._watcher is not None:
-            self._watcher.cancel()
-            try:
-                await self._watcher
-            except asyncio.CancelledError:
-                pass
-            self._watcher = None
+        await stop(self._watcher)
+        self._watcher = None
