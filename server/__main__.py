@@ -1,5 +1,5 @@
 """`python -m server --host H --port P [--workers N] [--metrics-port M] [--data-dir DIR] [--bundles DIR]
-[--env-file FILE]`: serve Aisle until SIGINT/SIGTERM.
+[--cpus LIST] [--env-file FILE]`: serve Aisle until SIGINT/SIGTERM.
 
 Kafka + Redis mode when `AISLE_KAFKA_BOOTSTRAP` and `AISLE_REDIS_URL` are set (environment or env file),
 embedded otherwise. `--workers N` (N > 1, Kafka + Redis mode only) runs N server processes on one port under a
@@ -23,6 +23,7 @@ from pathlib import Path
 import uvloop
 
 from feature_worker.privacy.vault import EncryptionNotConfigured
+from server.affinity import check_available, pin_process
 from server.app import serve
 from server.config import ConfigError, ServerSettings
 from server.dashboard.series import Sampler
@@ -63,6 +64,11 @@ def parse_args(argv: list[str]) -> tuple[ServerSettings, Path | None]:
         help="serve the model bundle promoted here, hot-swapping (AISLE_BUNDLES_DIR)",
     )
     parser.add_argument("--bundle-poll-s", type=float, help="check for a newly promoted bundle this often")
+    parser.add_argument(
+        "--cpus",
+        help="run on these CPUs only, a Linux CPU list such as 1 or 0-3; with --workers one CPU each, in turn "
+        "(AISLE_CPUS, default: any)",
+    )
     parser.add_argument("--port-file", type=Path, help="write the bound port here once serving (for tools)")
     parser.add_argument(
         "--env-file", type=Path, help="read AISLE_* settings from this file too (default .env)"
@@ -82,6 +88,10 @@ def parse_args(argv: list[str]) -> tuple[ServerSettings, Path | None]:
             "AISLE_REDIS_URL): the embedded server keeps its journal and its features in one process, which "
             "several processes cannot share. Run the embedded server with one worker."
         )
+    try:
+        check_available(settings.cpu_list)
+    except ValueError as exc:
+        parser.error(f"--cpus (AISLE_CPUS): {exc}")
     return settings, args.port_file
 
 
@@ -96,8 +106,11 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     settings, port_file = parse_args(argv)
     logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
-    if settings.workers > 1:
+    if settings.workers > 1:  # each worker pins itself (`server.workers.run_worker`)
         sys.exit(Supervisor(settings, lambda port: announce(settings, port, port_file)).run())
+    if settings.cpu_list:  # before the metrics and dashboard threads start: they inherit it
+        pin_process(settings.cpu_list)
+        logging.getLogger("server").info("pinned to CPU %s", settings.cpus)
     metrics = ServerMetrics() if settings.metrics_port or settings.dashboard_port else None
     if metrics is not None and settings.metrics_port:
         serve_metrics(LiveCollector(metrics), settings.metrics_host, settings.metrics_port)

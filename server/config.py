@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import Field
 
 from feature_worker.config import Settings
+from server.affinity import parse_cpu_list
 
 
 class ConfigError(ValueError):
@@ -112,3 +113,12 @@ class ServerSettings(Settings):
     #: Server processes sharing the port (SO_REUSEPORT), supervised by a parent process (`server.workers`).
     #: More than 1 needs the Kafka + Redis mode: the embedded journal and state live in one process.
     workers: int = Field(1, ge=1, le=256)
+    #: The CPUs the server runs on, as a Linux CPU list ("1", "0-3", "0,2"); empty: wherever the scheduler puts
+    #: it. Each thread is pinned (`server.affinity`); with `workers` > 1 each worker takes one CPU of the list,
+    #: in turn. `python -m server` refuses a malformed list or CPUs it may not use.
+    cpus: str = ""
+
+    @property
+    def cpu_list(self) -> tuple[int, ...]:
+        """`cpus` as numbers, ascending (empty: not pinned); ValueError for a malformed list."""
+        return parse_cpu_list(self.cpus) if self.cpus.strip() else ()

@@ -41,6 +41,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
+from server.affinity import pin_process, worker_cpus
 from server.config import ServerSettings
 from server.dashboard.series import Sampler
 from server.dashboard.web import Dashboard
@@ -69,6 +70,10 @@ def run_worker(settings: ServerSettings, snapshot_dir: str, ready: Connection, i
         level=settings.log_level,
         format=f"%(asctime)s %(levelname)s [worker {index} %(process)d] %(name)s: %(message)s",
     )
+    if settings.cpu_list:  # before serving starts any thread of its own: they inherit it
+        cpus = worker_cpus(settings.cpu_list, index)
+        pin_process(cpus)
+        log.info("pinned to CPU %s", ",".join(map(str, cpus)))
     metrics = ServerMetrics()
 
     async def main() -> None:

@@ -16,11 +16,14 @@ import pytest
 from loadtest.harness.children import ROOT
 from loadtest.harness.server import ServerProcess, free_port
 from protos.aisle.v1 import recommendations_pb2, recommendations_pb2_grpc
+from server.affinity import process_cpus, worker_cpus
 from tests.kafka_stack import stack_env
 from tests.polling import wait_for
 from tests.server.test_metrics import RECOMMEND, scrape, value
 
 WORKERS = 2
+#: The workers are pinned (`--cpus`), one CPU each: the first two this machine lets the tests use.
+CPUS = sorted(os.sched_getaffinity(0))[:WORKERS]
 
 
 def calls_by_pid(server: ServerProcess) -> dict[int, float]:
@@ -43,7 +46,13 @@ def alive(pid: int) -> bool:
 def multi_server(tmp_path: Path, kafka_bootstrap: str, redis_url: str) -> Iterator[ServerProcess]:
     tag = uuid.uuid4().hex[:8]
     env = stack_env(kafka_bootstrap, redis_url, f"test{tag}", f"workers-{tag}")
-    server = ServerProcess(tmp_path / "server", env=env, workers=WORKERS, metrics_port=free_port()).start()
+    server = ServerProcess(
+        tmp_path / "server",
+        env=env,
+        workers=WORKERS,
+        metrics_port=free_port(),
+        args=["--cpus", ",".join(map(str, CPUS))],
+    ).start()
     yield server
     server.stop()
 
@@ -72,6 +81,11 @@ def test_every_worker_answers_and_all_stop_on_sigterm(multi_server: ServerProces
     baseline = calls_by_pid(multi_server)
     pids = set(baseline)
     assert multi_server.proc is not None and multi_server.proc.pid not in pids  # workers, not the supervisor
+    # Every thread of worker i on CPU i of the list (in turn when the list is shorter than the workers).
+    assert sorted(min(process_cpus(pid)) for pid in pids) == sorted(
+        worker_cpus(CPUS, i)[0] for i in range(WORKERS)
+    )
+    assert all(len(process_cpus(pid)) == 1 for pid in pids)
 
     made = 0
     for _ in range(20):  # 10 new connections a round; all landing on one process 20 times over is ~1e-60
@@ -108,6 +122,7 @@ def test_a_worker_that_dies_is_restarted(multi_server: ServerProcess) -> None:
     wait_for(lambda: len(calls_by_pid(multi_server)) == WORKERS, "every worker's metrics")
     pids = set(calls_by_pid(multi_server))
     victim = min(pids)
+    victim_cpus = process_cpus(victim)
     os.kill(victim, signal.SIGKILL)
     wait_for(
         lambda: len(calls_by_pid(multi_server)) == WORKERS and victim not in calls_by_pid(multi_server),
@@ -116,6 +131,7 @@ def test_a_worker_that_dies_is_restarted(multi_server: ServerProcess) -> None:
     assert value(scrape(multi_server.metrics_url), "aisle_server_worker_restarts_total") == 1
     assert f"(pid {victim}) exited with code -9; restarting it" in multi_server.log_tail(200)
     replacement = (set(calls_by_pid(multi_server)) - pids).pop()
+    assert process_cpus(replacement) == victim_cpus  # the same slot, the same CPU
 
     made = 0
     for _ in range(20):
