@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from loadtest.harness.cpus import HELP, pin_client
 from loadtest.server_metrics import Scrape, breakdown, scrape
 
 GHZ_VERSION = "v0.120.0"
@@ -260,7 +261,9 @@ def main() -> None:
         "--connections", type=int, default=4, help="open loop: connections (spread over --workers)"
     )
     parser.add_argument("--ghz", help="path of the ghz binary")
+    parser.add_argument("--client-cpus", help=HELP)
     args = parser.parse_args()
+    pin_client(args.client_cpus, parser)  # ghz, started later, inherits it
     host = args.target.rsplit(":", 1)[0]
     if host not in ("127.0.0.1", "localhost"):
         sys.exit(f"refusing to load {args.target}: this tool only loads a server on this host (127.0.0.1)")

@@ -26,6 +26,7 @@ from pathlib import Path
 import grpc
 
 from clients import tokens
+from loadtest.harness.cpus import HELP, pin_client
 from loadtest.harness.server import ServerProcess, free_port
 from loadtest.server_metrics import breakdown, scrape
 from loadtest.shops import load_shop, loaded
@@ -80,7 +81,10 @@ def main() -> None:
     )
     parser.add_argument("--auth", action="store_true", help="require JWTs and send one with every call")
     parser.add_argument("--token", help="with --target: the bearer token to send")
+    parser.add_argument("--client-cpus", help=HELP)
+    parser.add_argument("--server-cpus", help="without --target: the server's --cpus (default: any)")
     args = parser.parse_args()
+    pin_client(args.client_cpus, parser)
     users = [u.user_id for u in read_users(args.shop)]
     if args.target:
         print(measure(args.target, users, args.requests, args.seed, args.metrics, token=args.token))
@@ -88,6 +92,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         # lists refresh every second in the background, as in production
         bundle_args = ["--bundles", str(args.bundles.resolve())] if args.bundles else []
+        cpu_args = ["--cpus", args.server_cpus] if args.server_cpus else []
         env: dict[str, str] = {}
         admin = reader = None
         if args.auth:
@@ -100,7 +105,7 @@ def main() -> None:
             Path(tmp) / "server",
             env=env,
             metrics_port=free_port(),
-            args=["--lists-refresh-s", "1", *bundle_args],
+            args=["--lists-refresh-s", "1", *bundle_args, *cpu_args],
         ).start()
         try:
             print(loaded(load_shop(server.target, args.shop, token=admin or "")))

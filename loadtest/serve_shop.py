@@ -1,6 +1,6 @@
 """Start an embedded server loaded with a generated shop and keep it serving, for ghz and locust.
 
-    python -m loadtest.serve_shop --shop DIR [--port 50051] [--metrics-port 9464] [--bundles DIR]
+    python -m loadtest.serve_shop --shop DIR [--port 50051] [--metrics-port 9464] [--bundles DIR] [--cpus LIST]
 
 Loads the shop through the public API (catalog, users, then every event through Track), prints the
 target (and the `/metrics` URL with --metrics-port), and serves until Ctrl-C. With --bundles the server
@@ -32,15 +32,19 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=50051)
     parser.add_argument("--metrics-port", type=int, default=0, help="serve /metrics on this port (0: none)")
     parser.add_argument("--bundles", type=Path, help="serve the bundle promoted in this directory")
+    parser.add_argument(
+        "--cpus", help="the server's --cpus: run it on these CPUs only, such as 1 (default: any)"
+    )
     args = parser.parse_args()
     bundle_args = ["--bundles", str(args.bundles.resolve())] if args.bundles else []
+    cpu_args = ["--cpus", args.cpus] if args.cpus else []
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # kill PID stops the server too (the finally below)
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(
             Path(tmp),
             port=args.port,
             metrics_port=args.metrics_port,
-            args=["--lists-refresh-s", "1", *bundle_args],
+            args=["--lists-refresh-s", "1", *bundle_args, *cpu_args],
         ).start()
         try:
             print(loaded(load_shop(server.target, args.shop)), flush=True)
