@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import grpc
 import pytest
 
-from loadtest.harness.children import ROOT
 from loadtest.harness.server import ServerProcess
 from protos.aisle.v1 import recommendations_pb2, recommendations_pb2_grpc
 from server.affinity import check_available, parse_cpu_list, process_cpus, worker_cpus
+from tests.server.refusals import start_refused
 
 
 def test_cpu_lists_are_read_as_linux_writes_them() -> None:
@@ -82,20 +80,8 @@ def test_an_unpinned_server_is_left_where_the_scheduler_puts_it(server: ServerPr
     [("1-0", "goes backwards"), ("4095", "CPU 4095 is not available to this process")],
 )
 def test_the_server_refuses_cpus_it_cannot_use(tmp_path: Path, cpus: str, reason: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AISLE_")}
-    env["AISLE_CPUS"] = cpus  # the environment is checked as the command line is
-    env_file = tmp_path / "empty.env"
-    env_file.write_text("")
-    result = subprocess.run(
-        [sys.executable, "-m", "server", "--port", "0", "--data-dir", str(tmp_path / "data")]
-        + ["--env-file", str(env_file)],
-        check=False,
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    # The environment is checked as the command line is.
+    result = start_refused(tmp_path, [], env={"AISLE_CPUS": cpus})
     assert result.returncode == 2
     assert "--cpus (AISLE_CPUS):" in result.stderr and reason in result.stderr
     assert not (tmp_path / "data").exists()  # refused before anything started

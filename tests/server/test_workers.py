@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,12 +11,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-from loadtest.harness.children import ROOT
 from loadtest.harness.server import ServerProcess, free_port
 from protos.aisle.v1 import recommendations_pb2, recommendations_pb2_grpc
 from server.affinity import process_cpus, worker_cpus
 from tests.kafka_stack import stack_env
 from tests.polling import wait_for
+from tests.server.refusals import start_refused
 from tests.server.test_metrics import RECOMMEND, scrape, value
 
 WORKERS = 2
@@ -160,30 +158,7 @@ def test_a_worker_that_dies_is_restarted(multi_server: ServerProcess) -> None:
 
 
 def test_embedded_mode_refuses_several_workers(tmp_path: Path) -> None:
-    env_file = tmp_path / "empty.env"
-    env_file.write_text("")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AISLE_")}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "server",
-            "--workers",
-            "2",
-            "--port",
-            "0",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--env-file",
-            str(env_file),
-        ],
-        check=False,
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = start_refused(tmp_path, ["--workers", "2"])
     assert result.returncode == 2
     assert "--workers 2" in result.stderr and "Kafka + Redis mode" in result.stderr
     assert "cannot share" in result.stderr
