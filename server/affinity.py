@@ -2,10 +2,11 @@
 
 A server process is one event loop plus the threads of gRPC, ONNX Runtime and the warmers. Left to the
 scheduler on a small machine, those threads, the event loop and a load generator keep moving between the
-cores, and every move leaves the caches behind. Pinned to one core (the load generator or the other
-processes on the rest), a Recommend's server CPU fell by about a tenth and its p50 and p99 with it on the
-2-core benchmark machine (BENCHMARKS.md, issue 9, tenth pass). With `--workers N` each worker takes one CPU of
-the list, in turn.
+cores, and every move leaves the caches behind. Pinned to one core (the load generator on the other), a
+Recommend answered to one caller at a time took a tenth less server CPU, and its p50 and p99 fell with it, on the
+2-core benchmark machine; with many calls in flight the unpinned server did better, its other threads using the
+second core (BENCHMARKS.md, issue 9, tenth pass). With `--workers N` each worker takes one CPU of the list, in
+turn.
 
 Linux sets affinity per thread, and a new thread inherits its creator's: `pin_process` sets it for every
 thread in ``/proc/self/task``, so whatever started before (imports start some) is pinned too.
@@ -45,7 +46,12 @@ def parse_cpu_list(text: str) -> tuple[int, ...]:
 
 
 def check_available(cpus: Sequence[int]) -> None:
-    """ValueError naming the CPUs of ``cpus`` this process may not run on (offline, or outside its cgroup)."""
+    """ValueError naming the CPUs of ``cpus`` this process may not run on (offline, or outside its cgroup), or
+    saying that this system cannot pin (only Linux's kernel interface is used); nothing to check for none."""
+    if not cpus:
+        return
+    if not hasattr(os, "sched_setaffinity"):
+        raise ValueError("pinning to CPUs needs Linux (os.sched_setaffinity); leave the CPU list empty here")
     allowed = os.sched_getaffinity(0)
     missing = [cpu for cpu in cpus if cpu not in allowed]
     if missing:

@@ -48,6 +48,14 @@ def test_a_cpu_this_process_may_not_use_is_named() -> None:
         check_available([allowed[0], 4095])
 
 
+def test_without_linux_affinity_only_an_empty_list_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(os, "sched_setaffinity")
+    monkeypatch.delattr(os, "sched_getaffinity")
+    check_available(())  # the default: nothing to pin, nothing asked of the system
+    with pytest.raises(ValueError, match="pinning to CPUs needs Linux"):
+        check_available((0,))
+
+
 def one_cpu() -> int:
     """The last CPU this process may use (any one would do)."""
     return max(os.sched_getaffinity(0))
