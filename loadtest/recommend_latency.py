@@ -26,12 +26,13 @@ from pathlib import Path
 import grpc
 
 from clients import tokens
-from loadtest.harness.cpus import HELP, pin_client
+from loadtest.harness.cpus import HELP, client_cpus
 from loadtest.harness.server import ServerProcess, free_port
 from loadtest.server_metrics import breakdown, scrape
 from loadtest.shops import load_shop, loaded
 from loadtest.stats import format_ms, summarize_ms
 from protos.aisle.v1 import recommendations_pb2, recommendations_pb2_grpc
+from server.affinity import pin_process
 from trainer.data.generated import read_users
 
 
@@ -84,9 +85,10 @@ def main() -> None:
     parser.add_argument("--client-cpus", help=HELP)
     parser.add_argument("--server-cpus", help="without --target: the server's --cpus (default: any)")
     args = parser.parse_args()
-    pin_client(args.client_cpus, parser)
+    cpus = client_cpus(args.client_cpus, parser)
     users = [u.user_id for u in read_users(args.shop)]
     if args.target:
+        pin_process(cpus)
         print(measure(args.target, users, args.requests, args.seed, args.metrics, token=args.token))
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,6 +112,7 @@ def main() -> None:
         try:
             print(loaded(load_shop(server.target, args.shop, token=admin or "")))
             time.sleep(2)  # let the background refresh build popular/trending lists
+            pin_process(cpus)  # only now: the server started above would have inherited the client's CPUs
             print(measure(server.target, users, args.requests, args.seed, server.metrics_url, token=reader))
         finally:
             server.stop()

@@ -67,7 +67,10 @@ def worker_cpus(cpus: Sequence[int], index: int) -> tuple[int, ...]:
 
 
 def pin_process(cpus: Sequence[int]) -> None:
-    """Run every thread of this process, and every thread it starts from now on, on ``cpus`` only."""
+    """Run every thread of this process, and every thread it starts from now on, on ``cpus`` only (none: leave
+    them where they are)."""
+    if not cpus:
+        return
     mask = set(cpus)
     try:
         threads = [int(tid) for tid in os.listdir("/proc/self/task")]
