@@ -75,9 +75,8 @@ class ListWarmer:
             started = clock()
             try:
                 done = await self.warm()
-            except (
-                Exception
-            ):  # a failure here must not stop warming for good: requests rank their own meanwhile
+            # A failure here must not stop warming for good: requests rank their own lists meanwhile.
+            except Exception:
                 log.exception("ranking changed co-visitation lists failed")
                 done = 0
             if done:

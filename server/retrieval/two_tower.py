@@ -26,7 +26,7 @@ from feature_worker.fold import VIEW
 from server.ranking.ranker import Ranker
 from server.retrieval.bundles import INPUT_ITEMS, INPUT_TYPES, OUTPUT_USER, RANKER, BundleError, BundlePaths
 from server.retrieval.item_index import ItemIndex
-from server.retrieval.kernels import is_in
+from server.retrieval.kernels import contains, is_in
 from server.retrieval.onnx_session import single_thread_session
 from server.retrieval.proposals import (
     DEFAULT_CAPACITY,
@@ -481,14 +481,7 @@ def _first_allowed(
         if at >= len(positions):
             break
         p = label_positions[labels[i]]
-        if p < 0:
-            continue
-        excluded = False
-        for e in exclude:
-            if e == p:
-                excluded = True
-                break
-        if not excluded:
+        if p >= 0 and not contains(exclude, p):
             positions[at] = p
             kept[at] = scores[i]
             at += 1
