@@ -108,8 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
     if settings.workers > 1:  # each worker pins itself (`server.workers.run_worker`)
         sys.exit(Supervisor(settings, lambda port: announce(settings, port, port_file)).run())
-    if settings.cpu_list:  # before the metrics and dashboard threads start: they inherit it
-        pin_process(settings.cpu_list)
+    cpus = settings.cpu_list  # parsed once (checked by parse_args)
+    if cpus:  # before the metrics and dashboard threads start: they inherit it
+        pin_process(cpus)
         logging.getLogger("server").info("pinned to CPU %s", settings.cpus)
     metrics = ServerMetrics() if settings.metrics_port or settings.dashboard_port else None
     if metrics is not None and settings.metrics_port:

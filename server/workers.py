@@ -70,8 +70,9 @@ def run_worker(settings: ServerSettings, snapshot_dir: str, ready: Connection, i
         level=settings.log_level,
         format=f"%(asctime)s %(levelname)s [worker {index} %(process)d] %(name)s: %(message)s",
     )
-    if settings.cpu_list:  # before serving starts any thread of its own: they inherit it
-        cpus = worker_cpus(settings.cpu_list, index)
+    every = settings.cpu_list  # parsed once
+    if every:  # before serving starts any thread of its own: they inherit it
+        cpus = worker_cpus(every, index)
         pin_process(cpus)
         log.info("pinned to CPU %s", ",".join(map(str, cpus)))
     metrics = ServerMetrics()
