@@ -87,7 +87,16 @@ class ExperimentStore:
                 return False
             self._stamp = stamp
             try:
-                spec = parse(await asyncio.to_thread(self.path.read_text))
+                text = await asyncio.to_thread(self.path.read_text)
+                if not text.strip():
+                    # What an editor (or `echo > file`) leaves for a moment while it rewrites the file: reading it
+                    # as "no experiments" would stop every running one until the next poll.
+                    log.warning(
+                        "experiments file %s is empty (being written?): the experiments in force stay",
+                        self.path,
+                    )
+                    return False
+                spec = parse(text)
             except (InvalidArgument, OSError) as exc:
                 log.error("experiments file %s refused, the experiments in force stay: %s", self.path, exc)
                 return False
