@@ -16,6 +16,7 @@ from server.recommender import Recommender
 from server.retrieval.list_warmer import ListWarmer
 from server.retrieval.toplists import TopLists
 from server.stages import StageTimes
+from server.tasks import stop
 
 if TYPE_CHECKING:
     from server.experiments.serving import Experiments
@@ -100,8 +101,9 @@ class EngineCore:
             await asyncio.sleep(self.lists_refresh_s)
 
     async def close(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
+        # Waited for, not only cancelled: a refresh still reading the store must be done before it is closed.
+        await stop(self._refresher)
+        self._refresher = None
         if self.list_warmer is not None:
             await self.list_warmer.close()
         if self.models is not None:
