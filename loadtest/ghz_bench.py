@@ -2,7 +2,7 @@
 
     python -m loadtest.ghz_bench --target 127.0.0.1:50090 [--users 100000] [--metrics URL]
         [--phases ratio,open,sweep] [--rounds 4] [--calls 2500] [--rps 500] [--duration-s 20]
-        [--p99-ms 10] [--sweep-start 200] [--sweep-duration-s 10] [--connections 4]
+        [--p99-ms 10] [--sweep-start 200] [--sweep-duration-s 10] [--connections 4] [--call recommend]
 
 Three phases, each a set of ghz runs (through server reflection, so no proto files) against one server on
 this host (targets are refused unless they are 127.0.0.1 or localhost):
@@ -15,6 +15,9 @@ this host (targets are refused unless they are 127.0.0.1 or localhost):
 - ``sweep``: the same open loop at rising rates (x1.25 from ``--sweep-start``; halving instead while even that
   fails) until p99 exceeds ``--p99-ms``, the achieved rate falls under 95 % of the offered one, or a call fails;
   then halves the gap between the best passing and the first failing rate twice. Prints every point and the highest rate that passed.
+
+``--call empty`` runs the open loop and the sweep on the empty call instead of Recommend: what the framework itself
+holds on this box, the ceiling any method's rate is measured against (as ``ratio`` measures latency against it).
 
 Recommend asks for k=10 with explanations for users drawn at random from u1..u``--users`` (a generated shop's
 ids). With ``--metrics`` (the server's `/metrics`) each phase also prints the server's own breakdown
@@ -42,6 +45,8 @@ GHZ_VERSION = "v0.120.0"
 GHZ_CACHE = Path.home() / ".cache" / "aisle" / "ghz"
 RECOMMEND = "aisle.v1.RecommendationService.Recommend"
 HEALTH = "grpc.health.v1.Health.Check"
+CALL_NAMES = {RECOMMEND: "Recommend", HEALTH: "Health/Check (the empty call)"}
+CALLS = {"recommend": RECOMMEND, "empty": HEALTH}
 
 
 def find_ghz(explicit: str | None) -> str:
@@ -134,11 +139,11 @@ class Ghz:
             str(skip),
         )
 
-    def open_loop(self, rps: int, duration_s: float) -> Run:
-        """Recommend offered at `rps` calls/s whatever the answers do, over `self.connections` connections."""
+    def open_loop(self, rps: int, duration_s: float, call: str = RECOMMEND) -> Run:
+        """`call` offered at `rps` calls/s whatever the answers do, over `self.connections` connections."""
         # Calls in flight when the duration ends are waited for and counted ("wait"), not cancelled as errors.
         return self.run(
-            RECOMMEND,
+            call,
             "--async",
             "--rps",
             str(rps),
@@ -182,13 +187,13 @@ def ratio_phase(ghz: Ghz, rounds: int, calls: int, metrics: str | None) -> None:
     server_view(metrics, before)
 
 
-def open_phase(ghz: Ghz, rps: int, duration_s: float, metrics: str | None) -> None:
+def open_phase(ghz: Ghz, rps: int, duration_s: float, metrics: str | None, call: str = RECOMMEND) -> None:
     print(
-        f"\n## Open loop: Recommend offered {rps}/s for {duration_s:g} s over {ghz.connections} connections",
+        f"\n## Open loop: {CALL_NAMES[call]} offered {rps}/s for {duration_s:g} s over {ghz.connections} connections",
         flush=True,
     )
     before = scrape(metrics) if metrics else None
-    run = ghz.open_loop(rps, duration_s)
+    run = ghz.open_loop(rps, duration_s, call)
     print(
         f"achieved {run.rate:,.0f} calls/s answered OK ({run.count:,} calls; failed: {run.failures()}): "
         f"p50 {run.p(50):.3f} ms, p90 {run.p(90):.3f} ms, p99 {run.p(99):.3f} ms",
@@ -197,15 +202,16 @@ def open_phase(ghz: Ghz, rps: int, duration_s: float, metrics: str | None) -> No
     server_view(metrics, before)
 
 
-def sweep_phase(ghz: Ghz, start: int, duration_s: float, p99_ms: float) -> None:
+def sweep_phase(ghz: Ghz, start: int, duration_s: float, p99_ms: float, call: str = RECOMMEND) -> None:
     print(
-        f"\n## Rate sweep: highest offered rate with p99 <= {p99_ms:g} ms ({duration_s:g} s per rate)",
+        f"\n## Rate sweep, {CALL_NAMES[call]}: highest offered rate with p99 <= {p99_ms:g} ms "
+        f"({duration_s:g} s per rate)",
         flush=True,
     )
     print("| offered/s | achieved/s | failed | p50 ms | p99 ms | within |\n|---:|---:|---:|---:|---:|---|")
 
     def passes(rate: int) -> bool:
-        run = ghz.open_loop(rate, duration_s)
+        run = ghz.open_loop(rate, duration_s, call)
         ok = run.errors == 0 and run.rate >= 0.95 * rate and run.p(99) <= p99_ms
         print(
             f"| {rate:,} | {run.rate:,.0f} | {run.errors} | {run.p(50):.3f} | {run.p(99):.3f} | "
@@ -260,6 +266,12 @@ def main() -> None:
     parser.add_argument(
         "--connections", type=int, default=4, help="open loop: connections (spread over --workers)"
     )
+    parser.add_argument(
+        "--call",
+        choices=sorted(CALLS),
+        default="recommend",
+        help="open loop and sweep: Recommend, or the empty call (Health/Check) for the framework's own ceiling",
+    )
     parser.add_argument("--ghz", help="path of the ghz binary")
     parser.add_argument("--client-cpus", help=HELP)
     args = parser.parse_args()
@@ -272,9 +284,9 @@ def main() -> None:
     if "ratio" in phases:
         ratio_phase(ghz, args.rounds, args.calls, args.metrics)
     if "open" in phases:
-        open_phase(ghz, args.rps, args.duration_s, args.metrics)
+        open_phase(ghz, args.rps, args.duration_s, args.metrics, CALLS[args.call])
     if "sweep" in phases:
-        sweep_phase(ghz, args.sweep_start, args.sweep_duration_s, args.p99_ms)
+        sweep_phase(ghz, args.sweep_start, args.sweep_duration_s, args.p99_ms, CALLS[args.call])
 
 
 if __name__ == "__main__":
