@@ -29,10 +29,12 @@ from typing import Any
 
 import faiss
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 
 from server.retrieval import bundles
+from server.retrieval.subnormals import flush_subnormal_weights
 from trainer.models.two_tower import ServedUserTower, TwoTower, item_matrix
 from trainer.preparation import Prepared, peak_rss_bytes
 
@@ -99,6 +101,11 @@ def export_user_tower(model: TwoTower, path: Path, max_len: int) -> None:
             opset_version=ONNX_OPSET,
             dynamo=False,
         )
+    graph = onnx.load(str(path))
+    if flush_subnormal_weights(
+        graph
+    ):  # a microcode assist per use on Intel CPUs (server.retrieval.subnormals)
+        onnx.save(graph, str(path))
 
 
 def session(path: Path, threads: int = 1) -> ort.InferenceSession:

@@ -162,6 +162,35 @@ def test_the_written_graph_is_the_module_without_its_elementwise_nodes(
     assert not {"Sub", "Div", "Add"} & set(ops)
 
 
+def test_the_written_ranker_has_no_subnormal_weights(tmp_path: Path) -> None:
+    """Weights that training leaves below float32's normal range (a feature constant in its data) are written as
+    zeros: they change no score, and each costs a microcode assist per use on Intel CPUs."""
+    import onnx
+    from onnx import numpy_helper
+
+    from trainer.models.ranker import _module
+
+    n = 12
+    rng = np.random.default_rng(4)
+    mean, scale = np.zeros(n, dtype=np.float32), np.ones(n, dtype=np.float32)
+    torch.manual_seed(3)
+    params = RankerParams(hidden=(8,))
+    module = _module(n, params, mean, scale)
+    first, linear = module.get_submodule("net.0"), module.get_submodule("linear")
+    assert isinstance(first, torch.nn.Linear) and isinstance(linear, torch.nn.Linear)
+    with torch.no_grad():
+        first.weight[:, 5] = 3e-39  # the column of a feature that was always zero
+        linear.weight[0, 5] = -2e-39
+    fitted = FittedRanker(module, [f"f{i}" for i in range(n)], params, {})
+    path = tmp_path / bundles.RANKER
+    assert export_ranker(fitted, path, rng.normal(0, 1, (50, n)).astype(np.float32)) <= 1e-4
+    tiny = np.finfo(np.float32).tiny
+    for initializer in onnx.load(str(path)).graph.initializer:
+        values = numpy_helper.to_array(initializer)
+        if values.dtype == np.float32:
+            assert not np.any((values != 0) & (np.abs(values) < tiny)), initializer.name
+
+
 def test_the_linear_mean_scores_the_mean_of_its_seeds(
     lists_and_ranker: tuple[RankerLists, RankerLists, FittedRanker], tmp_path: Path
 ) -> None:

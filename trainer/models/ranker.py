@@ -285,14 +285,17 @@ def permutation_importance(
 
 
 def export_ranker(fitted: FittedRanker, path: Path, check: npt.NDArray[np.float32]) -> float:
-    """Write the ONNX ranker to ``path`` (`trainer.models.ranker_graph`: the module's function in six nodes) and
-    return the largest |ONNX - PyTorch| score on ``check`` rows; `RankerError` when it exceeds
-    `PARITY_TOLERANCE`."""
+    """Write the ONNX ranker to ``path`` (`trainer.models.ranker_graph`: the module's function in six nodes, no
+    subnormal weights: `server.retrieval.subnormals`) and return the largest |ONNX - PyTorch| score on ``check``
+    rows; `RankerError` when it exceeds `PARITY_TOLERANCE`."""
     import onnxruntime as ort
 
+    from server.retrieval.subnormals import flush_subnormal_weights
     from trainer.models.ranker_graph import serving_graph
 
-    path.write_bytes(serving_graph(ranker_weights(fitted.module)).SerializeToString())
+    graph = serving_graph(ranker_weights(fitted.module))
+    flush_subnormal_weights(graph)  # weights of features constant in training decay below float32's normals
+    path.write_bytes(graph.SerializeToString())
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     onnx_scores = session.run([RANKER_OUTPUT], {RANKER_INPUT: check.astype(np.float32)})[0]
     gap = float(np.abs(onnx_scores - fitted.scores(check.astype(np.float32))).max()) if len(check) else 0.0
