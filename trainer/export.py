@@ -101,10 +101,9 @@ def export_user_tower(model: TwoTower, path: Path, max_len: int) -> None:
             opset_version=ONNX_OPSET,
             dynamo=False,
         )
+    # Subnormal weights cost a microcode assist per use on Intel CPUs (server.retrieval.subnormals).
     graph = onnx.load(str(path))
-    if flush_subnormal_weights(
-        graph
-    ):  # a microcode assist per use on Intel CPUs (server.retrieval.subnormals)
+    if flush_subnormal_weights(graph):
         onnx.save(graph, str(path))
 
 
