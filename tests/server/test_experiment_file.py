@@ -7,20 +7,7 @@ import os
 from pathlib import Path
 
 from server.experiments.store import ExperimentStore
-
-RUNNING = {
-    "experiments": [
-        {
-            "name": "sources",
-            "state": "RUNNING",
-            "traffic": 1.0,
-            "variants": [
-                {"name": "everything", "weight": 1},
-                {"name": "popular_only", "weight": 1, "config": {"sources": ["popular"]}},
-            ],
-        }
-    ]
-}
+from tests.server.test_experiments import SOURCES_RUNNING as RUNNING
 
 
 def write(path: Path, text: str, stamp: int) -> None:

@@ -121,27 +121,27 @@ def test_pipeline_of_unknown_defaults() -> None:
 
 
 # -- a real server ----------------------------------------------------------------------------------------------
+#: One running experiment, "sources": every source against popular items only, half the traffic each.
+SOURCES_RUNNING = {
+    "experiments": [
+        {
+            "name": "sources",
+            "state": "RUNNING",
+            "traffic": 1.0,
+            "variants": [
+                {"name": "everything", "weight": 1},
+                {"name": "popular_only", "weight": 1, "config": {"sources": ["popular"]}},
+            ],
+        }
+    ]
+}
+
+
 @pytest.fixture
 def exp_server(tmp_path: Path) -> Iterator[ServerProcess]:
     data = tmp_path / "server"
     data.mkdir()
-    (data / "experiments.json").write_text(
-        json.dumps(
-            {
-                "experiments": [
-                    {
-                        "name": "sources",
-                        "state": "RUNNING",
-                        "traffic": 1.0,
-                        "variants": [
-                            {"name": "everything", "weight": 1},
-                            {"name": "popular_only", "weight": 1, "config": {"sources": ["popular"]}},
-                        ],
-                    }
-                ]
-            }
-        )
-    )
+    (data / "experiments.json").write_text(json.dumps(SOURCES_RUNNING))
     process = ServerProcess(
         data,
         args=["--lists-refresh-s", "0"],
