@@ -47,10 +47,10 @@ from feature_worker.stores.bounds import (
     NEIGHBOURS_PER_SEED,
     RECENT_SEEDS,
     covis_trim_at,
-    heaviest,
     recent_seeds,
     yesterday_share,
 )
+from feature_worker.stores.neighbour_lists import NeighbourLists
 
 if TYPE_CHECKING:
     from feature_worker.privacy.vault import Vault
@@ -232,10 +232,6 @@ def _packing_in_c(connection_class: type[AbstractConnection]) -> type[AbstractCo
     return type(f"Hiredis{connection_class.__name__}", (_HiredisPacking, connection_class), {})
 
 
-def _decoded(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 class RedisFeatureStore(FeatureStore):
     """Features in Redis. One writer per user at a time (Kafka partitions by user), any number of readers.
 
@@ -264,6 +260,8 @@ class RedisFeatureStore(FeatureStore):
         self._hints: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         #: Reads that needed a second call because the user's seeds had changed (encryption on).
         self.second_reads = 0
+        #: The neighbour lists of the reads, decoded once per content (`NeighbourLists`).
+        self._lists = NeighbourLists()
 
     @classmethod
     def from_url(
@@ -405,7 +403,9 @@ class RedisFeatureStore(FeatureStore):
             with reachable("reading a request's features"):
                 out = await self._read(args=args)
             blob = out[0]
-            return RequestFeatures(user=UserState.from_bytes(blob) if blob else None, covis=_neighbours(out))
+            return RequestFeatures(
+                user=UserState.from_bytes(blob) if blob else None, covis=self._lists.decode(out)
+            )
         return await self._read_sealed(vault, user_id, context_item_ids)
 
     async def _read_sealed(
@@ -431,7 +431,7 @@ class RedisFeatureStore(FeatureStore):
         with reachable("reading a request's features"):
             out = await self._read(args=args)
         blob, wrapped = out[0], out[1]
-        covis = _neighbours(out)
+        covis = self._lists.decode(out)
         user = None
         if blob:
             if not is_sealed(blob):
@@ -458,7 +458,7 @@ class RedisFeatureStore(FeatureStore):
                 more = await self._read(
                     args=["", "", keys.COVIS_PREFIX, RECENT_SEEDS, NEIGHBOURS_PER_SEED, *missing]
                 )
-            covis.update(_neighbours(more))
+            covis.update(self._lists.decode(more))
         hints_now = tuple(seeds[len(context_item_ids) :])
         if hints_now != hints:
             self._hints[user_id] = hints_now
@@ -519,16 +519,3 @@ def _item_stats(
     for name, share in zip(map(bytes.decode, raw_yesterday), shares.tolist()):
         trending[name] = get(name, 0.0) + share
     return ItemStats(popularity=popularity, trending=trending, clock_ms=clock)
-
-
-def _neighbours(out: list[Any]) -> dict[str, list[tuple[str, float]]]:
-    """The read script's `seed, top, ties` triples (after the features and the key), ranked."""
-    covis: dict[str, list[tuple[str, float]]] = {}
-    for i in range(2, len(out), 3):
-        top, ties = out[i + 1], out[i + 2]
-        ranked = [(_decoded(top[j]), float(top[j + 1])) for j in range(0, len(top), 2)]
-        if ties:
-            last = ranked[-1][1]
-            ranked = [pair for pair in ranked if pair[1] > last] + [(_decoded(t), last) for t in ties]
-        covis[_decoded(out[i])] = heaviest(ranked, NEIGHBOURS_PER_SEED)
-    return covis

@@ -65,7 +65,6 @@ from feature_worker.stores.redis import (
     MAX_CONNECTIONS,
     TOP_NEIGHBOURS,
     RedisFeatureStore,
-    _neighbours,
     reachable,
 )
 
@@ -624,7 +623,7 @@ class RedisClusterFeatureStore(RedisFeatureStore):
             triples: list[Any] = [None, None]
             for i in range(0, len(reply), 3):
                 triples += (items[int(reply[i]) - 1], reply[i + 1], reply[i + 2])
-            covis.update(_neighbours(triples))
+            covis.update(self._lists.decode(triples))
         return covis
 
     async def item_stats(self) -> ItemStats:

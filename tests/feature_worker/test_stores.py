@@ -172,6 +172,31 @@ async def test_a_random_stream_gives_what_the_memory_store_gives(
         assert all(math.isclose(got_map[i], want_map[i], rel_tol=1e-9) for i in want_map)
 
 
+async def test_a_list_read_again_unchanged_is_the_same_object_and_a_changed_one_is_read_anew(
+    store: FeatureStore, catalog: Catalog
+) -> None:
+    """Redis replies are decoded once per content (`NeighbourLists`): the server converts a list once per list
+    object, so an unchanged seed costs nothing the second time, and a changed one is never served stale."""
+    await apply_events(store, catalog, [view("u1", f"i{n}", BASE_TS + n * MIN) for n in range(5)])
+    read = (await store.read_request("u1", ("i0",))).covis
+    first = {"i0": read["i0"], "i4": read["i4"]}  # the in-process store's mapping ranks when looked up
+    again = (await store.read_request("u2", ("i0", "i4"))).covis
+    assert again["i0"] is first["i0"] and again["i4"] is first["i4"]
+    # u2 co-visits i0 with i7: i0's list changes (one count and one new neighbour), i4's does not.
+    await apply_events(
+        store, catalog, [view("u2", "i0", BASE_TS + 9 * MIN), view("u2", "i7", BASE_TS + 10 * MIN)]
+    )
+    after = (await store.read_request("nobody", ("i0", "i4"))).covis
+    assert after["i4"] is first["i4"]
+    assert after["i0"] is not first["i0"] and ("i7", 1.0) in after["i0"]
+    expected = MemoryFeatureStore()
+    await apply_events(expected, catalog, [view("u1", f"i{n}", BASE_TS + n * MIN) for n in range(5)])
+    await apply_events(
+        expected, catalog, [view("u2", "i0", BASE_TS + 9 * MIN), view("u2", "i7", BASE_TS + 10 * MIN)]
+    )
+    assert after == expected.features.read_request("nobody", ("i0", "i4")).covis
+
+
 async def test_redis_keys_all_have_a_ttl(redis_url: str, catalog: Catalog) -> None:
     url = redis_url.rsplit("/", 1)[0] + "/5"
     client = aioredis.Redis.from_url(url)
