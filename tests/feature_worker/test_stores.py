@@ -16,6 +16,7 @@ from feature_worker import keys
 from feature_worker.apply import apply_events, fold_batch
 from feature_worker.catalog import Catalog
 from feature_worker.errors import StoreUnavailable
+from feature_worker.stores import redis as redis_store_module
 from feature_worker.stores.base import FeatureStore
 from feature_worker.stores.bounds import NEIGHBOURS_PER_SEED, heaviest
 from feature_worker.stores.memory import MemoryFeatureStore
@@ -195,6 +196,25 @@ async def test_a_list_read_again_unchanged_is_the_same_object_and_a_changed_one_
         expected, catalog, [view("u2", "i0", BASE_TS + 9 * MIN), view("u2", "i7", BASE_TS + 10 * MIN)]
     )
     assert after == expected.features.read_request("nobody", ("i0", "i4")).covis
+
+
+async def test_shop_wide_counters_larger_than_a_read_chunk_are_read_whole(
+    store: FeatureStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis reads the popularity and trending hashes in HSCAN chunks (`STATS_CHUNK`), so that a refresh never
+    holds the server's event loop for long: 600 items (past the compact encoding, where one HSCAN returns the
+    whole hash) read in chunks of 50 give what the in-process store gives."""
+    monkeypatch.setattr(redis_store_module, "STATS_CHUNK", 50)
+    catalog = Catalog()
+    catalog.upsert_many(item(f"i{n}") for n in range(600))
+    events = [view(f"u{n % 40}", f"i{n}", BASE_TS + n * 1_000) for n in range(600)]
+    expected = MemoryFeatureStore()
+    await apply_events(expected, catalog, events)
+    await apply_events(store, catalog, events)
+    stats, want = await store.item_stats(), expected.features.item_stats()
+    assert len(stats.popularity) == len(stats.trending) == 600
+    assert stats.popularity == pytest.approx(want.popularity, rel=1e-9)
+    assert stats.trending == pytest.approx(want.trending, rel=1e-9)
 
 
 async def test_redis_keys_all_have_a_ttl(redis_url: str, catalog: Catalog) -> None:
