@@ -50,7 +50,7 @@ class NeighbourLists:
                 self.reused += 1
                 covis[found[0]] = found[3]
                 continue
-            name = seed.decode() if isinstance(seed, bytes) else seed
+            name = decoded(seed)
             ranked = _ranked(top, ties)
             self.decoded += 1
             if len(kept) >= self.capacity:
@@ -59,19 +59,16 @@ class NeighbourLists:
             covis[name] = ranked
         return covis
 
-    def forget(self) -> None:
-        """Drop every kept list (memory only: answers never depend on it)."""
-        self._kept.clear()
-
 
 def _ranked(top: list[Any], ties: Any) -> Ranked:
     """One seed's ``ZREVRANGE ... WITHSCORES`` reply and the members tied with its last, ranked."""
-    ranked = [(_text(top[j]), float(top[j + 1])) for j in range(0, len(top), 2)]
+    ranked = [(decoded(top[j]), float(top[j + 1])) for j in range(0, len(top), 2)]
     if ties:
         last = ranked[-1][1]
-        ranked = [pair for pair in ranked if pair[1] > last] + [(_text(t), last) for t in ties]
+        ranked = [pair for pair in ranked if pair[1] > last] + [(decoded(t), last) for t in ties]
     return heaviest(ranked, NEIGHBOURS_PER_SEED)
 
 
-def _text(value: bytes | str) -> str:
+def decoded(value: bytes | str) -> str:
+    """A reply's string as text (the Redis clients hand out bytes; the Cluster store's triples carry str)."""
     return value.decode() if isinstance(value, bytes) else value

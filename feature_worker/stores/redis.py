@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 MAX_CONNECTIONS = 32
 #: Users whose co-visitation seeds a server process remembers (encryption on; see `read_request`).
 SEED_HINTS = 100_000
-#: Fields asked for per HSCAN call when the shop-wide hashes are read (`item_stats`; see `_whole_hash`).
+#: Fields asked for per HSCAN call when the shop-wide hashes are read (`item_stats`; see `_hash_chunks`).
 STATS_CHUNK = 1_000
 
 # ARGV[1]: JSON {user_ttl, applied_ttl, pop, trend, covis, clock, stride, ...}; then (features key, features,

@@ -60,6 +60,7 @@ from feature_worker.privacy.sealing import FEATURES, Unreadable, is_sealed, open
 from feature_worker.state import UserState
 from feature_worker.stores.base import ItemStats, RequestFeatures
 from feature_worker.stores.bounds import NEIGHBOURS_PER_SEED, RECENT_SEEDS, covis_trim_at, recent_seeds
+from feature_worker.stores.neighbour_lists import decoded
 from feature_worker.stores.redis import (
     _READ_SEEDS,
     MAX_CONNECTIONS,
@@ -590,7 +591,7 @@ class RedisClusterFeatureStore(RedisFeatureStore):
             blob, wrapped = out[0], out[1]
             if blob and not is_sealed(blob):
                 user = UserState.from_bytes(blob)
-                seeds = [_decoded(s) for s in out[2:]]
+                seeds = [decoded(s) for s in out[2:]]
             elif blob and vault is not None and wrapped:
                 try:
                     user = UserState.from_bytes(
@@ -646,10 +647,6 @@ _USER = _Script(_READ_USER)
 _NEIGHBOURS = _Script(_READ_NEIGHBOURS, cross_slot=True)
 GET_MANY = _Script(_GET_MANY_BODY, cross_slot=True)
 CREATE_MANY = _Script(_CREATE_MANY_BODY, cross_slot=True)
-
-
-def _decoded(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _deltas_blob(part: ItemDeltas) -> str:
